@@ -1,0 +1,30 @@
+//! premem-model: decoder language models of the Hugging Face families Llama
+//! (incl. Llama 3.x rope scaling), Qwen2/Qwen2.5, Mistral and Gemma2 in tch,
+//! computing what transformers computes.
+//!
+//! - [`ModelConfig`] from `config.json` (`config`, with the family switches in
+//!   `families/`);
+//! - [`CausalLm`]: load/save the Hugging Face layout (`weights`), forward with
+//!   padding and a [`KvCache`], random initialisation;
+//! - [`Tokenizer`] from `tokenizer.json`;
+//! - [`generate()`]: batched sampling with a shared prompt cache;
+//! - [`runtime`]: loading the CUDA part of libtorch at start-up.
+
+pub mod cache;
+pub mod config;
+pub mod error;
+mod families;
+pub mod generate;
+mod layers;
+pub mod model;
+pub mod rope;
+pub mod runtime;
+pub mod tokenizer;
+pub mod weights;
+
+pub use cache::KvCache;
+pub use config::{Family, ModelConfig};
+pub use error::{ModelError, Result};
+pub use generate::{Completion, SamplingParams, generate};
+pub use model::{CausalLm, SaveOptions, default_kind};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,283 @@
+//! The causal language model: embeddings, decoder layers, final norm, LM head.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::cache::KvCache;
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::layers::{AttnMask, DecoderLayer, RmsNorm, WeightInit};
+use crate::rope::Rotary;
+use crate::weights::{self, Checkpoint};
+
+pub struct CausalLm {
+    config: ModelConfig,
+    vs: VarStore,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    /// `lm_head.weight`, or the embedding matrix when embeddings are tied.
+    lm_head: Tensor,
+    rotary: Rotary,
+}
+
+/// Options for [`CausalLm::save`].
+#[derive(Clone, Debug)]
+pub struct SaveOptions {
+    /// Shard the weights into files of at most this many bytes.
+    pub max_shard_bytes: u64,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        SaveOptions {
+            max_shard_bytes: weights::DEFAULT_MAX_SHARD_BYTES,
+        }
+    }
+}
+
+/// bf16 on CUDA, fp32 on the CPU: the kind premem runs a device in by default.
+pub fn default_kind(device: Device) -> Kind {
+    if device.is_cuda() {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    }
+}
+
+impl CausalLm {
+    fn build(config: ModelConfig, device: Device, kind: Kind, init: WeightInit) -> CausalLm {
+        let mut vs = VarStore::new(device);
+        vs.set_kind(kind);
+        let root = vs.root();
+        let model = &root / "model";
+        let c = &config;
+        let embed_tokens =
+            (&model / "embed_tokens").var("weight", &[c.vocab_size, c.hidden_size], init.matrix());
+        let layers = (0..c.num_layers as usize)
+            .map(|i| DecoderLayer::new(&model / "layers" / i, c, i, init))
+            .collect();
+        let norm = RmsNorm::new(&model / "norm", c.hidden_size, c.rms_norm_eps, c.norm_style);
+        let lm_head = if c.tie_word_embeddings {
+            embed_tokens.shallow_clone()
+        } else {
+            crate::layers::Linear::new(&root / "lm_head", c.hidden_size, c.vocab_size, false, init)
+                .into_weight()
+        };
+        let rotary = Rotary::new(c, device);
+        CausalLm {
+            config,
+            vs,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary,
+        }
+    }
+
+    /// A randomly initialised model (weights ~ N(0, `initializer_range`), norms
+    /// at identity), seeded: the same seed gives the same weights.
+    pub fn random(config: ModelConfig, device: Device, kind: Kind, seed: i64) -> CausalLm {
+        let std = config
+            .raw
+            .get("initializer_range")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.02);
+        tch::manual_seed(seed);
+        Self::build(config, device, kind, WeightInit::Random { std })
+    }
+
+    /// Loads `config.json` and the safetensors weights of a Hugging Face model
+    /// directory.
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<CausalLm> {
+        let config = ModelConfig::from_dir(dir)?;
+        Self::load_with_config(config, dir, device, kind)
+    }
+
+    /// Loads weights from `dir` into a model of the given config.
+    pub fn load_with_config(
+        config: ModelConfig,
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<CausalLm> {
+        let checkpoint = Checkpoint::open(dir)?;
+        let model = Self::build(config, device, kind, WeightInit::Placeholder);
+        let tied = model.config.tie_word_embeddings;
+        checkpoint.load_into(&model.vs.variables(), |name| {
+            // Non-persistent rotary buffers of old checkpoints, and a stored
+            // copy of the tied LM head, carry nothing premem needs.
+            name.ends_with("rotary_emb.inv_freq") || (tied && name == "lm_head.weight")
+        })?;
+        Ok(model)
+    }
+
+    /// Saves `config.json` and the weights in the Hugging Face layout, so
+    /// transformers (and [`CausalLm::load`]) read them back.
+    pub fn save(&self, dir: &Path, options: &SaveOptions) -> Result<()> {
+        let tensors: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        weights::save_safetensors(dir, &tensors, options.max_shard_bytes)?;
+        let config = self.config.to_json(weights::dtype_name(self.kind()));
+        weights::write_atomic(
+            &dir.join("config.json"),
+            (serde_json::to_string_pretty(&config).expect("json") + "\n").as_bytes(),
+        )
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    pub fn var_store_mut(&mut self) -> &mut VarStore {
+        &mut self.vs
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.embed_tokens.kind()
+    }
+
+    /// A cache sized for `capacity` positions, for [`CausalLm::forward`].
+    pub fn new_cache(&self, capacity: i64) -> KvCache {
+        KvCache::with_capacity(self.layers.len(), capacity)
+    }
+
+    /// Logits `[batch, seq, vocab]` for `input_ids` `[batch, seq]`.
+    ///
+    /// `attention_mask` `[batch, seq]` marks tokens (1) and padding (0); left
+    /// and right padding both work, positions count tokens only. With a cache,
+    /// the call continues the cached sequences (the mask covers the new
+    /// positions only) and appends to the cache.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let hidden = self.forward_hidden(input_ids, attention_mask, cache)?;
+        Ok(self.logits(&hidden))
+    }
+
+    /// The LM head (with Gemma2's final soft-capping) over hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        let logits = hidden.linear(&self.lm_head, None::<Tensor>);
+        match self.config.final_logit_softcap {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` (after the last norm).
+    pub fn forward_hidden(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let device = self.device();
+        let (batch, q_len) = input_ids.size2().map_err(|_| {
+            ModelError::Invalid(format!(
+                "input_ids must be [batch, seq], got {:?}",
+                input_ids.size()
+            ))
+        })?;
+        if let Some(mask) = attention_mask
+            && mask.size() != [batch, q_len]
+        {
+            return Err(ModelError::Invalid(format!(
+                "attention_mask is {:?}, input_ids {:?}",
+                mask.size(),
+                input_ids.size()
+            )));
+        }
+        let new_mask = match attention_mask {
+            Some(mask) => mask.to_device(device).to_kind(Kind::Int64),
+            None => Tensor::ones([batch, q_len], (Kind::Int64, device)),
+        };
+        let (full_mask, has_padding) = match cache.as_deref_mut() {
+            Some(cache) => {
+                if let Some(cached) = cache.key_mask()
+                    && cached.size()[0] != batch
+                {
+                    return Err(ModelError::Invalid(format!(
+                        "cache holds {} rows, input_ids has {batch}",
+                        cached.size()[0]
+                    )));
+                }
+                cache.extend_mask(&new_mask)
+            }
+            None => {
+                let padded = new_mask.eq(0).any().int64_value(&[]) != 0;
+                (new_mask.shallow_clone(), padded)
+            }
+        };
+        let kv_len = full_mask.size()[1];
+        // Positions count tokens: left padding shifts them, as in generate().
+        let positions =
+            (full_mask.cumsum(1, Kind::Int64) - 1)
+                .clamp_min(0)
+                .narrow(1, kv_len - q_len, q_len);
+        let key_mask = has_padding.then_some(&full_mask);
+
+        let ids = input_ids.to_device(device);
+        let mut xs =
+            Tensor::f_embedding(&self.embed_tokens, &ids, -1, false, false).map_err(|e| {
+                ModelError::Invalid(format!(
+                    "token ids must be in 0..{} (vocab_size): {e}",
+                    self.config.vocab_size
+                ))
+            })?;
+        if let Some(scale) = self.config.embedding_scale {
+            // transformers multiplies by the scale cast to the weight dtype.
+            let scale = Tensor::from(scale as f32)
+                .to_kind(self.kind())
+                .to_device(device);
+            xs *= scale;
+        }
+        let (cos, sin) = self.rotary.cos_sin(&positions, self.kind());
+        let (cos, sin) = (cos.unsqueeze(1), sin.unsqueeze(1));
+
+        let mut masks: Vec<(Option<i64>, AttnMask)> = vec![];
+        for layer in &self.layers {
+            if !masks.iter().any(|(w, _)| *w == layer.window) {
+                let mask = AttnMask::build(key_mask, q_len, kv_len, layer.window, device);
+                masks.push((layer.window, mask));
+            }
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mask = &masks
+                .iter()
+                .find(|(w, _)| *w == layer.window)
+                .expect("built above")
+                .1;
+            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+            xs = layer.forward(&xs, &cos, &sin, mask, layer_cache);
+        }
+        if let Some(cache) = cache {
+            cache.commit(full_mask, has_padding);
+        }
+        Ok(self.norm.forward(&xs))
+    }
+}
+
+impl std::fmt::Debug for CausalLm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CausalLm")
+            .field("family", &self.config.family)
+            .field("layers", &self.layers.len())
+            .field("device", &self.device())
+            .field("kind", &self.kind())
+            .finish()
+    }
+}

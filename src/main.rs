@@ -1,0 +1,318 @@
+//! The `premem` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use premem_model::runtime;
+use premem_model::{CausalLm, ModelConfig, SamplingParams, SaveOptions, Tokenizer, default_kind};
+use tch::{Device, Kind};
+
+/// premem: distributed LLM finetuning that measures pre-memorization train
+/// accuracy while it trains.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Report what this binary finds: libtorch, CUDA devices, NCCL, and why
+    /// anything is missing.
+    Doctor,
+    /// Generate text from a Hugging Face model directory (config.json,
+    /// safetensors weights, tokenizer.json).
+    Generate(GenerateArgs),
+    /// Write models in the Hugging Face layout.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Load a model directory and save it again: change its dtype or shard
+    /// size. The tokenizer is copied along.
+    Convert {
+        /// Source model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Output directory (created; weight files of either layout replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// Weight dtype of the output (auto keeps fp32).
+        #[arg(long, value_enum, default_value_t = DType::Auto)]
+        dtype: DType,
+        /// Shard the weights into files of at most this many bytes.
+        #[arg(long, default_value_t = premem_model::weights::DEFAULT_MAX_SHARD_BYTES)]
+        max_shard_bytes: u64,
+    },
+    /// A randomly initialised model from a config.json (for tests and
+    /// benchmarks at real sizes without real weights).
+    Random {
+        /// A Hugging Face config.json.
+        #[arg(long)]
+        config: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the initialisation.
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        /// Weight dtype (auto: f32).
+        #[arg(long, value_enum, default_value_t = DType::Auto)]
+        dtype: DType,
+        /// Shard the weights into files of at most this many bytes.
+        #[arg(long, default_value_t = premem_model::weights::DEFAULT_MAX_SHARD_BYTES)]
+        max_shard_bytes: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Model directory in the Hugging Face layout.
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt text; repeat for a batch (prompts are left-padded together).
+    #[arg(long = "prompt", required = true)]
+    prompts: Vec<String>,
+    /// Tokens to generate per sample at most.
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: i64,
+    /// Sampling temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Samples per prompt (the prompt is prefilled once and shared).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// Seed of the sampling generators.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Weight dtype: auto (bf16 on CUDA, f32 on the CPU), f32, bf16, f16.
+    #[arg(long, value_enum, default_value_t = DType::Auto)]
+    dtype: DType,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DType {
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl DType {
+    fn kind(self, device: Device) -> Kind {
+        match self {
+            DType::Auto => default_kind(device),
+            DType::F32 => Kind::Float,
+            DType::Bf16 => Kind::BFloat16,
+            DType::F16 => Kind::Half,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Before any tensor work: registers CUDA when libtorch_cuda.so loads.
+    runtime::init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor => doctor(),
+        Command::Generate(args) => generate(args),
+        Command::Model(command) => model_command(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn doctor() -> Result<()> {
+    println!("premem {}", env!("CARGO_PKG_VERSION"));
+    match runtime::libtorch_dir() {
+        Some(dir) => {
+            let version = runtime::wheel_version(&dir)
+                .unwrap_or_else(|| format!("{} (pinned at build)", runtime::LIBTORCH_VERSION));
+            println!("libtorch: {version} from {}", dir.display());
+        }
+        None => println!("libtorch: {} (location unknown)", runtime::LIBTORCH_VERSION),
+    }
+    println!("cpu threads: {}", tch::get_num_threads());
+
+    let cuda = runtime::init();
+    match &cuda.result {
+        Ok(()) => println!("libtorch_cuda: loaded from {}", cuda.candidate.display()),
+        Err(why) => println!("libtorch_cuda: not loaded, running on the CPU only\n  why: {why}"),
+    }
+    let count = tch::Cuda::device_count();
+    println!(
+        "cuda: available={} devices={count} cudnn={}",
+        tch::Cuda::is_available(),
+        tch::Cuda::cudnn_is_available()
+    );
+    match runtime::cuda_devices() {
+        Ok(devices) => {
+            for d in devices {
+                println!(
+                    "  cuda:{} {} ({:.1} GiB)",
+                    d.index,
+                    d.name,
+                    d.total_memory_bytes as f64 / (1u64 << 30) as f64
+                );
+            }
+        }
+        Err(why) => println!("  no CUDA driver: {why}"),
+    }
+
+    match runtime::nccl() {
+        Ok(nccl) => {
+            let (major, minor, patch) = nccl.version;
+            let path = nccl
+                .path
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            println!("nccl: {major}.{minor}.{patch} from {path}");
+            if nccl.version < runtime::MIN_NCCL_VERSION {
+                let (a, b, c) = runtime::MIN_NCCL_VERSION;
+                println!("  problem: premem needs NCCL >= {a}.{b}.{c}");
+            }
+            if nccl.mapped.len() > 1 {
+                println!(
+                    "  problem: several NCCL libraries are loaded and will clash: {}",
+                    nccl.mapped
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        Err(why) => println!(
+            "nccl: not found (needed for multi-GPU training only; CPU ranks use the TCP ring)\n  why: {why}"
+        ),
+    }
+    Ok(())
+}
+
+fn parse_device(spec: &str) -> Result<Device> {
+    Ok(match spec {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(index)) => Device::Cuda(index),
+            _ => bail!("--device '{other}': expected auto, cpu, cuda or cuda:N"),
+        },
+    })
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    if let Device::Cuda(index) = device
+        && index >= tch::Cuda::device_count() as usize
+    {
+        bail!(
+            "--device cuda:{index}: this host has {} CUDA devices (run `premem doctor`)",
+            tch::Cuda::device_count()
+        );
+    }
+    let kind = args.dtype.kind(device);
+    let start = Instant::now();
+    let model = CausalLm::load(&args.model, device, kind)?;
+    let tokenizer = Tokenizer::from_dir(&args.model)?;
+    tokenizer.check_fits(model.config().vocab_size)?;
+    let load_time = start.elapsed();
+
+    let prompts = args
+        .prompts
+        .iter()
+        .map(|p| tokenizer.encode(p, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    let params = SamplingParams {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        stop_token_ids: model.config().eos_token_ids.clone(),
+        seed: args.seed,
+    };
+    let pad = model
+        .config()
+        .pad_token_id
+        .or(model.config().eos_token_ids.first().copied())
+        .unwrap_or(0);
+    let start = Instant::now();
+    let completions = premem_model::generate(&model, &prompts, args.samples, &params, pad)
+        .with_context(|| format!("generating with {}", args.model.display()))?;
+    let elapsed = start.elapsed().as_secs_f64();
+
+    for c in &completions {
+        let text = tokenizer.decode(&c.tokens, true)?;
+        println!(
+            "[prompt {} sample {}] {}{}",
+            c.prompt_index, c.sample_index, args.prompts[c.prompt_index], text
+        );
+    }
+    let generated: usize = completions.iter().map(|c| c.tokens.len()).sum();
+    eprintln!(
+        "{} ({:?}, {} layers) on {device:?} in {kind:?}: loaded in {:.2}s, {generated} tokens in {:.2}s ({:.0} tokens/s)",
+        args.model.display(),
+        model.config().family,
+        model.config().num_layers,
+        load_time.as_secs_f64(),
+        elapsed,
+        generated as f64 / elapsed.max(1e-9)
+    );
+    Ok(())
+}
+
+fn model_command(command: ModelCommand) -> Result<()> {
+    match command {
+        ModelCommand::Convert {
+            model,
+            out,
+            dtype,
+            max_shard_bytes,
+        } => {
+            let loaded = CausalLm::load(&model, Device::Cpu, dtype.kind(Device::Cpu))?;
+            loaded.save(&out, &SaveOptions { max_shard_bytes })?;
+            let tokenizer = model.join(premem_model::tokenizer::TOKENIZER_FILE);
+            if tokenizer.is_file() {
+                Tokenizer::from_file(&tokenizer)?
+                    .save(&out.join(premem_model::tokenizer::TOKENIZER_FILE))?;
+            }
+            println!("wrote {} ({:?})", out.display(), loaded.kind());
+        }
+        ModelCommand::Random {
+            config,
+            out,
+            seed,
+            dtype,
+            max_shard_bytes,
+        } => {
+            let config = ModelConfig::from_file(&config)?;
+            let model = CausalLm::random(config, Device::Cpu, dtype.kind(Device::Cpu), seed);
+            model.save(&out, &SaveOptions { max_shard_bytes })?;
+            println!("wrote {} ({:?}, seed {seed})", out.display(), model.kind());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! The premem binary as a user runs it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn premem(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_premem"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run premem")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn doctor_reports_libtorch_cuda_and_nccl() {
+    let out = premem(&["doctor"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("libtorch: 2.11.0"), "{stdout}");
+    assert!(stdout.contains("libtorch_cuda:"), "{stdout}");
+    assert!(stdout.contains("cuda: available="), "{stdout}");
+    assert!(stdout.contains("nccl:"), "{stdout}");
+}
+
+#[test]
+fn generate_prints_one_completion_per_prompt_and_sample() {
+    let out = premem(&[
+        "generate",
+        "--model",
+        "model/fixtures/qwen2",
+        "--prompt",
+        "Natalia sold",
+        "--prompt",
+        "How many?",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for (p, prompt) in [(0, "Natalia sold"), (1, "How many?")] {
+        for s in 0..2 {
+            assert!(
+                stdout.contains(&format!("[prompt {p} sample {s}] {prompt}")),
+                "{stdout}"
+            );
+        }
+    }
+    assert!(text(&out.stderr).contains("tokens/s"));
+}
+
+#[test]
+fn bad_model_directory_is_a_clear_error_not_a_panic() {
+    let missing = PathBuf::from("model/fixtures/no-such-model");
+    let out = premem(&[
+        "generate",
+        "--model",
+        missing.to_str().unwrap(),
+        "--prompt",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("no-such-model/config.json"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = premem(&[
+        "generate",
+        "--model",
+        "model/fixtures/llama",
+        "--prompt",
+        "x",
+        "--device",
+        "tpu",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--device 'tpu'"));
+}
+
+#[test]
+fn model_convert_and_random_write_loadable_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bf16 = tmp.path().join("bf16");
+    let out = premem(&[
+        "model",
+        "convert",
+        "--model",
+        "model/fixtures/gemma2",
+        "--out",
+        bf16.to_str().unwrap(),
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bf16.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["dtype"], "bfloat16");
+    assert!(bf16.join("tokenizer.json").is_file());
+    // Half the bytes of the fp32 original (same tensors, 2 bytes each).
+    let size = |p: PathBuf| std::fs::metadata(p).unwrap().len();
+    let (orig, half) = (
+        size("model/fixtures/gemma2/model.safetensors".into()),
+        size(bf16.join("model.safetensors")),
+    );
+    assert!(half < orig * 6 / 10, "{half} vs {orig}");
+    let out = premem(&[
+        "generate",
+        "--model",
+        bf16.to_str().unwrap(),
+        "--prompt",
+        "7 + 5",
+        "--device",
+        "cpu",
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("BFloat16"));
+
+    let random = tmp.path().join("random");
+    let out = premem(&[
+        "model",
+        "random",
+        "--config",
+        "model/fixtures/mistral/config.json",
+        "--out",
+        random.to_str().unwrap(),
+        "--seed",
+        "5",
+        "--max-shard-bytes",
+        "200000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(random.join("model.safetensors.index.json").is_file());
+    let out = premem(&[
+        "model",
+        "random",
+        "--config",
+        "model/fixtures/nope.json",
+        "--out",
+        random.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("nope.json"));
+}
