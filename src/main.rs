@@ -30,6 +30,50 @@ enum Command {
     /// Write models in the Hugging Face layout.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Make datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Finetune a model as a job spec (TOML) says; checkpoints and metrics go
+    /// to the spec's run.output. SIGTERM or Ctrl-C checkpoints and stops.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// The job spec (see examples/*.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Continue from the newest complete checkpoint in run.output.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar (log lines instead).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// The synthetic reasoning task: seeded multi-step arithmetic word
+    /// problems with several valid solution orders. Writes train.jsonl,
+    /// test.jsonl, pool.jsonl (curation candidates keyed by parent_id) in the
+    /// GSM8K format, and a BPE tokenizer.json trained on them.
+    Synth {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        train: usize,
+        #[arg(long, default_value_t = 200)]
+        test: usize,
+        /// Curation candidates per training example.
+        #[arg(long, default_value_t = 2)]
+        pool_per_example: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Tokenizer vocabulary size (the model's vocab_size must be >= this).
+        #[arg(long, default_value_t = 512)]
+        vocab_size: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,7 +171,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -136,6 +180,8 @@ fn main() -> ExitCode {
         Command::Doctor => doctor(),
         Command::Generate(args) => generate(args),
         Command::Model(command) => model_command(command),
+        Command::Data(command) => data_command(command),
+        Command::Train(args) => train(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -313,6 +359,120 @@ fn model_command(command: ModelCommand) -> Result<()> {
             model.save(&out, &SaveOptions { max_shard_bytes })?;
             println!("wrote {} ({:?}, seed {seed})", out.display(), model.kind());
         }
+    }
+    Ok(())
+}
+
+fn data_command(command: DataCommand) -> Result<()> {
+    match command {
+        DataCommand::Synth {
+            out,
+            train,
+            test,
+            pool_per_example,
+            seed,
+            vocab_size,
+        } => {
+            use premem_core::synth;
+            if train == 0 {
+                bail!("--train must be at least 1");
+            }
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let data = synth::generate(&synth::SynthConfig {
+                train,
+                test,
+                pool_per_example,
+                seed,
+            });
+            let template = premem_core::PromptTemplate::default();
+            let texts: Vec<String> = data
+                .train
+                .iter()
+                .chain(&data.test)
+                .chain(&data.pool)
+                .map(|e| {
+                    format!(
+                        "{}{}",
+                        template.render_prompt(e),
+                        template.render_completion(e)
+                    )
+                })
+                .collect();
+            let tokenizer =
+                synth::train_tokenizer(&texts, vocab_size).map_err(anyhow::Error::msg)?;
+            for (name, examples) in [
+                ("train", &data.train),
+                ("test", &data.test),
+                ("pool", &data.pool),
+            ] {
+                premem_core::Dataset::write_gsm8k_jsonl(
+                    examples,
+                    &out.join(format!("{name}.jsonl")),
+                )?;
+            }
+            let tokenizer_path = out.join("tokenizer.json");
+            tokenizer
+                .save(&tokenizer_path, false)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", tokenizer_path.display()))?;
+            println!(
+                "wrote {}: {} train, {} test, {} pool examples; tokenizer with {} tokens",
+                out.display(),
+                data.train.len(),
+                data.test.len(),
+                data.pool.len(),
+                tokenizer.get_vocab_size(true)
+            );
+            let e = &data.train[0];
+            println!(
+                "example {}:\n{}{}",
+                e.id,
+                template.render_prompt(e),
+                template.render_completion(e)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let spec = premem_core::JobSpec::from_file(&args.config)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let options = premem_trainer::TrainOptions {
+        resume: args.resume,
+        progress: !args.no_progress,
+        stop: Some(stop),
+    };
+    let summary = premem_trainer::train(&spec, &options, &mut premem_trainer::SingleProcess)?;
+    if let Some(from) = summary.resumed_from {
+        println!("resumed from step {from}");
+    }
+    for (step, accuracy) in &summary.monitor {
+        println!(
+            "step {step:>6}: greedy train accuracy {:.1}%",
+            accuracy * 100.0
+        );
+    }
+    println!(
+        "{} {}/{} steps, final loss {}, {:.0} tokens/s; output {}",
+        if summary.interrupted {
+            "stopped at"
+        } else {
+            "trained"
+        },
+        summary.steps,
+        summary.total_steps,
+        summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        summary.tokens_per_s,
+        summary.output
+    );
+    if summary.interrupted {
+        bail!(
+            "interrupted at step {}: checkpoint written, continue with --resume",
+            summary.steps
+        );
     }
     Ok(())
 }

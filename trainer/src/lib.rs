@@ -1,3 +1,23 @@
-//! premem-trainer: data-parallel supervised finetuning (one process per rank),
-//! collectives (NCCL on CUDA, a TCP ring on CPU), checkpoints and exact resume.
-//! Filled by the trainer and distributed-runtime issues.
+//! premem-trainer: supervised finetuning of a premem-model on a premem-core
+//! dataset, with checkpoints in the object store and exact resume.
+//!
+//! - [`run::train`]: the run (load, step, checkpoint, log);
+//! - [`batch`]: tokenization, collation, the masked loss;
+//! - [`optim`]: Adam/AdamW over flat fp32 buffers;
+//! - [`schedule`]: learning-rate schedules;
+//! - [`checkpoint`]: publishing and restoring checkpoints;
+//! - [`collective`]: what a step needs from other ranks (filled by the
+//!   distributed runtime).
+
+pub mod batch;
+pub mod checkpoint;
+pub mod collective;
+pub mod error;
+pub mod monitor;
+pub mod optim;
+pub mod run;
+pub mod schedule;
+
+pub use collective::{Collective, SingleProcess};
+pub use error::{Result, TrainError};
+pub use run::{TrainOptions, TrainSummary, train};

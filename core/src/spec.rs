@@ -1,0 +1,429 @@
+//! The job spec: one TOML file that says what to train, on what, how, and
+//! where to write it. Unknown keys are errors; every value is validated before
+//! any work starts. Relative paths are relative to the working directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::DatasetSpec;
+use crate::template::PromptTemplate;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub run: RunSpec,
+    pub model: ModelSpec,
+    pub data: DataSpec,
+    #[serde(default)]
+    pub prompt: PromptTemplate,
+    pub train: TrainSpec,
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// A name for logs and reports.
+    pub name: String,
+    /// Where checkpoints, metrics and results go: a local directory, or an
+    /// object-store URL (`file:///abs/dir`, `s3://bucket/prefix`, `gs://...`,
+    /// `az://...`).
+    pub output: String,
+    /// Seeds data order and everything random in the run.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A Hugging Face model directory to finetune (config.json, safetensors,
+    /// tokenizer.json).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Or: a config.json to initialise a model randomly from.
+    #[serde(default)]
+    pub config: Option<String>,
+    /// Seed of the random initialisation (with `config`).
+    #[serde(default)]
+    pub init_seed: i64,
+    /// tokenizer.json, when not in `base`.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    pub train: DatasetSpec,
+    #[serde(default)]
+    pub test: Option<DatasetSpec>,
+    /// Fraction of the train set used (paper: 1.0, 0.5, 0.25).
+    #[serde(default = "one")]
+    pub fraction: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with decoupled weight decay.
+    Adamw,
+    /// Adam with L2 weight decay added to the gradient.
+    Adam,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ScheduleSpec {
+    /// Linear warmup over `warmup_steps`, then linear decay to 0.
+    Linear {
+        #[serde(default)]
+        warmup_steps: u64,
+    },
+    /// Linear warmup over `warmup_fraction` of the steps, then cosine to 0.
+    Cosine {
+        #[serde(default)]
+        warmup_fraction: f64,
+    },
+    /// Linear warmup, then constant.
+    Constant {
+        #[serde(default)]
+        warmup_steps: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// fp32 on the CPU, bf16 weights with fp32 master weights on CUDA.
+    Auto,
+    Fp32,
+    /// bf16 weights and compute, fp32 master weights and optimizer state.
+    Bf16,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    #[serde(default = "adamw")]
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "adam_eps")]
+    pub eps: f64,
+    pub schedule: ScheduleSpec,
+    /// Global batch size (examples per optimizer step, all ranks together).
+    pub batch_size: usize,
+    /// Examples per forward/backward; the rest is gradient accumulation.
+    pub micro_batch_size: usize,
+    /// Clip the global gradient norm to this (none when absent).
+    #[serde(default)]
+    pub max_grad_norm: Option<f64>,
+    #[serde(default = "one_u64")]
+    pub epochs: u64,
+    /// Train for as many steps as this many epochs over the full data take,
+    /// whatever `data.fraction` is (paper appendix A).
+    #[serde(default)]
+    pub keep_steps_of_epochs: Option<u64>,
+    /// Longer examples (prompt + completion tokens) are truncated.
+    #[serde(default = "max_length")]
+    pub max_length: usize,
+    #[serde(default = "auto_precision")]
+    pub precision: Precision,
+    /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "auto_device")]
+    pub device: String,
+    /// Greedy accuracy on this many train examples at each checkpoint, in the
+    /// metrics (0: off). A quick monitor; the evaluator fleet does the real
+    /// sampling evaluation.
+    #[serde(default)]
+    pub monitor_examples: usize,
+    /// Tokens the monitor generates per example.
+    #[serde(default = "monitor_tokens")]
+    pub monitor_max_new_tokens: i64,
+}
+
+fn adamw() -> OptimizerKind {
+    OptimizerKind::Adamw
+}
+fn betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn adam_eps() -> f64 {
+    1e-8
+}
+fn one_u64() -> u64 {
+    1
+}
+fn max_length() -> usize {
+    1024
+}
+fn auto_precision() -> Precision {
+    Precision::Auto
+}
+fn auto_device() -> String {
+    "auto".into()
+}
+fn monitor_tokens() -> i64 {
+    128
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Checkpoint at the end of every epoch.
+    #[serde(default = "yes")]
+    pub every_epoch: bool,
+    /// And/or every this many steps.
+    #[serde(default)]
+    pub every_steps: Option<u64>,
+    /// Keep only the newest K resume states (optimizer state); the weights of
+    /// every checkpoint are kept for evaluation.
+    #[serde(default)]
+    pub keep_resume_states: Option<usize>,
+    /// Shard checkpoint weights into files of at most this many bytes.
+    #[serde(default = "shard_bytes")]
+    pub max_shard_bytes: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn shard_bytes() -> u64 {
+    5_000_000_000
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            every_epoch: true,
+            every_steps: None,
+            keep_resume_states: None,
+            max_shard_bytes: shard_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a wrong type (the message has the line).
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value that parses but cannot be used; names the key.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl JobSpec {
+    pub fn from_file(path: &Path) -> Result<JobSpec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    pub fn from_toml(text: &str, origin: &Path) -> Result<JobSpec, SpecError> {
+        let spec: JobSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: origin.into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        spec.validate().map_err(|message| SpecError::Invalid {
+            path: origin.into(),
+            message,
+        })?;
+        Ok(spec)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.train;
+        match (&self.model.base, &self.model.config) {
+            (Some(_), Some(_)) => {
+                return Err("model: give either `base` or `config`, not both".into());
+            }
+            (None, None) => {
+                return Err(
+                    "model: give `base` (a model directory) or `config` (random init)".into(),
+                );
+            }
+            (None, Some(_)) if self.model.tokenizer.is_none() => {
+                return Err(
+                    "model.tokenizer: a randomly initialised model needs a tokenizer.json".into(),
+                );
+            }
+            _ => {}
+        }
+        if !(self.data.fraction > 0.0 && self.data.fraction <= 1.0) {
+            return Err(format!(
+                "data.fraction must be in (0, 1], got {}",
+                self.data.fraction
+            ));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(format!("train.lr must be positive, got {}", t.lr));
+        }
+        if t.weight_decay < 0.0 || t.eps <= 0.0 {
+            return Err("train.weight_decay must be >= 0 and train.eps > 0".into());
+        }
+        if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return Err(format!("train.betas must be in [0, 1), got {:?}", t.betas));
+        }
+        if t.micro_batch_size == 0 || t.batch_size == 0 {
+            return Err("train.batch_size and train.micro_batch_size must be positive".into());
+        }
+        if !t.batch_size.is_multiple_of(t.micro_batch_size) {
+            return Err(format!(
+                "train.batch_size ({}) must be a multiple of train.micro_batch_size ({})",
+                t.batch_size, t.micro_batch_size
+            ));
+        }
+        if t.epochs == 0 || t.keep_steps_of_epochs == Some(0) {
+            return Err("train.epochs and train.keep_steps_of_epochs must be positive".into());
+        }
+        if let Some(norm) = t.max_grad_norm
+            && norm.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
+            return Err(format!("train.max_grad_norm must be positive, got {norm}"));
+        }
+        if let ScheduleSpec::Cosine { warmup_fraction } = t.schedule
+            && !(0.0..1.0).contains(&warmup_fraction)
+        {
+            return Err(format!(
+                "train.schedule.warmup_fraction must be in [0, 1), got {warmup_fraction}"
+            ));
+        }
+        if t.max_length < 2 {
+            return Err("train.max_length must be at least 2".into());
+        }
+        if self.checkpoint.every_steps == Some(0) || self.checkpoint.keep_resume_states == Some(0) {
+            return Err(
+                "checkpoint.every_steps and checkpoint.keep_resume_states must be positive".into(),
+            );
+        }
+        if self.checkpoint.max_shard_bytes == 0 {
+            return Err("checkpoint.max_shard_bytes must be positive".into());
+        }
+        self.prompt.validate()?;
+        Ok(())
+    }
+
+    /// A hash of everything that determines the trained weights (not where
+    /// they are written or how often): a resume refuses a changed spec.
+    pub fn training_hash(&self) -> String {
+        let relevant = serde_json::json!({
+            "seed": self.run.seed,
+            "model": self.model,
+            "data": self.data,
+            "prompt": self.prompt,
+            "train": {
+                "optimizer": self.train.optimizer,
+                "lr": self.train.lr,
+                "weight_decay": self.train.weight_decay,
+                "betas": self.train.betas,
+                "eps": self.train.eps,
+                "schedule": self.train.schedule,
+                "batch_size": self.train.batch_size,
+                "micro_batch_size": self.train.micro_batch_size,
+                "max_grad_norm": self.train.max_grad_norm,
+                "epochs": self.train.epochs,
+                "keep_steps_of_epochs": self.train.keep_steps_of_epochs,
+                "max_length": self.train.max_length,
+                "precision": self.train.precision,
+            },
+        });
+        hex::encode(&Sha256::digest(relevant.to_string().as_bytes())[..16])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[run]
+name = "t"
+output = "runs/t"
+
+[model]
+config = "tiny.json"
+tokenizer = "tokenizer.json"
+
+[data.train]
+path = "train.jsonl"
+format = "gsm8k"
+
+[train]
+lr = 1e-4
+schedule = { type = "linear", warmup_steps = 20 }
+batch_size = 8
+micro_batch_size = 4
+"#;
+
+    fn parse(text: &str) -> Result<JobSpec, SpecError> {
+        JobSpec::from_toml(text, Path::new("job.toml"))
+    }
+
+    #[test]
+    fn minimal_spec_gets_the_documented_defaults() {
+        let spec = parse(MINIMAL).unwrap();
+        assert_eq!(spec.train.optimizer, OptimizerKind::Adamw);
+        assert_eq!(spec.train.betas, [0.9, 0.999]);
+        assert_eq!(spec.prompt, PromptTemplate::default());
+        assert!(spec.checkpoint.every_epoch);
+        assert_eq!(spec.data.fraction, 1.0);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = parse(&MINIMAL.replace("lr = 1e-4", "lr = 1e-4\nlearning_rate = 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("job.toml") && err.contains("unknown field `learning_rate`"),
+            "{err}"
+        );
+        let err = parse(&MINIMAL.replace("micro_batch_size = 4", "micro_batch_size = 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.batch_size (8) must be a multiple of train.micro_batch_size (3)"),
+            "{err}"
+        );
+        let err = parse(&MINIMAL.replace("type = \"linear\"", "type = \"cosine\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("warmup_steps"), "{err}");
+        let err = parse(&MINIMAL.replace("format = \"gsm8k\"", "format = \"csv\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `csv`"), "{err}");
+    }
+
+    #[test]
+    fn training_hash_ignores_where_and_how_often_but_not_what() {
+        let a = parse(MINIMAL).unwrap();
+        let mut b = a.clone();
+        b.run.output = "elsewhere".into();
+        b.checkpoint.every_steps = Some(5);
+        assert_eq!(a.training_hash(), b.training_hash());
+        b.train.lr = 2e-4;
+        assert_ne!(a.training_hash(), b.training_hash());
+    }
+}

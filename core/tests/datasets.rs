@@ -1,0 +1,207 @@
+//! Dataset readers on real-looking files, and their errors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use premem_core::dataset::{DatasetError, DatasetFormat, FieldMap};
+use premem_core::{AnswerStyle, Dataset, DatasetSpec};
+
+fn spec(path: &Path, format: DatasetFormat) -> DatasetSpec {
+    DatasetSpec {
+        path: path.to_str().unwrap().into(),
+        format,
+        fields: None,
+        answer_style: None,
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const GSM8K: &str = r#####"{"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?", "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"}
+{"question": "A robe takes 2 bolts of blue fiber and half that much white fiber.  How many bolts in total does it take?", "answer": "It takes 2/2=<<2/2=1>>1 bolt of white fiber\nSo the total amount of fabric is 2+1=<<2+1=3>>3 bolts of fabric\n#### 1,080"}
+
+{"id": "given-7", "question": "q", "answer": "#### -5", "parent_id": 12}
+"#####;
+
+#[test]
+fn gsm8k_lines_become_examples_with_stable_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(tmp.path(), "train.jsonl", GSM8K);
+    let data = Dataset::load(&spec(&path, DatasetFormat::Gsm8k)).unwrap();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data.examples[0].answer, "72");
+    assert_eq!(data.examples[1].answer, "1080");
+    assert_eq!(data.examples[2].id, "given-7");
+    assert_eq!(data.examples[2].answer, "-5");
+    assert_eq!(data.examples[2].parent_id.as_deref(), Some("12"));
+    // Content ids are stable: same content, same id, whatever the file.
+    let again = Dataset::load(&spec(
+        &write(tmp.path(), "copy.jsonl", GSM8K),
+        DatasetFormat::Gsm8k,
+    ))
+    .unwrap();
+    assert_eq!(data.examples[0].id, again.examples[0].id);
+    assert_eq!(data.examples[0].id.len(), 16);
+    assert_ne!(data.examples[0].id, data.examples[1].id);
+}
+
+#[test]
+fn malformed_lines_name_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "{\"question\": \"q\", \"answer\": \"#### 1\"}\n{\"question\": \"q2\", \"answer\": \n",
+            2,
+            "not valid JSON",
+        ),
+        (
+            "{\"question\": \"q\", \"answer\": \"#### 1\"}\n\n[1, 2]\n",
+            3,
+            "expected a JSON object, found an array",
+        ),
+        ("{\"question\": \"q\"}\n", 1, "missing field `answer`"),
+        (
+            "{\"question\": 5, \"answer\": \"#### 1\"}\n",
+            1,
+            "field `question` must be a string, found a number",
+        ),
+        (
+            "{\"question\": \"q\", \"answer\": \"no marker 5\"}\n",
+            1,
+            "has no '#### <answer>' line",
+        ),
+    ];
+    for (text, line, what) in cases {
+        let path = write(tmp.path(), "bad.jsonl", text);
+        let err = Dataset::load(&spec(&path, DatasetFormat::Gsm8k)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("{}:{line}: ", path.display())),
+            "{msg}"
+        );
+        assert!(msg.contains(what), "{msg}");
+    }
+}
+
+#[test]
+fn empty_duplicate_and_missing_files_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = write(tmp.path(), "empty.jsonl", "\n\n");
+    assert!(matches!(
+        Dataset::load(&spec(&empty, DatasetFormat::Gsm8k)),
+        Err(DatasetError::Empty { .. })
+    ));
+    let dup = write(
+        tmp.path(),
+        "dup.jsonl",
+        "{\"id\": 1, \"question\": \"a\", \"answer\": \"#### 1\"}\n{\"id\": 1, \"question\": \"b\", \"answer\": \"#### 2\"}\n",
+    );
+    let msg = Dataset::load(&spec(&dup, DatasetFormat::Gsm8k))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("dup.jsonl:2: id '1' is already used on line 1"),
+        "{msg}"
+    );
+    let msg = Dataset::load(&spec(&tmp.path().join("none.jsonl"), DatasetFormat::Gsm8k))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("none.jsonl") && msg.contains("No such file"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn math_reads_the_last_boxed_answer_and_keeps_level_and_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(
+        tmp.path(),
+        "math.jsonl",
+        r#"{"problem": "Compute $\\frac{1}{2}+\\frac{1}{4}$.", "level": "Level 2", "type": "Algebra", "solution": "We get $\\boxed{\\frac{3}{4}}$."}
+"#,
+    );
+    let data = Dataset::load(&spec(&path, DatasetFormat::Math)).unwrap();
+    assert_eq!(data.style, AnswerStyle::Math);
+    assert_eq!(data.examples[0].answer, "\\frac{3}{4}");
+    assert_eq!(data.examples[0].meta["level"], "Level 2");
+    assert_eq!(data.examples[0].meta["type"], "Algebra");
+}
+
+#[test]
+fn generic_jsonl_maps_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(
+        tmp.path(),
+        "g.jsonl",
+        "{\"uid\": \"a\", \"prompt\": \"p\", \"response\": \"r\", \"final\": \"9\"}\n",
+    );
+    let mut s = spec(&path, DatasetFormat::Jsonl);
+    let msg = Dataset::load(&s).unwrap_err().to_string();
+    assert!(msg.contains("needs `fields`"), "{msg}");
+    s.fields = Some(FieldMap {
+        query: "prompt".into(),
+        target: "response".into(),
+        id: Some("uid".into()),
+        answer: Some("final".into()),
+        parent_id: None,
+    });
+    let data = Dataset::load(&s).unwrap();
+    assert_eq!(
+        (
+            data.examples[0].id.as_str(),
+            data.examples[0].answer.as_str()
+        ),
+        ("a", "9")
+    );
+}
+
+#[test]
+fn parquet_maps_fields_and_names_bad_rows() {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("d.parquet");
+    let batch = RecordBatch::try_from_iter(vec![
+        ("n", Arc::new(Int64Array::from(vec![10, 11])) as ArrayRef),
+        (
+            "q",
+            Arc::new(StringArray::from(vec!["one", "two"])) as ArrayRef,
+        ),
+        (
+            "t",
+            Arc::new(StringArray::from(vec![Some("x\n#### 1"), None])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let mut s = spec(&path, DatasetFormat::Parquet);
+    s.fields = Some(FieldMap {
+        query: "q".into(),
+        target: "t".into(),
+        id: Some("n".into()),
+        answer: None,
+        parent_id: None,
+    });
+    let msg = Dataset::load(&s).unwrap_err().to_string();
+    assert!(msg.contains("d.parquet:2: missing field `t`"), "{msg}");
+
+    let garbage = write(tmp.path(), "garbage.parquet", "not parquet");
+    let mut g = s.clone();
+    g.path = garbage.to_str().unwrap().into();
+    let msg = Dataset::load(&g).unwrap_err().to_string();
+    assert!(
+        msg.contains("garbage.parquet: not a readable Parquet file"),
+        "{msg}"
+    );
+}

@@ -1,0 +1,99 @@
+//! Helpers for end-to-end tests: the premem binary, a tiny synthetic task and
+//! job specs in a temporary directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn premem() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_premem"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+pub fn run(args: &[&str]) -> Output {
+    premem().args(args).output().expect("run premem")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A tiny Llama for the synthetic tokenizer (vocab <= 320).
+pub const TINY_CONFIG: &str = r#"{
+  "model_type": "llama", "vocab_size": 320, "hidden_size": 32, "intermediate_size": 64,
+  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+  "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+  "eos_token_id": 1, "pad_token_id": 0
+}"#;
+
+/// Synthetic data (64 train examples) and the tiny config in `dir`.
+pub fn synth_task(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let out = run(&[
+        "data",
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--train",
+        "64",
+        "--test",
+        "8",
+        "--pool-per-example",
+        "1",
+        "--vocab-size",
+        "320",
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success(), "synth failed: {}", text(&out.stderr));
+    std::fs::write(dir.join("tiny.json"), TINY_CONFIG).unwrap();
+    data
+}
+
+/// A job spec over `synth_task(dir)` writing to `output`; `extra` is
+/// appended to the [train] table.
+pub fn job_spec(dir: &Path, output: &Path, train_extra: &str, checkpoint: &str) -> PathBuf {
+    let data = dir.join("data");
+    let spec = format!(
+        r#"[run]
+name = "test"
+output = "{output}"
+seed = 5
+
+[model]
+config = "{config}"
+tokenizer = "{tokenizer}"
+init_seed = 2
+
+[data.train]
+path = "{train}"
+format = "gsm8k"
+
+[train]
+lr = 3e-3
+schedule = {{ type = "linear", warmup_steps = 10 }}
+batch_size = 8
+micro_batch_size = 4
+max_grad_norm = 1.0
+max_length = 256
+precision = "fp32"
+device = "cpu"
+{train_extra}
+
+[checkpoint]
+{checkpoint}
+"#,
+        output = output.display(),
+        config = dir.join("tiny.json").display(),
+        tokenizer = data.join("tokenizer.json").display(),
+        train = data.join("train.jsonl").display(),
+    );
+    let path = dir.join(format!(
+        "job-{}.toml",
+        output.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&path, spec).unwrap();
+    path
+}

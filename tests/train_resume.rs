@@ -1,0 +1,168 @@
+//! Exact resume: a run killed (SIGKILL, or stopped by SIGTERM) after a
+//! checkpoint and resumed ends bit-identical to the same run never
+//! interrupted (CPU, fp32).
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{job_spec, run, synth_task, text};
+
+const STEPS: u64 = 320; // 64 examples / batch 8 = 8 steps per epoch, 40 epochs
+const EPOCHS: &str = "epochs = 40";
+const CHECKPOINTS: &str = "every_epoch = false\nevery_steps = 20\nkeep_resume_states = 2";
+
+fn published(output: &Path, area: &str) -> Vec<u64> {
+    let mut steps: Vec<u64> = std::fs::read_dir(output.join(area))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().join("MANIFEST.json").exists())
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    steps.sort();
+    steps
+}
+
+fn final_weights(output: &Path) -> Vec<u8> {
+    std::fs::read(output.join(format!("checkpoints/step-{STEPS:08}/model.safetensors"))).unwrap()
+}
+
+/// (step, loss, grad_norm) of every metrics record, in step order.
+fn losses(output: &Path) -> Vec<(u64, String, String)> {
+    let mut rows = vec![];
+    let mut files: Vec<_> = std::fs::read_dir(output.join("metrics"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v.get("loss").is_some() {
+                rows.push((
+                    v["step"].as_u64().unwrap(),
+                    v["loss"].to_string(),
+                    v["grad_norm"].to_string(),
+                ));
+            }
+        }
+    }
+    rows
+}
+
+/// Starts a training run and waits until a resume state at `min_step` or
+/// later is published.
+fn start_and_wait(spec: &Path, output: &Path, min_step: u64) -> std::process::Child {
+    let mut child = common::premem()
+        .args(["train", "--config", spec.to_str().unwrap(), "--no-progress"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while published(output, "resume")
+        .last()
+        .is_none_or(|s| *s < min_step)
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before a checkpoint at step {min_step}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint at step {min_step} within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child
+}
+
+#[test]
+fn killed_or_stopped_runs_resume_to_bit_identical_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_task(tmp.path());
+
+    let a = tmp.path().join("a");
+    let spec_a = job_spec(tmp.path(), &a, EPOCHS, CHECKPOINTS);
+    let out = run(&[
+        "train",
+        "--config",
+        spec_a.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(published(&a, "checkpoints").len(), (STEPS / 20) as usize);
+    assert_eq!(
+        published(&a, "resume"),
+        vec![STEPS - 20, STEPS],
+        "only the last 2 resume states are kept"
+    );
+
+    // SIGKILL after the checkpoint at step 40 (or later) appeared.
+    let b = tmp.path().join("b");
+    let spec_b = job_spec(tmp.path(), &b, EPOCHS, CHECKPOINTS);
+    let mut child = start_and_wait(&spec_b, &b, 40);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = *published(&b, "resume").last().unwrap();
+    assert!(killed_at < STEPS, "the run was not interrupted");
+    let out = run(&[
+        "train",
+        "--config",
+        spec_b.to_str().unwrap(),
+        "--no-progress",
+        "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("resumed from step {killed_at}")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        final_weights(&a) == final_weights(&b),
+        "weights differ after SIGKILL + resume"
+    );
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), STEPS as usize);
+    assert_eq!(la, lb, "per-step loss and grad norm differ");
+    let loss = |i: usize| la[i].1.parse::<f64>().unwrap();
+    assert!(
+        loss(la.len() - 1) < 0.5 * loss(0),
+        "the model did not learn: loss {} -> {}",
+        loss(0),
+        loss(la.len() - 1)
+    );
+
+    // SIGTERM: the run finishes its step, checkpoints, and exits.
+    let c = tmp.path().join("c");
+    let spec_c = job_spec(tmp.path(), &c, EPOCHS, CHECKPOINTS);
+    let child = start_and_wait(&spec_c, &c, 20);
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted at step") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let stopped_at = *published(&c, "resume").last().unwrap();
+    assert!(stopped_at < STEPS);
+    let out = run(&[
+        "train",
+        "--config",
+        spec_c.to_str().unwrap(),
+        "--no-progress",
+        "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        final_weights(&a) == final_weights(&c),
+        "weights differ after SIGTERM + resume"
+    );
+}

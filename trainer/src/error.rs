@@ -1,0 +1,38 @@
+//! The trainer's errors: each says what to fix and where.
+
+use premem_core::StoreError;
+use premem_core::dataset::DatasetError;
+use premem_core::spec::SpecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(#[from] premem_model::ModelError),
+    #[error(transparent)]
+    Batch(#[from] crate::batch::BatchError),
+    #[error(transparent)]
+    Optimizer(#[from] crate::optim::OptimizerError),
+    /// The run in the store cannot be continued with this spec.
+    #[error("{url}: {message}")]
+    Resume { url: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("collective: {0}")]
+    Collective(String),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -1,0 +1,479 @@
+//! A training run from a job spec: load and check everything, then step,
+//! checkpoint and log until the planned number of steps.
+//!
+//! One step: for each micro-batch of this rank's share of the global batch,
+//! forward and backward of (summed NLL of completion tokens / completion
+//! tokens in the whole global batch); gather the gradients into the flat
+//! buffer; all-reduce it (distributed runs); clip; Adam(W) with the
+//! scheduled learning rate.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use premem_core::checkpoint::{self as layout, Area};
+use premem_core::order::{DataPlan, rank_shard};
+use premem_core::spec::{JobSpec, Precision};
+use premem_core::{BlockingStore, Dataset, Store};
+use premem_model::{CausalLm, ModelConfig, Tokenizer};
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+
+use crate::batch::{Batch, TokenizedExample, summed_nll, tokenize};
+use crate::checkpoint::{self, ResumeState};
+use crate::collective::Collective;
+use crate::error::{Result, TrainError};
+use crate::monitor::Monitor;
+use crate::optim::{AdamConfig, Optimizer};
+use crate::schedule::LrSchedule;
+
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Continue from the newest complete checkpoint in `run.output`.
+    pub resume: bool,
+    /// Draw a progress bar (when stderr is a terminal).
+    pub progress: bool,
+    /// Set when the process should checkpoint and stop (SIGTERM/SIGINT).
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    /// Optimizer steps completed (including those of earlier attempts).
+    pub steps: u64,
+    pub total_steps: u64,
+    /// Step the run started from (0, or the checkpoint it resumed).
+    pub resumed_from: Option<u64>,
+    pub final_loss: Option<f64>,
+    /// (step, greedy train accuracy) of the monitor.
+    pub monitor: Vec<(u64, f64)>,
+    pub tokens_per_s: f64,
+    /// Stopped by a signal before the last step (a checkpoint was written).
+    pub interrupted: bool,
+    pub output: String,
+}
+
+/// Resolves `auto`, `cpu`, `cuda`, `cuda:N`.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    premem_model::runtime::init();
+    let device = match spec {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => Device::Cuda(i),
+            _ => {
+                return Err(TrainError::Config(format!(
+                    "train.device '{other}': expected auto, cpu, cuda or cuda:N"
+                )));
+            }
+        },
+    };
+    if let Device::Cuda(i) = device
+        && i >= tch::Cuda::device_count() as usize
+    {
+        return Err(TrainError::Config(format!(
+            "train.device cuda:{i}: this host has {} CUDA devices (see `premem doctor`)",
+            tch::Cuda::device_count()
+        )));
+    }
+    Ok(device)
+}
+
+fn weight_kind(precision: Precision, device: Device) -> Kind {
+    match precision {
+        Precision::Fp32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+        Precision::Auto if device.is_cuda() => Kind::BFloat16,
+        Precision::Auto => Kind::Float,
+    }
+}
+
+/// What the run is made of, loaded and checked before anything is written.
+struct Inputs {
+    data: Dataset,
+    tokenized: Vec<TokenizedExample>,
+    tokenizer: Tokenizer,
+    config: ModelConfig,
+    eos: i64,
+    pad: i64,
+}
+
+fn load_inputs(spec: &JobSpec) -> Result<Inputs> {
+    let data = Dataset::load(&spec.data.train)?;
+    let (config, tokenizer_path) = match (&spec.model.base, &spec.model.config) {
+        (Some(base), _) => {
+            let base = Path::new(base);
+            let tokenizer = spec
+                .model
+                .tokenizer
+                .as_ref()
+                .map(Into::into)
+                .unwrap_or_else(|| base.join(premem_model::tokenizer::TOKENIZER_FILE));
+            (ModelConfig::from_dir(base)?, tokenizer)
+        }
+        (None, Some(config)) => (
+            ModelConfig::from_file(Path::new(config))?,
+            spec.model.tokenizer.as_ref().expect("validated").into(),
+        ),
+        (None, None) => unreachable!("validated"),
+    };
+    let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+    tokenizer.check_fits(config.vocab_size)?;
+    let eos = *config.eos_token_ids.first().ok_or_else(|| {
+        TrainError::Config(
+            "model: config.json has no eos_token_id; the completion must end with one".into(),
+        )
+    })?;
+    let pad = config.pad_token_id.unwrap_or(eos);
+    let mut tokenized = Vec::with_capacity(data.len());
+    let mut truncated = 0usize;
+    for example in &data.examples {
+        let (t, cut) = tokenize(
+            example,
+            &spec.prompt,
+            &tokenizer,
+            eos,
+            spec.train.max_length,
+        )?;
+        truncated += cut as usize;
+        tokenized.push(t);
+    }
+    if truncated > 0 {
+        tracing::warn!(
+            truncated,
+            max_length = spec.train.max_length,
+            "completions cut to train.max_length"
+        );
+    }
+    Ok(Inputs {
+        data,
+        tokenized,
+        tokenizer,
+        config,
+        eos,
+        pad,
+    })
+}
+
+/// run.json: what this output directory holds.
+fn claim_output(run: &BlockingStore, spec: &JobSpec, resume: bool) -> Result<()> {
+    let store = run.store();
+    let hash = spec.training_hash();
+    if run.run(store.exists(layout::RUN_FILE))? {
+        let existing: serde_json::Value =
+            serde_json::from_slice(&run.run(store.get(layout::RUN_FILE))?).map_err(|e| {
+                TrainError::Resume {
+                    url: store.url_of(layout::RUN_FILE),
+                    message: format!("unreadable: {e}"),
+                }
+            })?;
+        if !resume {
+            return Err(TrainError::Resume {
+                url: store.url().to_string(),
+                message: format!(
+                    "already holds run '{}'; pass --resume to continue it, or set run.output to a new location",
+                    existing["name"].as_str().unwrap_or("?")
+                ),
+            });
+        }
+        if existing["training_hash"].as_str() != Some(hash.as_str()) {
+            return Err(TrainError::Resume {
+                url: store.url().to_string(),
+                message: "the job spec changed since this run started (training hash differs); \
+                          only run.output, checkpoint and monitor settings may change on resume"
+                    .into(),
+            });
+        }
+        return Ok(());
+    }
+    let record = json!({
+        "name": spec.run.name,
+        "training_hash": hash,
+        "premem_version": env!("CARGO_PKG_VERSION"),
+        "spec": spec,
+    });
+    run.run(store.put(
+        layout::RUN_FILE,
+        serde_json::to_vec_pretty(&record).expect("json"),
+    ))?;
+    Ok(())
+}
+
+/// Removes what a crash left half-written after the checkpoint `step`.
+fn clean_after(run: &BlockingStore, step: Option<u64>) -> Result<()> {
+    let store = run.store();
+    for area in [Area::Weights, Area::Resume] {
+        for removed in run.run(layout::remove_unpublished(store, area))? {
+            tracing::info!(%removed, "removed an unpublished checkpoint directory");
+        }
+    }
+    for name in run.run(store.list_files("metrics"))? {
+        let newer = name
+            .strip_suffix(".jsonl")
+            .and_then(layout::parse_step_name)
+            .is_some_and(|s| step.is_none_or(|step| s > step));
+        if newer {
+            run.run(store.delete(&format!("metrics/{name}")))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn train(
+    spec: &JobSpec,
+    options: &TrainOptions,
+    collective: &mut dyn Collective,
+) -> Result<TrainSummary> {
+    spec.validate().map_err(TrainError::Config)?;
+    let device = parse_device(&spec.train.device)?;
+    let kind = weight_kind(spec.train.precision, device);
+    let inputs = load_inputs(spec)?;
+    let t = &spec.train;
+    let plan = DataPlan::new(
+        inputs.data.len(),
+        spec.data.fraction,
+        t.batch_size,
+        t.epochs,
+        t.keep_steps_of_epochs,
+        spec.run.seed,
+    );
+    let schedule = LrSchedule::new(&t.schedule, t.lr, plan.total_steps);
+
+    // Only now, with every input checked, touch the store.
+    let run = BlockingStore::new(Store::open(&spec.run.output)?)?;
+    run.run(run.store().check_writable())?;
+    claim_output(&run, spec, options.resume)?;
+    let resume_step = if options.resume {
+        checkpoint::latest_resumable(&run)?
+    } else {
+        None
+    };
+    clean_after(&run, resume_step)?;
+
+    let adam = AdamConfig {
+        kind: t.optimizer,
+        betas: t.betas,
+        eps: t.eps,
+        weight_decay: t.weight_decay,
+    };
+    let (model, mut optimizer, start) = match resume_step {
+        Some(step) => {
+            let restored = checkpoint::load(&run, step, inputs.config.clone(), device, kind)?;
+            if restored.state.training_hash != spec.training_hash() {
+                return Err(TrainError::Resume {
+                    url: run.store().url().to_string(),
+                    message: format!(
+                        "checkpoint at step {step} was written by a different job spec"
+                    ),
+                });
+            }
+            let mut optimizer = Optimizer::new(trainable(&restored.model), adam);
+            optimizer.restore(
+                &restored.state.layout,
+                &restored.optimizer_state,
+                restored.state.step as i64,
+            )?;
+            tracing::info!(step, url = run.store().url(), "resumed");
+            (restored.model, optimizer, step)
+        }
+        None => {
+            let model = match &spec.model.base {
+                Some(base) => CausalLm::load_with_config(
+                    inputs.config.clone(),
+                    Path::new(base),
+                    device,
+                    kind,
+                )?,
+                None => CausalLm::random(inputs.config.clone(), device, kind, spec.model.init_seed),
+            };
+            let optimizer = Optimizer::new(trainable(&model), adam);
+            (model, optimizer, 0)
+        }
+    };
+
+    let monitor = Monitor {
+        examples: plan
+            .subset
+            .iter()
+            .take(t.monitor_examples)
+            .map(|&i| &inputs.data.examples[i])
+            .collect(),
+        template: &spec.prompt,
+        style: inputs.data.style,
+        max_new_tokens: t.monitor_max_new_tokens,
+        eos: inputs.eos,
+        pad: inputs.pad,
+    };
+    let mut metrics: Vec<String> = vec![];
+    let mut summary = TrainSummary {
+        steps: start,
+        total_steps: plan.total_steps,
+        resumed_from: resume_step,
+        final_loss: None,
+        monitor: vec![],
+        tokens_per_s: 0.0,
+        interrupted: false,
+        output: run.store().url().to_string(),
+    };
+    let record_monitor = |step: u64,
+                          metrics: &mut Vec<String>,
+                          summary: &mut TrainSummary|
+     -> Result<()> {
+        if monitor.examples.is_empty() {
+            return Ok(());
+        }
+        let accuracy = monitor.greedy_accuracy(&model, &inputs.tokenizer)?;
+        tracing::info!(
+            step,
+            accuracy,
+            examples = monitor.examples.len(),
+            "greedy train accuracy"
+        );
+        metrics.push(json!({"step": step, "greedy_train_accuracy": accuracy, "monitor_examples": monitor.examples.len()}).to_string());
+        summary.monitor.push((step, accuracy));
+        Ok(())
+    };
+    if start == 0 {
+        record_monitor(0, &mut metrics, &mut summary)?;
+    }
+
+    let progress = progress_bar(options.progress, start, plan.total_steps);
+    let run_started = Instant::now();
+    let mut tokens_done = 0usize;
+    for step in start..plan.total_steps {
+        let started = Instant::now();
+        let batch = plan.batch(step);
+        let loss_tokens: usize = batch
+            .iter()
+            .map(|&i| inputs.tokenized[i].loss_tokens())
+            .sum();
+        let shard = rank_shard(&batch, collective.rank(), collective.world_size());
+        let mut loss_sum = Tensor::zeros([1], (Kind::Float, device));
+        let mut tokens = 0usize;
+        for micro in shard.chunks(t.micro_batch_size) {
+            let examples: Vec<&TokenizedExample> =
+                micro.iter().map(|&i| &inputs.tokenized[i]).collect();
+            let batch = Batch::collate(&examples, inputs.pad, device);
+            let nll = summed_nll(&model, &batch)?;
+            (&nll / loss_tokens as f64).backward();
+            loss_sum += nll.detach();
+            tokens += batch.tokens;
+        }
+        optimizer.gather_grads();
+        collective
+            .all_reduce_sum(optimizer.grads_mut())
+            .map_err(TrainError::Collective)?;
+        collective
+            .all_reduce_sum(&mut loss_sum)
+            .map_err(TrainError::Collective)?;
+        let grad_norm = optimizer.clip_grad_norm(t.max_grad_norm);
+        let lr = schedule.lr(step);
+        optimizer.step(lr);
+
+        let done = step + 1;
+        let loss = loss_sum.double_value(&[0]) / loss_tokens as f64;
+        let seconds = started.elapsed().as_secs_f64();
+        tokens_done += tokens;
+        let tokens_per_s = tokens as f64 * collective.world_size() as f64 / seconds.max(1e-9);
+        metrics.push(
+            json!({
+                "step": done,
+                "epoch": done as f64 / plan.steps_per_epoch as f64,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "loss_tokens": loss_tokens,
+                "tokens_per_s": tokens_per_s,
+                "step_seconds": seconds,
+            })
+            .to_string(),
+        );
+        summary.steps = done;
+        summary.final_loss = Some(loss);
+        progress.set_position(done);
+        progress.set_message(format!(
+            "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
+        ));
+        if progress.is_hidden()
+            && (done % (plan.total_steps / 20).max(1) == 0 || done == plan.total_steps)
+        {
+            tracing::info!(
+                step = done,
+                total = plan.total_steps,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_s,
+                "train"
+            );
+        }
+
+        let stop = options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+            && done < plan.total_steps;
+        let due = done == plan.total_steps
+            || spec.checkpoint.every_steps.is_some_and(|n| done % n == 0)
+            || (spec.checkpoint.every_epoch && plan.ends_epoch(step));
+        if due || stop {
+            if due {
+                record_monitor(done, &mut metrics, &mut summary)?;
+            }
+            if collective.rank() == 0 {
+                let state = ResumeState {
+                    step: done,
+                    epoch: plan.epoch_of(step),
+                    training_hash: spec.training_hash(),
+                    layout: optimizer.layout(),
+                    premem_version: env!("CARGO_PKG_VERSION").to_string(),
+                };
+                checkpoint::save(
+                    &run,
+                    &model,
+                    &inputs.tokenizer,
+                    &optimizer,
+                    &state,
+                    &metrics,
+                    spec.checkpoint.max_shard_bytes,
+                )?;
+                if let Some(keep) = spec.checkpoint.keep_resume_states {
+                    checkpoint::prune_resume_states(&run, keep)?;
+                }
+                tracing::info!(step = done, url = run.store().url(), "checkpoint published");
+            }
+            metrics.clear();
+        }
+        if stop {
+            summary.interrupted = true;
+            break;
+        }
+    }
+    progress.finish_and_clear();
+    summary.tokens_per_s = tokens_done as f64 * collective.world_size() as f64
+        / run_started.elapsed().as_secs_f64().max(1e-9);
+    Ok(summary)
+}
+
+fn trainable(model: &CausalLm) -> BTreeMap<String, Tensor> {
+    model.var_store().variables().into_iter().collect()
+}
+
+fn progress_bar(enabled: bool, start: u64, total: u64) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] step {pos}/{len} {msg} (eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(start);
+    bar
+}
