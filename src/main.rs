@@ -33,6 +33,9 @@ enum Command {
     /// Make datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Measure throughput (see benches/README.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Finetune a model as a job spec (TOML) says; checkpoints and metrics go
     /// to the spec's run.output. SIGTERM or Ctrl-C checkpoints and stops.
     Train(TrainArgs),
@@ -49,6 +52,33 @@ struct TrainArgs {
     /// No progress bar (log lines instead).
     #[arg(long)]
     no_progress: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training steps on random tokens (AdamW, clipping, the real step):
+    /// tokens/s after warm-up. Prints one JSON line.
+    Train {
+        /// A Hugging Face config.json (the model is randomly initialised).
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 8)]
+        micro_batch_size: usize,
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup_steps: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Weight dtype: auto (bf16 with fp32 master on CUDA, f32 on the CPU), f32, bf16.
+        #[arg(long, value_enum, default_value_t = DType::Auto)]
+        dtype: DType,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +212,7 @@ fn main() -> ExitCode {
         Command::Model(command) => model_command(command),
         Command::Data(command) => data_command(command),
         Command::Train(args) => train(args),
+        Command::Bench(command) => bench(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -259,28 +290,12 @@ fn doctor() -> Result<()> {
     Ok(())
 }
 
-fn parse_device(spec: &str) -> Result<Device> {
-    Ok(match spec {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(index)) => Device::Cuda(index),
-            _ => bail!("--device '{other}': expected auto, cpu, cuda or cuda:N"),
-        },
-    })
+fn parse_device(name: &str) -> Result<Device> {
+    runtime::parse_device(name).map_err(|e| anyhow::anyhow!("--device {e}"))
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    if let Device::Cuda(index) = device
-        && index >= tch::Cuda::device_count() as usize
-    {
-        bail!(
-            "--device cuda:{index}: this host has {} CUDA devices (run `premem doctor`)",
-            tch::Cuda::device_count()
-        );
-    }
     let kind = args.dtype.kind(device);
     let start = Instant::now();
     let model = CausalLm::load(&args.model, device, kind)?;
@@ -473,6 +488,41 @@ fn train(args: TrainArgs) -> Result<()> {
             "interrupted at step {}: checkpoint written, continue with --resume",
             summary.steps
         );
+    }
+    Ok(())
+}
+
+fn bench(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Train {
+            config,
+            batch_size,
+            micro_batch_size,
+            seq_len,
+            warmup_steps,
+            steps,
+            device,
+            dtype,
+        } => {
+            let device = parse_device(&device)?;
+            if batch_size == 0 || micro_batch_size == 0 || seq_len < 2 || steps == 0 {
+                bail!(
+                    "--batch-size, --micro-batch-size and --steps must be positive, --seq-len at least 2"
+                );
+            }
+            let settings = premem_trainer::bench::BenchSettings {
+                batch_size,
+                micro_batch_size,
+                seq_len,
+                warmup_steps,
+                steps,
+                device,
+                kind: dtype.kind(device),
+            };
+            let result =
+                premem_trainer::bench::bench_train(ModelConfig::from_file(&config)?, &settings)?;
+            println!("{}", serde_json::to_string(&result)?);
+        }
     }
     Ok(())
 }

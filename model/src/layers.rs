@@ -194,33 +194,34 @@ impl Attention {
             None => (k, v),
         };
         let groups = self.num_heads / self.num_kv_heads;
-        let k = repeat_kv(&k, groups);
-        let v = repeat_kv(&v, groups);
-        let out = match self.softcap {
-            None => match mask {
-                AttnMask::Causal => Tensor::scaled_dot_product_attention(
-                    &q,
-                    &k,
-                    &v,
-                    None::<Tensor>,
-                    0.0,
-                    true,
-                    self.scale,
-                    false,
-                ),
-                AttnMask::Explicit(m) => Tensor::scaled_dot_product_attention(
-                    &q,
-                    &k,
-                    &v,
-                    Some(m),
-                    0.0,
-                    false,
-                    self.scale,
-                    false,
-                ),
-            },
+        let out = match (self.softcap, mask) {
+            // Without a mask the flash kernels take grouped kv heads as they
+            // are (as transformers does): no copies of k and v.
+            (None, AttnMask::Causal) => Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                true,
+                self.scale,
+                groups > 1,
+            ),
+            // The masked (memory-efficient) kernels need one kv head per
+            // query head.
+            (None, AttnMask::Explicit(m)) => Tensor::scaled_dot_product_attention(
+                &q,
+                &repeat_kv(&k, groups),
+                &repeat_kv(&v, groups),
+                Some(m),
+                0.0,
+                false,
+                self.scale,
+                false,
+            ),
             // SDPA cannot soft-cap scores: the eager path of transformers.
-            Some(cap) => {
+            (Some(cap), mask) => {
+                let (k, v) = (repeat_kv(&k, groups), repeat_kv(&v, groups));
                 let kv_len = k.size()[2];
                 let scores = q.matmul(&k.transpose(2, 3)) * self.scale;
                 let scores = (scores / cap).tanh() * cap;

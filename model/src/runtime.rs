@@ -50,6 +50,31 @@ pub fn init() -> &'static CudaLoad {
     })
 }
 
+/// Resolves a device name: `auto` (CUDA when available), `cpu`, `cuda` or
+/// `cuda:N`; a CUDA index must exist on this host. Errors say what is wrong
+/// with the name; callers add which setting it came from.
+pub fn parse_device(name: &str) -> Result<tch::Device, String> {
+    init();
+    let device = match name {
+        "auto" => tch::Device::cuda_if_available(),
+        "cpu" => tch::Device::Cpu,
+        "cuda" => tch::Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(index)) => tch::Device::Cuda(index),
+            _ => return Err(format!("'{other}': expected auto, cpu, cuda or cuda:N")),
+        },
+    };
+    if let tch::Device::Cuda(index) = device {
+        let count = tch::Cuda::device_count() as usize;
+        if index >= count {
+            return Err(format!(
+                "cuda:{index}: this host has {count} CUDA devices (see `premem doctor`)"
+            ));
+        }
+    }
+    Ok(device)
+}
+
 /// The directory of the `libtorch_cpu.so` mapped into this process.
 pub fn libtorch_dir() -> Option<PathBuf> {
     loaded_library("libtorch_cpu.so").and_then(|p| p.parent().map(Path::to_path_buf))

@@ -35,6 +35,32 @@ fn logits_match_transformers_on_a_padded_batch() {
     }
 }
 
+/// An unpadded row alone runs the mask-free (flash, grouped-kv) attention
+/// path; it must agree with transformers too.
+#[test]
+fn unpadded_row_matches_transformers_on_the_causal_path() {
+    let device = device();
+    for family in FAMILIES {
+        let model = CausalLm::load(&fixture(family), device, Kind::Float).unwrap();
+        let r = reference(family);
+        let row = r["input_ids"].narrow(0, 0, 1);
+        assert_eq!(
+            r["attention_mask"]
+                .narrow(0, 0, 1)
+                .sum(Kind::Int64)
+                .int64_value(&[]),
+            row.size()[1]
+        );
+        let logits = tch::no_grad(|| model.forward(&row, None, None)).unwrap();
+        let ones = Tensor::ones(row.size(), (Kind::Int64, tch::Device::Cpu));
+        let err = max_abs_diff_at(&logits, &r["logits"].narrow(0, 0, 1), &ones);
+        assert!(
+            err <= LOGIT_TOLERANCE,
+            "{family}: max abs error {err} > {LOGIT_TOLERANCE}"
+        );
+    }
+}
+
 /// The reference logits are far from trivial: a model that ignored any part
 /// of the input (padding, positions, soft-capping) would miss them by > 1e-2.
 #[test]

@@ -4,12 +4,14 @@
 //! - [`run::train`]: the run (load, step, checkpoint, log);
 //! - [`batch`]: tokenization, collation, the masked loss;
 //! - [`optim`]: Adam/AdamW over flat fp32 buffers;
+//! - [`step`]: one optimizer step (micro-batches, all-reduce, clip, update);
 //! - [`schedule`]: learning-rate schedules;
 //! - [`checkpoint`]: publishing and restoring checkpoints;
 //! - [`collective`]: what a step needs from other ranks (filled by the
 //!   distributed runtime).
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod collective;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod monitor;
 pub mod optim;
 pub mod run;
 pub mod schedule;
+pub mod step;
 
 pub use collective::{Collective, SingleProcess};
 pub use error::{Result, TrainError};

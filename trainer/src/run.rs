@@ -1,11 +1,7 @@
 //! A training run from a job spec: load and check everything, then step,
 //! checkpoint and log until the planned number of steps.
 //!
-//! One step: for each micro-batch of this rank's share of the global batch,
-//! forward and backward of (summed NLL of completion tokens / completion
-//! tokens in the whole global batch); gather the gradients into the flat
-//! buffer; all-reduce it (distributed runs); clip; Adam(W) with the
-//! scheduled learning rate.
+//! The step itself is [`crate::step::train_step`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,13 +17,14 @@ use premem_model::{CausalLm, ModelConfig, Tokenizer};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use crate::batch::{Batch, TokenizedExample, summed_nll, tokenize};
+use crate::batch::{Batch, TokenizedExample, tokenize};
 use crate::checkpoint::{self, ResumeState};
 use crate::collective::Collective;
 use crate::error::{Result, TrainError};
 use crate::monitor::Monitor;
 use crate::optim::{AdamConfig, Optimizer};
 use crate::schedule::LrSchedule;
+use crate::step::{StepOutput, StepSettings, train_step};
 
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
@@ -53,33 +50,6 @@ pub struct TrainSummary {
     /// Stopped by a signal before the last step (a checkpoint was written).
     pub interrupted: bool,
     pub output: String,
-}
-
-/// Resolves `auto`, `cpu`, `cuda`, `cuda:N`.
-pub fn parse_device(spec: &str) -> Result<Device> {
-    premem_model::runtime::init();
-    let device = match spec {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => Device::Cuda(i),
-            _ => {
-                return Err(TrainError::Config(format!(
-                    "train.device '{other}': expected auto, cpu, cuda or cuda:N"
-                )));
-            }
-        },
-    };
-    if let Device::Cuda(i) = device
-        && i >= tch::Cuda::device_count() as usize
-    {
-        return Err(TrainError::Config(format!(
-            "train.device cuda:{i}: this host has {} CUDA devices (see `premem doctor`)",
-            tch::Cuda::device_count()
-        )));
-    }
-    Ok(device)
 }
 
 fn weight_kind(precision: Precision, device: Device) -> Kind {
@@ -228,7 +198,8 @@ pub fn train(
     collective: &mut dyn Collective,
 ) -> Result<TrainSummary> {
     spec.validate().map_err(TrainError::Config)?;
-    let device = parse_device(&spec.train.device)?;
+    let device = premem_model::runtime::parse_device(&spec.train.device)
+        .map_err(|e| TrainError::Config(format!("train.device {e}")))?;
     let kind = weight_kind(spec.train.precision, device);
     let inputs = load_inputs(spec)?;
     let t = &spec.train;
@@ -351,30 +322,24 @@ pub fn train(
             .map(|&i| inputs.tokenized[i].loss_tokens())
             .sum();
         let shard = rank_shard(&batch, collective.rank(), collective.world_size());
-        let mut loss_sum = Tensor::zeros([1], (Kind::Float, device));
-        let mut tokens = 0usize;
-        for micro in shard.chunks(t.micro_batch_size) {
+        let micro_batches = shard.chunks(t.micro_batch_size).map(|micro| {
             let examples: Vec<&TokenizedExample> =
                 micro.iter().map(|&i| &inputs.tokenized[i]).collect();
-            let batch = Batch::collate(&examples, inputs.pad, device);
-            let nll = summed_nll(&model, &batch)?;
-            (&nll / loss_tokens as f64).backward();
-            loss_sum += nll.detach();
-            tokens += batch.tokens;
-        }
-        optimizer.gather_grads();
-        collective
-            .all_reduce_sum(optimizer.grads_mut())
-            .map_err(TrainError::Collective)?;
-        collective
-            .all_reduce_sum(&mut loss_sum)
-            .map_err(TrainError::Collective)?;
-        let grad_norm = optimizer.clip_grad_norm(t.max_grad_norm);
+            Batch::collate(&examples, inputs.pad, device)
+        });
         let lr = schedule.lr(step);
-        optimizer.step(lr);
+        let settings = StepSettings {
+            global_loss_tokens: loss_tokens,
+            lr,
+            max_grad_norm: t.max_grad_norm,
+        };
+        let StepOutput {
+            loss,
+            grad_norm,
+            tokens,
+        } = train_step(&model, &mut optimizer, micro_batches, &settings, collective)?;
 
         let done = step + 1;
-        let loss = loss_sum.double_value(&[0]) / loss_tokens as f64;
         let seconds = started.elapsed().as_secs_f64();
         tokens_done += tokens;
         let tokens_per_s = tokens as f64 * collective.world_size() as f64 / seconds.max(1e-9);

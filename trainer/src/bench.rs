@@ -1,0 +1,105 @@
+//! Training throughput on random tokens, for `premem bench train` and
+//! `benches/train_throughput.py` (which runs the PyTorch + transformers loop on
+//! the same config, batch and sequence length and prints the ratio).
+
+use std::time::Instant;
+
+use premem_core::spec::OptimizerKind;
+use premem_model::{CausalLm, ModelConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::batch::{Batch, TokenizedExample};
+use crate::collective::SingleProcess;
+use crate::error::Result;
+use crate::optim::{AdamConfig, Optimizer};
+use crate::step::{StepSettings, train_step};
+
+#[derive(Clone, Debug)]
+pub struct BenchSettings {
+    pub batch_size: usize,
+    pub micro_batch_size: usize,
+    pub seq_len: usize,
+    pub warmup_steps: usize,
+    pub steps: usize,
+    pub device: Device,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchResult {
+    pub parameters: i64,
+    pub tokens_per_step: usize,
+    pub seconds_per_step: f64,
+    pub tokens_per_s: f64,
+    /// 6 * parameters * tokens/s (the usual training FLOP count, attention excluded).
+    pub model_flops_per_s: f64,
+}
+
+pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<BenchResult> {
+    let vocab = config.vocab_size;
+    let model = CausalLm::random(config, settings.device, settings.kind, 0);
+    let variables = model.var_store().variables().into_iter().collect();
+    let mut optimizer = Optimizer::new(
+        variables,
+        AdamConfig {
+            kind: OptimizerKind::Adamw,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+    );
+    tch::manual_seed(1);
+    let examples: Vec<TokenizedExample> = (0..settings.batch_size)
+        .map(|_| TokenizedExample {
+            tokens: Vec::<i64>::try_from(Tensor::randint(
+                vocab,
+                [settings.seq_len as i64],
+                (Kind::Int64, Device::Cpu),
+            ))
+            .expect("int64 tokens"),
+            prompt_len: 1,
+        })
+        .collect();
+    let loss_tokens: usize = examples.iter().map(|e| e.loss_tokens()).sum();
+    let settings_step = StepSettings {
+        global_loss_tokens: loss_tokens,
+        lr: 1e-5,
+        max_grad_norm: Some(1.0),
+    };
+    let sync = || {
+        if let Device::Cuda(i) = settings.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let mut timed = 0.0;
+    for step in 0..settings.warmup_steps + settings.steps {
+        sync();
+        let started = Instant::now();
+        let micro_batches = examples.chunks(settings.micro_batch_size).map(|chunk| {
+            let refs: Vec<&TokenizedExample> = chunk.iter().collect();
+            Batch::collate(&refs, 0, settings.device)
+        });
+        train_step(
+            &model,
+            &mut optimizer,
+            micro_batches,
+            &settings_step,
+            &mut SingleProcess,
+        )?;
+        sync();
+        if step >= settings.warmup_steps {
+            timed += started.elapsed().as_secs_f64();
+        }
+    }
+    let tokens_per_step = settings.batch_size * settings.seq_len;
+    let seconds_per_step = timed / settings.steps.max(1) as f64;
+    let tokens_per_s = tokens_per_step as f64 / seconds_per_step;
+    let parameters = optimizer.numel();
+    Ok(BenchResult {
+        parameters,
+        tokens_per_step,
+        seconds_per_step,
+        tokens_per_s,
+        model_flops_per_s: 6.0 * parameters as f64 * tokens_per_s,
+    })
+}
