@@ -452,8 +452,12 @@ fn data_command(command: DataCommand) -> Result<()> {
 fn train(args: TrainArgs) -> Result<()> {
     let spec = premem_core::JobSpec::from_file(&args.config)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // First signal: finish the step, checkpoint, stop. A second one exits
+    // at once (code 130).
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+            .context("installing signal handlers")?;
     }
     let options = premem_trainer::TrainOptions {
         resume: args.resume,

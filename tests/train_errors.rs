@@ -121,4 +121,62 @@ fn an_existing_run_is_not_overwritten_and_a_changed_spec_is_not_resumed() {
         stderr.contains("the job spec changed since this run started"),
         "{stderr}"
     );
+
+    // The same spec (and paths) over other data.
+    let spec = job_spec(tmp.path(), &output, "epochs = 1", "");
+    let train_file = tmp.path().join("data/train.jsonl");
+    let data = std::fs::read_to_string(&train_file).unwrap();
+    std::fs::write(&train_file, data.replacen("has ", "now has ", 1)).unwrap();
+    let out = run(&[
+        "train",
+        "--config",
+        spec.to_str().unwrap(),
+        "--no-progress",
+        "--resume",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("the train data, tokenizer or model files changed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_broken_base_model_fails_before_the_output_is_claimed() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_task(tmp.path());
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("model/fixtures/llama");
+    for name in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(name), base.join(name)).unwrap();
+    }
+    let weights = std::fs::read(base.join("model.safetensors")).unwrap();
+    std::fs::write(
+        base.join("model.safetensors"),
+        &weights[..weights.len() - 100],
+    )
+    .unwrap();
+    let output = tmp.path().join("out");
+    let spec = job_spec(tmp.path(), &output, "", "");
+    let original = std::fs::read_to_string(&spec).unwrap();
+    let (start, end) = (
+        original.find("[model]").unwrap(),
+        original.find("[data.train]").unwrap(),
+    );
+    let with_base = format!(
+        "{}[model]\nbase = \"{}\"\n\n{}",
+        &original[..start],
+        base.display(),
+        &original[end..]
+    );
+    std::fs::write(&spec, with_base).unwrap();
+    let (code, stderr) = train(&spec);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("model.safetensors") && stderr.contains("not a usable safetensors"),
+        "{stderr}"
+    );
+    assert_nothing_written(&output);
 }

@@ -97,13 +97,18 @@ pub struct Rational {
 
 impl PartialEq for Rational {
     fn eq(&self, other: &Self) -> bool {
-        self.cmp_value(other) == Ordering::Equal
+        self.cmp_value(other) == Some(Ordering::Equal)
     }
 }
 
 impl Rational {
-    fn cmp_value(&self, other: &Self) -> Ordering {
-        (self.num * other.den).cmp(&(other.num * self.den))
+    /// `None` when the cross products overflow (absurdly long numbers).
+    fn cmp_value(&self, other: &Self) -> Option<Ordering> {
+        Some(
+            self.num
+                .checked_mul(other.den)?
+                .cmp(&other.num.checked_mul(self.den)?),
+        )
     }
 }
 
@@ -117,7 +122,7 @@ pub fn parse_number(text: &str) -> Option<Rational> {
         if d.num == 0 {
             return None;
         }
-        let (num, den) = (n.num * d.den, n.den * d.num);
+        let (num, den) = (n.num.checked_mul(d.den)?, n.den.checked_mul(d.num)?);
         return Some(if den < 0 {
             Rational {
                 num: -num,
@@ -245,7 +250,14 @@ mod tests {
         ] {
             assert!(answers_equal(a, b, Gsm8k), "{a} == {b}");
         }
-        for (a, b) in [("5", "6"), ("3/4", "0.7"), ("-2", "2"), ("1/3", "0.333")] {
+        let huge = "123456789012345678.123456789012345678/1.000000000000000001";
+        for (a, b) in [
+            ("5", "6"),
+            ("3/4", "0.7"),
+            ("-2", "2"),
+            ("1/3", "0.333"),
+            (huge, "7"),
+        ] {
             assert!(!answers_equal(a, b, Gsm8k), "{a} != {b}");
         }
         assert!(is_correct("We know that 10 - 3 = 7.\n#### 7", "7", Gsm8k));

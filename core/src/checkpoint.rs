@@ -152,6 +152,16 @@ pub async fn download(
     })?;
     let prefix = step_prefix(area, step);
     for file in &manifest.files {
+        let plain = !file.name.is_empty()
+            && file.name != ".."
+            && file.name != "."
+            && !file.name.contains(['/', '\\']);
+        if !plain {
+            return Err(StoreError::Corrupt {
+                url: run.url_of(&format!("{prefix}/{MANIFEST}")),
+                message: format!("file name '{}' is not a plain file name", file.name),
+            });
+        }
         run.get_file(
             &format!("{prefix}/{}", file.name),
             &local_dir.join(&file.name),

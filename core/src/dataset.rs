@@ -140,6 +140,16 @@ struct Columns {
 }
 
 impl Columns {
+    /// Every column name the mapping uses.
+    fn named(&self) -> impl Iterator<Item = &String> {
+        [&self.query, &self.target]
+            .into_iter()
+            .chain(&self.ids)
+            .chain(&self.answer)
+            .chain(&self.parent_id)
+            .chain(&self.meta)
+    }
+
     fn for_spec(spec: &DatasetSpec, path: &Path) -> Result<Columns, DatasetError> {
         let fixed = |query: &str, target: &str, ids: &[&str], meta: &[&str]| Columns {
             query: query.into(),
@@ -177,10 +187,21 @@ impl Dataset {
         let path = PathBuf::from(&spec.path);
         let columns = Columns::for_spec(spec, &path)?;
         let style = spec.answer_style();
+        let mut unsupported = HashMap::new();
         let rows = match spec.format {
-            DatasetFormat::Parquet => read_parquet(&path)?,
+            DatasetFormat::Parquet => read_parquet(&path, &mut unsupported)?,
             _ => read_jsonl(&path)?,
         };
+        for column in columns.named() {
+            if let Some(data_type) = unsupported.get(column) {
+                return Err(DatasetError::Invalid {
+                    path,
+                    message: format!(
+                        "column `{column}` has type {data_type}; premem reads string and numeric columns"
+                    ),
+                });
+            }
+        }
         let mut examples = Vec::with_capacity(rows.len());
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (line, row) in rows {
@@ -356,11 +377,14 @@ fn read_jsonl(path: &Path) -> Result<Vec<Row>, DatasetError> {
     Ok(rows)
 }
 
-/// Every row, as a JSON object of its string and integer columns.
-fn read_parquet(path: &Path) -> Result<Vec<Row>, DatasetError> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::{Array, types};
-    use arrow_schema::DataType;
+/// Every row, as a JSON object of its string and numeric columns. A column
+/// of another type (lists, structs, binary...) is left out; `unsupported`
+/// records its type so a mapping that names it gets a clear error.
+fn read_parquet(
+    path: &Path,
+    unsupported: &mut HashMap<String, String>,
+) -> Result<Vec<Row>, DatasetError> {
+    use arrow_array::Array;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let invalid = |message: String| DatasetError::Invalid {
@@ -385,25 +409,52 @@ fn read_parquet(path: &Path) -> Result<Vec<Row>, DatasetError> {
                 if column.is_null(i) {
                     continue;
                 }
-                let value = match column.data_type() {
-                    DataType::Utf8 => Value::String(column.as_string::<i32>().value(i).to_string()),
-                    DataType::LargeUtf8 => {
-                        Value::String(column.as_string::<i64>().value(i).to_string())
+                match parquet_cell(column.as_ref(), i) {
+                    Some(value) => {
+                        rows[first + i].1.insert(field.name().clone(), value);
                     }
-                    DataType::Utf8View => {
-                        Value::String(column.as_string_view().value(i).to_string())
+                    None => {
+                        unsupported.insert(field.name().clone(), column.data_type().to_string());
+                        break;
                     }
-                    DataType::Int64 => {
-                        Value::from(column.as_primitive::<types::Int64Type>().value(i))
-                    }
-                    DataType::Int32 => {
-                        Value::from(column.as_primitive::<types::Int32Type>().value(i))
-                    }
-                    _ => continue,
-                };
-                rows[first + i].1.insert(field.name().clone(), value);
+                }
             }
         }
     }
     Ok(rows)
+}
+
+/// The value at row `i` of a string, dictionary-of-string or numeric column;
+/// `None` for other types.
+fn parquet_cell(column: &dyn arrow_array::Array, i: usize) -> Option<Value> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType;
+
+    macro_rules! number {
+        ($t:ty) => {
+            Value::from(column.as_primitive::<$t>().value(i))
+        };
+    }
+    Some(match column.data_type() {
+        DataType::Utf8 => Value::String(column.as_string::<i32>().value(i).to_string()),
+        DataType::LargeUtf8 => Value::String(column.as_string::<i64>().value(i).to_string()),
+        DataType::Utf8View => Value::String(column.as_string_view().value(i).to_string()),
+        DataType::Dictionary(_, _) => {
+            let dictionary = column.as_any_dictionary_opt()?;
+            let key = dictionary.normalized_keys()[i];
+            return parquet_cell(dictionary.values().as_ref(), key);
+        }
+        DataType::Int8 => number!(Int8Type),
+        DataType::Int16 => number!(Int16Type),
+        DataType::Int32 => number!(Int32Type),
+        DataType::Int64 => number!(Int64Type),
+        DataType::UInt8 => number!(UInt8Type),
+        DataType::UInt16 => number!(UInt16Type),
+        DataType::UInt32 => number!(UInt32Type),
+        DataType::UInt64 => number!(UInt64Type),
+        DataType::Float32 => number!(Float32Type),
+        DataType::Float64 => number!(Float64Type),
+        _ => return None,
+    })
 }

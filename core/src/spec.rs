@@ -279,8 +279,14 @@ impl JobSpec {
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(format!("train.lr must be positive, got {}", t.lr));
         }
-        if t.weight_decay < 0.0 || t.eps <= 0.0 {
-            return Err("train.weight_decay must be >= 0 and train.eps > 0".into());
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return Err(format!(
+                "train.weight_decay must be >= 0, got {}",
+                t.weight_decay
+            ));
+        }
+        if !(t.eps.is_finite() && t.eps > 0.0) {
+            return Err(format!("train.eps must be positive, got {}", t.eps));
         }
         if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
             return Err(format!("train.betas must be in [0, 1), got {:?}", t.betas));
@@ -312,6 +318,12 @@ impl JobSpec {
         if t.max_length < 2 {
             return Err("train.max_length must be at least 2".into());
         }
+        if t.monitor_max_new_tokens < 1 {
+            return Err(format!(
+                "train.monitor_max_new_tokens must be positive, got {}",
+                t.monitor_max_new_tokens
+            ));
+        }
         if self.checkpoint.every_steps == Some(0) || self.checkpoint.keep_resume_states == Some(0) {
             return Err(
                 "checkpoint.every_steps and checkpoint.keep_resume_states must be positive".into(),
@@ -322,6 +334,68 @@ impl JobSpec {
         }
         self.prompt.validate()?;
         Ok(())
+    }
+
+    /// A digest of the contents of the files the spec names (train data,
+    /// tokenizer, model config; for a base model its config, weight index and
+    /// weight file sizes): a resume refuses inputs that changed under the
+    /// same paths.
+    pub fn inputs_digest(&self) -> Result<String, SpecError> {
+        let mut hasher = Sha256::new();
+        let mut add_file = |path: &Path| -> Result<(), SpecError> {
+            let bytes = std::fs::read(path).map_err(|source| SpecError::Io {
+                path: path.into(),
+                source,
+            })?;
+            hasher.update(
+                path.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(&bytes);
+            Ok(())
+        };
+        add_file(Path::new(&self.data.train.path))?;
+        if let Some(tokenizer) = &self.model.tokenizer {
+            add_file(Path::new(tokenizer))?;
+        }
+        if let Some(config) = &self.model.config {
+            add_file(Path::new(config))?;
+        }
+        if let Some(base) = &self.model.base {
+            let base = Path::new(base);
+            for name in [
+                "config.json",
+                "tokenizer.json",
+                "model.safetensors.index.json",
+            ] {
+                if base.join(name).is_file() {
+                    add_file(&base.join(name))?;
+                }
+            }
+            // Weights are too large to hash at every start: their sizes stand in.
+            let mut weights: Vec<(String, u64)> = std::fs::read_dir(base)
+                .map_err(|source| SpecError::Io {
+                    path: base.into(),
+                    source,
+                })?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+                .filter_map(|e| {
+                    Some((
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().ok()?.len(),
+                    ))
+                })
+                .collect();
+            weights.sort();
+            for (name, size) in weights {
+                hasher.update(name.as_bytes());
+                hasher.update(size.to_le_bytes());
+            }
+        }
+        Ok(hex::encode(&hasher.finalize()[..16]))
     }
 
     /// A hash of everything that determines the trained weights (not where

@@ -59,6 +59,10 @@ pub struct Store {
     root: Path,
     /// The location as the user wrote it (local directories made absolute).
     url: String,
+    /// For a local store, the directory of `root`: deletions there also
+    /// remove the staging files of uploads a crash interrupted, which the
+    /// object-store listing hides.
+    local_dir: Option<PathBuf>,
 }
 
 impl Store {
@@ -111,6 +115,7 @@ impl Store {
             inner,
             root,
             url: location.trim_end_matches('/').to_string(),
+            local_dir: None,
         })
     }
 
@@ -126,9 +131,11 @@ impl Store {
             .map_err(|e| open_error(format!("cannot resolve the directory: {e}")))?;
         let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| open_error(e.to_string()))?;
         Ok(Store {
-            inner: Arc::new(fs.with_automatic_cleanup(true)),
+            // fsync: a manifest must never reach the disk before its files.
+            inner: Arc::new(fs.with_automatic_cleanup(true).with_fsync(true)),
             root: Path::default(),
             url: dir.display().to_string(),
+            local_dir: Some(dir),
         })
     }
 
@@ -143,6 +150,10 @@ impl Store {
             inner: self.inner.clone(),
             root: self.path(prefix),
             url: format!("{}/{}", self.url, prefix.trim_matches('/')),
+            local_dir: self
+                .local_dir
+                .as_ref()
+                .map(|d| d.join(prefix.trim_matches('/'))),
         }
     }
 
@@ -166,6 +177,31 @@ impl Store {
                 url: url.clone(),
                 source,
             },
+        }
+    }
+
+    /// Writes an object that must not exist yet; `Ok(false)` when it does.
+    pub async fn put_if_absent(
+        &self,
+        relative: &str,
+        bytes: impl Into<Bytes>,
+    ) -> Result<bool, StoreError> {
+        let options = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(
+                &self.path(relative),
+                PutPayload::from(bytes.into()),
+                options,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.backend(relative)(e)),
         }
     }
 
@@ -240,8 +276,17 @@ impl Store {
         Ok(names)
     }
 
-    /// Deletes every object below `prefix`.
+    /// Deletes every object below `prefix` (locally: the whole directory,
+    /// staging files of interrupted uploads included).
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        if let Some(dir) = &self.local_dir {
+            let path = dir.join(prefix.trim_matches('/'));
+            return match std::fs::remove_dir_all(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(StoreError::Local { path, source }),
+            };
+        }
         for name in self.list_files(prefix).await? {
             self.delete(&format!("{}/{name}", prefix.trim_end_matches('/')))
                 .await?;

@@ -196,6 +196,46 @@ fn parquet_maps_fields_and_names_bad_rows() {
     let msg = Dataset::load(&s).unwrap_err().to_string();
     assert!(msg.contains("d.parquet:2: missing field `t`"), "{msg}");
 
+    // Dictionary-encoded strings (pandas categoricals) read as strings; a
+    // mapped column of another type is named.
+    use arrow_array::{DictionaryArray, ListArray, types::Int32Type};
+    let dict_path = tmp.path().join("dict.parquet");
+    let questions: DictionaryArray<Int32Type> =
+        vec!["same question", "same question"].into_iter().collect();
+    let lists = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+        Some(vec![Some(1)]),
+        Some(vec![Some(2)]),
+    ]);
+    let batch = RecordBatch::try_from_iter(vec![
+        ("q", Arc::new(questions) as ArrayRef),
+        (
+            "t",
+            Arc::new(StringArray::from(vec!["a\n#### 1", "b\n#### 2"])) as ArrayRef,
+        ),
+        ("l", Arc::new(lists) as ArrayRef),
+    ])
+    .unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&dict_path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let mut d = s.clone();
+    d.path = dict_path.to_str().unwrap().into();
+    d.fields.as_mut().unwrap().id = None;
+    let data = Dataset::load(&d).unwrap();
+    assert_eq!(data.examples[1].query, "same question");
+    assert_eq!(data.examples[1].answer, "2");
+    d.fields.as_mut().unwrap().target = "l".into();
+    let msg = Dataset::load(&d).unwrap_err().to_string();
+    assert!(
+        msg.contains("dict.parquet: column `l` has type List"),
+        "{msg}"
+    );
+
     let garbage = write(tmp.path(), "garbage.parquet", "not parquet");
     let mut g = s.clone();
     g.path = garbage.to_str().unwrap().into();

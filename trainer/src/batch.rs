@@ -6,6 +6,9 @@ use premem_core::{Example, PromptTemplate};
 use premem_model::Tokenizer;
 use tch::{Device, Kind, Tensor};
 
+/// The label of positions outside the loss.
+pub const IGNORE: i64 = -100;
+
 /// One tokenized example: `tokens[..prompt_len]` is the prompt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenizedExample {
@@ -68,7 +71,8 @@ pub fn tokenize(
 
 /// A right-padded micro-batch. Position `t` predicts `labels[t]` (the token
 /// at `t + 1`); `loss_mask[t]` is 1 where that token is part of the
-/// completion.
+/// completion. Labels outside the mask are -100 (ignored by the loss), so no
+/// masked position can turn the sum into NaN.
 pub struct Batch {
     pub input_ids: Tensor,
     pub attention_mask: Tensor,
@@ -86,16 +90,16 @@ impl Batch {
         let width = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
         let mut ids = vec![pad; rows * width];
         let mut mask = vec![0i64; rows * width];
-        let mut labels = vec![pad; rows * width];
+        let mut labels = vec![IGNORE; rows * width];
         let mut loss_mask = vec![0f32; rows * width];
         for (r, e) in examples.iter().enumerate() {
             let row = r * width;
             for (t, &token) in e.tokens.iter().enumerate() {
                 ids[row + t] = token;
                 mask[row + t] = 1;
-                if t + 1 < e.tokens.len() {
+                if t + 1 < e.tokens.len() && t + 1 >= e.prompt_len {
                     labels[row + t] = e.tokens[t + 1];
-                    loss_mask[row + t] = if t + 1 >= e.prompt_len { 1.0 } else { 0.0 };
+                    loss_mask[row + t] = 1.0;
                 }
             }
         }
@@ -148,11 +152,11 @@ mod tests {
         assert_eq!(batch.input_ids.size(), [2, 5]);
         let labels = Vec::<i64>::try_from(batch.labels.view([-1])).unwrap();
         let mask = Vec::<f32>::try_from(batch.loss_mask.view([-1])).unwrap();
-        // Row a: positions 1.. predict 7, 8, 1 (completion); position 0 predicts 6 (prompt).
-        assert_eq!(&labels[..4], &[6, 7, 8, 1]);
+        // Row a: positions 1.. predict 7, 8, 1 (completion); position 0 would predict 6 (prompt).
+        assert_eq!(&labels[..5], &[IGNORE, 7, 8, 1, IGNORE]);
         assert_eq!(&mask[..5], &[0.0, 1.0, 1.0, 1.0, 0.0]);
         // Row b: position 0 predicts 4, position 1 predicts EOS; padding masked.
-        assert_eq!(&labels[5..7], &[4, 1]);
+        assert_eq!(&labels[5..], &[4, 1, IGNORE, IGNORE, IGNORE]);
         assert_eq!(&mask[5..], &[1.0, 1.0, 0.0, 0.0, 0.0]);
         assert_eq!((batch.tokens, batch.loss_tokens), (8, 5));
         assert_eq!(mask.iter().sum::<f32>() as usize, batch.loss_tokens);

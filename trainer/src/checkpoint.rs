@@ -1,14 +1,19 @@
 //! Writing and reading checkpoints in the run's object store (layout in
 //! `premem_core::checkpoint`): the weights in the Hugging Face layout, then
 //! the resume state, each published by a manifest written last.
+//!
+//! Files are staged in one directory per run under the system temp dir,
+//! emptied before each use, so a process killed mid-save leaves at most one
+//! checkpoint's worth of staging behind, removed by the next start.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use premem_core::BlockingStore;
 use premem_core::checkpoint::{self as layout, Area};
 use premem_model::{CausalLm, ModelConfig, SaveOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TrainError};
@@ -17,13 +22,18 @@ use crate::optim::Optimizer;
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
 
-/// Everything besides weights and moments that a resume restores.
+/// Everything besides weights and moments that a resume restores or checks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResumeState {
     /// Optimizer steps completed; the next step has this 0-based index.
     pub step: u64,
     pub epoch: u64,
     pub training_hash: String,
+    /// Digest of the input files' contents (`JobSpec::inputs_digest`).
+    pub inputs_digest: String,
+    /// Kind of the model weights (`float32`, `bfloat16`): with bf16 weights
+    /// the fp32 master lives in the optimizer state.
+    pub weight_dtype: String,
     /// Parameter names and shapes in optimizer buffer order.
     pub layout: Vec<(String, Vec<i64>)>,
     pub premem_version: String,
@@ -33,6 +43,31 @@ fn local_io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// This run's staging directory (one per output location).
+pub fn staging_root(run: &BlockingStore) -> PathBuf {
+    let id = hex::encode(&Sha256::digest(run.store().url().as_bytes())[..8]);
+    std::env::temp_dir().join(format!("premem-staging-{id}"))
+}
+
+/// An empty staging directory `name` of this run.
+fn fresh_staging(run: &BlockingStore, name: &str) -> Result<PathBuf> {
+    let dir = staging_root(run).join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(local_io(&dir))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(local_io(&dir))?;
+    Ok(dir)
+}
+
+/// Removes staging left by an earlier process (killed mid-save).
+pub fn clear_staging(run: &BlockingStore) -> Result<()> {
+    let root = staging_root(run);
+    match std::fs::remove_dir_all(&root) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(local_io(&root)(e)),
+        _ => Ok(()),
     }
 }
 
@@ -47,23 +82,19 @@ pub fn save(
     metrics: &[String],
     max_shard_bytes: u64,
 ) -> Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix("premem-checkpoint-")
-        .tempdir()
-        .map_err(local_io(Path::new("<tmp>")))?;
-    let weights = tmp.path().join("weights");
+    let staging = fresh_staging(run, "save")?;
+    let weights = staging.join("weights");
     model.save(&weights, &SaveOptions { max_shard_bytes })?;
     tokenizer.save(&weights.join(premem_model::tokenizer::TOKENIZER_FILE))?;
 
-    let resume = tmp.path().join("resume");
+    let resume = staging.join("resume");
     std::fs::create_dir(&resume).map_err(local_io(&resume))?;
-    let optimizer_path = resume.join(OPTIMIZER_FILE);
     let tensors: Vec<(String, Tensor)> = optimizer
         .state_tensors()
         .into_iter()
         .map(|(name, t)| (name, t.to_device(Device::Cpu)))
         .collect();
-    Tensor::write_safetensors(&tensors, &optimizer_path)?;
+    Tensor::write_safetensors(&tensors, resume.join(OPTIMIZER_FILE))?;
     let state_json = serde_json::to_vec_pretty(state).expect("state serialises");
     std::fs::write(resume.join(STATE_FILE), state_json).map_err(local_io(&resume))?;
 
@@ -75,15 +106,20 @@ pub fn save(
     run.run(store.put(&layout::metrics_file(state.step), text.into_bytes()))?;
     run.run(layout::publish(store, Area::Weights, state.step, &weights))?;
     run.run(layout::publish(store, Area::Resume, state.step, &resume))?;
+    std::fs::remove_dir_all(&staging).map_err(local_io(&staging))?;
     Ok(())
 }
 
-/// The newest step whose weights and resume state are both published.
-pub fn latest_resumable(run: &BlockingStore) -> Result<Option<u64>> {
+/// Steps whose weights and resume state are both published, newest first.
+pub fn resumable_steps(run: &BlockingStore) -> Result<Vec<u64>> {
     let store = run.store();
     let weights = run.run(layout::published_steps(store, Area::Weights))?;
     let resume = run.run(layout::published_steps(store, Area::Resume))?;
-    Ok(resume.into_iter().rev().find(|s| weights.contains(s)))
+    Ok(resume
+        .into_iter()
+        .rev()
+        .filter(|s| weights.contains(s))
+        .collect())
 }
 
 /// A checkpoint read back: the model and what the optimizer needs.
@@ -93,6 +129,7 @@ pub struct Restored {
     pub optimizer_state: BTreeMap<String, Tensor>,
 }
 
+/// Reads the checkpoint of `step`. Errors name the checkpoint's URL.
 pub fn load(
     run: &BlockingStore,
     step: u64,
@@ -100,30 +137,32 @@ pub fn load(
     device: Device,
     kind: Kind,
 ) -> Result<Restored> {
-    let tmp = tempfile::Builder::new()
-        .prefix("premem-resume-")
-        .tempdir()
-        .map_err(local_io(Path::new("<tmp>")))?;
     let store = run.store();
-    let weights = tmp.path().join("weights");
-    let resume = tmp.path().join("resume");
+    let url = store.url_of(&layout::step_prefix(Area::Resume, step));
+    let in_checkpoint = |e: TrainError| TrainError::Resume {
+        url: url.clone(),
+        message: e.to_string(),
+    };
+    let staging = fresh_staging(run, "load")?;
+    let weights = staging.join("weights");
+    let resume = staging.join("resume");
     run.run(layout::download(store, Area::Weights, step, &weights))?;
     run.run(layout::download(store, Area::Resume, step, &resume))?;
-    let model = CausalLm::load_with_config(config, &weights, device, kind)?;
-    let state_path = resume.join(STATE_FILE);
-    let state_text = std::fs::read(&state_path).map_err(local_io(&state_path))?;
+    let model = CausalLm::load_with_config(config, &weights, device, kind)
+        .map_err(|e| in_checkpoint(e.into()))?;
+    let state_text =
+        std::fs::read(resume.join(STATE_FILE)).map_err(|e| in_checkpoint(local_io(&resume)(e)))?;
     let state: ResumeState =
         serde_json::from_slice(&state_text).map_err(|e| TrainError::Resume {
-            url: store.url_of(&format!(
-                "{}/{STATE_FILE}",
-                layout::step_prefix(Area::Resume, step)
-            )),
-            message: format!("unreadable resume state: {e}"),
+            url: url.clone(),
+            message: format!("unreadable {STATE_FILE}: {e}"),
         })?;
-    let optimizer_state = Tensor::read_safetensors(resume.join(OPTIMIZER_FILE))?
+    let optimizer_state = Tensor::read_safetensors(resume.join(OPTIMIZER_FILE))
+        .map_err(|e| in_checkpoint(e.into()))?
         .into_iter()
         .map(|(name, t)| (name, t.to_device(device)))
         .collect();
+    std::fs::remove_dir_all(&staging).map_err(local_io(&staging))?;
     Ok(Restored {
         model,
         state,

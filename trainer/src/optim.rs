@@ -173,8 +173,8 @@ impl Optimizer {
             let _ = self.exp_avg.lerp_(&grad, 1.0 - beta1);
             let _ = self.exp_avg_sq.g_mul_scalar_(beta2);
             let _ = self.exp_avg_sq.g_add_(&(grad.square() * (1.0 - beta2)));
-            let bias_correction1 = 1.0 - beta1.powi(self.steps as i32);
-            let bias_correction2 = 1.0 - beta2.powi(self.steps as i32);
+            let bias_correction1 = 1.0 - beta1.powf(self.steps as f64);
+            let bias_correction2 = 1.0 - beta2.powf(self.steps as f64);
             let step_size = lr / bias_correction1;
             let denom = self.exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps;
             let _ = self.master.g_sub_(&(&self.exp_avg / denom * step_size));

@@ -4,7 +4,7 @@
 //! The step itself is [`crate::step::train_step`].
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -64,6 +64,8 @@ fn weight_kind(precision: Precision, device: Device) -> Kind {
 /// What the run is made of, loaded and checked before anything is written.
 struct Inputs {
     data: Dataset,
+    /// `JobSpec::inputs_digest`.
+    digest: String,
     tokenized: Vec<TokenizedExample>,
     tokenizer: Tokenizer,
     config: ModelConfig,
@@ -73,29 +75,33 @@ struct Inputs {
 
 fn load_inputs(spec: &JobSpec) -> Result<Inputs> {
     let data = Dataset::load(&spec.data.train)?;
-    let (config, tokenizer_path) = match (&spec.model.base, &spec.model.config) {
-        (Some(base), _) => {
-            let base = Path::new(base);
-            let tokenizer = spec
-                .model
-                .tokenizer
-                .as_ref()
-                .map(Into::into)
-                .unwrap_or_else(|| base.join(premem_model::tokenizer::TOKENIZER_FILE));
-            (ModelConfig::from_dir(base)?, tokenizer)
-        }
-        (None, Some(config)) => (
-            ModelConfig::from_file(Path::new(config))?,
-            spec.model.tokenizer.as_ref().expect("validated").into(),
-        ),
-        (None, None) => unreachable!("validated"),
-    };
+    let digest = spec.inputs_digest()?;
+    let (config_path, tokenizer_path): (PathBuf, PathBuf) =
+        match (&spec.model.base, &spec.model.config) {
+            (Some(base), _) => {
+                let base = Path::new(base);
+                let tokenizer = spec
+                    .model
+                    .tokenizer
+                    .as_ref()
+                    .map(Into::into)
+                    .unwrap_or_else(|| base.join(premem_model::tokenizer::TOKENIZER_FILE));
+                (base.join("config.json"), tokenizer)
+            }
+            (None, Some(config)) => (
+                config.into(),
+                spec.model.tokenizer.as_ref().expect("validated").into(),
+            ),
+            (None, None) => unreachable!("validated"),
+        };
+    let config = ModelConfig::from_file(&config_path)?;
     let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
     tokenizer.check_fits(config.vocab_size)?;
     let eos = *config.eos_token_ids.first().ok_or_else(|| {
-        TrainError::Config(
-            "model: config.json has no eos_token_id; the completion must end with one".into(),
-        )
+        TrainError::Config(format!(
+            "{}: no eos_token_id; training needs one to end each completion",
+            config_path.display()
+        ))
     })?;
     let pad = config.pad_token_id.unwrap_or(eos);
     let mut tokenized = Vec::with_capacity(data.len());
@@ -120,6 +126,7 @@ fn load_inputs(spec: &JobSpec) -> Result<Inputs> {
     }
     Ok(Inputs {
         data,
+        digest,
         tokenized,
         tokenizer,
         config,
@@ -128,48 +135,131 @@ fn load_inputs(spec: &JobSpec) -> Result<Inputs> {
     })
 }
 
-/// run.json: what this output directory holds.
-fn claim_output(run: &BlockingStore, spec: &JobSpec, resume: bool) -> Result<()> {
+/// The record of a run in `run.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunRecord {
+    name: String,
+    training_hash: String,
+    inputs_digest: String,
+    premem_version: String,
+    spec: JobSpec,
+}
+
+/// Reads `run.json` (read-only) and decides whether this invocation may use
+/// the output: a new run needs an empty output, a resume the same spec and
+/// inputs. Returns whether a run record already exists.
+fn check_output(
+    run: &BlockingStore,
+    spec: &JobSpec,
+    inputs_digest: &str,
+    resume: bool,
+) -> Result<bool> {
     let store = run.store();
-    let hash = spec.training_hash();
-    if run.run(store.exists(layout::RUN_FILE))? {
-        let existing: serde_json::Value =
-            serde_json::from_slice(&run.run(store.get(layout::RUN_FILE))?).map_err(|e| {
-                TrainError::Resume {
-                    url: store.url_of(layout::RUN_FILE),
-                    message: format!("unreadable: {e}"),
-                }
-            })?;
-        if !resume {
-            return Err(TrainError::Resume {
-                url: store.url().to_string(),
-                message: format!(
-                    "already holds run '{}'; pass --resume to continue it, or set run.output to a new location",
-                    existing["name"].as_str().unwrap_or("?")
-                ),
-            });
-        }
-        if existing["training_hash"].as_str() != Some(hash.as_str()) {
-            return Err(TrainError::Resume {
-                url: store.url().to_string(),
-                message: "the job spec changed since this run started (training hash differs); \
-                          only run.output, checkpoint and monitor settings may change on resume"
-                    .into(),
-            });
-        }
-        return Ok(());
+    if !run.run(store.exists(layout::RUN_FILE))? {
+        return Ok(false);
     }
-    let record = json!({
-        "name": spec.run.name,
-        "training_hash": hash,
-        "premem_version": env!("CARGO_PKG_VERSION"),
-        "spec": spec,
-    });
-    run.run(store.put(
-        layout::RUN_FILE,
-        serde_json::to_vec_pretty(&record).expect("json"),
-    ))?;
+    let refuse = |message: String| TrainError::Resume {
+        url: store.url().to_string(),
+        message,
+    };
+    let existing: RunRecord = serde_json::from_slice(&run.run(store.get(layout::RUN_FILE))?)
+        .map_err(|e| TrainError::Resume {
+            url: store.url_of(layout::RUN_FILE),
+            message: format!("unreadable: {e}"),
+        })?;
+    if !resume {
+        return Err(refuse(format!(
+            "already holds run '{}'; pass --resume to continue it, or set run.output to a new location",
+            existing.name
+        )));
+    }
+    if existing.training_hash != spec.training_hash() {
+        return Err(refuse(
+            "the job spec changed since this run started (training hash differs); \
+             only run.output, checkpoint, device and monitor settings may change on resume"
+                .into(),
+        ));
+    }
+    if existing.inputs_digest != inputs_digest {
+        return Err(refuse(
+            "the train data, tokenizer or model files changed since this run started (same paths, other contents)".into(),
+        ));
+    }
+    if existing.premem_version != env!("CARGO_PKG_VERSION") {
+        tracing::warn!(
+            started_with = existing.premem_version,
+            now = env!("CARGO_PKG_VERSION"),
+            "resuming with another premem version: data order or numerics may differ"
+        );
+    }
+    Ok(true)
+}
+
+fn write_run_record(run: &BlockingStore, spec: &JobSpec, inputs_digest: &str) -> Result<()> {
+    let store = run.store();
+    let record = RunRecord {
+        name: spec.run.name.clone(),
+        training_hash: spec.training_hash(),
+        inputs_digest: inputs_digest.to_string(),
+        premem_version: env!("CARGO_PKG_VERSION").to_string(),
+        spec: spec.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&record).expect("run record serialises");
+    if !run.run(store.put_if_absent(layout::RUN_FILE, json))? {
+        return Err(TrainError::Resume {
+            url: store.url().to_string(),
+            message: "another process claimed this output while this run was starting".into(),
+        });
+    }
     Ok(())
+}
+
+/// Restores the newest checkpoint that reads back whole; a damaged one (lost
+/// files, wrong hashes) is skipped with a warning.
+fn restore_newest(
+    run: &BlockingStore,
+    spec: &JobSpec,
+    inputs: &Inputs,
+    device: Device,
+    kind: Kind,
+    adam: AdamConfig,
+) -> Result<Option<(CausalLm, Optimizer, u64)>> {
+    let wanted_dtype = premem_model::weights::dtype_name(kind);
+    for step in checkpoint::resumable_steps(run)? {
+        let restored = match checkpoint::load(run, step, inputs.config.clone(), device, kind) {
+            Ok(restored) => restored,
+            Err(TrainError::Store(e)) => {
+                tracing::warn!(step, error = %e, "checkpoint unreadable, trying an older one");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let url = run.store().url_of(&layout::step_prefix(Area::Resume, step));
+        let refuse = |message: String| TrainError::Resume {
+            url: url.clone(),
+            message,
+        };
+        let state = &restored.state;
+        if state.training_hash != spec.training_hash() || state.inputs_digest != inputs.digest {
+            return Err(refuse(
+                "written by a different job spec or other input files".into(),
+            ));
+        }
+        if state.weight_dtype != wanted_dtype {
+            return Err(refuse(format!(
+                "trained with {} weights, this run would use {wanted_dtype} (train.precision {:?} on {device:?}); \
+                 set train.precision to match, or resume on the same kind of device",
+                state.weight_dtype, spec.train.precision
+            )));
+        }
+        let mut optimizer = Optimizer::new(trainable(&restored.model), adam);
+        optimizer
+            .restore(&state.layout, &restored.optimizer_state, state.step as i64)
+            .map_err(|e| refuse(e.to_string()))?;
+        tracing::info!(step, url = run.store().url(), "resumed");
+        return Ok(Some((restored.model, optimizer, step)));
+    }
+    Ok(None)
 }
 
 /// Removes what a crash left half-written after the checkpoint `step`.
@@ -213,43 +303,26 @@ pub fn train(
     );
     let schedule = LrSchedule::new(&t.schedule, t.lr, plan.total_steps);
 
-    // Only now, with every input checked, touch the store.
+    // Read the store, build the model, and only then claim the output: a run
+    // that fails on its inputs leaves nothing behind.
     let run = BlockingStore::new(Store::open(&spec.run.output)?)?;
     run.run(run.store().check_writable())?;
-    claim_output(&run, spec, options.resume)?;
-    let resume_step = if options.resume {
-        checkpoint::latest_resumable(&run)?
-    } else {
-        None
-    };
-    clean_after(&run, resume_step)?;
-
+    let claimed = check_output(&run, spec, &inputs.digest, options.resume)?;
+    checkpoint::clear_staging(&run)?;
     let adam = AdamConfig {
         kind: t.optimizer,
         betas: t.betas,
         eps: t.eps,
         weight_decay: t.weight_decay,
     };
-    let (model, mut optimizer, start) = match resume_step {
-        Some(step) => {
-            let restored = checkpoint::load(&run, step, inputs.config.clone(), device, kind)?;
-            if restored.state.training_hash != spec.training_hash() {
-                return Err(TrainError::Resume {
-                    url: run.store().url().to_string(),
-                    message: format!(
-                        "checkpoint at step {step} was written by a different job spec"
-                    ),
-                });
-            }
-            let mut optimizer = Optimizer::new(trainable(&restored.model), adam);
-            optimizer.restore(
-                &restored.state.layout,
-                &restored.optimizer_state,
-                restored.state.step as i64,
-            )?;
-            tracing::info!(step, url = run.store().url(), "resumed");
-            (restored.model, optimizer, step)
-        }
+    let restored = if options.resume {
+        restore_newest(&run, spec, &inputs, device, kind, adam)?
+    } else {
+        None
+    };
+    let resume_step = restored.as_ref().map(|(_, _, step)| *step);
+    let (model, mut optimizer, start) = match restored {
+        Some(restored) => restored,
         None => {
             let model = match &spec.model.base {
                 Some(base) => CausalLm::load_with_config(
@@ -264,6 +337,10 @@ pub fn train(
             (model, optimizer, 0)
         }
     };
+    if !claimed {
+        write_run_record(&run, spec, &inputs.digest)?;
+    }
+    clean_after(&run, resume_step)?;
 
     let monitor = Monitor {
         examples: plan
@@ -393,6 +470,8 @@ pub fn train(
                     step: done,
                     epoch: plan.epoch_of(step),
                     training_hash: spec.training_hash(),
+                    inputs_digest: inputs.digest.clone(),
+                    weight_dtype: premem_model::weights::dtype_name(kind).to_string(),
                     layout: optimizer.layout(),
                     premem_version: env!("CARGO_PKG_VERSION").to_string(),
                 };
