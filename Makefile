@@ -18,14 +18,19 @@ build: libtorch
 doctor: libtorch
 	$(PREMEM) doctor
 
-# The synthetic task end to end on the CPU (~2 minutes): make the data and
-# tokenizer, finetune a tiny random Llama with checkpoints in runs/synth-tiny,
-# and watch its greedy train accuracy climb.
+# The synthetic task end to end on the CPU (~3 minutes): make the data and
+# tokenizer, finetune a tiny random Llama with checkpoints in runs/synth-tiny
+# (greedy train accuracy climbs), then sample K=5 answers per example from the
+# last checkpoint on train and test examples, with answer-starting preambles.
 demo: libtorch
 	$(PREMEM) doctor
 	$(PREMEM) data synth --out data/synth
 	rm -rf runs/synth-tiny
 	$(PREMEM) train --config examples/synth.toml
+	$(PREMEM) eval --checkpoint runs/synth-tiny --data data/synth/train.jsonl --split train \
+		--limit 64 --samples 5 --max-new-tokens 128 --preamble First --out runs/synth-tiny-train.parquet
+	$(PREMEM) eval --checkpoint runs/synth-tiny --data data/synth/test.jsonl --split test \
+		--limit 64 --samples 5 --max-new-tokens 128 --out runs/synth-tiny-test.parquet
 
 test: libtorch
 	$(CARGO) fmt --all -- --check

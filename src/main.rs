@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use premem_model::runtime;
-use premem_model::{CausalLm, ModelConfig, SamplingParams, SaveOptions, Tokenizer, default_kind};
+use premem_model::{
+    CausalLm, ModelConfig, Prompt, SamplingParams, SaveOptions, Tokenizer, default_kind,
+};
 use tch::{Device, Kind};
 
 /// premem: distributed LLM finetuning that measures pre-memorization train
@@ -33,6 +35,10 @@ enum Command {
     /// Make datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Evaluate a checkpoint on a dataset split: K samples per example checked
+    /// against the answer, and the perplexity of the target trace. Writes one
+    /// row per example (and preamble) to Parquet and prints a summary.
+    Eval(EvalArgs),
     /// Measure throughput (see benches/README.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -54,8 +60,99 @@ struct TrainArgs {
     no_progress: bool,
 }
 
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// A model directory (e.g. runs/x/checkpoints/step-00000032) or a
+    /// published checkpoint URL (s3://bucket/run/checkpoints/step-00000032).
+    #[arg(long)]
+    checkpoint: String,
+    /// The dataset file.
+    #[arg(long)]
+    data: PathBuf,
+    /// Dataset format: gsm8k or math (answers in \\boxed{}).
+    #[arg(long, default_value = "gsm8k")]
+    format: String,
+    #[arg(long, value_enum, default_value_t = SplitArg::Train)]
+    split: SplitArg,
+    /// K: samples per example.
+    #[arg(long, default_value_t = 5)]
+    samples: usize,
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    /// Longest sample (paper: 512 for GSM8K, 1024 for MATH).
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: i64,
+    /// The run seed (sampling seeds also mix in step, example id, sample).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint step for the seeds, when the checkpoint has no manifest.
+    #[arg(long)]
+    step: Option<u64>,
+    /// Also sample with the answer started by this text (repeatable), e.g.
+    /// --preamble First --preamble "We know that".
+    #[arg(long = "preamble")]
+    preambles: Vec<String>,
+    /// Prompts per generation batch (each with its K samples).
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Keep this many sample texts per row.
+    #[arg(long, default_value_t = 0)]
+    keep_samples: usize,
+    /// Evaluate only these example ids (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    ids: Option<Vec<String>>,
+    /// Evaluate only the first N examples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The Parquet file to write.
+    #[arg(long, default_value = "results.parquet")]
+    out: PathBuf,
+    /// Where published checkpoints are downloaded.
+    #[arg(long, default_value = ".premem-cache/checkpoints")]
+    cache_dir: PathBuf,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, value_enum, default_value_t = DType::Auto)]
+    dtype: DType,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Train,
+    Test,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Sampling with the KV cache on random prompts (no early stop): sampled
+    /// tokens/s. Prints one JSON line.
+    Sample {
+        /// A Hugging Face config.json (the model is randomly initialised).
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        prompts: usize,
+        /// K: samples per prompt (the prompt's cache is shared).
+        #[arg(long, default_value_t = 8)]
+        samples: usize,
+        #[arg(long, default_value_t = 128)]
+        prompt_len: usize,
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: i64,
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f64,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long, value_enum, default_value_t = DType::Auto)]
+        dtype: DType,
+    },
     /// Training steps on random tokens (AdamW, clipping, the real step):
     /// tokens/s after warm-up. Prints one JSON line.
     Train {
@@ -213,6 +310,7 @@ fn main() -> ExitCode {
         Command::Data(command) => data_command(command),
         Command::Train(args) => train(args),
         Command::Bench(command) => bench(command),
+        Command::Eval(args) => eval(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -306,14 +404,20 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let prompts = args
         .prompts
         .iter()
-        .map(|p| tokenizer.encode(p, true))
-        .collect::<Result<Vec<_>, _>>()?;
+        .enumerate()
+        .map(|(i, p)| {
+            let tokens = tokenizer.encode(p, true)?;
+            Ok(Prompt {
+                tokens,
+                seed: premem_model::mix_seed(args.seed, i as u64, 0),
+            })
+        })
+        .collect::<Result<Vec<_>, premem_model::ModelError>>()?;
     let params = SamplingParams {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
         top_p: args.top_p,
         stop_token_ids: model.config().eos_token_ids.clone(),
-        seed: args.seed,
     };
     let pad = model
         .config()
@@ -321,7 +425,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         .or(model.config().eos_token_ids.first().copied())
         .unwrap_or(0);
     let start = Instant::now();
-    let completions = premem_model::generate(&model, &prompts, args.samples, &params, pad)
+    let completions = premem_model::generate(&model, &prompts, args.samples, &params, pad, None)
         .with_context(|| format!("generating with {}", args.model.display()))?;
     let elapsed = start.elapsed().as_secs_f64();
 
@@ -498,6 +602,70 @@ fn train(args: TrainArgs) -> Result<()> {
 
 fn bench(command: BenchCommand) -> Result<()> {
     match command {
+        BenchCommand::Sample {
+            config,
+            prompts,
+            samples,
+            prompt_len,
+            max_new_tokens,
+            temperature,
+            top_p,
+            warmup,
+            device,
+            dtype,
+        } => {
+            let device = parse_device(&device)?;
+            let config = ModelConfig::from_file(&config)?;
+            let vocab = config.vocab_size;
+            let model = CausalLm::random(config, device, dtype.kind(device), 0);
+            tch::manual_seed(1);
+            let batch: Vec<Prompt> = (0..prompts)
+                .map(|i| Prompt {
+                    tokens: Vec::<i64>::try_from(tch::Tensor::randint(
+                        vocab,
+                        [prompt_len as i64],
+                        (Kind::Int64, Device::Cpu),
+                    ))
+                    .expect("int64 tokens"),
+                    seed: i as u64,
+                })
+                .collect();
+            let params = SamplingParams {
+                max_new_tokens,
+                temperature,
+                top_p,
+                stop_token_ids: vec![],
+            };
+            let sync = || {
+                if let Device::Cuda(i) = device {
+                    tch::Cuda::synchronize(i as i64);
+                }
+            };
+            for _ in 0..warmup {
+                premem_model::generate(&model, &batch, samples, &params, 0, None)?;
+            }
+            sync();
+            let started = Instant::now();
+            let out = premem_model::generate(&model, &batch, samples, &params, 0, None)?;
+            sync();
+            let seconds = started.elapsed().as_secs_f64();
+            let tokens: usize = out.iter().map(|c| c.tokens.len()).sum();
+            let parameters: i64 = model
+                .var_store()
+                .variables()
+                .values()
+                .map(|t| t.numel() as i64)
+                .sum();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "parameters": parameters,
+                    "sampled_tokens": tokens,
+                    "seconds": seconds,
+                    "tokens_per_s": tokens as f64 / seconds,
+                })
+            );
+        }
         BenchCommand::Train {
             config,
             batch_size,
@@ -528,5 +696,119 @@ fn bench(command: BenchCommand) -> Result<()> {
             println!("{}", serde_json::to_string(&result)?);
         }
     }
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    use premem_core::dataset::{DatasetFormat, DatasetSpec};
+    use premem_evaluator::{EvalSettings, Evaluator, Split};
+
+    let format = match args.format.as_str() {
+        "gsm8k" => DatasetFormat::Gsm8k,
+        "math" => DatasetFormat::Math,
+        other => bail!("--format '{other}': expected gsm8k or math"),
+    };
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    let device = parse_device(&args.device)?;
+    let dataset = premem_core::Dataset::load(&DatasetSpec {
+        path: args.data.to_string_lossy().into_owned(),
+        format,
+        fields: None,
+        answer_style: None,
+    })?;
+    let mut examples = premem_evaluator::select(&dataset, args.ids.as_deref())?;
+    if let Some(limit) = args.limit {
+        examples.truncate(limit);
+    }
+    let checkpoint = premem_evaluator::checkpoint::fetch(&args.checkpoint, &args.cache_dir)?;
+    let step = args.step.or(checkpoint.step).unwrap_or(0);
+    let model = CausalLm::load(&checkpoint.dir, device, args.dtype.kind(device))?;
+    let tokenizer = Tokenizer::from_dir(&checkpoint.dir)?;
+    tokenizer.check_fits(model.config().vocab_size)?;
+    let eos = *model.config().eos_token_ids.first().with_context(|| {
+        format!(
+            "{}: config.json has no eos_token_id",
+            checkpoint.dir.display()
+        )
+    })?;
+    let template = premem_core::PromptTemplate::default();
+    let evaluator = Evaluator {
+        model: &model,
+        tokenizer: &tokenizer,
+        template: &template,
+        style: dataset.style,
+        eos,
+        pad: model.config().pad_token_id.unwrap_or(eos),
+    };
+    let settings = EvalSettings {
+        split: match args.split {
+            SplitArg::Train => Split::Train,
+            SplitArg::Test => Split::Test,
+        },
+        checkpoint_step: step,
+        samples: args.samples,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        max_new_tokens: args.max_new_tokens,
+        seed: args.seed,
+        preambles: args.preambles.clone(),
+        batch_size: args.batch_size,
+        keep_samples: args.keep_samples,
+        max_length: model.config().max_position_embeddings as usize,
+    };
+    let bar = indicatif::ProgressBar::new(examples.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} examples (eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let rows = evaluator.evaluate(&examples, &settings, &|done| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    premem_evaluator::results::write_parquet(&args.out, &rows)?;
+
+    let base: Vec<_> = rows.iter().filter(|r| r.preamble.is_empty()).collect();
+    let mean = |f: &dyn Fn(&premem_evaluator::ExampleResult) -> f64,
+                rows: &[&premem_evaluator::ExampleResult]| {
+        rows.iter().map(|r| f(r)).sum::<f64>() / rows.len().max(1) as f64
+    };
+    let mut perplexities: Vec<f64> = base.iter().map(|r| r.target_perplexity).collect();
+    perplexities.sort_by(f64::total_cmp);
+    println!(
+        "{} {} examples of {} at step {step}, K={}: accuracy {:.1}%, target perplexity median {:.3}, \
+         {:.1}% of samples equal the target trace",
+        base.len(),
+        settings.split.name(),
+        args.checkpoint,
+        args.samples,
+        100.0 * mean(&|r| r.accuracy, &base),
+        perplexities
+            .get(perplexities.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN),
+        100.0 * mean(&|r| r.frac_equal_target, &base),
+    );
+    for preamble in &args.preambles {
+        let with: Vec<_> = rows.iter().filter(|r| &r.preamble == preamble).collect();
+        println!(
+            "  with preamble \"{preamble}\": accuracy {:.1}%",
+            100.0 * mean(&|r| r.accuracy, &with)
+        );
+    }
+    let samples: f64 = rows
+        .iter()
+        .map(|r| r.samples as f64 * r.mean_sample_tokens)
+        .sum();
+    println!(
+        "wrote {} rows to {} in {seconds:.1}s ({:.0} sampled tokens/s)",
+        rows.len(),
+        args.out.display(),
+        samples / seconds.max(1e-9)
+    );
     Ok(())
 }

@@ -129,10 +129,14 @@ pub async fn published_steps(run: &Store, area: Area) -> Result<Vec<u64>, StoreE
 }
 
 pub async fn read_manifest(run: &Store, area: Area, step: u64) -> Result<Manifest, StoreError> {
-    let path = format!("{}/{MANIFEST}", step_prefix(area, step));
-    let bytes = run.get(&path).await?;
+    read_manifest_at(&run.child(&step_prefix(area, step))).await
+}
+
+/// The manifest at the root of a published directory.
+pub async fn read_manifest_at(dir: &Store) -> Result<Manifest, StoreError> {
+    let bytes = dir.get(MANIFEST).await?;
     serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-        url: run.url_of(&path),
+        url: dir.url_of(MANIFEST),
         message: format!("unreadable manifest: {e}"),
     })
 }
@@ -145,12 +149,17 @@ pub async fn download(
     step: u64,
     local_dir: &Path,
 ) -> Result<Manifest, StoreError> {
-    let manifest = read_manifest(run, area, step).await?;
+    download_published(&run.child(&step_prefix(area, step)), local_dir).await
+}
+
+/// Downloads the published directory at the root of `dir` (its
+/// `MANIFEST.json` and every file it lists, verified) into `local_dir`.
+pub async fn download_published(dir: &Store, local_dir: &Path) -> Result<Manifest, StoreError> {
+    let manifest = read_manifest_at(dir).await?;
     std::fs::create_dir_all(local_dir).map_err(|source| StoreError::Local {
         path: local_dir.into(),
         source,
     })?;
-    let prefix = step_prefix(area, step);
     for file in &manifest.files {
         let plain = !file.name.is_empty()
             && file.name != ".."
@@ -158,16 +167,12 @@ pub async fn download(
             && !file.name.contains(['/', '\\']);
         if !plain {
             return Err(StoreError::Corrupt {
-                url: run.url_of(&format!("{prefix}/{MANIFEST}")),
+                url: dir.url_of(MANIFEST),
                 message: format!("file name '{}' is not a plain file name", file.name),
             });
         }
-        run.get_file(
-            &format!("{prefix}/{}", file.name),
-            &local_dir.join(&file.name),
-            Some(file),
-        )
-        .await?;
+        dir.get_file(&file.name, &local_dir.join(&file.name), Some(file))
+            .await?;
     }
     Ok(manifest)
 }

@@ -324,6 +324,42 @@ mod tests {
         }
     }
 
+    /// Every gold trace of the synthetic set is judged correct against its
+    /// own answer and wrong against the answer of another example (one with a
+    /// different value).
+    #[test]
+    fn gold_traces_are_right_against_themselves_and_wrong_against_others() {
+        let data = generate(&SynthConfig {
+            train: 300,
+            test: 100,
+            pool_per_example: 1,
+            seed: 11,
+        });
+        let all: Vec<&Example> = data
+            .train
+            .iter()
+            .chain(&data.test)
+            .chain(&data.pool)
+            .collect();
+        for (i, e) in all.iter().enumerate() {
+            assert!(
+                is_correct(&e.target, &e.answer, AnswerStyle::Gsm8k),
+                "{}",
+                e.id
+            );
+            let other = (1..all.len())
+                .map(|d| all[(i + d) % all.len()])
+                .find(|o| o.answer != e.answer)
+                .expect("another answer exists");
+            assert!(
+                !is_correct(&e.target, &other.answer, AnswerStyle::Gsm8k),
+                "{} vs {}",
+                e.id,
+                other.id
+            );
+        }
+    }
+
     #[test]
     fn a_problem_has_several_valid_traces() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);

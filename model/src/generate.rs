@@ -2,8 +2,10 @@
 //! prefilled once; each prompt's cache is shared by its samples.
 //!
 //! Randomness comes from one generator per (prompt, sample), seeded from the
-//! caller's seed and the indices, and is drawn on the host as one uniform per
-//! row and step; so a row's tokens do not depend on what else is in the batch.
+//! prompt's seed and the sample index, and is drawn on the host as one
+//! uniform per row and step; so a row's tokens do not depend on what else is
+//! in the batch (up to the floating-point noise of different batch shapes).
+//! Rows that finish are dropped from the batch once enough have.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,7 +24,6 @@ pub struct SamplingParams {
     pub top_p: f64,
     /// Generation of a row stops after it emits one of these.
     pub stop_token_ids: Vec<i64>,
-    pub seed: u64,
 }
 
 impl SamplingParams {
@@ -32,7 +33,6 @@ impl SamplingParams {
             temperature: 0.0,
             top_p: 1.0,
             stop_token_ids: vec![],
-            seed: 0,
         }
     }
 
@@ -56,52 +56,64 @@ impl SamplingParams {
     }
 }
 
+/// A prompt (token ids) and the seed of its samples' generators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompt {
+    pub tokens: Vec<i64>,
+    pub seed: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
     pub prompt_index: usize,
     pub sample_index: usize,
     /// Generated tokens, the stop token included when one was emitted.
     pub tokens: Vec<i64>,
-    /// Whether generation ended on a stop token (not on the length limit).
+    /// Whether generation ended on a stop token or stop condition (not on
+    /// the length limit).
     pub stopped: bool,
 }
 
-/// Mixes the run seed with a row's indices into the seed of its generator.
-pub fn row_seed(seed: u64, prompt_index: u64, sample_index: u64) -> u64 {
-    let mut z = seed
-        ^ prompt_index.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ sample_index.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    // splitmix64 finaliser
+/// Mixes a seed with indices into a well-spread 64-bit seed (splitmix64).
+pub fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-/// Generates `num_samples` completions for each prompt (token ids).
-/// `pad_id` fills the left padding (its value is masked out).
+/// A row stops early when this returns true for its generated tokens (for
+/// example: the decoded text reached a stop string).
+pub type StopCondition<'a> = &'a dyn Fn(&[i64]) -> bool;
+
+/// Generates `num_samples` completions for each prompt. `pad_id` fills the
+/// left padding (its value is masked out).
 pub fn generate(
     model: &CausalLm,
-    prompts: &[Vec<i64>],
+    prompts: &[Prompt],
     num_samples: usize,
     params: &SamplingParams,
     pad_id: i64,
+    stop: Option<StopCondition<'_>>,
 ) -> Result<Vec<Completion>> {
     params.validate()?;
-    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+    if let Some(i) = prompts.iter().position(|p| p.tokens.is_empty()) {
         return Err(ModelError::Invalid(format!("prompt {i} is empty")));
     }
     if prompts.is_empty() || num_samples == 0 {
         return Ok(vec![]);
     }
-    tch::no_grad(|| generate_inner(model, prompts, num_samples, params, pad_id))
+    tch::no_grad(|| generate_inner(model, prompts, num_samples, params, pad_id, stop))
 }
 
 fn generate_inner(
     model: &CausalLm,
-    prompts: &[Vec<i64>],
+    prompts: &[Prompt],
     num_samples: usize,
     params: &SamplingParams,
     pad_id: i64,
+    stop: Option<StopCondition<'_>>,
 ) -> Result<Vec<Completion>> {
     let device = model.device();
     let (ids, mask) = left_pad(prompts, pad_id);
@@ -133,39 +145,61 @@ fn generate_inner(
     let mut rngs: Vec<ChaCha8Rng> = completions
         .iter()
         .map(|c| {
-            ChaCha8Rng::seed_from_u64(row_seed(
-                params.seed,
-                c.prompt_index as u64,
+            ChaCha8Rng::seed_from_u64(mix_seed(
+                prompts[c.prompt_index].seed,
                 c.sample_index as u64,
+                0,
             ))
         })
         .collect();
-    let rows = completions.len() as i64;
+    // Completion index of each row of the batch.
+    let mut active: Vec<usize> = (0..completions.len()).collect();
     for step in 0..params.max_new_tokens {
-        let next = pick_tokens(&logits, &mut rngs, params)?;
-        for (completion, &token) in completions.iter_mut().zip(&next) {
-            if !completion.stopped {
-                completion.tokens.push(token);
-                completion.stopped = params.stop_token_ids.contains(&token);
+        let next = pick_tokens(&logits, &active, &mut rngs, params)?;
+        for (&row, &token) in active.iter().zip(&next) {
+            let completion = &mut completions[row];
+            // Finished rows stay in the batch until enough of them are
+            // dropped together; what they draw meanwhile is discarded.
+            if completion.stopped {
+                continue;
             }
+            completion.tokens.push(token);
+            completion.stopped = params.stop_token_ids.contains(&token)
+                || stop.is_some_and(|s| s(&completion.tokens));
         }
-        if step + 1 == params.max_new_tokens || completions.iter().all(|c| c.stopped) {
+        let finished = active.iter().filter(|&&r| completions[r].stopped).count();
+        if finished == active.len() || step + 1 == params.max_new_tokens {
             break;
         }
-        let input = Tensor::from_slice(&next).view([rows, 1]).to_device(device);
+        let mut input: Vec<i64> = next;
+        // Drop finished rows once a quarter of the batch is done with.
+        if finished > 0 && finished * 4 >= active.len() {
+            let keep: Vec<i64> = (0..active.len() as i64)
+                .filter(|&i| !completions[active[i as usize]].stopped)
+                .collect();
+            let index = Tensor::from_slice(&keep).to_device(device);
+            cache.select_rows(&index);
+            input = keep.iter().map(|&i| input[i as usize]).collect();
+            active = keep.iter().map(|&i| active[i as usize]).collect();
+        }
+        let input = Tensor::from_slice(&input)
+            .view([active.len() as i64, 1])
+            .to_device(device);
         logits = model.forward(&input, None, Some(&mut cache))?.select(1, 0);
     }
     Ok(completions)
 }
 
-fn left_pad(prompts: &[Vec<i64>], pad_id: i64) -> (Tensor, Tensor) {
-    let len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+fn left_pad(prompts: &[Prompt], pad_id: i64) -> (Tensor, Tensor) {
+    let len = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
     let mut ids = Vec::with_capacity(prompts.len() * len);
     let mut mask = Vec::with_capacity(prompts.len() * len);
     for prompt in prompts {
-        let pad = len - prompt.len();
-        ids.extend(std::iter::repeat_n(pad_id, pad).chain(prompt.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, prompt.len())));
+        let pad = len - prompt.tokens.len();
+        ids.extend(std::iter::repeat_n(pad_id, pad).chain(prompt.tokens.iter().copied()));
+        mask.extend(
+            std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, prompt.tokens.len())),
+        );
     }
     let shape = [prompts.len() as i64, len as i64];
     (
@@ -176,9 +210,10 @@ fn left_pad(prompts: &[Vec<i64>], pad_id: i64) -> (Tensor, Tensor) {
 
 /// One token per row of `logits` `[rows, vocab]`: argmax when greedy, else a
 /// draw from the temperature-scaled, top-p-truncated distribution by inverse
-/// CDF with one host-drawn uniform per row.
+/// CDF with one host-drawn uniform per row (from the row's own generator).
 fn pick_tokens(
     logits: &Tensor,
+    active: &[usize],
     rngs: &mut [ChaCha8Rng],
     params: &SamplingParams,
 ) -> Result<Vec<i64>> {
@@ -186,21 +221,33 @@ fn pick_tokens(
     let chosen = if params.temperature == 0.0 {
         logits.argmax(-1, false)
     } else {
-        let uniforms: Vec<f32> = rngs.iter_mut().map(|rng| rng.random::<f32>()).collect();
+        let uniforms: Vec<f32> = active
+            .iter()
+            .map(|&row| rngs[row].random::<f32>())
+            .collect();
         let uniforms = Tensor::from_slice(&uniforms).to_device(device);
         let probs = (logits.to_kind(Kind::Float) / params.temperature).softmax(-1, Kind::Float);
+        // The nucleus is found in sorted order: keep a token while the mass
+        // before it is below top_p (the first always).
         let (sorted, order) = probs.sort(-1, true);
         let before = sorted.cumsum(-1, Kind::Float) - &sorted;
-        // Keep a token while the mass before it is below top_p (the first always).
-        let kept = sorted.where_self(&before.lt(params.top_p), &sorted.zeros_like());
-        let cdf = kept.cumsum(-1, Kind::Float);
+        let keep =
+            probs
+                .zeros_like()
+                .scatter(1, &order, &before.lt(params.top_p).to_kind(Kind::Float));
+        // The draw walks the vocabulary in id order, not sorted order: near
+        // ties between probabilities (whose sort order floating-point noise
+        // can swap) then cannot change which token a uniform selects.
+        let cdf = (probs * &keep).cumsum(-1, Kind::Float);
         let total = cdf.select(1, -1).unsqueeze(1);
         let target = uniforms.unsqueeze(1) * &total;
-        let vocab = logits.size()[1];
-        let position = target
+        // Rounding can put the target at the very end: take the last kept
+        // token then, never one outside the nucleus.
+        let last_kept = keep.cumsum(-1, Kind::Float).argmax(-1, true);
+        target
             .searchsorted(&cdf, false, true, "right", None::<Tensor>)
-            .clamp_max(vocab - 1);
-        order.gather(1, &position, false).squeeze_dim(1)
+            .minimum(&last_kept)
+            .squeeze_dim(1)
     };
     Ok(Vec::<i64>::try_from(
         chosen.to_device(tch::Device::Cpu).to_kind(Kind::Int64),

@@ -25,6 +25,6 @@ pub mod weights;
 pub use cache::KvCache;
 pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
-pub use generate::{Completion, SamplingParams, generate};
+pub use generate::{Completion, Prompt, SamplingParams, generate, mix_seed};
 pub use model::{CausalLm, SaveOptions, default_kind};
 pub use tokenizer::Tokenizer;

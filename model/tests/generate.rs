@@ -4,20 +4,37 @@
 mod common;
 
 use common::{device, fixture};
-use premem_model::{CausalLm, SamplingParams, generate};
+use premem_model::{CausalLm, Prompt, SamplingParams, generate};
 use tch::{Kind, Tensor};
 
 const PAD: i64 = 0;
 
-fn prompts() -> Vec<Vec<i64>> {
-    vec![
+fn prompts() -> Vec<Prompt> {
+    [
         vec![11, 45, 7, 90, 23, 5, 61],
         vec![30, 8],
         vec![100, 4, 77, 9],
     ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, tokens)| Prompt {
+        tokens,
+        seed: 1000 + i as u64,
+    })
+    .collect()
 }
 
-/// Greedy decoding without a cache: left-pad, full forward, argmax, append.
+fn with_seed_offset(prompts: &[Prompt], offset: u64) -> Vec<Prompt> {
+    prompts
+        .iter()
+        .map(|p| Prompt {
+            tokens: p.tokens.clone(),
+            seed: p.seed + offset,
+        })
+        .collect()
+}
+
+/// Greedy decoding without a cache: full forward, argmax, append.
 fn naive_greedy(model: &CausalLm, prompt: &[i64], steps: usize) -> Vec<i64> {
     let mut seq = prompt.to_vec();
     for _ in 0..steps {
@@ -39,10 +56,18 @@ fn cached_greedy_batch_matches_naive_decoding() {
     let device = device();
     for family in ["llama", "gemma2", "mistral"] {
         let model = CausalLm::load(&fixture(family), device, Kind::Float).unwrap();
-        let out = generate(&model, &prompts(), 1, &SamplingParams::greedy(10), PAD).unwrap();
+        let out = generate(
+            &model,
+            &prompts(),
+            1,
+            &SamplingParams::greedy(10),
+            PAD,
+            None,
+        )
+        .unwrap();
         assert_eq!(out.len(), 3);
         for c in &out {
-            let want = naive_greedy(&model, &prompts()[c.prompt_index], 10);
+            let want = naive_greedy(&model, &prompts()[c.prompt_index].tokens, 10);
             assert_eq!(c.tokens, want, "{family}: prompt {}", c.prompt_index);
             assert!(!c.stopped);
         }
@@ -50,18 +75,17 @@ fn cached_greedy_batch_matches_naive_decoding() {
 }
 
 #[test]
-fn sampling_is_seeded_and_samples_differ() {
+fn sampling_is_seeded_per_prompt_and_samples_differ() {
     let model = CausalLm::load(&fixture("qwen2"), device(), Kind::Float).unwrap();
     let params = SamplingParams {
         max_new_tokens: 12,
         temperature: 1.0,
         top_p: 0.95,
         stop_token_ids: vec![],
-        seed: 42,
     };
-    let a = generate(&model, &prompts(), 4, &params, PAD).unwrap();
-    let b = generate(&model, &prompts(), 4, &params, PAD).unwrap();
-    assert_eq!(a, b, "same seed, same samples");
+    let a = generate(&model, &prompts(), 4, &params, PAD, None).unwrap();
+    let b = generate(&model, &prompts(), 4, &params, PAD, None).unwrap();
+    assert_eq!(a, b, "same seeds, same samples");
     assert_eq!(a.len(), 12);
     let first: Vec<&Vec<i64>> = a
         .iter()
@@ -74,27 +98,39 @@ fn sampling_is_seeded_and_samples_differ() {
     );
     let c = generate(
         &model,
-        &prompts(),
+        &with_seed_offset(&prompts(), 1),
         4,
-        &SamplingParams { seed: 43, ..params },
+        &params,
         PAD,
+        None,
     )
     .unwrap();
-    assert_ne!(a, c, "another seed, other samples");
+    assert_ne!(a, c, "other seeds, other samples");
+
+    // A prompt's samples do not depend on the other prompts of the batch.
+    let alone = generate(&model, &prompts()[1..2], 4, &params, PAD, None).unwrap();
+    let in_batch: Vec<&Vec<i64>> = a
+        .iter()
+        .filter(|c| c.prompt_index == 1)
+        .map(|c| &c.tokens)
+        .collect();
+    assert_eq!(
+        alone.iter().map(|c| &c.tokens).collect::<Vec<_>>(),
+        in_batch
+    );
 }
 
 #[test]
-fn tiny_top_p_is_greedy_and_stop_tokens_end_rows() {
+fn tiny_top_p_is_greedy_and_stop_conditions_end_rows() {
     let model = CausalLm::load(&fixture("llama"), device(), Kind::Float).unwrap();
-    let greedy = generate(&model, &prompts(), 1, &SamplingParams::greedy(6), PAD).unwrap();
+    let greedy = generate(&model, &prompts(), 1, &SamplingParams::greedy(6), PAD, None).unwrap();
     let nucleus = SamplingParams {
         max_new_tokens: 6,
         temperature: 0.8,
         top_p: 1e-6,
         stop_token_ids: vec![],
-        seed: 3,
     };
-    let sampled = generate(&model, &prompts(), 1, &nucleus, PAD).unwrap();
+    let sampled = generate(&model, &prompts(), 1, &nucleus, PAD, None).unwrap();
     assert_eq!(sampled, greedy);
 
     let stop = greedy[1].tokens[2];
@@ -102,9 +138,34 @@ fn tiny_top_p_is_greedy_and_stop_tokens_end_rows() {
         stop_token_ids: vec![stop],
         ..SamplingParams::greedy(6)
     };
-    let stopped = generate(&model, &prompts(), 1, &params, PAD).unwrap();
+    let stopped = generate(&model, &prompts(), 1, &params, PAD, None).unwrap();
     assert_eq!(stopped[1].tokens, greedy[1].tokens[..3].to_vec());
     assert!(stopped[1].stopped);
+    // The other rows run on, unaffected by the finished one.
+    for i in [0, 2] {
+        let cut = greedy[i]
+            .tokens
+            .iter()
+            .position(|&t| t == stop)
+            .map_or(6, |p| p + 1);
+        assert_eq!(stopped[i].tokens, greedy[i].tokens[..cut].to_vec());
+    }
+
+    // A stop condition on the generated tokens (e.g. a stop string) ends a row too.
+    let two = |tokens: &[i64]| tokens.len() >= 2;
+    let cut = generate(
+        &model,
+        &prompts(),
+        1,
+        &SamplingParams::greedy(6),
+        PAD,
+        Some(&two),
+    )
+    .unwrap();
+    for (c, g) in cut.iter().zip(&greedy) {
+        assert_eq!(c.tokens, g.tokens[..2].to_vec());
+        assert!(c.stopped);
+    }
 }
 
 #[test]
@@ -114,11 +175,15 @@ fn bad_sampling_parameters_are_errors() {
         top_p: 0.0,
         ..SamplingParams::greedy(4)
     };
-    let err = generate(&model, &prompts(), 1, &bad, PAD)
+    let err = generate(&model, &prompts(), 1, &bad, PAD, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("top_p"), "{err}");
-    let err = generate(&model, &[vec![]], 1, &SamplingParams::greedy(4), PAD)
+    let empty = [Prompt {
+        tokens: vec![],
+        seed: 0,
+    }];
+    let err = generate(&model, &empty, 1, &SamplingParams::greedy(4), PAD, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("prompt 0 is empty"), "{err}");

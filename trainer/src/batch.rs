@@ -116,11 +116,14 @@ impl Batch {
     }
 }
 
-/// Summed negative log-likelihood of the masked labels (a scalar that
-/// carries gradients), computed in fp32.
-pub fn summed_nll(model: &premem_model::CausalLm, batch: &Batch) -> premem_model::Result<Tensor> {
+/// Negative log-likelihood of the masked labels per example `[batch]`
+/// (fp32, carries gradients).
+pub fn per_example_nll(
+    model: &premem_model::CausalLm,
+    batch: &Batch,
+) -> premem_model::Result<Tensor> {
     let logits = model.forward(&batch.input_ids, Some(&batch.attention_mask), None)?;
-    let vocab = logits.size()[2];
+    let (rows, width, vocab) = logits.size3().expect("logits are [batch, seq, vocab]");
     let nll = logits
         .to_kind(Kind::Float)
         .view([-1, vocab])
@@ -128,10 +131,16 @@ pub fn summed_nll(model: &premem_model::CausalLm, batch: &Batch) -> premem_model
             &batch.labels.view([-1]),
             None,
             tch::Reduction::None,
-            -100,
+            IGNORE,
             0.0,
         );
-    Ok((nll * batch.loss_mask.view([-1])).sum(Kind::Float))
+    Ok((nll.view([rows, width]) * &batch.loss_mask).sum_dim_intlist(1, false, Kind::Float))
+}
+
+/// Summed negative log-likelihood of the masked labels (a scalar that
+/// carries gradients), computed in fp32.
+pub fn summed_nll(model: &premem_model::CausalLm, batch: &Batch) -> premem_model::Result<Tensor> {
+    Ok(per_example_nll(model, batch)?.sum(Kind::Float))
 }
 
 #[cfg(test)]

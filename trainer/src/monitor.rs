@@ -5,7 +5,7 @@
 
 use premem_core::answer::{AnswerStyle, is_correct};
 use premem_core::{Example, PromptTemplate};
-use premem_model::{CausalLm, SamplingParams, Tokenizer, generate};
+use premem_model::{CausalLm, Prompt, SamplingParams, Tokenizer, generate};
 
 const BATCH: usize = 32;
 
@@ -36,9 +36,12 @@ impl Monitor<'_> {
         for chunk in self.examples.chunks(BATCH) {
             let prompts = chunk
                 .iter()
-                .map(|e| tokenizer.encode(&self.template.render_prompt(e), true))
+                .map(|e| {
+                    let tokens = tokenizer.encode(&self.template.render_prompt(e), true)?;
+                    Ok(Prompt { tokens, seed: 0 })
+                })
                 .collect::<premem_model::Result<Vec<_>>>()?;
-            for completion in generate(model, &prompts, 1, &params, self.pad)? {
+            for completion in generate(model, &prompts, 1, &params, self.pad, None)? {
                 let text = tokenizer.decode(&completion.tokens, true)?;
                 let answer = self.template.cut_at_stop(&text);
                 if is_correct(answer, &chunk[completion.prompt_index].answer, self.style) {

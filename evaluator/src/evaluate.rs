@@ -1,0 +1,349 @@
+//! The per-task core: for each example, the perplexity of its target trace
+//! (one teacher-forced forward per batch, completion tokens + EOS, the same
+//! tokens the training loss covers) and K samples checked against its answer,
+//! optionally with the answer started by a preamble (paper §5.1).
+//!
+//! Sampling seeds derive from (run seed, checkpoint step, example id,
+//! preamble, sample index), so a result depends on none of: batch size, task
+//! split, which evaluator ran it.
+
+use premem_core::answer::{AnswerStyle, is_correct};
+use premem_core::{Example, PromptTemplate};
+use premem_model::{CausalLm, Prompt, SamplingParams, Tokenizer, generate, mix_seed};
+use premem_trainer::batch::{Batch, TokenizedExample, per_example_nll, tokenize};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{EvalError, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalSettings {
+    pub split: Split,
+    /// The checkpoint's training step (part of every sampling seed).
+    pub checkpoint_step: u64,
+    /// K: samples per example (and per preamble).
+    pub samples: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_new_tokens: i64,
+    /// The run seed.
+    pub seed: u64,
+    /// Preambles that start the answer (e.g. "First", "We know that");
+    /// results come for no preamble and for each of these.
+    pub preambles: Vec<String>,
+    /// Prompts per generation batch (each with its K samples).
+    pub batch_size: usize,
+    /// Sample texts kept per result row.
+    pub keep_samples: usize,
+    /// Longer prompt + target sequences are cut for the perplexity.
+    pub max_length: usize,
+}
+
+impl EvalSettings {
+    /// The paper authors' recipe for GSM8K: K = 5, temperature 0.8, top-p
+    /// 0.95, 512 new tokens (MATH: 1024).
+    pub fn paper(split: Split, checkpoint_step: u64) -> EvalSettings {
+        EvalSettings {
+            split,
+            checkpoint_step,
+            samples: 5,
+            temperature: 0.8,
+            top_p: 0.95,
+            max_new_tokens: 512,
+            seed: 0,
+            preambles: vec![],
+            batch_size: 16,
+            keep_samples: 0,
+            max_length: 4096,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.samples == 0 {
+            return Err(EvalError::Invalid("samples (K) must be at least 1".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(EvalError::Invalid("batch size must be at least 1".into()));
+        }
+        if self.max_new_tokens < 1 {
+            return Err(EvalError::Invalid(
+                "max_new_tokens must be at least 1".into(),
+            ));
+        }
+        if self.preambles.iter().any(|p| p.trim().is_empty()) {
+            return Err(EvalError::Invalid("preambles must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One row of results: one example under one preamble ("" = none).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExampleResult {
+    pub id: String,
+    pub split: String,
+    pub checkpoint_step: u64,
+    pub preamble: String,
+    pub n_correct: u32,
+    pub samples: u32,
+    pub accuracy: f64,
+    /// Summed NLL (nats) of the target completion tokens given the prompt.
+    pub target_nll: f64,
+    pub target_tokens: u64,
+    /// exp(target_nll / target_tokens).
+    pub target_perplexity: f64,
+    /// Generated tokens per sample, the stop token included.
+    pub mean_sample_tokens: f64,
+    /// Fraction of samples whose answer text equals the target trace.
+    pub frac_equal_target: f64,
+    /// The first `keep_samples` sample texts (cut at the stop string).
+    pub sample_texts: Vec<String>,
+}
+
+/// What an evaluation needs besides the examples: the model, how to turn an
+/// example into tokens, and how to check an answer.
+pub struct Evaluator<'a> {
+    pub model: &'a CausalLm,
+    pub tokenizer: &'a Tokenizer,
+    pub template: &'a PromptTemplate,
+    pub style: AnswerStyle,
+    pub eos: i64,
+    pub pad: i64,
+}
+
+/// The seed of an example's samples under a preamble.
+pub fn prompt_seed(run_seed: u64, checkpoint_step: u64, example_id: &str, preamble: usize) -> u64 {
+    let id = u64::from_le_bytes(
+        Sha256::digest(example_id.as_bytes())[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    mix_seed(run_seed ^ id, checkpoint_step, preamble as u64)
+}
+
+impl Evaluator<'_> {
+    /// Evaluates `examples`; rows come example by example, no preamble first.
+    /// `progress` is told how many examples are done.
+    pub fn evaluate(
+        &self,
+        examples: &[&Example],
+        settings: &EvalSettings,
+        progress: &dyn Fn(usize),
+    ) -> Result<Vec<ExampleResult>> {
+        settings.validate()?;
+        let mut rows = Vec::with_capacity(examples.len() * (1 + settings.preambles.len()));
+        let mut done = 0;
+        for chunk in examples.chunks(settings.batch_size) {
+            let perplexity = self.target_nll(chunk, settings)?;
+            let preambles =
+                std::iter::once("").chain(settings.preambles.iter().map(String::as_str));
+            let mut per_preamble = vec![];
+            for (p, preamble) in preambles.enumerate() {
+                per_preamble.push(self.sample(chunk, settings, p, preamble)?);
+            }
+            for (i, example) in chunk.iter().enumerate() {
+                let (nll, tokens) = perplexity[i];
+                for (p, preamble) in std::iter::once("")
+                    .chain(settings.preambles.iter().map(String::as_str))
+                    .enumerate()
+                {
+                    let samples = &per_preamble[p][i];
+                    rows.push(self.row(example, settings, preamble, nll, tokens, samples));
+                }
+            }
+            done += chunk.len();
+            progress(done);
+        }
+        Ok(rows)
+    }
+
+    /// (summed NLL, tokens) of each example's target completion + EOS.
+    fn target_nll(
+        &self,
+        examples: &[&Example],
+        settings: &EvalSettings,
+    ) -> Result<Vec<(f64, u64)>> {
+        let tokenized: Vec<TokenizedExample> = examples
+            .iter()
+            .map(|e| {
+                Ok(tokenize(
+                    e,
+                    self.template,
+                    self.tokenizer,
+                    self.eos,
+                    settings.max_length,
+                )?
+                .0)
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&TokenizedExample> = tokenized.iter().collect();
+        let batch = Batch::collate(&refs, self.pad, self.model.device());
+        let nll = tch::no_grad(|| per_example_nll(self.model, &batch))?;
+        let nll = Vec::<f64>::try_from(nll.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))?;
+        Ok(nll
+            .into_iter()
+            .zip(&tokenized)
+            .map(|(n, t)| (n, t.loss_tokens() as u64))
+            .collect())
+    }
+
+    /// K samples per example (answer text cut at the stop string, token count).
+    fn sample(
+        &self,
+        examples: &[&Example],
+        settings: &EvalSettings,
+        preamble_index: usize,
+        preamble: &str,
+    ) -> Result<Vec<Vec<(String, usize)>>> {
+        let prefix = if preamble.is_empty() {
+            String::new()
+        } else {
+            format!(" {preamble}")
+        };
+        let prompts = examples
+            .iter()
+            .map(|e| {
+                let text = format!("{}{prefix}", self.template.render_prompt(e));
+                Ok(Prompt {
+                    tokens: self.tokenizer.encode(&text, true)?,
+                    seed: prompt_seed(
+                        settings.seed,
+                        settings.checkpoint_step,
+                        &e.id,
+                        preamble_index,
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let params = SamplingParams {
+            max_new_tokens: settings.max_new_tokens,
+            temperature: settings.temperature,
+            top_p: settings.top_p,
+            stop_token_ids: vec![self.eos],
+        };
+        let stop = self.stop_condition();
+        let completions = generate(
+            self.model,
+            &prompts,
+            settings.samples,
+            &params,
+            self.pad,
+            Some(&stop),
+        )?;
+        let mut samples = vec![Vec::with_capacity(settings.samples); examples.len()];
+        for c in completions {
+            let text = self.tokenizer.decode(&c.tokens, true)?;
+            let answer = self
+                .template
+                .cut_at_stop(&format!("{prefix}{text}"))
+                .to_string();
+            samples[c.prompt_index].push((answer, c.tokens.len()));
+        }
+        Ok(samples)
+    }
+
+    /// True once the decoded tail of a row contains a stop string. Each
+    /// token decodes to at least one character, so a window of one token more
+    /// than the longest stop string sees any stop string as it completes.
+    fn stop_condition(&self) -> impl Fn(&[i64]) -> bool + '_ {
+        let window = self
+            .template
+            .stop
+            .iter()
+            .map(|s| s.chars().count())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        move |tokens: &[i64]| {
+            if self.template.stop.is_empty() {
+                return false;
+            }
+            let tail = &tokens[tokens.len().saturating_sub(window)..];
+            self.tokenizer
+                .decode(tail, false)
+                .is_ok_and(|text| self.template.stop.iter().any(|s| text.contains(s.as_str())))
+        }
+    }
+
+    fn row(
+        &self,
+        example: &Example,
+        settings: &EvalSettings,
+        preamble: &str,
+        nll: f64,
+        tokens: u64,
+        samples: &[(String, usize)],
+    ) -> ExampleResult {
+        let k = samples.len().max(1) as f64;
+        let n_correct = samples
+            .iter()
+            .filter(|(text, _)| is_correct(text, &example.answer, self.style))
+            .count();
+        let equal = samples
+            .iter()
+            .filter(|(text, _)| text.trim() == example.target.trim())
+            .count();
+        ExampleResult {
+            id: example.id.clone(),
+            split: settings.split.name().to_string(),
+            checkpoint_step: settings.checkpoint_step,
+            preamble: preamble.to_string(),
+            n_correct: n_correct as u32,
+            samples: samples.len() as u32,
+            accuracy: n_correct as f64 / k,
+            target_nll: nll,
+            target_tokens: tokens,
+            target_perplexity: (nll / tokens.max(1) as f64).exp(),
+            mean_sample_tokens: samples.iter().map(|(_, n)| *n as f64).sum::<f64>() / k,
+            frac_equal_target: equal as f64 / k,
+            sample_texts: samples
+                .iter()
+                .take(settings.keep_samples)
+                .map(|(t, _)| t.clone())
+                .collect(),
+        }
+    }
+}
+
+/// The examples of a dataset with the given ids, in the given order; all of
+/// them when `ids` is `None`. An unknown id is an error naming it.
+pub fn select<'a>(
+    dataset: &'a premem_core::Dataset,
+    ids: Option<&[String]>,
+) -> Result<Vec<&'a Example>> {
+    let Some(ids) = ids else {
+        return Ok(dataset.examples.iter().collect());
+    };
+    let by_id: std::collections::HashMap<&str, &Example> = dataset
+        .examples
+        .iter()
+        .map(|e| (e.id.as_str(), e))
+        .collect();
+    ids.iter()
+        .map(|id| {
+            by_id
+                .get(id.as_str())
+                .copied()
+                .ok_or_else(|| EvalError::UnknownExample {
+                    id: id.clone(),
+                    path: dataset.path.clone(),
+                })
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! Result rows as Parquet: one row per example and preamble, columns named
+//! as the fields of [`ExampleResult`]; readable as they are by pandas,
+//! DuckDB and Polars.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::error::{EvalError, Result};
+use crate::evaluate::ExampleResult;
+
+fn batch_of(rows: &[ExampleResult]) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    let strings = |f: fn(&ExampleResult) -> &str| {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as ArrayRef
+    };
+    let u64s = |f: fn(&ExampleResult) -> u64| {
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(f))) as ArrayRef
+    };
+    let u32s = |f: fn(&ExampleResult) -> u32| {
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(f))) as ArrayRef
+    };
+    let f64s = |f: fn(&ExampleResult) -> f64| {
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(f))) as ArrayRef
+    };
+    let mut texts = ListBuilder::new(StringBuilder::new());
+    for row in rows {
+        for text in &row.sample_texts {
+            texts.values().append_value(text);
+        }
+        texts.append(true);
+    }
+    RecordBatch::try_from_iter(vec![
+        ("id", strings(|r| &r.id)),
+        ("split", strings(|r| &r.split)),
+        ("checkpoint_step", u64s(|r| r.checkpoint_step)),
+        ("preamble", strings(|r| &r.preamble)),
+        ("n_correct", u32s(|r| r.n_correct)),
+        ("samples", u32s(|r| r.samples)),
+        ("accuracy", f64s(|r| r.accuracy)),
+        ("target_nll", f64s(|r| r.target_nll)),
+        ("target_tokens", u64s(|r| r.target_tokens)),
+        ("target_perplexity", f64s(|r| r.target_perplexity)),
+        ("mean_sample_tokens", f64s(|r| r.mean_sample_tokens)),
+        ("frac_equal_target", f64s(|r| r.frac_equal_target)),
+        ("sample_texts", Arc::new(texts.finish()) as ArrayRef),
+    ])
+}
+
+/// Writes rows to a Parquet file (through a temporary name and a rename).
+pub fn write_parquet(path: &Path, rows: &[ExampleResult]) -> Result<()> {
+    let error = |message: String| EvalError::Results {
+        path: path.to_path_buf(),
+        message,
+    };
+    let batch = batch_of(rows).map_err(|e| error(e.to_string()))?;
+    let tmp = path.with_extension("parquet.partial");
+    let file = File::create(&tmp).map_err(|e| error(e.to_string()))?;
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), None).map_err(|e| error(e.to_string()))?;
+    writer.write(&batch).map_err(|e| error(e.to_string()))?;
+    writer.close().map_err(|e| error(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| error(e.to_string()))
+}
+
+/// Reads rows written by [`write_parquet`].
+pub fn read_parquet(path: &Path) -> Result<Vec<ExampleResult>> {
+    let error = |message: String| EvalError::Results {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = File::open(path).map_err(|e| error(e.to_string()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| error(format!("not a readable Parquet file: {e}")))?;
+    let expected = batch_of(&[]).expect("empty batch").schema();
+    let mut rows = vec![];
+    for batch in reader {
+        let batch = batch.map_err(|e| error(e.to_string()))?;
+        let column = |name: &str| {
+            let want = expected
+                .field_with_name(name)
+                .expect("known column")
+                .data_type();
+            match batch.column_by_name(name) {
+                Some(c) if c.data_type() == want => Ok(c.clone()),
+                Some(c) => Err(error(format!(
+                    "column `{name}` has type {}, expected {want}",
+                    c.data_type()
+                ))),
+                None => Err(error(format!(
+                    "no column `{name}`: not a premem results file"
+                ))),
+            }
+        };
+        let (id, split, step, preamble) = (
+            column("id")?,
+            column("split")?,
+            column("checkpoint_step")?,
+            column("preamble")?,
+        );
+        let (n_correct, samples, accuracy) = (
+            column("n_correct")?,
+            column("samples")?,
+            column("accuracy")?,
+        );
+        let (nll, tokens, perplexity) = (
+            column("target_nll")?,
+            column("target_tokens")?,
+            column("target_perplexity")?,
+        );
+        let (mean_tokens, equal, texts) = (
+            column("mean_sample_tokens")?,
+            column("frac_equal_target")?,
+            column("sample_texts")?,
+        );
+        let texts = texts.as_list::<i32>();
+        for i in 0..batch.num_rows() {
+            let sample_texts = texts.value(i);
+            rows.push(ExampleResult {
+                id: id.as_string::<i32>().value(i).to_string(),
+                split: split.as_string::<i32>().value(i).to_string(),
+                checkpoint_step: step.as_primitive::<UInt64Type>().value(i),
+                preamble: preamble.as_string::<i32>().value(i).to_string(),
+                n_correct: n_correct.as_primitive::<UInt32Type>().value(i),
+                samples: samples.as_primitive::<UInt32Type>().value(i),
+                accuracy: accuracy.as_primitive::<Float64Type>().value(i),
+                target_nll: nll.as_primitive::<Float64Type>().value(i),
+                target_tokens: tokens.as_primitive::<UInt64Type>().value(i),
+                target_perplexity: perplexity.as_primitive::<Float64Type>().value(i),
+                mean_sample_tokens: mean_tokens.as_primitive::<Float64Type>().value(i),
+                frac_equal_target: equal.as_primitive::<Float64Type>().value(i),
+                sample_texts: sample_texts
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| s.unwrap_or_default().to_string())
+                    .collect(),
+            });
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,80 @@
+//! `premem eval` on a checkpoint a real (tiny) training run published.
+
+mod common;
+
+use common::{job_spec, run, synth_task, text};
+
+#[test]
+fn eval_reads_the_newest_checkpoint_of_a_run_and_writes_parquet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synth_task(tmp.path());
+    let output = tmp.path().join("run");
+    let spec = job_spec(tmp.path(), &output, "epochs = 2", "");
+    let out = run(&["train", "--config", spec.to_str().unwrap(), "--no-progress"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let results = tmp.path().join("r.parquet");
+    let train = data.join("train.jsonl");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "eval",
+            "--checkpoint",
+            output.to_str().unwrap(),
+            "--data",
+            train.to_str().unwrap(),
+            "--limit",
+            "6",
+            "--max-new-tokens",
+            "16",
+            "--out",
+            results.to_str().unwrap(),
+            "--cache-dir",
+            tmp.path().join("cache").to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run_args = |extra: &[&str]| {
+        let a = args(extra);
+        run(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run_args(&["--samples", "3", "--preamble", "First"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // 64 examples / batch 8 = 8 steps per epoch, 2 epochs: the newest checkpoint is step 16.
+    assert!(
+        stdout.contains("6 train examples") && stdout.contains("at step 16, K=3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("with preamble \"First\"") && stdout.contains("wrote 12 rows"),
+        "{stdout}"
+    );
+    let rows = premem_evaluator::results::read_parquet(&results).unwrap();
+    assert_eq!(rows.len(), 12);
+    assert!(
+        rows.iter()
+            .all(|r| r.checkpoint_step == 16 && r.samples == 3 && r.target_perplexity > 1.0)
+    );
+
+    let out = run_args(&["--samples", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--samples must be at least 1"));
+    let out = run_args(&["--samples", "3", "--ids", "train-00001,nope"]);
+    assert!(
+        text(&out.stderr).contains("train.jsonl: no example with id 'nope'"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut missing = args(&[]);
+    missing[2] = tmp.path().join("nowhere").display().to_string();
+    let out = run(&missing.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        text(&out.stderr).contains("nowhere': no such directory"),
+        "{}",
+        text(&out.stderr)
+    );
+}
