@@ -258,27 +258,9 @@ impl Evaluator<'_> {
         Ok(samples)
     }
 
-    /// True once the decoded tail of a row contains a stop string. Each
-    /// token decodes to at least one character, so a window of one token more
-    /// than the longest stop string sees any stop string as it completes.
+    /// True once the decoded tail of a row contains a stop string.
     fn stop_condition(&self) -> impl Fn(&[i64]) -> bool + '_ {
-        let window = self
-            .template
-            .stop
-            .iter()
-            .map(|s| s.chars().count())
-            .max()
-            .unwrap_or(0)
-            + 1;
-        move |tokens: &[i64]| {
-            if self.template.stop.is_empty() {
-                return false;
-            }
-            let tail = &tokens[tokens.len().saturating_sub(window)..];
-            self.tokenizer
-                .decode(tail, false)
-                .is_ok_and(|text| self.template.stop.iter().any(|s| text.contains(s.as_str())))
-        }
+        move |tokens: &[i64]| reached_stop(self.tokenizer, &self.template.stop, tokens)
     }
 
     fn row(
@@ -321,6 +303,20 @@ impl Evaluator<'_> {
     }
 }
 
+/// Whether the text of `tokens` contains a stop string near its end. Each
+/// token decodes to at least one character, so a window of one token more
+/// than the longest stop string sees any stop string as it completes; only
+/// that tail is decoded, so the check costs the same at every step.
+pub(crate) fn reached_stop(tokenizer: &Tokenizer, stop: &[String], tokens: &[i64]) -> bool {
+    let Some(longest) = stop.iter().map(|s| s.chars().count()).max() else {
+        return false;
+    };
+    let tail = &tokens[tokens.len().saturating_sub(longest + 1)..];
+    tokenizer
+        .decode(tail, false)
+        .is_ok_and(|text| stop.iter().any(|s| text.contains(s.as_str())))
+}
+
 /// The examples of a dataset with the given ids, in the given order; all of
 /// them when `ids` is `None`. An unknown id is an error naming it.
 pub fn select<'a>(
@@ -346,4 +342,37 @@ pub fn select<'a>(
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_strings_are_found_in_the_decoded_tail_only_once_complete() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/fixtures/llama");
+        let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+        let stop = vec!["\nDone.".to_string()];
+        let encode = |text: &str| tokenizer.encode(text, false).unwrap();
+        let long =
+            "Natalia sold 48/2 = 24 clips in May and 72 in all, so the answer is 72.\n#### 72";
+        assert!(!reached_stop(&tokenizer, &stop, &encode(long)));
+        assert!(!reached_stop(
+            &tokenizer,
+            &stop,
+            &encode(&format!("{long}\nDone"))
+        ));
+        assert!(reached_stop(
+            &tokenizer,
+            &stop,
+            &encode(&format!("{long}\nDone."))
+        ));
+        assert!(reached_stop(&tokenizer, &stop, &encode("\nDone.")));
+        assert!(!reached_stop(
+            &tokenizer,
+            &[],
+            &encode(&format!("{long}\nDone."))
+        ));
+    }
 }
