@@ -504,21 +504,9 @@ fn data_command(command: DataCommand) -> Result<()> {
                 seed,
             });
             let template = premem_core::PromptTemplate::default();
-            let texts: Vec<String> = data
-                .train
-                .iter()
-                .chain(&data.test)
-                .chain(&data.pool)
-                .map(|e| {
-                    format!(
-                        "{}{}",
-                        template.render_prompt(e),
-                        template.render_completion(e)
-                    )
-                })
-                .collect();
-            let tokenizer =
-                synth::train_tokenizer(&texts, vocab_size).map_err(anyhow::Error::msg)?;
+            let all = data.train.iter().chain(&data.test).chain(&data.pool);
+            let tokenizer = synth::train_task_tokenizer(all, &template, vocab_size)
+                .map_err(anyhow::Error::msg)?;
             for (name, examples) in [
                 ("train", &data.train),
                 ("test", &data.test),

@@ -233,6 +233,26 @@ pub fn generate(config: &SynthConfig) -> SynthData {
 pub const PAD_TOKEN: &str = "<|pad|>";
 pub const EOS_TOKEN: &str = "<|eos|>";
 
+/// The tokenizer of the synthetic task: trained on every example as the
+/// model sees it (prompt + completion rendered with `template`).
+pub fn train_task_tokenizer<'a>(
+    examples: impl IntoIterator<Item = &'a Example>,
+    template: &crate::PromptTemplate,
+    vocab_size: usize,
+) -> Result<tokenizers::Tokenizer, String> {
+    let texts: Vec<String> = examples
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{}{}",
+                template.render_prompt(e),
+                template.render_completion(e)
+            )
+        })
+        .collect();
+    train_tokenizer(&texts, vocab_size)
+}
+
 /// A byte-level BPE tokenizer trained on `texts`, with digits split one by
 /// one (arithmetic stays learnable for a tiny model) and `<|pad|>`,
 /// `<|eos|>` as special tokens 0 and 1.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use premem_core::answer::AnswerStyle;
-use premem_core::synth::{SynthConfig, generate as synth, train_tokenizer};
+use premem_core::synth::{SynthConfig, generate as synth, train_task_tokenizer};
 use premem_core::{Example, PromptTemplate};
 use premem_evaluator::checkpoint::fetch;
 use premem_evaluator::results::{read_parquet, write_parquet};
@@ -109,20 +109,8 @@ fn synth_setup() -> (CausalLm, Tokenizer, Vec<Example>) {
         pool_per_example: 0,
         seed: 4,
     });
-    let template = PromptTemplate::default();
-    let texts: Vec<String> = data
-        .train
-        .iter()
-        .map(|e| {
-            format!(
-                "{}{}",
-                template.render_prompt(e),
-                template.render_completion(e)
-            )
-        })
-        .collect();
-    let tokenizer =
-        Tokenizer::from_tokenizer(train_tokenizer(&texts, 300).unwrap(), "synth".into());
+    let trained = train_task_tokenizer(&data.train, &PromptTemplate::default(), 300).unwrap();
+    let tokenizer = Tokenizer::from_tokenizer(trained, "synth".into());
     let config = ModelConfig::from_json(&serde_json::json!({
         "model_type": "llama", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -136,18 +124,26 @@ fn synth_setup() -> (CausalLm, Tokenizer, Vec<Example>) {
     )
 }
 
+fn synth_evaluator<'a>(
+    model: &'a CausalLm,
+    tokenizer: &'a Tokenizer,
+    template: &'a PromptTemplate,
+) -> Evaluator<'a> {
+    Evaluator {
+        model,
+        tokenizer,
+        template,
+        style: AnswerStyle::Gsm8k,
+        eos: 1,
+        pad: 0,
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_batch_size() {
     let (model, tokenizer, examples) = synth_setup();
     let template = PromptTemplate::default();
-    let evaluator = Evaluator {
-        model: &model,
-        tokenizer: &tokenizer,
-        template: &template,
-        style: AnswerStyle::Gsm8k,
-        eos: 1,
-        pad: 0,
-    };
+    let evaluator = synth_evaluator(&model, &tokenizer, &template);
     let refs: Vec<&Example> = examples.iter().collect();
     let mut s = settings(3, 1);
     s.preambles = vec!["First".into()];
@@ -194,14 +190,7 @@ fn a_target_trace_sampled_verbatim_is_recognised() {
     // A "sample" equal to the target counts as correct and equal to the target.
     let (model, tokenizer, examples) = synth_setup();
     let template = PromptTemplate::default();
-    let evaluator = Evaluator {
-        model: &model,
-        tokenizer: &tokenizer,
-        template: &template,
-        style: AnswerStyle::Gsm8k,
-        eos: 1,
-        pad: 0,
-    };
+    let evaluator = synth_evaluator(&model, &tokenizer, &template);
     let rows = evaluator
         .evaluate(&[&examples[0]], &settings(2, 4), &|_| {})
         .unwrap();
@@ -213,14 +202,7 @@ fn a_target_trace_sampled_verbatim_is_recognised() {
 fn results_round_trip_through_parquet() {
     let (model, tokenizer, examples) = synth_setup();
     let template = PromptTemplate::default();
-    let evaluator = Evaluator {
-        model: &model,
-        tokenizer: &tokenizer,
-        template: &template,
-        style: AnswerStyle::Gsm8k,
-        eos: 1,
-        pad: 0,
-    };
+    let evaluator = synth_evaluator(&model, &tokenizer, &template);
     let refs: Vec<&Example> = examples.iter().take(5).collect();
     let rows = evaluator.evaluate(&refs, &settings(2, 5), &|_| {}).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -239,14 +221,7 @@ fn results_round_trip_through_parquet() {
 fn bad_input_is_a_clear_error() {
     let (model, tokenizer, examples) = synth_setup();
     let template = PromptTemplate::default();
-    let evaluator = Evaluator {
-        model: &model,
-        tokenizer: &tokenizer,
-        template: &template,
-        style: AnswerStyle::Gsm8k,
-        eos: 1,
-        pad: 0,
-    };
+    let evaluator = synth_evaluator(&model, &tokenizer, &template);
     let err = evaluator
         .evaluate(&[&examples[0]], &settings(0, 4), &|_| {})
         .unwrap_err()

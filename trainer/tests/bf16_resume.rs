@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use premem_core::spec::JobSpec;
-use premem_core::synth::{SynthConfig, generate, train_tokenizer};
+use premem_core::synth::{SynthConfig, generate, train_task_tokenizer};
 use premem_core::{Dataset, PromptTemplate};
 use premem_trainer::{SingleProcess, TrainOptions, train};
 
@@ -18,19 +18,7 @@ fn setup(dir: &Path) {
         pool_per_example: 0,
         seed: 1,
     });
-    let template = PromptTemplate::default();
-    let texts: Vec<String> = data
-        .train
-        .iter()
-        .map(|e| {
-            format!(
-                "{}{}",
-                template.render_prompt(e),
-                template.render_completion(e)
-            )
-        })
-        .collect();
-    train_tokenizer(&texts, 300)
+    train_task_tokenizer(&data.train, &PromptTemplate::default(), 300)
         .unwrap()
         .save(dir.join("tokenizer.json"), false)
         .unwrap();
