@@ -103,6 +103,19 @@ impl Optimizer {
         });
     }
 
+    /// Writes the fp32 master into non-fp32 variables (rounding to their kind).
+    fn variables_from_master(&mut self) {
+        tch::no_grad(|| {
+            for slot in &mut self.slots {
+                let fp32 = self
+                    .master
+                    .narrow(0, slot.offset, slot.numel)
+                    .view(slot.shape.as_slice());
+                slot.var.copy_(&fp32);
+            }
+        });
+    }
+
     /// Number of parameters.
     pub fn numel(&self) -> i64 {
         self.master.numel() as i64
@@ -178,16 +191,10 @@ impl Optimizer {
             let step_size = lr / bias_correction1;
             let denom = self.exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps;
             let _ = self.master.g_sub_(&(&self.exp_avg / denom * step_size));
-            if !self.shared {
-                for slot in &mut self.slots {
-                    let fp32 = self
-                        .master
-                        .narrow(0, slot.offset, slot.numel)
-                        .view(slot.shape.as_slice());
-                    slot.var.copy_(&fp32);
-                }
-            }
         });
+        if !self.shared {
+            self.variables_from_master();
+        }
     }
 
     /// The state to save: the moments and, for non-fp32 weights, the fp32
@@ -250,15 +257,7 @@ impl Optimizer {
         } else {
             let master = get("master")?;
             tch::no_grad(|| self.master.f_copy_(master))?;
-            tch::no_grad(|| {
-                for slot in &mut self.slots {
-                    let fp32 = self
-                        .master
-                        .narrow(0, slot.offset, slot.numel)
-                        .view(slot.shape.as_slice());
-                    slot.var.copy_(&fp32);
-                }
-            });
+            self.variables_from_master();
         }
         self.steps = steps;
         Ok(())
