@@ -18,19 +18,21 @@ build: libtorch
 doctor: libtorch
 	$(PREMEM) doctor
 
-# The synthetic task end to end on the CPU (~3 minutes): make the data and
-# tokenizer, finetune a tiny random Llama with checkpoints in runs/synth-tiny
-# (greedy train accuracy climbs), then sample K=5 answers per example from the
-# last checkpoint on train and test examples, with answer-starting preambles.
+# The synthetic task end to end on the CPU (~5 minutes): make the data and
+# tokenizer, finetune a tiny random Llama with 12 checkpoints in
+# runs/synth-tiny (greedy train accuracy climbs), sample K=5 answers per
+# example at every checkpoint on 64 train and 64 test examples (and, at the
+# last one, with answer-starting preambles), then write the P-M accuracy
+# report to runs/synth-tiny-report (report.md / report.html, charts, tables).
 demo: libtorch
 	$(PREMEM) doctor
 	$(PREMEM) data synth --out data/synth
-	rm -rf runs/synth-tiny
+	rm -rf runs/synth-tiny runs/synth-tiny-report
 	$(PREMEM) train --config examples/synth.toml
-	$(PREMEM) eval --checkpoint runs/synth-tiny --data data/synth/train.jsonl --split train \
-		--limit 64 --samples 5 --max-new-tokens 128 --preamble First --out runs/synth-tiny-train.parquet
-	$(PREMEM) eval --checkpoint runs/synth-tiny --data data/synth/test.jsonl --split test \
-		--limit 64 --samples 5 --max-new-tokens 128 --out runs/synth-tiny-test.parquet
+	$(PREMEM) eval-run --run runs/synth-tiny --limit 64 --samples 5 --max-new-tokens 96
+	$(PREMEM) eval-run --run runs/synth-tiny --limit 64 --samples 5 --max-new-tokens 96 \
+		--steps 768 --splits train --preamble First --preamble "We know that" --redo
+	$(PREMEM) report runs/synth-tiny --out runs/synth-tiny-report
 
 test: libtorch
 	$(CARGO) fmt --all -- --check

@@ -12,6 +12,8 @@ use premem_model::{
 };
 use tch::{Device, Kind};
 
+mod analysis;
+
 /// premem: distributed LLM finetuning that measures pre-memorization train
 /// accuracy while it trains.
 #[derive(Parser)]
@@ -39,6 +41,13 @@ enum Command {
     /// against the answer, and the perplexity of the target trace. Writes one
     /// row per example (and preamble) to Parquet and prints a summary.
     Eval(EvalArgs),
+    /// Evaluate every published checkpoint of a run (train and test splits)
+    /// into the run's result files, skipping those already evaluated.
+    EvalRun(analysis::EvalRunArgs),
+    /// Report P-M accuracy, its calibration, the baselines and the
+    /// robustness view of a run or a sweep: report.md, report.html, PNG and
+    /// SVG charts, Parquet tables.
+    Report(analysis::ReportArgs),
     /// Measure throughput (see benches/README.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -274,7 +283,7 @@ struct GenerateArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum DType {
+pub(crate) enum DType {
     Auto,
     F32,
     Bf16,
@@ -282,7 +291,7 @@ enum DType {
 }
 
 impl DType {
-    fn kind(self, device: Device) -> Kind {
+    pub(crate) fn kind(self, device: Device) -> Kind {
         match self {
             DType::Auto => default_kind(device),
             DType::F32 => Kind::Float,
@@ -311,6 +320,8 @@ fn main() -> ExitCode {
         Command::Train(args) => train(args),
         Command::Bench(command) => bench(command),
         Command::Eval(args) => eval(args),
+        Command::EvalRun(args) => analysis::eval_run(args),
+        Command::Report(args) => analysis::report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -388,7 +399,7 @@ fn doctor() -> Result<()> {
     Ok(())
 }
 
-fn parse_device(name: &str) -> Result<Device> {
+pub(crate) fn parse_device(name: &str) -> Result<Device> {
     runtime::parse_device(name).map_err(|e| anyhow::anyhow!("--device {e}"))
 }
 

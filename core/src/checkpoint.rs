@@ -39,6 +39,25 @@ impl Area {
     }
 }
 
+/// The record of a run in `run.json`, written once when the run starts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub name: String,
+    pub training_hash: String,
+    pub inputs_digest: String,
+    pub premem_version: String,
+    pub spec: crate::spec::JobSpec,
+}
+
+/// Reads a run's `run.json`; the error names the file.
+pub async fn read_run_record(run: &Store) -> Result<RunRecord, StoreError> {
+    let bytes = run.get(RUN_FILE).await?;
+    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        url: run.url_of(RUN_FILE),
+        message: format!("not a premem run record: {e}"),
+    })
+}
+
 pub fn step_name(step: u64) -> String {
     format!("step-{step:08}")
 }

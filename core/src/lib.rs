@@ -1,12 +1,16 @@
 //! premem-core: what every premem process shares and that needs no libtorch —
 //! job specs, datasets and answer checking, data order, the synthetic task,
-//! and the object-store layout of runs. The P-M accuracy formulas land here
-//! with the metrics issue.
+//! the object-store layout of runs, evaluation result files, the P-M accuracy
+//! formulas ([`pm`]) and the reports built on them.
 
 pub mod answer;
+pub mod baselines;
 pub mod checkpoint;
 pub mod dataset;
 pub mod order;
+pub mod pm;
+pub mod report;
+pub mod results;
 pub mod spec;
 pub mod store;
 pub mod synth;

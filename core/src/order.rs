@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 /// Streams of the run seed, so the subset and the shuffles never share draws.
 const SUBSET_STREAM: u64 = 1;
 const EPOCH_STREAM: u64 = 2;
+const PROBE_STREAM: u64 = 3;
 
 fn rng(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -89,6 +90,26 @@ impl DataPlan {
         order[start..(start + self.batch_size).min(order.len())].to_vec()
     }
 
+    /// `count` fixed minibatches of `size` examples from the subset, for
+    /// measurements at checkpoints (gradient variance): the same at every
+    /// checkpoint of the run, drawn without replacement while the subset
+    /// lasts, then from a fresh shuffle.
+    pub fn probe_batches(&self, count: usize, size: usize) -> Vec<Vec<usize>> {
+        let mut order = vec![];
+        let mut round = 0;
+        while order.len() < count * size && !self.subset.is_empty() {
+            let mut more = self.subset.clone();
+            more.shuffle(&mut rng(self.seed, PROBE_STREAM, round));
+            order.extend(more);
+            round += 1;
+        }
+        order
+            .chunks(size.max(1))
+            .take(count)
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
     /// Whether a 0-based step is the last of its epoch.
     pub fn ends_epoch(&self, step: u64) -> bool {
         (step + 1).is_multiple_of(self.steps_per_epoch)
@@ -138,6 +159,21 @@ mod tests {
         assert_eq!(quarter.total_steps, 30);
         assert_eq!(quarter.steps_per_epoch, 3);
         assert_eq!(quarter.epoch_of(29), 9);
+    }
+
+    #[test]
+    fn probe_batches_are_fixed_and_distinct_while_the_data_lasts() {
+        let plan = DataPlan::new(12, 1.0, 4, 1, None, 5);
+        let batches = plan.probe_batches(3, 4);
+        assert_eq!(batches, plan.probe_batches(3, 4));
+        let mut all: Vec<usize> = batches.concat();
+        all.sort();
+        assert_eq!(all, (0..12).collect::<Vec<_>>());
+        assert_ne!(batches[0], plan.batch(0), "not the training order");
+        // Too little data: later batches repeat examples but are still full.
+        let small = DataPlan::new(3, 1.0, 4, 1, None, 5).probe_batches(5, 2);
+        assert_eq!(small.len(), 5);
+        assert!(small.iter().all(|b| b.len() == 2));
     }
 
     #[test]

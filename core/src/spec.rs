@@ -195,10 +195,24 @@ pub struct CheckpointSpec {
     /// Shard checkpoint weights into files of at most this many bytes.
     #[serde(default = "shard_bytes")]
     pub max_shard_bytes: u64,
+    /// Measure the baseline metrics at each checkpoint (gradient variance,
+    /// distance from init; see `premem_core::baselines`). Costs
+    /// `grad_variance_minibatches` global batches of forward/backward, one
+    /// extra fp32 copy of the weights on the device while it runs, and a copy
+    /// of the initial weights in host memory.
+    #[serde(default = "yes")]
+    pub baselines: bool,
+    /// Minibatches (of train.batch_size examples) for the gradient variance
+    /// (paper: 5).
+    #[serde(default = "five")]
+    pub grad_variance_minibatches: usize,
 }
 
 fn yes() -> bool {
     true
+}
+fn five() -> usize {
+    5
 }
 fn shard_bytes() -> u64 {
     5_000_000_000
@@ -211,6 +225,8 @@ impl Default for CheckpointSpec {
             every_steps: None,
             keep_resume_states: None,
             max_shard_bytes: shard_bytes(),
+            baselines: true,
+            grad_variance_minibatches: five(),
         }
     }
 }
@@ -322,6 +338,12 @@ impl JobSpec {
             return Err(format!(
                 "train.monitor_max_new_tokens must be positive, got {}",
                 t.monitor_max_new_tokens
+            ));
+        }
+        if self.checkpoint.baselines && self.checkpoint.grad_variance_minibatches < 2 {
+            return Err(format!(
+                "checkpoint.grad_variance_minibatches must be at least 2 (a variance needs two), got {}",
+                self.checkpoint.grad_variance_minibatches
             ));
         }
         if self.checkpoint.every_steps == Some(0) || self.checkpoint.keep_resume_states == Some(0) {

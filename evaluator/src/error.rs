@@ -12,10 +12,12 @@ pub enum EvalError {
     /// published checkpoint.
     #[error("checkpoint '{location}': {message}")]
     Checkpoint { location: String, message: String },
-    #[error("{path}: {message}")]
-    Results { path: PathBuf, message: String },
+    #[error(transparent)]
+    Results(#[from] premem_core::results::ResultsError),
     #[error(transparent)]
     Store(#[from] premem_core::StoreError),
+    #[error(transparent)]
+    Dataset(#[from] premem_core::dataset::DatasetError),
     #[error(transparent)]
     Model(#[from] premem_model::ModelError),
     #[error(transparent)]

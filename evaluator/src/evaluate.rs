@@ -8,6 +8,7 @@
 //! split, which evaluator ran it.
 
 use premem_core::answer::{AnswerStyle, is_correct};
+pub use premem_core::results::ExampleResult;
 use premem_core::{Example, PromptTemplate};
 use premem_model::{CausalLm, Prompt, SamplingParams, Tokenizer, generate, mix_seed};
 use premem_trainer::batch::{Batch, TokenizedExample, per_example_nll, tokenize};
@@ -93,29 +94,6 @@ impl EvalSettings {
     }
 }
 
-/// One row of results: one example under one preamble ("" = none).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ExampleResult {
-    pub id: String,
-    pub split: String,
-    pub checkpoint_step: u64,
-    pub preamble: String,
-    pub n_correct: u32,
-    pub samples: u32,
-    pub accuracy: f64,
-    /// Summed NLL (nats) of the target completion tokens given the prompt.
-    pub target_nll: f64,
-    pub target_tokens: u64,
-    /// exp(target_nll / target_tokens).
-    pub target_perplexity: f64,
-    /// Generated tokens per sample, the stop token included.
-    pub mean_sample_tokens: f64,
-    /// Fraction of samples whose answer text equals the target trace.
-    pub frac_equal_target: f64,
-    /// The first `keep_samples` sample texts (cut at the stop string).
-    pub sample_texts: Vec<String>,
-}
-
 /// What an evaluation needs besides the examples: the model, how to turn an
 /// example into tokens, and how to check an answer.
 pub struct Evaluator<'a> {
@@ -125,6 +103,15 @@ pub struct Evaluator<'a> {
     pub style: AnswerStyle,
     pub eos: i64,
     pub pad: i64,
+}
+
+/// One sample: its answer text (cut at the stop string), generated tokens,
+/// and mean log-probability per token.
+#[derive(Clone)]
+struct Sample {
+    text: String,
+    tokens: usize,
+    confidence: f64,
 }
 
 /// The seed of an example's samples under a preamble.
@@ -203,14 +190,14 @@ impl Evaluator<'_> {
             .collect())
     }
 
-    /// K samples per example (answer text cut at the stop string, token count).
+    /// K samples per example, in sample order.
     fn sample(
         &self,
         examples: &[&Example],
         settings: &EvalSettings,
         preamble_index: usize,
         preamble: &str,
-    ) -> Result<Vec<Vec<(String, usize)>>> {
+    ) -> Result<Vec<Vec<Sample>>> {
         let prefix = if preamble.is_empty() {
             String::new()
         } else {
@@ -253,7 +240,11 @@ impl Evaluator<'_> {
                 .template
                 .cut_at_stop(&format!("{prefix}{text}"))
                 .to_string();
-            samples[c.prompt_index].push((answer, c.tokens.len()));
+            samples[c.prompt_index].push(Sample {
+                text: answer,
+                tokens: c.tokens.len(),
+                confidence: c.mean_logprob(),
+            });
         }
         Ok(samples)
     }
@@ -270,16 +261,16 @@ impl Evaluator<'_> {
         preamble: &str,
         nll: f64,
         tokens: u64,
-        samples: &[(String, usize)],
+        samples: &[Sample],
     ) -> ExampleResult {
         let k = samples.len().max(1) as f64;
         let n_correct = samples
             .iter()
-            .filter(|(text, _)| is_correct(text, &example.answer, self.style))
+            .filter(|s| is_correct(&s.text, &example.answer, self.style))
             .count();
         let equal = samples
             .iter()
-            .filter(|(text, _)| text.trim() == example.target.trim())
+            .filter(|s| s.text.trim() == example.target.trim())
             .count();
         ExampleResult {
             id: example.id.clone(),
@@ -292,12 +283,13 @@ impl Evaluator<'_> {
             target_nll: nll,
             target_tokens: tokens,
             target_perplexity: (nll / tokens.max(1) as f64).exp(),
-            mean_sample_tokens: samples.iter().map(|(_, n)| *n as f64).sum::<f64>() / k,
+            mean_sample_tokens: samples.iter().map(|s| s.tokens as f64).sum::<f64>() / k,
             frac_equal_target: equal as f64 / k,
+            sample_confidences: samples.iter().map(|s| s.confidence).collect(),
             sample_texts: samples
                 .iter()
                 .take(settings.keep_samples)
-                .map(|(t, _)| t.clone())
+                .map(|s| s.text.clone())
                 .collect(),
         }
     }

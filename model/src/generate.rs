@@ -63,7 +63,7 @@ pub struct Prompt {
     pub seed: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
     pub prompt_index: usize,
     pub sample_index: usize,
@@ -72,6 +72,20 @@ pub struct Completion {
     /// Whether generation ended on a stop token or stop condition (not on
     /// the length limit).
     pub stopped: bool,
+    /// Summed log-probability of `tokens` under the model's own distribution
+    /// (temperature 1, no top-p): a confidence score.
+    pub logprob: f64,
+}
+
+impl Completion {
+    /// Mean log-probability per generated token (0 for no tokens).
+    pub fn mean_logprob(&self) -> f64 {
+        if self.tokens.is_empty() {
+            0.0
+        } else {
+            self.logprob / self.tokens.len() as f64
+        }
+    }
 }
 
 /// Mixes a seed with indices into a well-spread 64-bit seed (splitmix64).
@@ -139,6 +153,7 @@ fn generate_inner(
                 sample_index: s,
                 tokens: vec![],
                 stopped: false,
+                logprob: 0.0,
             })
         })
         .collect();
@@ -155,8 +170,8 @@ fn generate_inner(
     // Completion index of each row of the batch.
     let mut active: Vec<usize> = (0..completions.len()).collect();
     for step in 0..params.max_new_tokens {
-        let next = pick_tokens(&logits, &active, &mut rngs, params)?;
-        for (&row, &token) in active.iter().zip(&next) {
+        let (next, logprobs) = pick_tokens(&logits, &active, &mut rngs, params)?;
+        for ((&row, &token), &logprob) in active.iter().zip(&next).zip(&logprobs) {
             let completion = &mut completions[row];
             // Finished rows stay in the batch until enough of them are
             // dropped together; what they draw meanwhile is discarded.
@@ -164,6 +179,7 @@ fn generate_inner(
                 continue;
             }
             completion.tokens.push(token);
+            completion.logprob += logprob;
             completion.stopped = params.stop_token_ids.contains(&token)
                 || stop.is_some_and(|s| s(&completion.tokens));
         }
@@ -211,12 +227,13 @@ fn left_pad(prompts: &[Prompt], pad_id: i64) -> (Tensor, Tensor) {
 /// One token per row of `logits` `[rows, vocab]`: argmax when greedy, else a
 /// draw from the temperature-scaled, top-p-truncated distribution by inverse
 /// CDF with one host-drawn uniform per row (from the row's own generator).
+/// Returns the tokens and their log-probabilities at temperature 1.
 fn pick_tokens(
     logits: &Tensor,
     active: &[usize],
     rngs: &mut [ChaCha8Rng],
     params: &SamplingParams,
-) -> Result<Vec<i64>> {
+) -> Result<(Vec<i64>, Vec<f64>)> {
     let device = logits.device();
     let chosen = if params.temperature == 0.0 {
         logits.argmax(-1, false)
@@ -249,7 +266,21 @@ fn pick_tokens(
             .minimum(&last_kept)
             .squeeze_dim(1)
     };
-    Ok(Vec::<i64>::try_from(
-        chosen.to_device(tch::Device::Cpu).to_kind(Kind::Int64),
-    )?)
+    let logprobs = logits
+        .to_kind(Kind::Float)
+        .log_softmax(-1, Kind::Float)
+        .gather(1, &chosen.unsqueeze(1), false)
+        .squeeze_dim(1);
+    // One transfer for both: token ids are exact in f64.
+    let both = Tensor::stack(
+        &[chosen.to_kind(Kind::Double), logprobs.to_kind(Kind::Double)],
+        0,
+    )
+    .to_device(tch::Device::Cpu);
+    let both = Vec::<f64>::try_from(both.view([-1]))?;
+    let (tokens, logprobs) = both.split_at(active.len());
+    Ok((
+        tokens.iter().map(|&t| t as i64).collect(),
+        logprobs.to_vec(),
+    ))
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use premem_core::BlockingStore;
+use premem_core::baselines::{BASELINES_FILE, CheckpointBaselines};
 use premem_core::checkpoint::{self as layout, Area};
 use premem_model::{CausalLm, ModelConfig, SaveOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -71,21 +72,37 @@ pub fn clear_staging(run: &BlockingStore) -> Result<()> {
     }
 }
 
+/// What a checkpoint writes besides the weights and the optimizer state.
+#[derive(Clone, Copy)]
+pub struct Records<'a> {
+    /// Metrics lines (JSON) since the previous checkpoint.
+    pub metrics: &'a [String],
+    /// The trainer's baseline measurements, written beside the weights.
+    pub baselines: Option<&'a CheckpointBaselines>,
+}
+
 /// Writes the checkpoint after `state.step` steps: metrics first, then the
-/// weights, then the resume state; each directory visible only when whole.
+/// weights (with the baseline measurements beside them), then the resume
+/// state; each directory visible only when whole.
 pub fn save(
     run: &BlockingStore,
     model: &CausalLm,
     tokenizer: &Tokenizer,
     optimizer: &Optimizer,
     state: &ResumeState,
-    metrics: &[String],
+    records: &Records<'_>,
     max_shard_bytes: u64,
 ) -> Result<()> {
+    let Records { metrics, baselines } = *records;
     let staging = fresh_staging(run, "save")?;
     let weights = staging.join("weights");
     model.save(&weights, &SaveOptions { max_shard_bytes })?;
     tokenizer.save(&weights.join(premem_model::tokenizer::TOKENIZER_FILE))?;
+    if let Some(baselines) = baselines {
+        let path = weights.join(BASELINES_FILE);
+        let json = serde_json::to_vec_pretty(baselines).expect("baselines serialise");
+        std::fs::write(&path, json).map_err(local_io(&path))?;
+    }
 
     let resume = staging.join("resume");
     std::fs::create_dir(&resume).map_err(local_io(&resume))?;

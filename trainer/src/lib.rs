@@ -7,9 +7,11 @@
 //! - [`step`]: one optimizer step (micro-batches, all-reduce, clip, update);
 //! - [`schedule`]: learning-rate schedules;
 //! - [`checkpoint`]: publishing and restoring checkpoints;
+//! - [`baselines`]: gradient variance and distance from init at checkpoints;
 //! - [`collective`]: what a step needs from other ranks (filled by the
 //!   distributed runtime).
 
+pub mod baselines;
 pub mod batch;
 pub mod bench;
 pub mod checkpoint;

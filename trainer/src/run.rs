@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use premem_core::checkpoint::{self as layout, Area};
+use premem_core::checkpoint::{self as layout, Area, RunRecord};
 use premem_core::order::{DataPlan, rank_shard};
 use premem_core::spec::{JobSpec, Precision};
 use premem_core::{BlockingStore, Dataset, Store};
@@ -17,6 +17,7 @@ use premem_model::{CausalLm, ModelConfig, Tokenizer};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
+use crate::baselines::Probe;
 use crate::batch::{Batch, TokenizedExample, tokenize};
 use crate::checkpoint::{self, ResumeState};
 use crate::collective::Collective;
@@ -133,16 +134,6 @@ fn load_inputs(spec: &JobSpec) -> Result<Inputs> {
         eos,
         pad,
     })
-}
-
-/// The record of a run in `run.json`.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct RunRecord {
-    name: String,
-    training_hash: String,
-    inputs_digest: String,
-    premem_version: String,
-    spec: JobSpec,
 }
 
 /// Reads `run.json` (read-only) and decides whether this invocation may use
@@ -321,21 +312,39 @@ pub fn train(
         None
     };
     let resume_step = restored.as_ref().map(|(_, _, step)| *step);
+    let initial = |device: Device| -> Result<CausalLm> {
+        Ok(match &spec.model.base {
+            Some(base) => {
+                CausalLm::load_with_config(inputs.config.clone(), Path::new(base), device, kind)?
+            }
+            None => CausalLm::random(inputs.config.clone(), device, kind, spec.model.init_seed),
+        })
+    };
     let (model, mut optimizer, start) = match restored {
         Some(restored) => restored,
         None => {
-            let model = match &spec.model.base {
-                Some(base) => CausalLm::load_with_config(
-                    inputs.config.clone(),
-                    Path::new(base),
-                    device,
-                    kind,
-                )?,
-                None => CausalLm::random(inputs.config.clone(), device, kind, spec.model.init_seed),
-            };
+            let model = initial(device)?;
             let optimizer = Optimizer::new(trainable(&model), adam);
             (model, optimizer, 0)
         }
+    };
+    let probe = if spec.checkpoint.baselines && collective.rank() == 0 {
+        let minibatches =
+            plan.probe_batches(spec.checkpoint.grad_variance_minibatches, t.batch_size);
+        Some(if start == 0 {
+            Probe::new(&model, minibatches, t.micro_batch_size)
+        } else {
+            // The step-0 weights again: a base model reads straight into
+            // host memory; a random init is redrawn where it was drawn.
+            let init_device = if spec.model.base.is_some() {
+                Device::Cpu
+            } else {
+                device
+            };
+            Probe::new(&initial(init_device)?, minibatches, t.micro_batch_size)
+        })
+    } else {
+        None
     };
     if !claimed {
         write_run_record(&run, spec, &inputs.digest)?;
@@ -465,6 +474,34 @@ pub fn train(
             if due {
                 record_monitor(done, &mut metrics, &mut summary)?;
             }
+            let baselines = match &probe {
+                Some(probe) => {
+                    let b = probe.measure(
+                        done,
+                        &model,
+                        &mut optimizer,
+                        &inputs.tokenized,
+                        inputs.pad,
+                    )?;
+                    tracing::info!(
+                        step = done,
+                        grad_variance = b.grad_variance,
+                        distance_from_init = b.distance_from_init,
+                        "baselines"
+                    );
+                    metrics.push(
+                        json!({
+                            "step": done,
+                            "grad_variance": b.grad_variance,
+                            "grad_norm_mean": b.grad_norm_mean,
+                            "distance_from_init": b.distance_from_init,
+                        })
+                        .to_string(),
+                    );
+                    Some(b)
+                }
+                None => None,
+            };
             if collective.rank() == 0 {
                 let state = ResumeState {
                     step: done,
@@ -481,7 +518,10 @@ pub fn train(
                     &inputs.tokenizer,
                     &optimizer,
                     &state,
-                    &metrics,
+                    &checkpoint::Records {
+                        metrics: &metrics,
+                        baselines: baselines.as_ref(),
+                    },
                     spec.checkpoint.max_shard_bytes,
                 )?;
                 if let Some(keep) = spec.checkpoint.keep_resume_states {

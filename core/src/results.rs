@@ -1,20 +1,63 @@
-//! Result rows as Parquet: one row per example and preamble, columns named
-//! as the fields of [`ExampleResult`]; readable as they are by pandas,
-//! DuckDB and Polars.
+//! Evaluation result rows and their Parquet files: one row per example,
+//! checkpoint and preamble, columns named as the fields of [`ExampleResult`];
+//! readable as they are by pandas, DuckDB and Polars.
+//!
+//! In a run, the rows of checkpoint `step` for a split live under
+//! `results/step-XXXXXXXX/<split>*.parquet` ([`results_prefix`]); several files
+//! per split (one per evaluation task) are read together.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::builder::{Float64Builder, ListBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
 
-use crate::error::{EvalError, Result};
-use crate::evaluate::ExampleResult;
+use crate::checkpoint::step_name;
+
+/// One row of results: one example under one preamble ("" = none).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExampleResult {
+    pub id: String,
+    pub split: String,
+    pub checkpoint_step: u64,
+    pub preamble: String,
+    pub n_correct: u32,
+    pub samples: u32,
+    pub accuracy: f64,
+    /// Summed NLL (nats) of the target completion tokens given the prompt.
+    pub target_nll: f64,
+    pub target_tokens: u64,
+    /// exp(target_nll / target_tokens).
+    pub target_perplexity: f64,
+    /// Generated tokens per sample, the stop token included.
+    pub mean_sample_tokens: f64,
+    /// Fraction of samples whose answer text equals the target trace.
+    pub frac_equal_target: f64,
+    /// Per sample: the mean log-probability (nats per token, temperature 1)
+    /// the model gave the tokens it generated; the confidence ATC thresholds.
+    pub sample_confidences: Vec<f64>,
+    /// The first `keep_samples` sample texts (cut at the stop string).
+    pub sample_texts: Vec<String>,
+}
+
+/// `results/step-XXXXXXXX`, relative to the run.
+pub fn results_prefix(step: u64) -> String {
+    format!("results/{}", step_name(step))
+}
+
+/// A results file that cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ResultsError {
+    pub location: String,
+    pub message: String,
+}
 
 fn batch_of(rows: &[ExampleResult]) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
     let strings = |f: fn(&ExampleResult) -> &str| {
@@ -29,6 +72,11 @@ fn batch_of(rows: &[ExampleResult]) -> std::result::Result<RecordBatch, arrow_sc
     let f64s = |f: fn(&ExampleResult) -> f64| {
         Arc::new(Float64Array::from_iter_values(rows.iter().map(f))) as ArrayRef
     };
+    let mut confidences = ListBuilder::new(Float64Builder::new());
+    for row in rows {
+        confidences.values().append_slice(&row.sample_confidences);
+        confidences.append(true);
+    }
     let mut texts = ListBuilder::new(StringBuilder::new());
     for row in rows {
         for text in &row.sample_texts {
@@ -49,34 +97,53 @@ fn batch_of(rows: &[ExampleResult]) -> std::result::Result<RecordBatch, arrow_sc
         ("target_perplexity", f64s(|r| r.target_perplexity)),
         ("mean_sample_tokens", f64s(|r| r.mean_sample_tokens)),
         ("frac_equal_target", f64s(|r| r.frac_equal_target)),
+        (
+            "sample_confidences",
+            Arc::new(confidences.finish()) as ArrayRef,
+        ),
         ("sample_texts", Arc::new(texts.finish()) as ArrayRef),
     ])
 }
 
+/// Rows as the bytes of a Parquet file.
+pub fn to_parquet(rows: &[ExampleResult]) -> Result<Vec<u8>, String> {
+    let batch = batch_of(rows).map_err(|e| e.to_string())?;
+    let mut out = vec![];
+    let mut writer =
+        ArrowWriter::try_new(&mut out, batch.schema(), None).map_err(|e| e.to_string())?;
+    writer.write(&batch).map_err(|e| e.to_string())?;
+    writer.close().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 /// Writes rows to a Parquet file (through a temporary name and a rename).
-pub fn write_parquet(path: &Path, rows: &[ExampleResult]) -> Result<()> {
-    let error = |message: String| EvalError::Results {
-        path: path.to_path_buf(),
+pub fn write_parquet(path: &Path, rows: &[ExampleResult]) -> Result<(), ResultsError> {
+    let error = |message: String| ResultsError {
+        location: path.display().to_string(),
         message,
     };
-    let batch = batch_of(rows).map_err(|e| error(e.to_string()))?;
+    let bytes = to_parquet(rows).map_err(error)?;
     let tmp = path.with_extension("parquet.partial");
-    let file = File::create(&tmp).map_err(|e| error(e.to_string()))?;
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), None).map_err(|e| error(e.to_string()))?;
-    writer.write(&batch).map_err(|e| error(e.to_string()))?;
-    writer.close().map_err(|e| error(e.to_string()))?;
+    std::fs::write(&tmp, bytes).map_err(|e| error(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| error(e.to_string()))
 }
 
 /// Reads rows written by [`write_parquet`].
-pub fn read_parquet(path: &Path) -> Result<Vec<ExampleResult>> {
-    let error = |message: String| EvalError::Results {
-        path: path.to_path_buf(),
+pub fn read_parquet(path: &Path) -> Result<Vec<ExampleResult>, ResultsError> {
+    let bytes = std::fs::read(path).map_err(|e| ResultsError {
+        location: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    from_parquet(Bytes::from(bytes), &path.display().to_string())
+}
+
+/// Reads rows from the bytes of a Parquet file; `location` names it in errors.
+pub fn from_parquet(bytes: Bytes, location: &str) -> Result<Vec<ExampleResult>, ResultsError> {
+    let error = |message: String| ResultsError {
+        location: location.to_string(),
         message,
     };
-    let file = File::open(path).map_err(|e| error(e.to_string()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .and_then(|b| b.build())
         .map_err(|e| error(format!("not a readable Parquet file: {e}")))?;
     let expected = batch_of(&[]).expect("empty batch").schema();
@@ -115,11 +182,13 @@ pub fn read_parquet(path: &Path) -> Result<Vec<ExampleResult>> {
             column("target_tokens")?,
             column("target_perplexity")?,
         );
-        let (mean_tokens, equal, texts) = (
+        let (mean_tokens, equal, confidences, texts) = (
             column("mean_sample_tokens")?,
             column("frac_equal_target")?,
+            column("sample_confidences")?,
             column("sample_texts")?,
         );
+        let confidences = confidences.as_list::<i32>();
         let texts = texts.as_list::<i32>();
         for i in 0..batch.num_rows() {
             let sample_texts = texts.value(i);
@@ -136,6 +205,12 @@ pub fn read_parquet(path: &Path) -> Result<Vec<ExampleResult>> {
                 target_perplexity: perplexity.as_primitive::<Float64Type>().value(i),
                 mean_sample_tokens: mean_tokens.as_primitive::<Float64Type>().value(i),
                 frac_equal_target: equal.as_primitive::<Float64Type>().value(i),
+                sample_confidences: confidences
+                    .value(i)
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .map(|c| c.unwrap_or(f64::NAN))
+                    .collect(),
                 sample_texts: sample_texts
                     .as_string::<i32>()
                     .iter()

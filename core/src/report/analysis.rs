@@ -1,0 +1,588 @@
+//! From loaded runs to the numbers of a report: P-M accuracy per example and
+//! checkpoint, per-checkpoint summaries, the threshold (given or
+//! calibrated), P-M vs test fits, baselines, ATC, and the robustness view.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::baselines::{atc_predict, atc_threshold, pearson};
+use crate::pm::{
+    Calibration, CheckpointObservations, Grid, LinearFit, Observation, PmTracker, RunObservations,
+    Threshold, calibrate, least_squares, masked_accuracy, memorized, r2_identity,
+};
+use crate::results::ExampleResult;
+
+use super::load::RunData;
+use super::{ReportError, Result};
+
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    /// The memorization threshold; `None`: calibrate it over `grid`.
+    pub threshold: Option<Threshold>,
+    pub grid: Grid,
+    /// The run whose test split fits the ATC threshold (default: the first).
+    pub atc_reference: Option<String>,
+    /// Examples shown in a heatmap (evenly chosen when there are more).
+    pub heatmap_rows: usize,
+    /// Equal-width P-M buckets of the robustness view.
+    pub buckets: usize,
+}
+
+impl Default for ReportOptions {
+    fn default() -> ReportOptions {
+        ReportOptions {
+            threshold: None,
+            grid: Grid::default(),
+            atc_reference: None,
+            heatmap_rows: 200,
+            buckets: 5,
+        }
+    }
+}
+
+/// Where the threshold came from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum ThresholdSource {
+    Given,
+    Calibrated,
+    /// Not calibratable (the reason), so the authors' GSM8K value.
+    Default(String),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointSummary {
+    pub run: String,
+    pub step: u64,
+    /// `PM_m`; `None` when train results are missing or partial.
+    pub pm: Option<f64>,
+    pub train_accuracy: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub memorized_fraction: Option<f64>,
+    pub median_train_perplexity: Option<f64>,
+    pub grad_variance: Option<f64>,
+    pub distance_from_init: Option<f64>,
+    pub atc: Option<f64>,
+    pub train_examples: usize,
+    pub test_examples: usize,
+    pub missing_train: usize,
+    pub missing_test: usize,
+}
+
+/// One train example at one checkpoint.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExampleCheckpoint {
+    pub run: String,
+    pub step: u64,
+    pub id: String,
+    pub accuracy: f64,
+    pub perplexity: f64,
+    pub memorized: bool,
+    pub masked_accuracy: f64,
+    pub pm: f64,
+    /// The P-M value may miss an earlier checkpoint without this example's
+    /// results.
+    pub incomplete_history: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunAnalysis {
+    pub name: String,
+    pub url: String,
+    /// Every checkpoint with weights or results, in training order.
+    pub checkpoints: Vec<CheckpointSummary>,
+    pub examples: Vec<ExampleCheckpoint>,
+    /// Heatmap rows: example ids in display order.
+    pub heatmap_ids: Vec<String>,
+    /// What is missing, one line each.
+    pub missing: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricCorrelation {
+    pub metric: String,
+    /// (metric, test accuracy) pairs.
+    pub points: Vec<(f64, f64)>,
+    /// Against y = x, for metrics that estimate accuracy themselves.
+    pub r2_identity: Option<f64>,
+    pub fit: Option<LinearFit>,
+    pub pearson: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AtcFit {
+    pub reference: String,
+    pub threshold: f64,
+    /// Pooled test accuracy and samples of the reference run.
+    pub reference_accuracy: f64,
+    pub samples: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Bucket {
+    pub low: f64,
+    pub high: f64,
+    pub examples: usize,
+    /// Mean accuracy without a preamble.
+    pub base_accuracy: Option<f64>,
+    /// Mean accuracy with each preamble (in `Robustness::preambles` order).
+    pub preamble_accuracy: Vec<Option<f64>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Robustness {
+    /// (run, step) whose preamble rows are used (per run: the last
+    /// checkpoint that has them).
+    pub checkpoints: Vec<(String, u64)>,
+    pub preambles: Vec<String>,
+    pub buckets: Vec<Bucket>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub threshold: Threshold,
+    pub threshold_source: ThresholdSource,
+    pub calibration: Option<Calibration>,
+    pub runs: Vec<RunAnalysis>,
+    /// P-M vs test over every checkpoint with both.
+    pub pm_vs_test: MetricCorrelation,
+    /// Baselines vs test, P-M first.
+    pub correlations: Vec<MetricCorrelation>,
+    pub atc: Option<AtcFit>,
+    pub robustness: Option<Robustness>,
+    /// Notes from loading (unreadable side files, orphan results).
+    pub notes: Vec<String>,
+}
+
+fn base_rows<'a>(
+    rows: &'a [ExampleResult],
+    split: &'a str,
+) -> impl Iterator<Item = &'a ExampleResult> {
+    rows.iter()
+        .filter(move |r| r.split == split && r.preamble.is_empty())
+}
+
+fn observation(r: &ExampleResult) -> Observation {
+    Observation {
+        accuracy: r.accuracy,
+        perplexity: r.target_perplexity,
+    }
+}
+
+fn steps_of(run: &RunData) -> Vec<u64> {
+    let steps: BTreeSet<u64> = run
+        .published
+        .iter()
+        .copied()
+        .chain(run.rows.keys().copied())
+        .collect();
+    steps.into_iter().collect()
+}
+
+fn ids_of(run: &RunData, split: &str) -> BTreeSet<String> {
+    run.rows
+        .values()
+        .flat_map(|rows| base_rows(rows, split).map(|r| r.id.clone()))
+        .collect()
+}
+
+/// Mean test accuracy at a step, when every expected test example has a row.
+fn test_accuracy(rows: &[ExampleResult], expected: &BTreeSet<String>) -> (Option<f64>, usize) {
+    let present: BTreeMap<&str, f64> = base_rows(rows, "test")
+        .map(|r| (r.id.as_str(), r.accuracy))
+        .collect();
+    let missing = expected
+        .iter()
+        .filter(|id| !present.contains_key(id.as_str()))
+        .count();
+    let accuracy = (missing == 0 && !present.is_empty())
+        .then(|| present.values().sum::<f64>() / present.len() as f64);
+    (accuracy, missing)
+}
+
+fn observations(run: &RunData) -> RunObservations {
+    let expected_test = ids_of(run, "test");
+    let empty = vec![];
+    RunObservations {
+        name: run.name.clone(),
+        checkpoints: steps_of(run)
+            .into_iter()
+            .map(|step| {
+                let rows = run.rows.get(&step).unwrap_or(&empty);
+                CheckpointObservations {
+                    step,
+                    train: base_rows(rows, "train")
+                        .map(|r| (r.id.clone(), observation(r)))
+                        .collect(),
+                    test_accuracy: test_accuracy(rows, &expected_test).0,
+                }
+            })
+            .collect(),
+    }
+}
+
+fn list(ids: &[String]) -> String {
+    let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
+    let more = ids.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+fn analyze_run(
+    run: &RunData,
+    threshold: Threshold,
+    options: &ReportOptions,
+) -> Result<RunAnalysis> {
+    let expected_train = ids_of(run, "train");
+    let expected_test = ids_of(run, "test");
+    let p = threshold.perplexity();
+    let mut tracker = PmTracker::new(threshold, expected_train.iter().cloned());
+    let empty = vec![];
+    let (mut checkpoints, mut examples, mut missing) = (vec![], vec![], vec![]);
+    for step in steps_of(run) {
+        let rows = run.rows.get(&step).unwrap_or(&empty);
+        let train: Vec<&ExampleResult> = base_rows(rows, "train").collect();
+        let pm = tracker.push(step, train.iter().map(|r| (r.id.as_str(), observation(r))))?;
+        let (test, missing_test) = test_accuracy(rows, &expected_test);
+        let test_examples = base_rows(rows, "test").count();
+        if rows.is_empty() {
+            missing.push(format!(
+                "step {step}: no results at all (not evaluated yet?)"
+            ));
+        } else {
+            if !pm.missing.is_empty() {
+                missing.push(format!(
+                    "step {step}: {} of {} train examples have no results: {}",
+                    pm.missing.len(),
+                    expected_train.len(),
+                    list(&pm.missing)
+                ));
+            }
+            if missing_test > 0 {
+                let ids: Vec<String> = expected_test
+                    .iter()
+                    .filter(|id| !base_rows(rows, "test").any(|r| &&r.id == id))
+                    .cloned()
+                    .collect();
+                missing.push(format!(
+                    "step {step}: {missing_test} of {} test examples have no results: {}",
+                    expected_test.len(),
+                    list(&ids)
+                ));
+            }
+        }
+        if !pm.incomplete_history.is_empty() {
+            missing.push(format!(
+                "step {step}: P-M of {} examples may miss an earlier maximum (a checkpoint before has no results for them): {}",
+                pm.incomplete_history.len(),
+                list(&pm.incomplete_history)
+            ));
+        }
+        let incomplete: BTreeSet<&String> = pm.incomplete_history.iter().collect();
+        for r in &train {
+            examples.push(ExampleCheckpoint {
+                run: run.name.clone(),
+                step,
+                id: r.id.clone(),
+                accuracy: r.accuracy,
+                perplexity: r.target_perplexity,
+                memorized: memorized(r.target_perplexity, p),
+                masked_accuracy: masked_accuracy(r.accuracy, r.target_perplexity, p),
+                pm: pm.per_example[&r.id],
+                incomplete_history: incomplete.contains(&r.id),
+            });
+        }
+        let complete_train = pm.missing.is_empty() && !train.is_empty();
+        let baselines = run.baselines.get(&step);
+        checkpoints.push(CheckpointSummary {
+            run: run.name.clone(),
+            step,
+            pm: pm.pm,
+            train_accuracy: complete_train.then_some(pm.train_accuracy),
+            test_accuracy: test,
+            memorized_fraction: complete_train.then_some(pm.memorized_fraction),
+            median_train_perplexity: median(train.iter().map(|r| r.target_perplexity).collect()),
+            grad_variance: baselines.map(|b| b.grad_variance).filter(|v| v.is_finite()),
+            distance_from_init: baselines.map(|b| b.distance_from_init),
+            atc: None,
+            train_examples: train.len(),
+            test_examples,
+            missing_train: pm.missing.len(),
+            missing_test,
+        });
+    }
+    for &step in &run.published {
+        if !run.baselines.contains_key(&step) {
+            missing.push(format!(
+                "step {step}: no baseline measurements from the trainer (checkpoint.baselines off?)"
+            ));
+        }
+    }
+    let heatmap_ids = heatmap_ids(tracker.states(), options.heatmap_rows);
+    Ok(RunAnalysis {
+        name: run.name.clone(),
+        url: run.url.clone(),
+        checkpoints,
+        examples,
+        heatmap_ids,
+        missing,
+    })
+}
+
+/// Examples in order of the step they were first memorized (never: last),
+/// then id; evenly thinned to `limit`.
+fn heatmap_ids(states: &BTreeMap<String, crate::pm::ExampleState>, limit: usize) -> Vec<String> {
+    let mut ids: Vec<(&String, u64)> = states
+        .iter()
+        .map(|(id, s)| (id, s.first_memorized.unwrap_or(u64::MAX)))
+        .collect();
+    ids.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+    let n = ids.len();
+    if n <= limit {
+        return ids.into_iter().map(|(id, _)| id.clone()).collect();
+    }
+    (0..limit).map(|k| ids[k * n / limit].0.clone()).collect()
+}
+
+fn correlation(metric: &str, points: Vec<(f64, f64)>, identity: bool) -> MetricCorrelation {
+    let points: Vec<(f64, f64)> = points
+        .into_iter()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    let (x, y): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+    MetricCorrelation {
+        metric: metric.to_string(),
+        r2_identity: if identity { r2_identity(&x, &y) } else { None },
+        fit: least_squares(&x, &y),
+        pearson: pearson(&x, &y),
+        points,
+    }
+}
+
+/// ATC: the threshold from the reference run's test samples, then a
+/// prediction at every checkpoint with a complete test split.
+fn fit_atc(
+    runs: &[RunData],
+    analyses: &mut [RunAnalysis],
+    reference: Option<&str>,
+) -> Result<Option<AtcFit>> {
+    let reference = match reference {
+        Some(name) => runs
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| ReportError::Invalid {
+                location: "--atc-reference".into(),
+                message: format!(
+                    "no run named '{name}' (runs: {})",
+                    runs.iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?,
+        None => &runs[0],
+    };
+    let analysis = analyses
+        .iter()
+        .find(|a| a.name == reference.name)
+        .expect("every run is analysed");
+    let complete: BTreeSet<u64> = analysis
+        .checkpoints
+        .iter()
+        .filter(|c| c.test_accuracy.is_some())
+        .map(|c| c.step)
+        .collect();
+    let (mut confidences, mut correct, mut samples) = (vec![], 0u64, 0u64);
+    for (step, rows) in &reference.rows {
+        if complete.contains(step) {
+            for r in base_rows(rows, "test") {
+                confidences.extend(r.sample_confidences.iter().copied());
+                correct += r.n_correct as u64;
+                samples += r.samples as u64;
+            }
+        }
+    }
+    if samples == 0 {
+        return Ok(None);
+    }
+    let accuracy = correct as f64 / samples as f64;
+    let Some(threshold) = atc_threshold(&confidences, accuracy) else {
+        return Ok(None);
+    };
+    for (run, analysis) in runs.iter().zip(analyses.iter_mut()) {
+        for c in analysis.checkpoints.iter_mut() {
+            if c.test_accuracy.is_none() {
+                continue;
+            }
+            let confidences: Vec<f64> = run.rows[&c.step]
+                .iter()
+                .filter(|r| r.split == "test" && r.preamble.is_empty())
+                .flat_map(|r| r.sample_confidences.iter().copied())
+                .collect();
+            c.atc = atc_predict(&confidences, threshold);
+        }
+    }
+    Ok(Some(AtcFit {
+        reference: reference.name.clone(),
+        threshold,
+        reference_accuracy: accuracy,
+        samples: confidences.len(),
+    }))
+}
+
+fn robustness(runs: &[RunData], analyses: &[RunAnalysis], buckets: usize) -> Option<Robustness> {
+    let buckets = buckets.max(1);
+    let mut preambles = BTreeSet::new();
+    let mut checkpoints = vec![];
+    // (P-M, base accuracy, accuracy by preamble) per example.
+    let mut entries: Vec<(f64, Option<f64>, BTreeMap<String, f64>)> = vec![];
+    for (run, analysis) in runs.iter().zip(analyses) {
+        let Some((&step, rows)) = run.rows.iter().rev().find(|(_, rows)| {
+            rows.iter()
+                .any(|r| r.split == "train" && !r.preamble.is_empty())
+        }) else {
+            continue;
+        };
+        checkpoints.push((run.name.clone(), step));
+        let pm: BTreeMap<&str, f64> = analysis
+            .examples
+            .iter()
+            .filter(|e| e.step == step)
+            .map(|e| (e.id.as_str(), e.pm))
+            .collect();
+        let mut by_id: BTreeMap<&str, (Option<f64>, BTreeMap<String, f64>)> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.split == "train") {
+            let entry = by_id.entry(&r.id).or_default();
+            if r.preamble.is_empty() {
+                entry.0 = Some(r.accuracy);
+            } else {
+                preambles.insert(r.preamble.clone());
+                entry.1.insert(r.preamble.clone(), r.accuracy);
+            }
+        }
+        for (id, (base, with)) in by_id {
+            if let Some(&pm) = pm.get(id)
+                && !with.is_empty()
+            {
+                entries.push((pm, base, with));
+            }
+        }
+    }
+    if entries.is_empty() {
+        return None;
+    }
+    let preambles: Vec<String> = preambles.into_iter().collect();
+    let mean = |values: Vec<f64>| {
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let buckets = (0..buckets)
+        .map(|b| {
+            let (low, high) = (b as f64 / buckets as f64, (b + 1) as f64 / buckets as f64);
+            let last = b + 1 == buckets;
+            let members: Vec<_> = entries
+                .iter()
+                .filter(|(pm, _, _)| *pm >= low && (*pm < high || (last && *pm <= high)))
+                .collect();
+            Bucket {
+                low,
+                high,
+                examples: members.len(),
+                base_accuracy: mean(members.iter().filter_map(|(_, base, _)| *base).collect()),
+                preamble_accuracy: preambles
+                    .iter()
+                    .map(|p| {
+                        mean(
+                            members
+                                .iter()
+                                .filter_map(|(_, _, w)| w.get(p).copied())
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Some(Robustness {
+        checkpoints,
+        preambles,
+        buckets,
+    })
+}
+
+pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
+    let invalid = |message: String| ReportError::Invalid {
+        location: "report options".into(),
+        message,
+    };
+    options.grid.validate().map_err(invalid)?;
+    if let Some(t) = options.threshold {
+        t.validate().map_err(invalid)?;
+    }
+    let observations: Vec<RunObservations> = runs.iter().map(observations).collect();
+    let calibration = calibrate(&observations, &options.grid)?;
+    let (threshold, threshold_source) = match (options.threshold, &calibration) {
+        (Some(t), _) => (t, ThresholdSource::Given),
+        (None, Some(c)) => (Threshold::Perplexity(c.best.p), ThresholdSource::Calibrated),
+        (None, None) => (
+            Threshold::LogLog(-2.4),
+            ThresholdSource::Default(
+                "no checkpoint has both complete train and test results to calibrate on".into(),
+            ),
+        ),
+    };
+    let mut analyses = runs
+        .iter()
+        .map(|run| analyze_run(run, threshold, options))
+        .collect::<Result<Vec<_>>>()?;
+    let atc = fit_atc(runs, &mut analyses, options.atc_reference.as_deref())?;
+    let all: Vec<&CheckpointSummary> = analyses.iter().flat_map(|a| &a.checkpoints).collect();
+    let pairs = |f: &dyn Fn(&CheckpointSummary) -> Option<f64>| -> Vec<(f64, f64)> {
+        all.iter()
+            .filter_map(|c| Some((f(c)?, c.test_accuracy?)))
+            .collect()
+    };
+    let pm_vs_test = correlation("P-M train accuracy", pairs(&|c| c.pm), true);
+    let correlations = vec![
+        pm_vs_test.clone(),
+        correlation("train accuracy", pairs(&|c| c.train_accuracy), true),
+        correlation("ATC", pairs(&|c| c.atc), true),
+        correlation("gradient variance", pairs(&|c| c.grad_variance), false),
+        correlation(
+            "distance from init",
+            pairs(&|c| c.distance_from_init),
+            false,
+        ),
+    ];
+    let robustness = robustness(runs, &analyses, options.buckets);
+    let notes = runs
+        .iter()
+        .flat_map(|r| r.notes.iter().map(move |n| format!("{}: {n}", r.name)))
+        .collect();
+    Ok(Analysis {
+        threshold,
+        threshold_source,
+        calibration,
+        runs: analyses,
+        pm_vs_test,
+        correlations,
+        atc,
+        robustness,
+        notes,
+    })
+}

@@ -1,0 +1,64 @@
+//! `premem report`: reads a run's (or a sweep's) result files from the object
+//! store, computes P-M accuracy ([`crate::pm`]) and the baselines
+//! ([`crate::baselines`]) at every checkpoint, and writes `report.md`, a
+//! self-contained `report.html`, PNG and SVG charts, and Parquet tables.
+//!
+//! Nothing is averaged over fewer rows than expected: a checkpoint missing
+//! results for some examples gets no dataset value, and the report lists what
+//! is missing.
+
+pub mod analysis;
+pub mod load;
+pub mod plots;
+pub mod render;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+
+pub use analysis::{Analysis, ReportOptions, analyze};
+pub use load::{RunData, load};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+    #[error(transparent)]
+    Results(#[from] crate::results::ResultsError),
+    #[error(transparent)]
+    Pm(#[from] crate::pm::PmError),
+    #[error(transparent)]
+    Plot(#[from] plots::PlotError),
+    #[error("{location}: {message}")]
+    Invalid { location: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = ReportError> = std::result::Result<T, E>;
+
+/// What [`write_report`] wrote.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub files: Vec<PathBuf>,
+    pub analysis: Analysis,
+}
+
+/// Loads `location` (a run or a sweep of runs), analyses it and writes the
+/// report into `out`.
+pub fn write_report(location: &str, out: &Path, options: &ReportOptions) -> Result<Written> {
+    let runs = load(location)?;
+    let analysis = analyze(&runs, options)?;
+    std::fs::create_dir_all(out).map_err(|source| ReportError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut files = vec![];
+    files.extend(tables::write(&analysis, out)?);
+    files.extend(render::charts(&analysis, out)?);
+    files.extend(render::documents(location, &analysis, out)?);
+    Ok(Written { files, analysis })
+}

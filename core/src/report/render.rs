@@ -1,0 +1,589 @@
+//! The report's charts (through [`super::plots`]) and documents: `report.md`
+//! and `report.html` (the same content, charts inlined as SVG, no external
+//! files).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::analysis::{Analysis, MetricCorrelation, ThresholdSource};
+use super::plots::{self, Bars, HeatCell, Heatmap, Lines, Scatter, Series};
+use super::{ReportError, Result};
+
+/// A run name as part of a file name.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn heatmap_stem(run: &str) -> String {
+    format!("heatmap-{}", file_safe(run))
+}
+
+fn fmt(value: Option<f64>, digits: usize) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "–".into(),
+    }
+}
+
+fn percent(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{:.1}%", 100.0 * v),
+        _ => "–".into(),
+    }
+}
+
+fn sci(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{v:.3e}"),
+        _ => "–".into(),
+    }
+}
+
+fn fit_notes(c: &MetricCorrelation) -> Vec<String> {
+    let mut notes = vec![];
+    if let Some(r2) = c.r2_identity {
+        notes.push(format!("R² vs y = x: {r2:.3}"));
+    }
+    if let Some(fit) = c.fit {
+        notes.push(format!("least-squares R²: {:.3}", fit.r2));
+    }
+    notes.push(format!("{} checkpoints", c.points.len()));
+    notes
+}
+
+/// Writes every chart; returns the files.
+pub fn charts(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = vec![];
+    for run in &analysis.runs {
+        let steps: Vec<u64> = run.checkpoints.iter().map(|c| c.step).collect();
+        let cells = run
+            .heatmap_ids
+            .iter()
+            .map(|id| {
+                steps
+                    .iter()
+                    .map(|&step| {
+                        run.examples
+                            .iter()
+                            .find(|e| e.step == step && &e.id == id)
+                            .map(|e| HeatCell {
+                                accuracy: e.accuracy,
+                                memorized: e.memorized,
+                            })
+                    })
+                    .collect()
+            })
+            .collect();
+        let total = run
+            .examples
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let shown = run.heatmap_ids.len();
+        files.extend(plots::heatmap(
+            &out.join(heatmap_stem(&run.name)),
+            &Heatmap {
+                title: format!(
+                    "Learning progression: {} ({shown} of {total} train examples)",
+                    run.name
+                ),
+                rows: run.heatmap_ids.clone(),
+                steps,
+                cells,
+            },
+        )?);
+    }
+
+    let by_run = |f: &dyn Fn(&super::analysis::CheckpointSummary) -> Option<f64>| {
+        analysis
+            .runs
+            .iter()
+            .map(|run| Series {
+                label: run.name.clone(),
+                points: run
+                    .checkpoints
+                    .iter()
+                    .filter_map(|c| Some((f(c)?, c.test_accuracy?)))
+                    .collect(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let pm = &analysis.pm_vs_test;
+    let mut notes = fit_notes(pm);
+    notes.push(format!("p: {}", analysis.threshold));
+    files.extend(plots::scatter(
+        &out.join("pm_vs_test"),
+        &Scatter {
+            title: "P-M train accuracy vs test accuracy".into(),
+            x_label: "P-M train accuracy".into(),
+            y_label: "test accuracy".into(),
+            series: by_run(&|c| c.pm),
+            identity: true,
+            fit: pm.fit.map(|f| (f.slope, f.intercept)),
+            notes,
+            x_range: Some((0.0, 1.0)),
+            y_range: Some((0.0, 1.0)),
+        },
+    )?);
+
+    let panels: Vec<Scatter> = analysis
+        .correlations
+        .iter()
+        .map(|c| {
+            let accuracy_scale = c.r2_identity.is_some()
+                || c.metric != "gradient variance" && c.metric != "distance from init";
+            let getter: &dyn Fn(&super::analysis::CheckpointSummary) -> Option<f64> =
+                match c.metric.as_str() {
+                    "P-M train accuracy" => &|c| c.pm,
+                    "train accuracy" => &|c| c.train_accuracy,
+                    "ATC" => &|c| c.atc,
+                    "gradient variance" => &|c| c.grad_variance,
+                    _ => &|c| c.distance_from_init,
+                };
+            let mut notes = fit_notes(c);
+            if let Some(r) = c.pearson {
+                notes.push(format!("Pearson r: {r:.3}"));
+            }
+            Scatter {
+                title: format!("{} vs test", c.metric),
+                x_label: c.metric.clone(),
+                y_label: "test accuracy".into(),
+                series: by_run(getter),
+                identity: accuracy_scale,
+                fit: c.fit.map(|f| (f.slope, f.intercept)),
+                notes,
+                x_range: accuracy_scale.then_some((0.0, 1.0)),
+                y_range: Some((0.0, 1.0)),
+            }
+        })
+        .collect();
+    files.extend(plots::scatter_grid(
+        &out.join("baselines"),
+        "Generalization metrics vs test accuracy",
+        &panels,
+        3,
+    )?);
+
+    if let Some(r) = &analysis.robustness {
+        let mut series = vec![(
+            "no preamble".to_string(),
+            r.buckets.iter().map(|b| b.base_accuracy).collect(),
+        )];
+        for (k, preamble) in r.preambles.iter().enumerate() {
+            series.push((
+                format!("preamble \"{preamble}\""),
+                r.buckets.iter().map(|b| b.preamble_accuracy[k]).collect(),
+            ));
+        }
+        files.extend(plots::bars(
+            &out.join("robustness"),
+            &Bars {
+                title: "Accuracy under preambles by P-M accuracy".into(),
+                x_label: "per-example P-M train accuracy".into(),
+                y_label: "train accuracy".into(),
+                categories: r
+                    .buckets
+                    .iter()
+                    .map(|b| format!("{:.1}–{:.1}", b.low, b.high))
+                    .collect(),
+                counts: r.buckets.iter().map(|b| b.examples).collect(),
+                series,
+            },
+        )?);
+    }
+
+    if let Some(c) = &analysis.calibration {
+        files.extend(plots::lines(
+            &out.join("calibration"),
+            &Lines {
+                title: "Calibration of the memorization threshold p".into(),
+                x_label: "p on the ln(ln perplexity) scale".into(),
+                y_label: "mean squared error, test − P-M".into(),
+                log_x: false,
+                series: vec![Series {
+                    label: format!("{} checkpoints", c.checkpoints_used),
+                    points: c.curve.iter().map(|p| (p.loglog, p.mse)).collect(),
+                }],
+                marker: Some((
+                    analysis.threshold.loglog(),
+                    format!(
+                        "p = {:.4} (ln ln {:.2})",
+                        analysis.threshold.perplexity(),
+                        analysis.threshold.loglog()
+                    ),
+                )),
+            },
+        )?);
+    }
+
+    let mut series = vec![];
+    for run in &analysis.runs {
+        let prefix = if analysis.runs.len() > 1 {
+            format!("{}: ", run.name)
+        } else {
+            String::new()
+        };
+        let points = |f: &dyn Fn(&super::analysis::CheckpointSummary) -> Option<f64>| {
+            run.checkpoints
+                .iter()
+                .filter_map(|c| Some((c.step as f64, f(c)?)))
+                .collect()
+        };
+        series.push(Series {
+            label: format!("{prefix}P-M train accuracy"),
+            points: points(&|c| c.pm),
+        });
+        series.push(Series {
+            label: format!("{prefix}test accuracy"),
+            points: points(&|c| c.test_accuracy),
+        });
+        series.push(Series {
+            label: format!("{prefix}train accuracy"),
+            points: points(&|c| c.train_accuracy),
+        });
+    }
+    files.extend(plots::lines(
+        &out.join("training"),
+        &Lines {
+            title: "Accuracy over training".into(),
+            x_label: "checkpoint step".into(),
+            y_label: "accuracy".into(),
+            log_x: false,
+            series,
+            marker: None,
+        },
+    )?);
+    Ok(files)
+}
+
+fn markdown(location: &str, a: &Analysis) -> String {
+    let mut md = String::new();
+    let names: Vec<&str> = a.runs.iter().map(|r| r.name.as_str()).collect();
+    let _ = writeln!(md, "# premem report\n");
+    let _ = writeln!(
+        md,
+        "Source: `{location}` — {} run{} ({}); premem {}.\n",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let _ = writeln!(md, "## Headline\n");
+    let source = match &a.threshold_source {
+        ThresholdSource::Given => "given".to_string(),
+        ThresholdSource::Calibrated => {
+            let c = a.calibration.as_ref().expect("calibrated");
+            format!(
+                "calibrated: the least error over {} values of p on {} checkpoints",
+                c.curve.len(),
+                c.checkpoints_used
+            )
+        }
+        ThresholdSource::Default(why) => {
+            format!("not calibrated ({why}); the authors' GSM8K value")
+        }
+    };
+    let _ = writeln!(
+        md,
+        "- **Memorization threshold p**: {} — {source}. An example is memorized at a checkpoint when its target perplexity is below p.",
+        a.threshold
+    );
+    let pm = &a.pm_vs_test;
+    let _ = writeln!(
+        md,
+        "- **P-M train accuracy vs test accuracy** over {} checkpoints: R² against y = x **{}**; least-squares line {}.",
+        pm.points.len(),
+        fmt(pm.r2_identity, 3),
+        match pm.fit {
+            Some(f) => format!(
+                "test = {:.3} · P-M {} {:.3}, R² **{:.3}**",
+                f.slope,
+                if f.intercept < 0.0 { "−" } else { "+" },
+                f.intercept.abs(),
+                f.r2
+            ),
+            None => "– (needs at least 2 checkpoints with spread)".into(),
+        }
+    );
+    for run in &a.runs {
+        if let Some(last) = run
+            .checkpoints
+            .iter()
+            .rev()
+            .find(|c| c.pm.is_some() || c.test_accuracy.is_some())
+        {
+            let _ = writeln!(
+                md,
+                "- **{}**, step {}: P-M train accuracy {}, test accuracy {}, train accuracy {}, memorized {} of train examples.",
+                run.name,
+                last.step,
+                percent(last.pm),
+                percent(last.test_accuracy),
+                percent(last.train_accuracy),
+                percent(last.memorized_fraction)
+            );
+        }
+    }
+    let missing: usize = a.runs.iter().map(|r| r.missing.len()).sum();
+    if missing > 0 {
+        let _ = writeln!(
+            md,
+            "- **{missing} gaps in the results** (see [Missing or partial results](#missing-or-partial-results)): checkpoints with gaps have no dataset value."
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n![P-M train accuracy vs test accuracy](pm_vs_test.png)\n"
+    );
+    let _ = writeln!(md, "![Accuracy over training](training.png)\n");
+
+    let _ = writeln!(md, "## Checkpoints\n");
+    let _ = writeln!(
+        md,
+        "Dataset values are means over every expected example; a checkpoint missing any has none (–).\n"
+    );
+    for run in &a.runs {
+        let _ = writeln!(md, "### {}\n", run.name);
+        let _ = writeln!(
+            md,
+            "| step | P-M train acc. | test acc. | train acc. | memorized | median train perplexity | grad. variance | distance from init | ATC | train / test examples | missing train / test |"
+        );
+        let _ = writeln!(
+            md,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for c in &run.checkpoints {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+                c.step,
+                percent(c.pm),
+                percent(c.test_accuracy),
+                percent(c.train_accuracy),
+                percent(c.memorized_fraction),
+                fmt(c.median_train_perplexity, 3),
+                sci(c.grad_variance),
+                sci(c.distance_from_init),
+                percent(c.atc),
+                c.train_examples,
+                c.test_examples,
+                c.missing_train,
+                c.missing_test
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    let _ = writeln!(md, "## Learning progression\n");
+    let _ = writeln!(
+        md,
+        "Each row is a train example, each column a checkpoint. Blue: not memorized, darker = more accurate samples; orange/red: memorized (target perplexity < p); grey: no result. Rows are ordered by the checkpoint at which the example was first memorized.\n"
+    );
+    for run in &a.runs {
+        let _ = writeln!(
+            md,
+            "![Learning progression of {}]({}.png)\n",
+            run.name,
+            heatmap_stem(&run.name)
+        );
+    }
+
+    let _ = writeln!(md, "## Baselines vs test accuracy\n");
+    let _ = writeln!(
+        md,
+        "| metric | R² vs y = x | least-squares R² | Pearson r | checkpoints |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    for c in &a.correlations {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            c.metric,
+            fmt(c.r2_identity, 3),
+            fmt(c.fit.map(|f| f.r2), 3),
+            fmt(c.pearson, 3),
+            c.points.len()
+        );
+    }
+    let _ = writeln!(md);
+    match &a.atc {
+        Some(atc) => {
+            let _ = writeln!(
+                md,
+                "ATC threshold {:.4} (mean log-probability per token of a sample), fitted on the test samples of run `{}` ({} samples, pooled accuracy {:.1}%); elsewhere it uses no test labels.\n",
+                atc.threshold,
+                atc.reference,
+                atc.samples,
+                100.0 * atc.reference_accuracy
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "ATC: no complete test results to fit its threshold on.\n"
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "![Generalization metrics vs test accuracy](baselines.png)\n"
+    );
+
+    let _ = writeln!(md, "## Robustness\n");
+    match &a.robustness {
+        Some(r) => {
+            let at: Vec<String> = r
+                .checkpoints
+                .iter()
+                .map(|(run, step)| format!("{run} step {step}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "Train queries re-sampled with the answer started by a preamble, at {}; examples bucketed by their P-M accuracy at that checkpoint.\n",
+                at.join(", ")
+            );
+            let mut header = "| P-M bucket | examples | no preamble |".to_string();
+            let mut rule = "|---|---:|---:|".to_string();
+            for p in &r.preambles {
+                let _ = write!(header, " \"{p}\" |");
+                rule.push_str("---:|");
+            }
+            let _ = writeln!(md, "{header}\n{rule}");
+            for b in &r.buckets {
+                let mut line = format!(
+                    "| {:.1}–{:.1} | {} | {} |",
+                    b.low,
+                    b.high,
+                    b.examples,
+                    percent(b.base_accuracy)
+                );
+                for v in &b.preamble_accuracy {
+                    let _ = write!(line, " {} |", percent(*v));
+                }
+                let _ = writeln!(md, "{line}");
+            }
+            let _ = writeln!(
+                md,
+                "\n![Accuracy under preambles by P-M accuracy](robustness.png)\n"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "No results with preambles (evaluate with `--preamble First --preamble \"We know that\"`).\n"
+            );
+        }
+    }
+
+    let _ = writeln!(md, "## Calibration of p\n");
+    match &a.calibration {
+        Some(c) => {
+            let _ = writeln!(
+                md,
+                "Each p of the grid gives P-M accuracies; the error is the mean squared difference from test accuracy over {} checkpoints. Best: p = {:.4} (ln ln {:.3}), error {:.5}, R² vs y = x {}.\n",
+                c.checkpoints_used,
+                c.best.p,
+                c.best.loglog,
+                c.best.mse,
+                fmt(c.best.r2_identity, 3)
+            );
+            let _ = writeln!(md, "![Calibration of p](calibration.png)\n");
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "Not possible: no checkpoint has both complete train and test results.\n"
+            );
+        }
+    }
+
+    let _ = writeln!(md, "## Missing or partial results\n");
+    if missing == 0 {
+        let _ = writeln!(
+            md,
+            "None: every checkpoint has train and test results for every example seen at any checkpoint, and baseline measurements.\n"
+        );
+    }
+    for run in &a.runs {
+        for line in &run.missing {
+            let _ = writeln!(md, "- {}: {line}", run.name);
+        }
+    }
+    if !a.notes.is_empty() {
+        let _ = writeln!(md, "\n## Notes\n");
+        for n in &a.notes {
+            let _ = writeln!(md, "- {n}");
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n## Tables\n\n- `examples.parquet`: per run, checkpoint and train example: accuracy, perplexity, memorized, masked accuracy, P-M.\n- `checkpoints.parquet`: per run and checkpoint: the columns of the tables above (nulls where missing)."
+    );
+    md
+}
+
+/// `report.md` and `report.html`.
+pub fn documents(location: &str, analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
+    let md = markdown(location, analysis);
+    let md_path = out.join("report.md");
+    write(&md_path, md.as_bytes())?;
+
+    let parser = pulldown_cmark::Parser::new_ext(&md, pulldown_cmark::Options::ENABLE_TABLES);
+    let mut body = String::new();
+    pulldown_cmark::html::push_html(&mut body, parser);
+    // Charts inline as SVG: the page needs no other file.
+    let mut inlined = String::with_capacity(body.len());
+    let mut rest = body.as_str();
+    while let Some(start) = rest.find("<img src=\"") {
+        inlined.push_str(&rest[..start]);
+        let after = &rest[start + 10..];
+        let end = after.find('"').unwrap_or(0);
+        let src = &after[..end];
+        let close = after.find("/>").map(|i| i + 2).unwrap_or(after.len());
+        let svg_path = out.join(Path::new(src).with_extension("svg"));
+        match std::fs::read_to_string(&svg_path) {
+            Ok(svg) => {
+                let svg = svg.trim_start_matches(|c| c != '<');
+                let svg = match svg.strip_prefix("<?xml") {
+                    Some(s) => &s[s.find("?>").map(|i| i + 2).unwrap_or(0)..],
+                    None => svg,
+                };
+                let _ = write!(inlined, "<div class=\"chart\">{svg}</div>");
+            }
+            Err(source) => {
+                return Err(ReportError::Io {
+                    path: svg_path,
+                    source,
+                });
+            }
+        }
+        rest = &after[close..];
+    }
+    inlined.push_str(rest);
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>premem report</title>\n<style>\nbody {{ font-family: sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }}\ntable {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}\nth, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; }}\nth {{ background: #f3f3f3; }}\n.chart svg {{ max-width: 100%; height: auto; }}\ncode {{ background: #f3f3f3; padding: 0 0.2em; }}\n</style></head><body>\n{inlined}</body></html>\n"
+    );
+    let html_path = out.join("report.html");
+    write(&html_path, html.as_bytes())?;
+    Ok(vec![md_path, html_path])
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
