@@ -73,11 +73,8 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
             (b.step, b.grad_minibatches, b.grad_minibatch_size),
             (step, 5, 8)
         );
-        assert!(
-            b.grad_variance.is_finite() && b.grad_variance > 0.0,
-            "{b:?}"
-        );
-        distances.push(b.distance_from_init);
+        assert!(b.grad_variance.is_some_and(|v| v > 0.0), "{b:?}");
+        distances.push(b.distance_from_init.unwrap());
     }
     assert!(
         distances[0] > 0.0 && distances[2] > distances[0],
@@ -123,12 +120,22 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
                 && r.sample_confidences.iter().all(|c| *c < 0.0))
     );
     // A second call has nothing left to do.
-    let out = eval(&[]);
+    let out = eval(&["--preamble", "First"]);
     assert!(
         text(&out.stdout).contains("evaluated 0 checkpoint splits")
             && text(&out.stdout).contains("6 already had results"),
         "{}",
         text(&out.stdout)
+    );
+    // Other settings do not silently stand beside the old results.
+    let out = eval(&["--preamble", "First", "--temperature", "0.5"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("step-00000008/train.parquet")
+            && stderr.contains("other settings")
+            && stderr.contains("--redo"),
+        "{stderr}"
     );
 
     let report = tmp.path().join("report");

@@ -127,6 +127,15 @@ fn killed_or_stopped_runs_resume_to_bit_identical_weights() {
         final_weights(&a) == final_weights(&b),
         "weights differ after SIGKILL + resume"
     );
+    // The resumed run rebuilt its step-0 weights (checked against their
+    // digest): the same baseline measurements, distance from init included.
+    let baselines = |output: &Path| -> serde_json::Value {
+        let path = output.join(format!("checkpoints/step-{STEPS:08}/premem-baselines.json"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let (ba, bb) = (baselines(&a), baselines(&b));
+    assert!(ba["distance_from_init"].as_f64().unwrap() > 0.0, "{ba}");
+    assert_eq!(ba, bb, "baseline measurements differ after resume");
     let (la, lb) = (losses(&a), losses(&b));
     assert_eq!(la.len(), STEPS as usize);
     assert_eq!(la, lb, "per-step loss and grad norm differ");

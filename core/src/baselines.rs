@@ -27,16 +27,19 @@ pub struct CheckpointBaselines {
     pub step: u64,
     /// `(1/(B−1)) Σ_b ‖g_b − ḡ‖²`: the total variance of the gradient of
     /// the mean token loss over `B` fixed minibatches (the same minibatches
-    /// at every checkpoint).
-    pub grad_variance: f64,
+    /// at every checkpoint). `None` when not finite (a diverged model).
+    pub grad_variance: Option<f64>,
     /// `(1/B) Σ_b ‖g_b‖`, for scale.
-    pub grad_norm_mean: f64,
+    pub grad_norm_mean: Option<f64>,
     /// B.
     pub grad_minibatches: usize,
     /// Examples per minibatch.
     pub grad_minibatch_size: usize,
-    /// `Σ (θ − θ₀)²` over all trainable weights, θ₀ the weights at step 0.
-    pub distance_from_init: f64,
+    /// `Σ (θ − θ₀)²` over all trainable weights, θ₀ the weights at step 0
+    /// (the paper's "distance from initialization": a sum of squares).
+    /// `None` when θ₀ could not be recovered exactly (a resumed run whose
+    /// initial weights no longer match the digest taken at step 0).
+    pub distance_from_init: Option<f64>,
 }
 
 /// The ATC threshold for `confidences` (pooled samples) whose accuracy is

@@ -57,9 +57,14 @@ impl Threshold {
             Threshold::Perplexity(p) if !(p.is_finite() && p > 1.0) => Err(format!(
                 "memorization threshold p = {p} on the perplexity scale: must be a finite number > 1"
             )),
-            Threshold::LogLog(q) if !q.is_finite() => Err(format!(
-                "memorization threshold p = {q} on the ln(ln(perplexity)) scale: must be finite"
-            )),
+            Threshold::LogLog(q)
+                if !(q.is_finite() && self.perplexity().is_finite() && self.perplexity() > 1.0) =>
+            {
+                Err(format!(
+                    "memorization threshold p = {q} on the ln(ln(perplexity)) scale: must be finite, \
+                     and exp(exp(p)) a finite perplexity > 1 (p between about -36 and 6)"
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -626,6 +631,11 @@ mod tests {
         assert!(Threshold::Perplexity(f64::NAN).validate().is_err());
         assert!(Threshold::LogLog(f64::INFINITY).validate().is_err());
         assert!(Threshold::LogLog(-2.4).validate().is_ok());
+        assert!(
+            Threshold::LogLog(-50.0).validate().is_err(),
+            "rounds to p = 1"
+        );
+        assert!(Threshold::LogLog(10.0).validate().is_err(), "overflows");
     }
 
     #[test]

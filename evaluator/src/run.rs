@@ -51,6 +51,50 @@ pub fn results_file(step: u64, split: Split) -> String {
     format!("{}/{}.parquet", results_prefix(step), split.name())
 }
 
+/// The settings a split's results were made with, beside them.
+pub fn settings_file(step: u64, split: Split) -> String {
+    format!("{}/{}.settings.json", results_prefix(step), split.name())
+}
+
+/// What must match for earlier results to stand.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    samples: usize,
+    temperature: f64,
+    top_p: f64,
+    max_new_tokens: i64,
+    preambles: Vec<String>,
+    examples: usize,
+}
+
+impl Recorded {
+    fn new(settings: &EvalSettings, split: Split, examples: usize) -> Recorded {
+        Recorded {
+            samples: settings.samples,
+            temperature: settings.temperature,
+            top_p: settings.top_p,
+            max_new_tokens: settings.max_new_tokens,
+            preambles: match split {
+                Split::Train => settings.preambles.clone(),
+                Split::Test => vec![],
+            },
+            examples,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "K={} T={} top-p={} max-new-tokens={} preambles={:?} examples={}",
+            self.samples,
+            self.temperature,
+            self.top_p,
+            self.max_new_tokens,
+            self.preambles,
+            self.examples
+        )
+    }
+}
+
 /// The examples of a split that a run's checkpoints are evaluated on: for
 /// the train split, the subset the run trains on (`data.fraction`).
 pub fn split_examples(record: &RunRecord, split: Split) -> Result<Vec<Example>> {
@@ -114,15 +158,29 @@ pub fn evaluate_run(
 
     let mut reports = vec![];
     for &step in &steps {
-        let todo: Vec<_> = splits
-            .iter()
-            .filter(|(split, _, _)| {
-                options.redo
-                    || !run
-                        .run(store.exists(&results_file(step, *split)))
-                        .unwrap_or(false)
-            })
-            .collect();
+        let mut todo = vec![];
+        for entry in &splits {
+            let (split, examples, _) = entry;
+            let settings_file = settings_file(step, *split);
+            if !options.redo && run.run(store.exists(&results_file(step, *split)))? {
+                // Done before: only with the same settings may it stand.
+                let wanted = Recorded::new(&options.settings, *split, examples.len());
+                let found: Option<Recorded> = match run.run(store.exists(&settings_file))? {
+                    true => serde_json::from_slice(&run.run(store.get(&settings_file))?).ok(),
+                    false => None,
+                };
+                if found.as_ref() != Some(&wanted) {
+                    return Err(EvalError::Invalid(format!(
+                        "{}: evaluated with other settings ({}) than now ({}); pass --redo to evaluate again, or the same settings",
+                        store.url_of(&results_file(step, *split)),
+                        found.map_or("unknown".into(), |f| f.describe()),
+                        wanted.describe()
+                    )));
+                }
+                continue;
+            }
+            todo.push(entry);
+        }
         for (split, examples, _) in &splits {
             if !todo.iter().any(|(s, _, _)| s == split) {
                 reports.push(TaskReport {
@@ -192,6 +250,12 @@ pub fn evaluate_run(
                     location: store.url_of(&results_file(step, *split)),
                     message,
                 })?;
+            // Settings first: results never stand without them.
+            let recorded = Recorded::new(&options.settings, *split, total);
+            run.run(store.put(
+                &settings_file(step, *split),
+                serde_json::to_vec_pretty(&recorded).expect("settings serialise"),
+            ))?;
             run.run(store.put(&results_file(step, *split), bytes))?;
             let base: Vec<f64> = rows
                 .iter()

@@ -38,6 +38,10 @@ pub struct ResumeState {
     /// Parameter names and shapes in optimizer buffer order.
     pub layout: Vec<(String, Vec<i64>)>,
     pub premem_version: String,
+    /// Digest of the step-0 weights (with `checkpoint.baselines`): a resume
+    /// that rebuilds them checks it before measuring distance from init.
+    #[serde(default)]
+    pub init_digest: Option<String>,
 }
 
 fn local_io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {

@@ -205,6 +205,15 @@ fn write_run_record(run: &BlockingStore, spec: &JobSpec, inputs_digest: &str) ->
     Ok(())
 }
 
+/// A run restored from a checkpoint.
+struct Restored {
+    model: CausalLm,
+    optimizer: Optimizer,
+    step: u64,
+    /// Digest of the step-0 weights, when the run recorded one.
+    init_digest: Option<String>,
+}
+
 /// Restores the newest checkpoint that reads back whole; a damaged one (lost
 /// files, wrong hashes) is skipped with a warning.
 fn restore_newest(
@@ -214,7 +223,7 @@ fn restore_newest(
     device: Device,
     kind: Kind,
     adam: AdamConfig,
-) -> Result<Option<(CausalLm, Optimizer, u64)>> {
+) -> Result<Option<Restored>> {
     let wanted_dtype = premem_model::weights::dtype_name(kind);
     for step in checkpoint::resumable_steps(run)? {
         let restored = match checkpoint::load(run, step, inputs.config.clone(), device, kind) {
@@ -248,7 +257,12 @@ fn restore_newest(
             .restore(&state.layout, &restored.optimizer_state, state.step as i64)
             .map_err(|e| refuse(e.to_string()))?;
         tracing::info!(step, url = run.store().url(), "resumed");
-        return Ok(Some((restored.model, optimizer, step)));
+        return Ok(Some(Restored {
+            model: restored.model,
+            optimizer,
+            step,
+            init_digest: restored.state.init_digest.clone(),
+        }));
     }
     Ok(None)
 }
@@ -311,7 +325,7 @@ pub fn train(
     } else {
         None
     };
-    let resume_step = restored.as_ref().map(|(_, _, step)| *step);
+    let resume_step = restored.as_ref().map(|r| r.step);
     let initial = |device: Device| -> Result<CausalLm> {
         Ok(match &spec.model.base {
             Some(base) => {
@@ -320,31 +334,59 @@ pub fn train(
             None => CausalLm::random(inputs.config.clone(), device, kind, spec.model.init_seed),
         })
     };
-    let (model, mut optimizer, start) = match restored {
-        Some(restored) => restored,
+    let measure = spec.checkpoint.baselines && collective.rank() == 0;
+    let minibatches = plan.probe_batches(spec.checkpoint.grad_variance_minibatches, t.batch_size);
+    let (model, mut optimizer, start, probe, init_digest) = match restored {
+        Some(restored) => {
+            let (probe, digest) = if measure {
+                // The step-0 weights again, checked against the digest taken
+                // at step 0: a base model reads straight into host memory; a
+                // random init is redrawn on this run's device.
+                let init_device = if spec.model.base.is_some() {
+                    Device::Cpu
+                } else {
+                    device
+                };
+                let init = initial(init_device)?;
+                let digest = crate::baselines::weights_digest(&init);
+                let verified = restored.init_digest.as_deref() == Some(digest.as_str());
+                if !verified {
+                    tracing::warn!(
+                        "the step-0 weights rebuilt on resume differ from the run's (another device,                          or a run from an older premem): distance from init is not measured"
+                    );
+                }
+                (
+                    Some(Probe::new(
+                        verified.then_some(&init),
+                        minibatches,
+                        t.micro_batch_size,
+                    )),
+                    restored.init_digest.clone(),
+                )
+            } else {
+                (None, restored.init_digest.clone())
+            };
+            (
+                restored.model,
+                restored.optimizer,
+                restored.step,
+                probe,
+                digest,
+            )
+        }
         None => {
             let model = initial(device)?;
             let optimizer = Optimizer::new(trainable(&model), adam);
-            (model, optimizer, 0)
-        }
-    };
-    let probe = if spec.checkpoint.baselines && collective.rank() == 0 {
-        let minibatches =
-            plan.probe_batches(spec.checkpoint.grad_variance_minibatches, t.batch_size);
-        Some(if start == 0 {
-            Probe::new(&model, minibatches, t.micro_batch_size)
-        } else {
-            // The step-0 weights again: a base model reads straight into
-            // host memory; a random init is redrawn where it was drawn.
-            let init_device = if spec.model.base.is_some() {
-                Device::Cpu
+            let (probe, digest) = if measure {
+                (
+                    Some(Probe::new(Some(&model), minibatches, t.micro_batch_size)),
+                    Some(crate::baselines::weights_digest(&model)),
+                )
             } else {
-                device
+                (None, None)
             };
-            Probe::new(&initial(init_device)?, minibatches, t.micro_batch_size)
-        })
-    } else {
-        None
+            (model, optimizer, 0, probe, digest)
+        }
     };
     if !claimed {
         write_run_record(&run, spec, &inputs.digest)?;
@@ -485,8 +527,8 @@ pub fn train(
                     )?;
                     tracing::info!(
                         step = done,
-                        grad_variance = b.grad_variance,
-                        distance_from_init = b.distance_from_init,
+                        grad_variance = ?b.grad_variance,
+                        distance_from_init = ?b.distance_from_init,
                         "baselines"
                     );
                     metrics.push(
@@ -511,6 +553,7 @@ pub fn train(
                     weight_dtype: premem_model::weights::dtype_name(kind).to_string(),
                     layout: optimizer.layout(),
                     premem_version: env!("CARGO_PKG_VERSION").to_string(),
+                    init_digest: init_digest.clone(),
                 };
                 checkpoint::save(
                     &run,

@@ -94,8 +94,26 @@ pub struct RunAnalysis {
     pub examples: Vec<ExampleCheckpoint>,
     /// Heatmap rows: example ids in display order.
     pub heatmap_ids: Vec<String>,
-    /// What is missing, one line each.
+    /// Results that are missing, one line each (checkpoints with such gaps
+    /// have no dataset value).
     pub missing: Vec<String>,
+    /// Other limits: no baseline measurements, P-M histories with gaps.
+    pub limits: Vec<String>,
+    pub coverage: Coverage,
+}
+
+/// Which examples the results cover.
+#[derive(Clone, Debug, Serialize)]
+pub struct Coverage {
+    /// Train examples with results at some checkpoint (the expected set).
+    pub train_evaluated: usize,
+    /// Examples the run trains on, when its train file is readable here.
+    pub train_size: Option<usize>,
+    pub test_evaluated: usize,
+    pub test_size: Option<usize>,
+    /// Distinct K (samples per example) among the rows: more than one means
+    /// checkpoints were evaluated differently.
+    pub samples_per_example: Vec<u32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -103,6 +121,8 @@ pub struct MetricCorrelation {
     pub metric: String,
     /// (metric, test accuracy) pairs.
     pub points: Vec<(f64, f64)>,
+    /// The metric estimates accuracy itself (compared with y = x too).
+    pub accuracy_scale: bool,
     /// Against y = x, for metrics that estimate accuracy themselves.
     pub r2_identity: Option<f64>,
     pub fit: Option<LinearFit>,
@@ -254,11 +274,16 @@ fn analyze_run(
     let p = threshold.perplexity();
     let mut tracker = PmTracker::new(threshold, expected_train.iter().cloned());
     let empty = vec![];
-    let (mut checkpoints, mut examples, mut missing) = (vec![], vec![], vec![]);
+    let (mut checkpoints, mut examples, mut missing, mut limits) = (vec![], vec![], vec![], vec![]);
     for step in steps_of(run) {
         let rows = run.rows.get(&step).unwrap_or(&empty);
         let train: Vec<&ExampleResult> = base_rows(rows, "train").collect();
-        let pm = tracker.push(step, train.iter().map(|r| (r.id.as_str(), observation(r))))?;
+        let pm = tracker
+            .push(step, train.iter().map(|r| (r.id.as_str(), observation(r))))
+            .map_err(|e| ReportError::Invalid {
+                location: format!("{}/{}", run.url, crate::results::results_prefix(step)),
+                message: format!("run '{}': {e}", run.name),
+            })?;
         let (test, missing_test) = test_accuracy(rows, &expected_test);
         let test_examples = base_rows(rows, "test").count();
         if rows.is_empty() {
@@ -288,7 +313,7 @@ fn analyze_run(
             }
         }
         if !pm.incomplete_history.is_empty() {
-            missing.push(format!(
+            limits.push(format!(
                 "step {step}: P-M of {} examples may miss an earlier maximum (a checkpoint before has no results for them): {}",
                 pm.incomplete_history.len(),
                 list(&pm.incomplete_history)
@@ -317,9 +342,11 @@ fn analyze_run(
             train_accuracy: complete_train.then_some(pm.train_accuracy),
             test_accuracy: test,
             memorized_fraction: complete_train.then_some(pm.memorized_fraction),
-            median_train_perplexity: median(train.iter().map(|r| r.target_perplexity).collect()),
-            grad_variance: baselines.map(|b| b.grad_variance).filter(|v| v.is_finite()),
-            distance_from_init: baselines.map(|b| b.distance_from_init),
+            median_train_perplexity: complete_train
+                .then(|| median(train.iter().map(|r| r.target_perplexity).collect()))
+                .flatten(),
+            grad_variance: baselines.and_then(|b| b.grad_variance),
+            distance_from_init: baselines.and_then(|b| b.distance_from_init),
             atc: None,
             train_examples: train.len(),
             test_examples,
@@ -329,7 +356,7 @@ fn analyze_run(
     }
     for &step in &run.published {
         if !run.baselines.contains_key(&step) {
-            missing.push(format!(
+            limits.push(format!(
                 "step {step}: no baseline measurements from the trainer (checkpoint.baselines off?)"
             ));
         }
@@ -342,7 +369,39 @@ fn analyze_run(
         examples,
         heatmap_ids,
         missing,
+        limits,
+        coverage: coverage(run, &expected_train, &expected_test),
     })
+}
+
+/// How many examples the results cover, against the run's own splits when
+/// its data files are readable here.
+fn coverage(
+    run: &RunData,
+    expected_train: &BTreeSet<String>,
+    expected_test: &BTreeSet<String>,
+) -> Coverage {
+    let spec = &run.record.spec;
+    let train_size = crate::Dataset::load(&spec.data.train)
+        .ok()
+        .map(|d| crate::order::subset(d.len(), spec.data.fraction, spec.run.seed).len());
+    let test_size = spec
+        .data
+        .test
+        .as_ref()
+        .and_then(|t| crate::Dataset::load(t).ok())
+        .map(|d| d.len());
+    let mut samples: BTreeSet<u32> = BTreeSet::new();
+    for rows in run.rows.values() {
+        samples.extend(rows.iter().map(|r| r.samples));
+    }
+    Coverage {
+        train_evaluated: expected_train.len(),
+        train_size,
+        test_evaluated: expected_test.len(),
+        test_size,
+        samples_per_example: samples.into_iter().collect(),
+    }
 }
 
 /// Examples in order of the step they were first memorized (never: last),
@@ -368,6 +427,7 @@ fn correlation(metric: &str, points: Vec<(f64, f64)>, identity: bool) -> MetricC
     let (x, y): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
     MetricCorrelation {
         metric: metric.to_string(),
+        accuracy_scale: identity,
         r2_identity: if identity { r2_identity(&x, &y) } else { None },
         fit: least_squares(&x, &y),
         pearson: pearson(&x, &y),
@@ -375,74 +435,107 @@ fn correlation(metric: &str, points: Vec<(f64, f64)>, identity: bool) -> MetricC
     }
 }
 
-/// ATC: the threshold from the reference run's test samples, then a
-/// prediction at every checkpoint with a complete test split.
+/// The test rows' sample confidences of a run at a step, and (correct,
+/// samples) counts.
+fn test_samples(run: &RunData, step: u64) -> (Vec<f64>, u64, u64) {
+    let (mut confidences, mut correct, mut samples) = (vec![], 0u64, 0u64);
+    for r in run.rows.get(&step).into_iter().flatten() {
+        if r.split == "test" && r.preamble.is_empty() {
+            confidences.extend(r.sample_confidences.iter().copied());
+            correct += r.n_correct as u64;
+            samples += r.samples as u64;
+        }
+    }
+    (confidences, correct, samples)
+}
+
+/// The ATC threshold from the test samples of `steps` of a run (pooled);
+/// with the pooled accuracy and sample count.
+fn atc_fit_on(run: &RunData, steps: &[u64]) -> Option<(f64, f64, usize)> {
+    let (mut confidences, mut correct, mut samples) = (vec![], 0, 0);
+    for &step in steps {
+        let (c, k, n) = test_samples(run, step);
+        confidences.extend(c);
+        correct += k;
+        samples += n;
+    }
+    if samples == 0 {
+        return None;
+    }
+    let accuracy = correct as f64 / samples as f64;
+    Some((
+        atc_threshold(&confidences, accuracy)?,
+        accuracy,
+        confidences.len(),
+    ))
+}
+
+/// ATC: a threshold fitted on the reference run's complete test checkpoints
+/// predicts every other run's; the reference run's own checkpoints each get
+/// a threshold fitted on its other checkpoints (leave one out), so no ATC
+/// value is fitted on the test labels it is compared with.
 fn fit_atc(
     runs: &[RunData],
     analyses: &mut [RunAnalysis],
     reference: Option<&str>,
 ) -> Result<Option<AtcFit>> {
-    let reference = match reference {
-        Some(name) => runs
+    let complete = |a: &RunAnalysis| -> Vec<u64> {
+        a.checkpoints
             .iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| ReportError::Invalid {
-                location: "--atc-reference".into(),
-                message: format!(
-                    "no run named '{name}' (runs: {})",
-                    runs.iter()
-                        .map(|r| r.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })?,
-        None => &runs[0],
+            .filter(|c| c.test_accuracy.is_some())
+            .map(|c| c.step)
+            .collect()
     };
-    let analysis = analyses
-        .iter()
-        .find(|a| a.name == reference.name)
-        .expect("every run is analysed");
-    let complete: BTreeSet<u64> = analysis
-        .checkpoints
-        .iter()
-        .filter(|c| c.test_accuracy.is_some())
-        .map(|c| c.step)
-        .collect();
-    let (mut confidences, mut correct, mut samples) = (vec![], 0u64, 0u64);
-    for (step, rows) in &reference.rows {
-        if complete.contains(step) {
-            for r in base_rows(rows, "test") {
-                confidences.extend(r.sample_confidences.iter().copied());
-                correct += r.n_correct as u64;
-                samples += r.samples as u64;
-            }
+    let index = match reference {
+        Some(name) => {
+            runs.iter()
+                .position(|r| r.name == name)
+                .ok_or_else(|| ReportError::Invalid {
+                    location: "--atc-reference".into(),
+                    message: format!(
+                        "no run named '{name}' (runs: {})",
+                        runs.iter()
+                            .map(|r| r.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?
         }
-    }
-    if samples == 0 {
-        return Ok(None);
-    }
-    let accuracy = correct as f64 / samples as f64;
-    let Some(threshold) = atc_threshold(&confidences, accuracy) else {
+        None => match analyses.iter().position(|a| !complete(a).is_empty()) {
+            Some(i) => i,
+            None => return Ok(None),
+        },
+    };
+    let reference_steps = complete(&analyses[index]);
+    let Some((threshold, accuracy, samples)) = atc_fit_on(&runs[index], &reference_steps) else {
         return Ok(None);
     };
-    for (run, analysis) in runs.iter().zip(analyses.iter_mut()) {
+    for (k, (run, analysis)) in runs.iter().zip(analyses.iter_mut()).enumerate() {
         for c in analysis.checkpoints.iter_mut() {
             if c.test_accuracy.is_none() {
                 continue;
             }
-            let confidences: Vec<f64> = run.rows[&c.step]
-                .iter()
-                .filter(|r| r.split == "test" && r.preamble.is_empty())
-                .flat_map(|r| r.sample_confidences.iter().copied())
-                .collect();
-            c.atc = atc_predict(&confidences, threshold);
+            let t = if k == index {
+                let others: Vec<u64> = reference_steps
+                    .iter()
+                    .copied()
+                    .filter(|&s| s != c.step)
+                    .collect();
+                match atc_fit_on(run, &others) {
+                    Some((t, _, _)) => t,
+                    None => continue,
+                }
+            } else {
+                threshold
+            };
+            c.atc = atc_predict(&test_samples(run, c.step).0, t);
         }
     }
     Ok(Some(AtcFit {
-        reference: reference.name.clone(),
+        reference: runs[index].name.clone(),
         threshold,
         reference_accuracy: accuracy,
-        samples: confidences.len(),
+        samples,
     }))
 }
 
@@ -488,6 +581,13 @@ fn robustness(runs: &[RunData], analyses: &[RunAnalysis], buckets: usize) -> Opt
         return None;
     }
     let preambles: Vec<String> = preambles.into_iter().collect();
+    // Only examples with a row for no preamble and for every preamble: each
+    // bucket's numbers then average over the same examples.
+    entries
+        .retain(|(_, base, with)| base.is_some() && preambles.iter().all(|p| with.contains_key(p)));
+    if entries.is_empty() {
+        return None;
+    }
     let mean = |values: Vec<f64>| {
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     };
@@ -530,6 +630,9 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         location: "report options".into(),
         message,
     };
+    if runs.is_empty() {
+        return Err(invalid("no runs to report on".into()));
+    }
     options.grid.validate().map_err(invalid)?;
     if let Some(t) = options.threshold {
         t.validate().map_err(invalid)?;

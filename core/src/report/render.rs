@@ -22,8 +22,25 @@ fn file_safe(name: &str) -> String {
         .collect()
 }
 
-fn heatmap_stem(run: &str) -> String {
-    format!("heatmap-{}", file_safe(run))
+/// The heatmap file stem of each run, unique even where run names differ
+/// only in characters a file name cannot keep.
+fn heatmap_stems(analysis: &Analysis) -> Vec<String> {
+    let stems: Vec<String> = analysis
+        .runs
+        .iter()
+        .map(|r| format!("heatmap-{}", file_safe(&r.name)))
+        .collect();
+    stems
+        .iter()
+        .enumerate()
+        .map(|(i, stem)| {
+            if stems.iter().filter(|s| *s == stem).count() > 1 {
+                format!("{stem}-{}", i + 1)
+            } else {
+                stem.clone()
+            }
+        })
+        .collect()
 }
 
 fn fmt(value: Option<f64>, digits: usize) -> String {
@@ -62,7 +79,7 @@ fn fit_notes(c: &MetricCorrelation) -> Vec<String> {
 /// Writes every chart; returns the files.
 pub fn charts(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
     let mut files = vec![];
-    for run in &analysis.runs {
+    for (run, stem) in analysis.runs.iter().zip(heatmap_stems(analysis)) {
         let steps: Vec<u64> = run.checkpoints.iter().map(|c| c.step).collect();
         let cells = run
             .heatmap_ids
@@ -90,7 +107,7 @@ pub fn charts(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
             .len();
         let shown = run.heatmap_ids.len();
         files.extend(plots::heatmap(
-            &out.join(heatmap_stem(&run.name)),
+            &out.join(stem),
             &Heatmap {
                 title: format!(
                     "Learning progression: {} ({shown} of {total} train examples)",
@@ -139,8 +156,7 @@ pub fn charts(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
         .correlations
         .iter()
         .map(|c| {
-            let accuracy_scale = c.r2_identity.is_some()
-                || c.metric != "gradient variance" && c.metric != "distance from init";
+            let accuracy_scale = c.accuracy_scale;
             let getter: &dyn Fn(&super::analysis::CheckpointSummary) -> Option<f64> =
                 match c.metric.as_str() {
                     "P-M train accuracy" => &|c| c.pm,
@@ -284,7 +300,7 @@ fn markdown(location: &str, a: &Analysis) -> String {
         ThresholdSource::Calibrated => {
             let c = a.calibration.as_ref().expect("calibrated");
             format!(
-                "calibrated: the least error over {} values of p on {} checkpoints",
+                "calibrated: the least error over {} values of p on {} checkpoints — the same checkpoints the R² below is computed on, so that R² is in-sample; pass `--p` to judge a threshold chosen elsewhere",
                 c.curve.len(),
                 c.checkpoints_used
             )
@@ -331,6 +347,31 @@ fn markdown(location: &str, a: &Analysis) -> String {
                 percent(last.test_accuracy),
                 percent(last.train_accuracy),
                 percent(last.memorized_fraction)
+            );
+        }
+    }
+    for run in &a.runs {
+        let c = &run.coverage;
+        let of = |n: Option<usize>| n.map_or(String::new(), |n| format!(" of {n}"));
+        let _ = writeln!(
+            md,
+            "- **{}** results cover {}{} train examples (the examples it trains on) and {}{} test examples; K = {} samples per example.",
+            run.name,
+            c.train_evaluated,
+            of(c.train_size),
+            c.test_evaluated,
+            of(c.test_size),
+            c.samples_per_example
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+        if c.samples_per_example.len() > 1 {
+            let _ = writeln!(
+                md,
+                "  **Warning:** the checkpoints of {} were evaluated with different K; their accuracies are not comparable (re-run `premem eval-run --redo`).",
+                run.name
             );
         }
     }
@@ -389,13 +430,8 @@ fn markdown(location: &str, a: &Analysis) -> String {
         md,
         "Each row is a train example, each column a checkpoint. Blue: not memorized, darker = more accurate samples; orange/red: memorized (target perplexity < p); grey: no result. Rows are ordered by the checkpoint at which the example was first memorized.\n"
     );
-    for run in &a.runs {
-        let _ = writeln!(
-            md,
-            "![Learning progression of {}]({}.png)\n",
-            run.name,
-            heatmap_stem(&run.name)
-        );
+    for (run, stem) in a.runs.iter().zip(heatmap_stems(a)) {
+        let _ = writeln!(md, "![Learning progression of {}]({stem}.png)\n", run.name);
     }
 
     let _ = writeln!(md, "## Baselines vs test accuracy\n");
@@ -420,7 +456,7 @@ fn markdown(location: &str, a: &Analysis) -> String {
         Some(atc) => {
             let _ = writeln!(
                 md,
-                "ATC threshold {:.4} (mean log-probability per token of a sample), fitted on the test samples of run `{}` ({} samples, pooled accuracy {:.1}%); elsewhere it uses no test labels.\n",
+                "ATC threshold {:.4} (mean log-probability per token of a sample), fitted on the test samples of run `{}` ({} samples, pooled accuracy {:.1}%) and used for the other runs; each checkpoint of `{1}` itself gets a threshold fitted on its other checkpoints (leave one out), so no ATC value saw the test labels it is compared with.\n",
                 atc.threshold,
                 atc.reference,
                 atc.samples,
@@ -511,12 +547,23 @@ fn markdown(location: &str, a: &Analysis) -> String {
     if missing == 0 {
         let _ = writeln!(
             md,
-            "None: every checkpoint has train and test results for every example seen at any checkpoint, and baseline measurements.\n"
+            "None: every checkpoint has train and test results for every example seen at any checkpoint.\n"
         );
     }
     for run in &a.runs {
         for line in &run.missing {
             let _ = writeln!(md, "- {}: {line}", run.name);
+        }
+    }
+    let limits: Vec<String> = a
+        .runs
+        .iter()
+        .flat_map(|r| r.limits.iter().map(move |l| format!("{}: {l}", r.name)))
+        .collect();
+    if !limits.is_empty() {
+        let _ = writeln!(md, "\nOther limits:\n");
+        for line in limits {
+            let _ = writeln!(md, "- {line}");
         }
     }
     if !a.notes.is_empty() {
