@@ -82,6 +82,16 @@ impl Recorded {
         }
     }
 
+    /// Results made with `self` serve a request for `wanted`: the same
+    /// sampling settings and examples, and at least the wanted preambles.
+    fn covers(&self, wanted: &Recorded) -> bool {
+        let same = Recorded {
+            preambles: wanted.preambles.clone(),
+            ..self.clone()
+        };
+        same == *wanted && wanted.preambles.iter().all(|p| self.preambles.contains(p))
+    }
+
     fn describe(&self) -> String {
         format!(
             "K={} T={} top-p={} max-new-tokens={} preambles={:?} examples={}",
@@ -163,13 +173,14 @@ pub fn evaluate_run(
             let (split, examples, _) = entry;
             let settings_file = settings_file(step, *split);
             if !options.redo && run.run(store.exists(&results_file(step, *split)))? {
-                // Done before: only with the same settings may it stand.
+                // Done before: it stands only if made with the same settings
+                // (extra preamble rows do no harm).
                 let wanted = Recorded::new(&options.settings, *split, examples.len());
                 let found: Option<Recorded> = match run.run(store.exists(&settings_file))? {
                     true => serde_json::from_slice(&run.run(store.get(&settings_file))?).ok(),
                     false => None,
                 };
-                if found.as_ref() != Some(&wanted) {
+                if !found.as_ref().is_some_and(|f| f.covers(&wanted)) {
                     return Err(EvalError::Invalid(format!(
                         "{}: evaluated with other settings ({}) than now ({}); pass --redo to evaluate again, or the same settings",
                         store.url_of(&results_file(step, *split)),
