@@ -18,7 +18,7 @@ build: libtorch
 doctor: libtorch
 	$(PREMEM) doctor
 
-# The synthetic task end to end on the CPU (~5 minutes): make the data and
+# The synthetic task end to end on the CPU (~4 minutes): make the data and
 # tokenizer, finetune a tiny random Llama with 12 checkpoints in
 # runs/synth-tiny (greedy train accuracy climbs), sample K=5 answers per
 # example at every checkpoint on 64 train and 64 test examples (and, at the

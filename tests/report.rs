@@ -15,6 +15,18 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use premem_core::baselines::{BASELINES_FILE, CheckpointBaselines};
 use premem_core::results::{read_parquet, write_parquet};
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 fn table(path: &Path) -> arrow_array::RecordBatch {
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
         .unwrap()
@@ -184,6 +196,45 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
         column(&checkpoints, "grad_variance")
             .iter()
             .all(|(_, v)| v.is_some())
+    );
+
+    // A sweep: a directory of runs (here two copies under other names).
+    let sweep = tmp.path().join("sweep");
+    for name in ["lr-a", "lr-b"] {
+        copy_dir(&output, &sweep.join(name));
+        let record = sweep.join(name).join("run.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        json["name"] = name.into();
+        std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+    }
+    let sweep_report = tmp.path().join("sweep-report");
+    let out = run(&[
+        "report",
+        sweep.to_str().unwrap(),
+        "--out",
+        sweep_report.to_str().unwrap(),
+        "--atc-reference",
+        "lr-b",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("P-M vs test over 6 checkpoints"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        sweep_report.join("heatmap-lr-a.png").exists()
+            && sweep_report.join("heatmap-lr-b.svg").exists()
+    );
+    let md = std::fs::read_to_string(sweep_report.join("report.md")).unwrap();
+    assert!(
+        md.contains("2 runs (lr-a, lr-b)") && md.contains("run `lr-b`"),
+        "{md}"
+    );
+    assert_eq!(
+        table(&sweep_report.join("checkpoints.parquet")).num_rows(),
+        6
     );
 
     // Gaps: step 16 loses its test results, step 24 one train example.

@@ -454,9 +454,14 @@ fn markdown(location: &str, a: &Analysis) -> String {
     let _ = writeln!(md);
     match &a.atc {
         Some(atc) => {
+            let others = if a.runs.len() > 1 {
+                " and used for the other runs"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 md,
-                "ATC threshold {:.4} (mean log-probability per token of a sample), fitted on the test samples of run `{}` ({} samples, pooled accuracy {:.1}%) and used for the other runs; each checkpoint of `{1}` itself gets a threshold fitted on its other checkpoints (leave one out), so no ATC value saw the test labels it is compared with.\n",
+                "ATC threshold {:.4} (mean log-probability per token of a sample), fitted on the test samples of run `{}` ({} samples, pooled accuracy {:.1}%){others}; each checkpoint of `{1}` itself gets a threshold fitted on its other checkpoints (leave one out), so no ATC value saw the test labels it is compared with.\n",
                 atc.threshold,
                 atc.reference,
                 atc.samples,
