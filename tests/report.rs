@@ -191,6 +191,7 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
     assert_eq!(examples.num_rows(), 3 * 8);
     let checkpoints = table(&report.join("checkpoints.parquet"));
     assert_eq!(checkpoints.num_rows(), 3);
+    assert_eq!(table(&report.join("calibration.parquet")).num_rows(), 61);
     assert!(column(&checkpoints, "pm").iter().all(|(_, v)| v.is_some()));
     assert!(
         column(&checkpoints, "grad_variance")

@@ -538,7 +538,27 @@ fn markdown(location: &str, a: &Analysis) -> String {
                 c.best.mse,
                 fmt(c.best.r2_identity, 3)
             );
-            let _ = writeln!(md, "![Calibration of p](calibration.png)\n");
+            let best = c.curve.iter().position(|q| q.p == c.best.p).unwrap_or(0);
+            let _ = writeln!(
+                md,
+                "| p | ln ln p | mean squared error | R² vs y = x | least-squares R² |\n|---:|---:|---:|---:|---:|"
+            );
+            for q in &c.curve[best.saturating_sub(3)..(best + 4).min(c.curve.len())] {
+                let mark = if q.p == c.best.p { " **(best)**" } else { "" };
+                let _ = writeln!(
+                    md,
+                    "| {:.4}{mark} | {:.3} | {:.5} | {} | {} |",
+                    q.p,
+                    q.loglog,
+                    q.mse,
+                    fmt(q.r2_identity, 3),
+                    fmt(q.r2_fit, 3)
+                );
+            }
+            let _ = writeln!(
+                md,
+                "\nThe whole curve is in `calibration.parquet`.\n\n![Calibration of p](calibration.png)\n"
+            );
         }
         None => {
             let _ = writeln!(
@@ -579,7 +599,7 @@ fn markdown(location: &str, a: &Analysis) -> String {
     }
     let _ = writeln!(
         md,
-        "\n## Tables\n\n- `examples.parquet`: per run, checkpoint and train example: accuracy, perplexity, memorized, masked accuracy, P-M.\n- `checkpoints.parquet`: per run and checkpoint: the columns of the tables above (nulls where missing)."
+        "\n## Tables\n\n- `examples.parquet`: per run, checkpoint and train example: accuracy, perplexity, memorized, masked accuracy, P-M.\n- `checkpoints.parquet`: per run and checkpoint: the columns of the tables above (nulls where missing).\n- `calibration.parquet`: every p of the grid with its error and R²."
     );
     md
 }

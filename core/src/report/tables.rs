@@ -1,7 +1,8 @@
 //! The report's Parquet tables, readable as they are by pandas and DuckDB:
 //! `examples.parquet` (one row per run, checkpoint and train example) and
 //! `checkpoints.parquet` (one row per run and checkpoint; missing values are
-//! nulls, never averages over fewer rows).
+//! nulls, never averages over fewer rows), and `calibration.parquet` (the
+//! error of every p of the grid).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -133,5 +134,21 @@ pub fn write(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
             ("missing_test", counts(&|i| checkpoints[i].missing_test)),
         ],
     )?;
-    Ok(vec![examples_file, checkpoints_file])
+    let mut files = vec![examples_file, checkpoints_file];
+    if let Some(c) = &analysis.calibration {
+        let column = |f: &dyn Fn(&crate::pm::CalibrationPoint) -> Option<f64>| {
+            Arc::new(Float64Array::from_iter(c.curve.iter().map(f))) as ArrayRef
+        };
+        files.push(write_batch(
+            &out.join("calibration.parquet"),
+            vec![
+                ("p", column(&|q| Some(q.p))),
+                ("loglog", column(&|q| Some(q.loglog))),
+                ("mse", column(&|q| Some(q.mse))),
+                ("r2_identity", column(&|q| q.r2_identity)),
+                ("r2_fit", column(&|q| q.r2_fit)),
+            ],
+        )?);
+    }
+    Ok(files)
 }
