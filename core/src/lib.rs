@@ -7,6 +7,7 @@ pub mod answer;
 pub mod baselines;
 pub mod checkpoint;
 pub mod dataset;
+pub mod files;
 pub mod order;
 pub mod pm;
 pub mod report;

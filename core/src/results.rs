@@ -107,11 +107,15 @@ fn batch_of(rows: &[ExampleResult]) -> std::result::Result<RecordBatch, arrow_sc
 
 /// Rows as the bytes of a Parquet file.
 pub fn to_parquet(rows: &[ExampleResult]) -> Result<Vec<u8>, String> {
-    let batch = batch_of(rows).map_err(|e| e.to_string())?;
+    parquet_bytes(&batch_of(rows).map_err(|e| e.to_string())?)
+}
+
+/// A record batch as the bytes of a Parquet file.
+pub fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {
     let mut out = vec![];
     let mut writer =
         ArrowWriter::try_new(&mut out, batch.schema(), None).map_err(|e| e.to_string())?;
-    writer.write(&batch).map_err(|e| e.to_string())?;
+    writer.write(batch).map_err(|e| e.to_string())?;
     writer.close().map_err(|e| e.to_string())?;
     Ok(out)
 }
@@ -123,9 +127,7 @@ pub fn write_parquet(path: &Path, rows: &[ExampleResult]) -> Result<(), ResultsE
         message,
     };
     let bytes = to_parquet(rows).map_err(error)?;
-    let tmp = path.with_extension("parquet.partial");
-    std::fs::write(&tmp, bytes).map_err(|e| error(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| error(e.to_string()))
+    crate::files::write_atomic(path, &bytes).map_err(|e| error(e.to_string()))
 }
 
 /// Reads rows written by [`write_parquet`].

@@ -215,11 +215,9 @@ pub fn evaluate_run(
                 &options.cache_dir,
             )?
         };
-        let kind = options.kind.unwrap_or(if options.device.is_cuda() {
-            Kind::BFloat16
-        } else {
-            Kind::Float
-        });
+        let kind = options
+            .kind
+            .unwrap_or_else(|| premem_model::default_kind(options.device));
         let model = CausalLm::load(&checkpoint.dir, options.device, kind)?;
         let tokenizer = Tokenizer::from_dir(&checkpoint.dir)?;
         tokenizer.check_fits(model.config().vocab_size)?;

@@ -5,7 +5,6 @@
 
 use std::fmt::Display;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -234,16 +233,7 @@ fn output_paths(stem: &Path) -> [PathBuf; 2] {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let written = fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| fs::rename(&tmp, path));
-    written.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        perr(path, e)
-    })
+    crate::files::write_atomic(path, bytes).map_err(|e| perr(path, e))
 }
 
 fn render<F: Figure>(stem: &Path, fig: &F) -> Result<[PathBuf; 2]> {

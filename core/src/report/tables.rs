@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
-use parquet::arrow::ArrowWriter;
+
+use crate::files::write_atomic;
+use crate::results::parquet_bytes;
 
 use super::analysis::Analysis;
 use super::{ReportError, Result};
@@ -19,18 +21,11 @@ fn write_batch(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result<PathBuf> {
         message,
     };
     let batch = RecordBatch::try_from_iter(columns).map_err(|e| error(e.to_string()))?;
-    let mut bytes = vec![];
-    let mut writer =
-        ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(|e| error(e.to_string()))?;
-    writer.write(&batch).map_err(|e| error(e.to_string()))?;
-    writer.close().map_err(|e| error(e.to_string()))?;
-    let tmp = path.with_extension("parquet.partial");
-    let io = |source| ReportError::Io {
+    let bytes = parquet_bytes(&batch).map_err(error)?;
+    write_atomic(path, &bytes).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
+    })?;
     Ok(path.to_path_buf())
 }
 
