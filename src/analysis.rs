@@ -10,7 +10,62 @@ use premem_core::report::{ReportOptions, write_report};
 use premem_evaluator::run::{RunEvalOptions, evaluate_run};
 use premem_evaluator::{EvalSettings, Split};
 
-use crate::DType;
+use crate::{DType, SplitArg};
+
+/// How to sample, shared by `premem eval` and `premem eval-run`.
+#[derive(clap::Args)]
+pub struct SamplingArgs {
+    /// K: samples per example.
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// Longest sample (paper: 512 for GSM8K, 1024 for MATH).
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: i64,
+    /// Also sample with the answer started by this text (repeatable; with
+    /// eval-run, train queries only: the report's robustness view), e.g.
+    /// --preamble First --preamble "We know that".
+    #[arg(long = "preamble")]
+    pub preambles: Vec<String>,
+    /// Prompts per generation batch (each with its K samples).
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Keep this many sample texts per row.
+    #[arg(long, default_value_t = 0)]
+    pub keep_samples: usize,
+    /// Where published checkpoints are downloaded.
+    #[arg(long, default_value = ".premem-cache/checkpoints")]
+    pub cache_dir: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, value_enum, default_value_t = DType::Auto)]
+    pub dtype: DType,
+}
+
+impl SamplingArgs {
+    /// Checked settings for `split` (step, seed and length limit at their
+    /// defaults, for the caller to set).
+    pub fn settings(&self, split: Split) -> Result<EvalSettings> {
+        if self.samples == 0 {
+            bail!("--samples must be at least 1");
+        }
+        let settings = EvalSettings {
+            samples: self.samples,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            preambles: self.preambles.clone(),
+            batch_size: self.batch_size,
+            keep_samples: self.keep_samples,
+            ..EvalSettings::paper(split, 0)
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
 
 #[derive(clap::Args)]
 pub struct EvalRunArgs {
@@ -20,27 +75,9 @@ pub struct EvalRunArgs {
     run: String,
     /// Splits to evaluate (train: the examples the run trains on).
     #[arg(long, value_delimiter = ',', default_value = "train,test")]
-    splits: Vec<SplitName>,
-    /// K: samples per example.
-    #[arg(long, default_value_t = 5)]
-    samples: usize,
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f64,
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f64,
-    /// Longest sample (paper: 512 for GSM8K, 1024 for MATH).
-    #[arg(long, default_value_t = 512)]
-    max_new_tokens: i64,
-    /// Also sample train queries with the answer started by this text
-    /// (repeatable; the report's robustness view), e.g. --preamble First.
-    #[arg(long = "preamble")]
-    preambles: Vec<String>,
-    /// Prompts per generation batch (each with its K samples).
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Keep this many sample texts per row.
-    #[arg(long, default_value_t = 0)]
-    keep_samples: usize,
+    splits: Vec<SplitArg>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Only the first N examples of each split.
     #[arg(long)]
     limit: Option<usize>,
@@ -50,50 +87,20 @@ pub struct EvalRunArgs {
     /// Evaluate again where results already exist (default: skip them).
     #[arg(long)]
     redo: bool,
-    /// Where published checkpoints in remote stores are downloaded.
-    #[arg(long, default_value = ".premem-cache/checkpoints")]
-    cache_dir: PathBuf,
-    #[arg(long, default_value = "auto")]
-    device: String,
-    #[arg(long, value_enum, default_value_t = DType::Auto)]
-    dtype: DType,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SplitName {
-    Train,
-    Test,
 }
 
 pub fn eval_run(args: EvalRunArgs) -> Result<()> {
-    let device = crate::parse_device(&args.device)?;
-    let settings = EvalSettings {
-        samples: args.samples,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        max_new_tokens: args.max_new_tokens,
-        preambles: args.preambles.clone(),
-        batch_size: args.batch_size,
-        keep_samples: args.keep_samples,
-        ..EvalSettings::paper(Split::Train, 0)
-    };
-    settings.validate()?;
+    let sampling = &args.sampling;
+    let device = crate::parse_device(&sampling.device)?;
     let options = RunEvalOptions {
-        splits: args
-            .splits
-            .iter()
-            .map(|s| match s {
-                SplitName::Train => Split::Train,
-                SplitName::Test => Split::Test,
-            })
-            .collect(),
-        settings,
+        splits: args.splits.iter().map(|s| s.split()).collect(),
+        settings: sampling.settings(Split::Train)?,
         limit: args.limit,
         steps: args.steps.clone(),
         redo: args.redo,
-        cache_dir: args.cache_dir.clone(),
+        cache_dir: sampling.cache_dir.clone(),
         device,
-        kind: match args.dtype {
+        kind: match sampling.dtype {
             DType::Auto => None,
             other => Some(other.kind(device)),
         },

@@ -83,32 +83,14 @@ struct EvalArgs {
     format: String,
     #[arg(long, value_enum, default_value_t = SplitArg::Train)]
     split: SplitArg,
-    /// K: samples per example.
-    #[arg(long, default_value_t = 5)]
-    samples: usize,
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f64,
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f64,
-    /// Longest sample (paper: 512 for GSM8K, 1024 for MATH).
-    #[arg(long, default_value_t = 512)]
-    max_new_tokens: i64,
     /// The run seed (sampling seeds also mix in step, example id, sample).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Checkpoint step for the seeds, when the checkpoint has no manifest.
     #[arg(long)]
     step: Option<u64>,
-    /// Also sample with the answer started by this text (repeatable), e.g.
-    /// --preamble First --preamble "We know that".
-    #[arg(long = "preamble")]
-    preambles: Vec<String>,
-    /// Prompts per generation batch (each with its K samples).
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Keep this many sample texts per row.
-    #[arg(long, default_value_t = 0)]
-    keep_samples: usize,
+    #[command(flatten)]
+    sampling: analysis::SamplingArgs,
     /// Evaluate only these example ids (comma-separated).
     #[arg(long, value_delimiter = ',')]
     ids: Option<Vec<String>>,
@@ -118,19 +100,21 @@ struct EvalArgs {
     /// The Parquet file to write.
     #[arg(long, default_value = "results.parquet")]
     out: PathBuf,
-    /// Where published checkpoints are downloaded.
-    #[arg(long, default_value = ".premem-cache/checkpoints")]
-    cache_dir: PathBuf,
-    #[arg(long, default_value = "auto")]
-    device: String,
-    #[arg(long, value_enum, default_value_t = DType::Auto)]
-    dtype: DType,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum SplitArg {
+pub(crate) enum SplitArg {
     Train,
     Test,
+}
+
+impl SplitArg {
+    pub(crate) fn split(self) -> premem_evaluator::Split {
+        match self {
+            SplitArg::Train => premem_evaluator::Split::Train,
+            SplitArg::Test => premem_evaluator::Split::Test,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -700,17 +684,15 @@ fn bench(command: BenchCommand) -> Result<()> {
 
 fn eval(args: EvalArgs) -> Result<()> {
     use premem_core::dataset::{DatasetFormat, DatasetSpec};
-    use premem_evaluator::{EvalSettings, Evaluator, Split};
+    use premem_evaluator::{EvalSettings, Evaluator};
 
     let format = match args.format.as_str() {
         "gsm8k" => DatasetFormat::Gsm8k,
         "math" => DatasetFormat::Math,
         other => bail!("--format '{other}': expected gsm8k or math"),
     };
-    if args.samples == 0 {
-        bail!("--samples must be at least 1");
-    }
-    let device = parse_device(&args.device)?;
+    let sampling = &args.sampling;
+    let device = parse_device(&sampling.device)?;
     let dataset = premem_core::Dataset::load(&DatasetSpec {
         path: args.data.to_string_lossy().into_owned(),
         format,
@@ -721,9 +703,9 @@ fn eval(args: EvalArgs) -> Result<()> {
     if let Some(limit) = args.limit {
         examples.truncate(limit);
     }
-    let checkpoint = premem_evaluator::checkpoint::fetch(&args.checkpoint, &args.cache_dir)?;
+    let checkpoint = premem_evaluator::checkpoint::fetch(&args.checkpoint, &sampling.cache_dir)?;
     let step = args.step.or(checkpoint.step).unwrap_or(0);
-    let model = CausalLm::load(&checkpoint.dir, device, args.dtype.kind(device))?;
+    let model = CausalLm::load(&checkpoint.dir, device, sampling.dtype.kind(device))?;
     let tokenizer = Tokenizer::from_dir(&checkpoint.dir)?;
     tokenizer.check_fits(model.config().vocab_size)?;
     let eos = *model.config().eos_token_ids.first().with_context(|| {
@@ -742,20 +724,10 @@ fn eval(args: EvalArgs) -> Result<()> {
         pad: model.config().pad_token_id.unwrap_or(eos),
     };
     let settings = EvalSettings {
-        split: match args.split {
-            SplitArg::Train => Split::Train,
-            SplitArg::Test => Split::Test,
-        },
         checkpoint_step: step,
-        samples: args.samples,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        max_new_tokens: args.max_new_tokens,
         seed: args.seed,
-        preambles: args.preambles.clone(),
-        batch_size: args.batch_size,
-        keep_samples: args.keep_samples,
         max_length: model.config().max_position_embeddings as usize,
+        ..sampling.settings(args.split.split())?
     };
     let bar = indicatif::ProgressBar::new(examples.len() as u64);
     bar.set_style(
@@ -784,7 +756,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         base.len(),
         settings.split.name(),
         args.checkpoint,
-        args.samples,
+        args.sampling.samples,
         100.0 * mean(&|r| r.accuracy, &base),
         perplexities
             .get(perplexities.len() / 2)
@@ -792,7 +764,7 @@ fn eval(args: EvalArgs) -> Result<()> {
             .unwrap_or(f64::NAN),
         100.0 * mean(&|r| r.frac_equal_target, &base),
     );
-    for preamble in &args.preambles {
+    for preamble in &args.sampling.preambles {
         let with: Vec<_> = rows.iter().filter(|r| &r.preamble == preamble).collect();
         println!(
             "  with preamble \"{preamble}\": accuracy {:.1}%",
