@@ -81,6 +81,11 @@ pub fn charts(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
     let mut files = vec![];
     for (run, stem) in analysis.runs.iter().zip(heatmap_stems(analysis)) {
         let steps: Vec<u64> = run.checkpoints.iter().map(|c| c.step).collect();
+        let by_key: std::collections::HashMap<(u64, &str), &super::analysis::ExampleCheckpoint> =
+            run.examples
+                .iter()
+                .map(|e| ((e.step, e.id.as_str()), e))
+                .collect();
         let cells = run
             .heatmap_ids
             .iter()
@@ -88,13 +93,10 @@ pub fn charts(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
                 steps
                     .iter()
                     .map(|&step| {
-                        run.examples
-                            .iter()
-                            .find(|e| e.step == step && &e.id == id)
-                            .map(|e| HeatCell {
-                                accuracy: e.accuracy,
-                                memorized: e.memorized,
-                            })
+                        by_key.get(&(step, id.as_str())).map(|e| HeatCell {
+                            accuracy: e.accuracy,
+                            memorized: e.memorized,
+                        })
                     })
                     .collect()
             })
