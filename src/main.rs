@@ -13,6 +13,7 @@ use premem_model::{
 use tch::{Device, Kind};
 
 mod analysis;
+mod cluster;
 
 /// premem: distributed LLM finetuning that measures pre-memorization train
 /// accuracy while it trains.
@@ -21,6 +22,15 @@ mod analysis;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as human-readable text or as JSON objects (one per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "PREMEM_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +64,24 @@ enum Command {
     /// Finetune a model as a job spec (TOML) says; checkpoints and metrics go
     /// to the spec's run.output. SIGTERM or Ctrl-C checkpoints and stops.
     Train(TrainArgs),
+    /// Run the coordinator: job state, trainer rendezvous, evaluation leases,
+    /// live P-M accuracy, Prometheus metrics.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Run one trainer rank of a submitted job under a coordinator.
+    Trainer(cluster::TrainerArgs),
+    /// Run an evaluator worker: lease tasks from the coordinator, evaluate
+    /// checkpoints, write result files.
+    Evaluator(cluster::EvaluatorArgs),
+    /// Submit a job spec to a coordinator.
+    Submit(cluster::SubmitArgs),
+    /// Show a job's state, progress and P-M accuracy so far.
+    Status(cluster::JobArgs),
+    /// Cancel a job: training stops at its next heartbeat, no more tasks go out.
+    Cancel(cluster::JobArgs),
+    /// Run a job end to end on this machine: a coordinator, the spec's
+    /// trainer ranks and evaluators as child processes on loopback, a live
+    /// progress display, and the report at the end.
+    Run(cluster::RunArgs),
 }
 
 #[derive(clap::Args)]
@@ -288,14 +316,17 @@ impl DType {
 fn main() -> ExitCode {
     // Before any tensor work: registers CUDA when libtorch_cuda.so loads.
     runtime::init();
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
         Command::Doctor => doctor(),
         Command::Generate(args) => generate(args),
@@ -306,6 +337,13 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval(args),
         Command::EvalRun(args) => analysis::eval_run(args),
         Command::Report(args) => analysis::report(args),
+        Command::Coordinator(args) => cluster::coordinator(args),
+        Command::Trainer(args) => cluster::trainer(args),
+        Command::Evaluator(args) => cluster::evaluator(args),
+        Command::Submit(args) => cluster::submit(args),
+        Command::Status(args) => cluster::status(args),
+        Command::Cancel(args) => cluster::cancel(args),
+        Command::Run(args) => cluster::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

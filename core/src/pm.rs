@@ -29,6 +29,7 @@ pub enum Threshold {
     /// The authors' scale: not memorized iff ln(ln(perplexity)) ≥ p
     /// (e.g. -2.4 for GSM8K, -1.7 for MATH); the same as perplexity
     /// threshold exp(exp(p)).
+    #[serde(alias = "loglog")]
     LogLog(f64),
 }
 

@@ -21,6 +21,12 @@ pub struct JobSpec {
     pub train: TrainSpec,
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// How the distributed runtime evaluates each checkpoint.
+    #[serde(default)]
+    pub eval: EvalSpec,
+    /// How many processes the distributed runtime uses.
+    #[serde(default)]
+    pub cluster: ClusterSpec,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -231,6 +237,89 @@ impl Default for CheckpointSpec {
     }
 }
 
+/// The evaluation of every checkpoint by the evaluator fleet: the train
+/// examples the run trains on (for P-M accuracy) and the test split (when
+/// `data.test` is set), in tasks of `task_examples` examples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSpec {
+    /// Evaluate checkpoints at all (`premem run`, the coordinator).
+    pub enabled: bool,
+    /// K: samples per example (paper: 5).
+    pub samples: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    /// Paper: 512 for GSM8K, 1024 for MATH.
+    pub max_new_tokens: i64,
+    /// Preambles for the robustness measurement, on train examples.
+    pub preambles: Vec<String>,
+    /// Only the first N examples of each split.
+    pub limit: Option<usize>,
+    /// Examples per task: the unit of leasing. Results do not depend on it
+    /// for a given value, nor on how many evaluators run.
+    pub task_examples: usize,
+    /// Prompts per generation batch.
+    pub batch_size: usize,
+    /// Sample texts kept per result row.
+    pub keep_samples: usize,
+    /// The memorization threshold for the live P-M accuracy.
+    pub threshold: crate::pm::Threshold,
+    /// A task that fails this many times fails the job.
+    pub max_attempts: u32,
+}
+
+impl Default for EvalSpec {
+    fn default() -> Self {
+        EvalSpec {
+            enabled: true,
+            samples: 5,
+            temperature: 0.8,
+            top_p: 0.95,
+            max_new_tokens: 512,
+            preambles: vec![],
+            limit: None,
+            task_examples: 32,
+            batch_size: 16,
+            keep_samples: 1,
+            threshold: crate::pm::Threshold::LogLog(-2.4),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The collective backend of the trainer ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// NCCL on a CUDA device, the TCP ring on the CPU.
+    #[default]
+    Auto,
+    Ring,
+    Nccl,
+}
+
+/// The processes of a distributed run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSpec {
+    /// Trainer ranks (data-parallel world size); `train.batch_size` is the
+    /// global batch, split evenly over them.
+    pub trainers: usize,
+    /// Evaluators `premem run` starts.
+    pub evaluators: usize,
+    pub backend: Backend,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            trainers: 1,
+            evaluators: 1,
+            backend: Backend::Auto,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("{path}: {source}")]
@@ -354,6 +443,7 @@ impl JobSpec {
         if self.checkpoint.max_shard_bytes == 0 {
             return Err("checkpoint.max_shard_bytes must be positive".into());
         }
+        self.validate_distributed()?;
         self.prompt.validate()?;
         Ok(())
     }
@@ -418,6 +508,45 @@ impl JobSpec {
             }
         }
         Ok(hex::encode(&hasher.finalize()[..16]))
+    }
+
+    fn validate_distributed(&self) -> Result<(), String> {
+        let e = &self.eval;
+        if e.samples == 0 || e.task_examples == 0 || e.batch_size == 0 || e.max_attempts == 0 {
+            return Err(
+                "eval.samples, eval.task_examples, eval.batch_size and eval.max_attempts must be positive"
+                    .into(),
+            );
+        }
+        if !(e.temperature >= 0.0 && e.temperature.is_finite()) {
+            return Err(format!("eval.temperature {} must be ≥ 0", e.temperature));
+        }
+        if !(e.top_p > 0.0 && e.top_p <= 1.0) {
+            return Err(format!("eval.top_p {} must be in (0, 1]", e.top_p));
+        }
+        if e.max_new_tokens < 1 {
+            return Err("eval.max_new_tokens must be at least 1".into());
+        }
+        if e.limit == Some(0) {
+            return Err("eval.limit must be positive (leave it out for every example)".into());
+        }
+        if e.preambles.iter().any(|p| p.trim().is_empty()) {
+            return Err("eval.preambles must not be empty strings".into());
+        }
+        e.threshold
+            .validate()
+            .map_err(|m| format!("eval.threshold: {m}"))?;
+        let c = &self.cluster;
+        if c.trainers == 0 {
+            return Err("cluster.trainers must be at least 1".into());
+        }
+        if !self.train.batch_size.is_multiple_of(c.trainers) {
+            return Err(format!(
+                "train.batch_size {} must be a multiple of cluster.trainers {}: each rank takes an equal share of the global batch",
+                self.train.batch_size, c.trainers
+            ));
+        }
+        Ok(())
     }
 
     /// A hash of everything that determines the trained weights (not where

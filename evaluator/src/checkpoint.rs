@@ -4,6 +4,7 @@
 //! A run's output (local or URL) stands for its newest published checkpoint.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use premem_core::checkpoint::{
     Area, MANIFEST, Manifest, download_published, published_steps, read_manifest_at, step_prefix,
@@ -13,14 +14,15 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{EvalError, Result};
 
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalCheckpoint {
     pub dir: PathBuf,
     /// The training step, when the checkpoint carries a manifest.
     pub step: Option<u64>,
 }
 
-/// Marks a cache entry whose download completed.
-const COMPLETE: &str = ".complete";
+/// Marks a cache entry whose download completed (it holds the location).
+pub(crate) const COMPLETE: &str = ".complete";
 
 pub fn fetch(location: &str, cache_dir: &Path) -> Result<LocalCheckpoint> {
     let error = |message: String| EvalError::Checkpoint {
@@ -77,23 +79,89 @@ fn fetch_published(location: &str, cache_dir: &Path) -> Result<LocalCheckpoint> 
         }
     };
     let manifest = store.run(read_manifest_at(store.store()))?;
-    let key = Sha256::digest(format!("{location}\n{}", manifest.created_unix_ms).as_bytes());
-    let local = cache_dir.join(hex::encode(&key[..12]));
-    if !local.join(COMPLETE).exists() {
-        let partial = local.with_extension("partial");
-        let io = |path: &Path, e: std::io::Error| error(format!("{}: {e}", path.display()));
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(|e| io(&partial, e))?;
-        }
-        store.run(download_published(store.store(), &partial))?;
-        std::fs::write(partial.join(COMPLETE), b"").map_err(|e| io(&partial, e))?;
-        if local.exists() {
-            std::fs::remove_dir_all(&local).map_err(|e| io(&local, e))?;
-        }
-        std::fs::rename(&partial, &local).map_err(|e| io(&local, e))?;
-    }
+    let name = entry_name(location, &manifest);
+    let (local, _) = download_entry(&store, &manifest, cache_dir, &name, location)?;
     Ok(LocalCheckpoint {
         dir: local,
         step: Some(manifest.step),
     })
+}
+
+/// The name of a published checkpoint's directory in a cache: derived from
+/// its location and publication time, so a checkpoint published again under
+/// the same name is downloaded again.
+pub(crate) fn entry_name(location: &str, manifest: &Manifest) -> String {
+    let key = Sha256::digest(format!("{location}\n{}", manifest.created_unix_ms).as_bytes());
+    hex::encode(&key[..12])
+}
+
+/// Whether a cache entry's download completed.
+pub(crate) fn is_complete(entry: &Path) -> bool {
+    entry.join(COMPLETE).is_file()
+}
+
+/// Prefix of the directories downloads go to before their rename.
+pub(crate) const PARTIAL_PREFIX: &str = ".partial-";
+
+/// Downloads the published directory at the root of `store` (whose manifest
+/// is `manifest`), verified file by file against it, into
+/// `cache_dir/name` unless that holds a complete download already; `true`
+/// when this call downloaded it. The download goes to a name of its own
+/// (process id and a counter) and is renamed into place once complete, so
+/// processes sharing `cache_dir` never see each other's partial files; when
+/// two download the same checkpoint at once, the first rename wins and the
+/// other copy is dropped.
+pub(crate) fn download_entry(
+    store: &BlockingStore,
+    manifest: &Manifest,
+    cache_dir: &Path,
+    name: &str,
+    location: &str,
+) -> Result<(PathBuf, bool)> {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let error = |message: String| EvalError::Checkpoint {
+        location: location.to_string(),
+        message,
+    };
+    let io = |path: &Path, e: std::io::Error| error(format!("{}: {e}", path.display()));
+    let local = cache_dir.join(name);
+    if is_complete(&local) {
+        return Ok((local, false));
+    }
+    std::fs::create_dir_all(cache_dir).map_err(|e| io(cache_dir, e))?;
+    let partial = cache_dir.join(format!(
+        "{PARTIAL_PREFIX}{name}-{}-{}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let downloaded = store.run(download_published(store.store(), &partial))?;
+        if downloaded.created_unix_ms != manifest.created_unix_ms {
+            return Err(error(
+                "published again while it was being downloaded; try again".into(),
+            ));
+        }
+        std::fs::write(partial.join(COMPLETE), location.as_bytes()).map_err(|e| io(&partial, e))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
+    if local.exists() && !is_complete(&local) {
+        // Left by an older premem that downloaded in place.
+        let _ = std::fs::remove_dir_all(&local);
+    }
+    match std::fs::rename(&partial, &local) {
+        Ok(()) => Ok((local, true)),
+        Err(_) if is_complete(&local) => {
+            // Another process finished the same download first.
+            let _ = std::fs::remove_dir_all(&partial);
+            Ok((local, false))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(io(&local, e))
+        }
+    }
 }

@@ -12,6 +12,26 @@ pub enum EvalError {
     /// published checkpoint.
     #[error("checkpoint '{location}': {message}")]
     Checkpoint { location: String, message: String },
+    /// A task the evaluator cannot carry out as given.
+    #[error("task '{task}' of run {run}: {message}")]
+    Task {
+        task: String,
+        run: String,
+        message: String,
+    },
+    /// The checkpoint cache directory cannot be used.
+    #[error("checkpoint cache {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+    /// The coordinator refused the bearer token: retrying cannot help.
+    #[error(
+        "coordinator {address}: the token was refused ({message}); give the cluster's token (--token-file or $PREMEM_TOKEN)"
+    )]
+    TokenRefused { address: String, message: String },
+    /// The coordinator answered a call with an error retrying cannot fix.
+    #[error("coordinator {address}: {message}")]
+    Coordinator { address: String, message: String },
+    #[error(transparent)]
+    Connect(#[from] premem_proto::ConnectError),
     #[error(transparent)]
     Results(#[from] premem_core::results::ResultsError),
     #[error(transparent)]

@@ -6,15 +6,22 @@
 //! - [`checkpoint`]: a checkpoint location (model directory or published
 //!   store URL) made local;
 //! - [`run`]: every checkpoint of a run into the run's result files;
+//! - [`cache`]: published checkpoints on local disk, bounded by bytes;
+//! - [`worker`]: a worker that leases tasks from the coordinator, evaluates
+//!   them and reports their rows;
 //! - [`results`]: result rows to and from Parquet (from `premem-core`).
 
+pub mod cache;
 pub mod checkpoint;
 pub mod error;
 pub mod evaluate;
 pub mod run;
+pub mod worker;
 
+pub use cache::CheckpointCache;
 pub use error::{EvalError, Result};
 pub use evaluate::{EvalSettings, Evaluator, ExampleResult, Split, select};
 /// Result rows to and from Parquet (they live in `premem-core`, which the
 /// report reads without libtorch).
 pub use premem_core::results;
+pub use worker::{ModelSlot, WorkerOptions, WorkerSummary, evaluate_task, run_worker};

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use premem_core::answer::AnswerStyle;
 use premem_core::checkpoint::{Area, RunRecord, published_steps, read_run_record, step_prefix};
 use premem_core::results::{results_prefix, to_parquet};
 use premem_core::{BlockingStore, Dataset, Example, Store};
@@ -128,6 +129,20 @@ pub fn split_examples(record: &RunRecord, split: Split) -> Result<Vec<Example>> 
     }
 }
 
+/// How the final answers of a split's examples are marked.
+pub fn answer_style(record: &RunRecord, split: Split) -> Result<AnswerStyle> {
+    match split {
+        Split::Train => Ok(record.spec.data.train.answer_style()),
+        Split::Test => match &record.spec.data.test {
+            Some(test) => Ok(test.answer_style()),
+            None => Err(EvalError::Invalid(format!(
+                "run '{}' has no data.test in its spec: nothing to evaluate the test split on",
+                record.name
+            ))),
+        },
+    }
+}
+
 /// Evaluates the run at `location`; `progress(step, split, done, total)`.
 pub fn evaluate_run(
     location: &str,
@@ -153,16 +168,7 @@ pub fn evaluate_run(
         if let Some(limit) = options.limit {
             examples.truncate(limit);
         }
-        let style = match split {
-            Split::Train => record.spec.data.train.answer_style(),
-            Split::Test => record
-                .spec
-                .data
-                .test
-                .as_ref()
-                .expect("split_examples checked")
-                .answer_style(),
-        };
+        let style = answer_style(&record, split)?;
         splits.push((split, examples, style));
     }
 

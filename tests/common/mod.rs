@@ -2,6 +2,8 @@
 //! job specs in a temporary directory.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -2,9 +2,11 @@
 //! `premem_core::checkpoint`): the weights in the Hugging Face layout, then
 //! the resume state, each published by a manifest written last.
 //!
-//! Files are staged in one directory per run under the system temp dir,
-//! emptied before each use, so a process killed mid-save leaves at most one
-//! checkpoint's worth of staging behind, removed by the next start.
+//! Files are staged in one directory per run, rank and process under the
+//! system temp dir (ranks sharing a machine must not share one), emptied
+//! before each use, so a process killed mid-save leaves at most one
+//! checkpoint's worth of staging behind, removed by the next start of the
+//! same rank.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,15 +53,24 @@ fn local_io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// This run's staging directory (one per output location).
-pub fn staging_root(run: &BlockingStore) -> PathBuf {
+/// The staging directory of every rank and process of this run.
+fn staging_run_root(run: &BlockingStore) -> PathBuf {
     let id = hex::encode(&Sha256::digest(run.store().url().as_bytes())[..8]);
     std::env::temp_dir().join(format!("premem-staging-{id}"))
 }
 
-/// An empty staging directory `name` of this run.
-fn fresh_staging(run: &BlockingStore, name: &str) -> Result<PathBuf> {
-    let dir = staging_root(run).join(name);
+fn staging_name(rank: usize, pid: u32) -> String {
+    format!("rank-{rank}-pid-{pid}")
+}
+
+/// This run's staging directory for `rank` in this process.
+pub fn staging_root(run: &BlockingStore, rank: usize) -> PathBuf {
+    staging_run_root(run).join(staging_name(rank, std::process::id()))
+}
+
+/// An empty staging directory `name` of this run and rank.
+fn fresh_staging(run: &BlockingStore, rank: usize, name: &str) -> Result<PathBuf> {
+    let dir = staging_root(run, rank).join(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(local_io(&dir))?;
     }
@@ -67,13 +78,56 @@ fn fresh_staging(run: &BlockingStore, name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Removes staging left by an earlier process (killed mid-save).
-pub fn clear_staging(run: &BlockingStore) -> Result<()> {
-    let root = staging_root(run);
-    match std::fs::remove_dir_all(&root) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(local_io(&root)(e)),
-        _ => Ok(()),
+/// Removes a staging directory made by [`fresh_staging`], and this rank's
+/// directory above it when empty. (The run's directory above that stays:
+/// another rank may be creating its own in it.)
+fn done_staging(dir: &Path) -> Result<()> {
+    std::fs::remove_dir_all(dir).map_err(local_io(dir))?;
+    if let Some(rank_dir) = dir.parent() {
+        let _ = std::fs::remove_dir(rank_dir);
     }
+    Ok(())
+}
+
+/// Whether process `pid` may still be running (unknown: yes).
+fn may_be_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Removes this rank's staging left by an earlier process (killed mid-save)
+/// and by this one; other ranks' staging, and that of processes still
+/// running, stays.
+pub fn clear_staging(run: &BlockingStore, rank: usize) -> Result<()> {
+    let root = staging_run_root(run);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(local_io(&root)(e)),
+    };
+    let prefix = format!("rank-{rank}-pid-");
+    let own = std::process::id();
+    for entry in entries {
+        let entry = entry.map_err(local_io(&root))?;
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own || !may_be_alive(pid) {
+            let dir = entry.path();
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(local_io(&dir)(e));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a checkpoint writes besides the weights and the optimizer state.
@@ -87,9 +141,12 @@ pub struct Records<'a> {
 
 /// Writes the checkpoint after `state.step` steps: metrics first, then the
 /// weights (with the baseline measurements beside them), then the resume
-/// state; each directory visible only when whole.
+/// state; each directory visible only when whole. Files are staged under
+/// `rank`'s staging directory.
+#[allow(clippy::too_many_arguments)]
 pub fn save(
     run: &BlockingStore,
+    rank: usize,
     model: &CausalLm,
     tokenizer: &Tokenizer,
     optimizer: &Optimizer,
@@ -98,7 +155,7 @@ pub fn save(
     max_shard_bytes: u64,
 ) -> Result<()> {
     let Records { metrics, baselines } = *records;
-    let staging = fresh_staging(run, "save")?;
+    let staging = fresh_staging(run, rank, "save")?;
     let weights = staging.join("weights");
     model.save(&weights, &SaveOptions { max_shard_bytes })?;
     tokenizer.save(&weights.join(premem_model::tokenizer::TOKENIZER_FILE))?;
@@ -127,7 +184,7 @@ pub fn save(
     run.run(store.put(&layout::metrics_file(state.step), text.into_bytes()))?;
     run.run(layout::publish(store, Area::Weights, state.step, &weights))?;
     run.run(layout::publish(store, Area::Resume, state.step, &resume))?;
-    std::fs::remove_dir_all(&staging).map_err(local_io(&staging))?;
+    done_staging(&staging)?;
     Ok(())
 }
 
@@ -150,9 +207,11 @@ pub struct Restored {
     pub optimizer_state: BTreeMap<String, Tensor>,
 }
 
-/// Reads the checkpoint of `step`. Errors name the checkpoint's URL.
+/// Reads the checkpoint of `step` (staging under `rank`'s directory).
+/// Errors name the checkpoint's URL.
 pub fn load(
     run: &BlockingStore,
+    rank: usize,
     step: u64,
     config: ModelConfig,
     device: Device,
@@ -164,7 +223,7 @@ pub fn load(
         url: url.clone(),
         message: e.to_string(),
     };
-    let staging = fresh_staging(run, "load")?;
+    let staging = fresh_staging(run, rank, "load")?;
     let weights = staging.join("weights");
     let resume = staging.join("resume");
     run.run(layout::download(store, Area::Weights, step, &weights))?;
@@ -183,7 +242,7 @@ pub fn load(
         .into_iter()
         .map(|(name, t)| (name, t.to_device(device)))
         .collect();
-    std::fs::remove_dir_all(&staging).map_err(local_io(&staging))?;
+    done_staging(&staging)?;
     Ok(Restored {
         model,
         state,

@@ -8,8 +8,10 @@
 //! - [`schedule`]: learning-rate schedules;
 //! - [`checkpoint`]: publishing and restoring checkpoints;
 //! - [`baselines`]: gradient variance and distance from init at checkpoints;
-//! - [`collective`]: what a step needs from other ranks (filled by the
-//!   distributed runtime).
+//! - [`collective`]: what a step needs from other ranks: [`ring`] (TCP, CPU
+//!   ranks) and [`nccl`] (CUDA ranks) implement it;
+//! - [`node`]: a rank under a coordinator (register, rendezvous, heartbeat,
+//!   regroup and resume when a rank is lost).
 
 pub mod baselines;
 pub mod batch;
@@ -18,11 +20,15 @@ pub mod checkpoint;
 pub mod collective;
 pub mod error;
 pub mod monitor;
+#[cfg(feature = "nccl")]
+pub mod nccl;
+pub mod node;
 pub mod optim;
+pub mod ring;
 pub mod run;
 pub mod schedule;
 pub mod step;
 
 pub use collective::{Collective, SingleProcess};
 pub use error::{Result, TrainError};
-pub use run::{TrainOptions, TrainSummary, train};
+pub use run::{TrainObserver, TrainOptions, TrainSummary, train, train_observed};

@@ -1,5 +1,7 @@
 //! A training run from a job spec: load and check everything, then step,
-//! checkpoint and log until the planned number of steps.
+//! checkpoint and log until the planned number of steps; as one process, or
+//! as one rank of several data-parallel ranks (rank 0 alone writes to the
+//! store; see [`train_observed`]).
 //!
 //! The step itself is [`crate::step::train_step`].
 
@@ -214,6 +216,51 @@ struct Restored {
     init_digest: Option<String>,
 }
 
+/// Restores the checkpoint of `step` and checks that this run may continue it.
+#[allow(clippy::too_many_arguments)]
+fn restore_step(
+    run: &BlockingStore,
+    rank: usize,
+    step: u64,
+    spec: &JobSpec,
+    inputs: &Inputs,
+    device: Device,
+    kind: Kind,
+    adam: AdamConfig,
+) -> Result<Restored> {
+    let wanted_dtype = premem_model::weights::dtype_name(kind);
+    let restored = checkpoint::load(run, rank, step, inputs.config.clone(), device, kind)?;
+    let url = run.store().url_of(&layout::step_prefix(Area::Resume, step));
+    let refuse = |message: String| TrainError::Resume {
+        url: url.clone(),
+        message,
+    };
+    let state = &restored.state;
+    if state.training_hash != spec.training_hash() || state.inputs_digest != inputs.digest {
+        return Err(refuse(
+            "written by a different job spec or other input files".into(),
+        ));
+    }
+    if state.weight_dtype != wanted_dtype {
+        return Err(refuse(format!(
+            "trained with {} weights, this run would use {wanted_dtype} (train.precision {:?} on {device:?}); \
+             set train.precision to match, or resume on the same kind of device",
+            state.weight_dtype, spec.train.precision
+        )));
+    }
+    let mut optimizer = Optimizer::new(trainable(&restored.model), adam);
+    optimizer
+        .restore(&state.layout, &restored.optimizer_state, state.step as i64)
+        .map_err(|e| refuse(e.to_string()))?;
+    tracing::info!(step, rank, url = run.store().url(), "resumed");
+    Ok(Restored {
+        model: restored.model,
+        optimizer,
+        step,
+        init_digest: restored.state.init_digest.clone(),
+    })
+}
+
 /// Restores the newest checkpoint that reads back whole; a damaged one (lost
 /// files, wrong hashes) is skipped with a warning.
 fn restore_newest(
@@ -224,45 +271,13 @@ fn restore_newest(
     kind: Kind,
     adam: AdamConfig,
 ) -> Result<Option<Restored>> {
-    let wanted_dtype = premem_model::weights::dtype_name(kind);
     for step in checkpoint::resumable_steps(run)? {
-        let restored = match checkpoint::load(run, step, inputs.config.clone(), device, kind) {
-            Ok(restored) => restored,
+        match restore_step(run, 0, step, spec, inputs, device, kind, adam) {
             Err(TrainError::Store(e)) => {
                 tracing::warn!(step, error = %e, "checkpoint unreadable, trying an older one");
-                continue;
             }
-            Err(e) => return Err(e),
-        };
-        let url = run.store().url_of(&layout::step_prefix(Area::Resume, step));
-        let refuse = |message: String| TrainError::Resume {
-            url: url.clone(),
-            message,
-        };
-        let state = &restored.state;
-        if state.training_hash != spec.training_hash() || state.inputs_digest != inputs.digest {
-            return Err(refuse(
-                "written by a different job spec or other input files".into(),
-            ));
+            restored => return restored.map(Some),
         }
-        if state.weight_dtype != wanted_dtype {
-            return Err(refuse(format!(
-                "trained with {} weights, this run would use {wanted_dtype} (train.precision {:?} on {device:?}); \
-                 set train.precision to match, or resume on the same kind of device",
-                state.weight_dtype, spec.train.precision
-            )));
-        }
-        let mut optimizer = Optimizer::new(trainable(&restored.model), adam);
-        optimizer
-            .restore(&state.layout, &restored.optimizer_state, state.step as i64)
-            .map_err(|e| refuse(e.to_string()))?;
-        tracing::info!(step, url = run.store().url(), "resumed");
-        return Ok(Some(Restored {
-            model: restored.model,
-            optimizer,
-            step,
-            init_digest: restored.state.init_digest.clone(),
-        }));
     }
     Ok(None)
 }
@@ -287,58 +302,80 @@ fn clean_after(run: &BlockingStore, step: Option<u64>) -> Result<()> {
     Ok(())
 }
 
+/// Trains the job of `spec` as rank `collective.rank()` of
+/// `collective.world_size()`; see [`train_observed`].
 pub fn train(
     spec: &JobSpec,
     options: &TrainOptions,
     collective: &mut dyn Collective,
 ) -> Result<TrainSummary> {
-    spec.validate().map_err(TrainError::Config)?;
-    let device = premem_model::runtime::parse_device(&spec.train.device)
-        .map_err(|e| TrainError::Config(format!("train.device {e}")))?;
-    let kind = weight_kind(spec.train.precision, device);
-    let inputs = load_inputs(spec)?;
-    let t = &spec.train;
-    let plan = DataPlan::new(
-        inputs.data.len(),
-        spec.data.fraction,
-        t.batch_size,
-        t.epochs,
-        t.keep_steps_of_epochs,
-        spec.run.seed,
-    );
-    let schedule = LrSchedule::new(&t.schedule, t.lr, plan.total_steps);
+    train_observed(spec, options, collective, None)
+}
 
-    // Read the store, build the model, and only then claim the output: a run
-    // that fails on its inputs leaves nothing behind.
+/// What a run tells its caller as it goes (a node reporting to its
+/// coordinator, a test). Every method defaults to doing nothing.
+pub trait TrainObserver {
+    /// After each optimizer step (`done` steps completed), on every rank.
+    fn step(&self, _done: u64) {}
+    /// On rank 0, after the checkpoint of `step` is published.
+    fn checkpoint(&self, _step: u64) {}
+    /// On every rank, with the in-memory model, when the run ends without
+    /// error (after the last step, or stopped).
+    fn finished(&self, _model: &CausalLm) {}
+}
+
+/// The model, optimizer and bookkeeping a rank starts stepping from.
+struct Begun {
+    run: BlockingStore,
+    model: CausalLm,
+    optimizer: Optimizer,
+    /// The checkpoint step the run continues from.
+    resumed: Option<u64>,
+    /// The baseline measurements (rank 0, `checkpoint.baselines`).
+    probe: Option<Probe>,
+    /// Digest of the step-0 weights (rank 0), recorded in resume states.
+    init_digest: Option<String>,
+}
+
+/// The step-0 model: the base model, or a seeded random init.
+fn initial_model(spec: &JobSpec, inputs: &Inputs, device: Device, kind: Kind) -> Result<CausalLm> {
+    Ok(match &spec.model.base {
+        Some(base) => {
+            CausalLm::load_with_config(inputs.config.clone(), Path::new(base), device, kind)?
+        }
+        None => CausalLm::random(inputs.config.clone(), device, kind, spec.model.init_seed),
+    })
+}
+
+/// Rank 0's start: read the store, build or restore the model, and only then
+/// claim the output (a run that fails on its inputs leaves nothing behind)
+/// and remove what an earlier attempt left half-written.
+#[allow(clippy::too_many_arguments)]
+fn begin_leader(
+    spec: &JobSpec,
+    options: &TrainOptions,
+    inputs: &Inputs,
+    plan: &DataPlan,
+    device: Device,
+    kind: Kind,
+    adam: AdamConfig,
+) -> Result<Begun> {
+    let t = &spec.train;
     let run = BlockingStore::new(Store::open(&spec.run.output)?)?;
     run.run(run.store().check_writable())?;
     let claimed = check_output(&run, spec, &inputs.digest, options.resume)?;
-    checkpoint::clear_staging(&run)?;
-    let adam = AdamConfig {
-        kind: t.optimizer,
-        betas: t.betas,
-        eps: t.eps,
-        weight_decay: t.weight_decay,
-    };
+    checkpoint::clear_staging(&run, 0)?;
     let restored = if options.resume {
-        restore_newest(&run, spec, &inputs, device, kind, adam)?
+        restore_newest(&run, spec, inputs, device, kind, adam)?
     } else {
         None
     };
-    let resume_step = restored.as_ref().map(|r| r.step);
-    let initial = |device: Device| -> Result<CausalLm> {
-        Ok(match &spec.model.base {
-            Some(base) => {
-                CausalLm::load_with_config(inputs.config.clone(), Path::new(base), device, kind)?
-            }
-            None => CausalLm::random(inputs.config.clone(), device, kind, spec.model.init_seed),
-        })
-    };
-    let measure = spec.checkpoint.baselines && collective.rank() == 0;
+    let resumed = restored.as_ref().map(|r| r.step);
+    let measure = spec.checkpoint.baselines;
     let minibatches = plan.probe_batches(spec.checkpoint.grad_variance_minibatches, t.batch_size);
-    let (model, mut optimizer, start, probe, init_digest) = match restored {
+    let (model, optimizer, probe, init_digest) = match restored {
         Some(restored) => {
-            let (probe, digest) = if measure {
+            let probe = if measure {
                 // The step-0 weights again, checked against the digest taken
                 // at step 0: a base model reads straight into host memory; a
                 // random init is redrawn on this run's device.
@@ -347,35 +384,32 @@ pub fn train(
                 } else {
                     device
                 };
-                let init = initial(init_device)?;
+                let init = initial_model(spec, inputs, init_device, kind)?;
                 let digest = crate::baselines::weights_digest(&init);
                 let verified = restored.init_digest.as_deref() == Some(digest.as_str());
                 if !verified {
                     tracing::warn!(
-                        "the step-0 weights rebuilt on resume differ from the run's (another device,                          or a run from an older premem): distance from init is not measured"
+                        "the step-0 weights rebuilt on resume differ from the run's (another device, \
+                         or a run from an older premem): distance from init is not measured"
                     );
                 }
-                (
-                    Some(Probe::new(
-                        verified.then_some(&init),
-                        minibatches,
-                        t.micro_batch_size,
-                    )),
-                    restored.init_digest.clone(),
-                )
+                Some(Probe::new(
+                    verified.then_some(&init),
+                    minibatches,
+                    t.micro_batch_size,
+                ))
             } else {
-                (None, restored.init_digest.clone())
+                None
             };
             (
                 restored.model,
                 restored.optimizer,
-                restored.step,
                 probe,
-                digest,
+                restored.init_digest,
             )
         }
         None => {
-            let model = initial(device)?;
+            let model = initial_model(spec, inputs, device, kind)?;
             let optimizer = Optimizer::new(trainable(&model), adam);
             let (probe, digest) = if measure {
                 (
@@ -385,21 +419,207 @@ pub fn train(
             } else {
                 (None, None)
             };
-            (model, optimizer, 0, probe, digest)
+            (model, optimizer, probe, digest)
         }
     };
     if !claimed {
         write_run_record(&run, spec, &inputs.digest)?;
     }
-    clean_after(&run, resume_step)?;
+    clean_after(&run, resumed)?;
+    Ok(Begun {
+        run,
+        model,
+        optimizer,
+        resumed,
+        probe,
+        init_digest,
+    })
+}
+
+/// A rank > 0's start: the step rank 0 chose, restored by this rank itself
+/// (or the step-0 model). Reads the store only, after rank 0 claimed it.
+#[allow(clippy::too_many_arguments)]
+fn begin_follower(
+    spec: &JobSpec,
+    rank: usize,
+    start: u64,
+    inputs: &Inputs,
+    device: Device,
+    kind: Kind,
+    adam: AdamConfig,
+) -> Result<Begun> {
+    let run = BlockingStore::new(Store::open(&spec.run.output)?)?;
+    checkpoint::clear_staging(&run, rank)?;
+    let (model, optimizer) = if start > 0 {
+        let restored = restore_step(&run, rank, start, spec, inputs, device, kind, adam)?;
+        (restored.model, restored.optimizer)
+    } else {
+        let model = initial_model(spec, inputs, device, kind)?;
+        let optimizer = Optimizer::new(trainable(&model), adam);
+        (model, optimizer)
+    };
+    Ok(Begun {
+        run,
+        model,
+        optimizer,
+        resumed: (start > 0).then_some(start),
+        probe: None,
+        init_digest: None,
+    })
+}
+
+/// Every rank learns whether every rank succeeded at `what`, so that one
+/// rank's failure does not leave the others waiting in a collective. A
+/// failed rank returns its own error; the others say that a rank failed (a
+/// [`TrainError::Config`]: not a collective failure that regrouping cures).
+fn agree<T>(
+    collective: &mut dyn Collective,
+    device: Device,
+    result: Result<T>,
+    what: &str,
+) -> Result<T> {
+    if collective.world_size() == 1 {
+        return result;
+    }
+    let mut failed = Tensor::from_slice(&[f32::from(u8::from(result.is_err()))]).to_device(device);
+    let exchanged = collective.all_reduce_sum(&mut failed);
+    let result = result?;
+    exchanged.map_err(TrainError::Collective)?;
+    let failed = failed.double_value(&[0]).round() as u64;
+    if failed > 0 {
+        return Err(TrainError::Config(format!(
+            "{failed} other rank(s) failed to {what}; their logs say why"
+        )));
+    }
+    Ok(result)
+}
+
+/// Overwrites every rank's weights and optimizer state with rank 0's, so the
+/// ranks start bit-identical whatever each one loaded.
+fn sync_from_leader(
+    model: &CausalLm,
+    optimizer: &Optimizer,
+    collective: &mut dyn Collective,
+) -> Result<()> {
+    tch::no_grad(|| {
+        // Sorted by name: the same order on every rank. With fp32 weights the
+        // optimizer's master buffer is the weights; otherwise its fp32 master
+        // is among the state tensors.
+        let tensors = trainable(model)
+            .into_values()
+            .chain(optimizer.state_tensors().into_iter().map(|(_, t)| t));
+        for mut tensor in tensors {
+            collective
+                .broadcast(&mut tensor, 0)
+                .map_err(TrainError::Collective)?;
+        }
+        Ok(())
+    })
+}
+
+/// Trains the job of `spec` as rank `collective.rank()` of
+/// `collective.world_size()`, each rank on its share of every global batch.
+///
+/// Rank 0 alone writes to the store: it claims the output (or checks the run
+/// it resumes), decides the start step, and writes checkpoints, metrics and
+/// baselines. Every rank then restores that step itself, rank 0's weights
+/// and optimizer state are broadcast so all start bit-identical, and the
+/// gradients are all-reduced every step, so the ranks stay identical.
+pub fn train_observed(
+    spec: &JobSpec,
+    options: &TrainOptions,
+    collective: &mut dyn Collective,
+    observer: Option<&dyn TrainObserver>,
+) -> Result<TrainSummary> {
+    spec.validate().map_err(TrainError::Config)?;
+    let device = premem_model::runtime::parse_device(&spec.train.device)
+        .map_err(|e| TrainError::Config(format!("train.device {e}")))?;
+    let kind = weight_kind(spec.train.precision, device);
+    let t = &spec.train;
+    let (rank, world) = (collective.rank(), collective.world_size());
+    if world == 0 || rank >= world {
+        return Err(TrainError::Config(format!(
+            "rank {rank} of a world of {world} ranks"
+        )));
+    }
+    if !t.batch_size.is_multiple_of(world) {
+        return Err(TrainError::Config(format!(
+            "train.batch_size {} is not divisible by the {world} ranks: each rank takes an equal \
+             share of every batch; set a batch size that is a multiple of {world}",
+            t.batch_size
+        )));
+    }
+    let leader = rank == 0;
+    let adam = AdamConfig {
+        kind: t.optimizer,
+        betas: t.betas,
+        eps: t.eps,
+        weight_decay: t.weight_decay,
+    };
+
+    // Every rank loads the inputs; rank 0 claims the output and decides the
+    // start. Ranks > 0 read the store only after this (the start step's
+    // broadcast is their barrier), so they never see it unclaimed.
+    let prepared = load_inputs(spec).and_then(|inputs| {
+        let plan = DataPlan::new(
+            inputs.data.len(),
+            spec.data.fraction,
+            t.batch_size,
+            t.epochs,
+            t.keep_steps_of_epochs,
+            spec.run.seed,
+        );
+        let begun = if leader {
+            Some(begin_leader(
+                spec, options, &inputs, &plan, device, kind, adam,
+            )?)
+        } else {
+            None
+        };
+        Ok((inputs, plan, begun))
+    });
+    let (inputs, plan, begun) = agree(
+        collective,
+        device,
+        prepared,
+        "load the inputs (rank 0: or to claim the output)",
+    )?;
+    let mut start = Tensor::from_slice(&[begun
+        .as_ref()
+        .and_then(|b| b.resumed)
+        .map_or(0, |s| s as i64)])
+    .to_device(device);
+    collective
+        .broadcast(&mut start, 0)
+        .map_err(TrainError::Collective)?;
+    let start = start.int64_value(&[0]) as u64;
+    let begun = match begun {
+        Some(begun) => Ok(begun),
+        None => begin_follower(spec, rank, start, &inputs, device, kind, adam),
+    };
+    let Begun {
+        run,
+        model,
+        mut optimizer,
+        resumed: resume_step,
+        probe,
+        init_digest,
+    } = agree(collective, device, begun, &format!("restore step {start}"))?;
+    if world > 1 {
+        sync_from_leader(&model, &optimizer, collective)?;
+    }
+    let schedule = LrSchedule::new(&t.schedule, t.lr, plan.total_steps);
 
     let monitor = Monitor {
-        examples: plan
-            .subset
-            .iter()
-            .take(t.monitor_examples)
-            .map(|&i| &inputs.data.examples[i])
-            .collect(),
+        examples: if leader {
+            plan.subset
+                .iter()
+                .take(t.monitor_examples)
+                .map(|&i| &inputs.data.examples[i])
+                .collect()
+        } else {
+            vec![]
+        },
         template: &spec.prompt,
         style: inputs.data.style,
         max_new_tokens: t.monitor_max_new_tokens,
@@ -439,7 +659,7 @@ pub fn train(
         record_monitor(0, &mut metrics, &mut summary)?;
     }
 
-    let progress = progress_bar(options.progress, start, plan.total_steps);
+    let progress = progress_bar(options.progress && leader, start, plan.total_steps);
     let run_started = Instant::now();
     let mut tokens_done = 0usize;
     for step in start..plan.total_steps {
@@ -449,7 +669,7 @@ pub fn train(
             .iter()
             .map(|&i| inputs.tokenized[i].loss_tokens())
             .sum();
-        let shard = rank_shard(&batch, collective.rank(), collective.world_size());
+        let shard = rank_shard(&batch, rank, world);
         let micro_batches = shard.chunks(t.micro_batch_size).map(|micro| {
             let examples: Vec<&TokenizedExample> =
                 micro.iter().map(|&i| &inputs.tokenized[i]).collect();
@@ -470,52 +690,67 @@ pub fn train(
         let done = step + 1;
         let seconds = started.elapsed().as_secs_f64();
         tokens_done += tokens;
-        let tokens_per_s = tokens as f64 * collective.world_size() as f64 / seconds.max(1e-9);
-        metrics.push(
-            json!({
-                "step": done,
-                "epoch": done as f64 / plan.steps_per_epoch as f64,
-                "loss": loss,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "loss_tokens": loss_tokens,
-                "tokens_per_s": tokens_per_s,
-                "step_seconds": seconds,
-            })
-            .to_string(),
-        );
+        let tokens_per_s = tokens as f64 * world as f64 / seconds.max(1e-9);
         summary.steps = done;
         summary.final_loss = Some(loss);
-        progress.set_position(done);
-        progress.set_message(format!(
-            "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
-        ));
-        if progress.is_hidden()
-            && (done % (plan.total_steps / 20).max(1) == 0 || done == plan.total_steps)
-        {
-            tracing::info!(
-                step = done,
-                total = plan.total_steps,
-                loss,
-                lr,
-                grad_norm,
-                tokens_per_s,
-                "train"
+        if leader {
+            metrics.push(
+                json!({
+                    "step": done,
+                    "epoch": done as f64 / plan.steps_per_epoch as f64,
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "loss_tokens": loss_tokens,
+                    "tokens_per_s": tokens_per_s,
+                    "step_seconds": seconds,
+                })
+                .to_string(),
             );
+            progress.set_position(done);
+            progress.set_message(format!(
+                "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
+            ));
+            if progress.is_hidden()
+                && (done % (plan.total_steps / 20).max(1) == 0 || done == plan.total_steps)
+            {
+                tracing::info!(
+                    step = done,
+                    total = plan.total_steps,
+                    loss,
+                    lr,
+                    grad_norm,
+                    tokens_per_s,
+                    "train"
+                );
+            }
+        }
+        if let Some(observer) = observer {
+            observer.step(done);
         }
 
-        let stop = options
+        // A stop asked of any rank stops every rank after the same step.
+        let mut stop = options
             .stop
             .as_ref()
-            .is_some_and(|s| s.load(Ordering::SeqCst))
-            && done < plan.total_steps;
+            .is_some_and(|s| s.load(Ordering::SeqCst));
+        if world > 1 {
+            let mut flag = Tensor::from_slice(&[f32::from(u8::from(stop))]).to_device(device);
+            collective
+                .all_reduce_sum(&mut flag)
+                .map_err(TrainError::Collective)?;
+            stop = flag.double_value(&[0]) > 0.0;
+        }
+        let stop = stop && done < plan.total_steps;
         let due = done == plan.total_steps
             || spec.checkpoint.every_steps.is_some_and(|n| done % n == 0)
             || (spec.checkpoint.every_epoch && plan.ends_epoch(step));
-        if due || stop {
+        if (due || stop) && leader {
             if due {
                 record_monitor(done, &mut metrics, &mut summary)?;
             }
+            // The probe runs on rank 0 alone; the other ranks meanwhile
+            // wait in the next step's all-reduce (no timeout).
             let baselines = match &probe {
                 Some(probe) => {
                     let b = probe.measure(
@@ -544,33 +779,35 @@ pub fn train(
                 }
                 None => None,
             };
-            if collective.rank() == 0 {
-                let state = ResumeState {
-                    step: done,
-                    epoch: plan.epoch_of(step),
-                    training_hash: spec.training_hash(),
-                    inputs_digest: inputs.digest.clone(),
-                    weight_dtype: premem_model::weights::dtype_name(kind).to_string(),
-                    layout: optimizer.layout(),
-                    premem_version: env!("CARGO_PKG_VERSION").to_string(),
-                    init_digest: init_digest.clone(),
-                };
-                checkpoint::save(
-                    &run,
-                    &model,
-                    &inputs.tokenizer,
-                    &optimizer,
-                    &state,
-                    &checkpoint::Records {
-                        metrics: &metrics,
-                        baselines: baselines.as_ref(),
-                    },
-                    spec.checkpoint.max_shard_bytes,
-                )?;
-                if let Some(keep) = spec.checkpoint.keep_resume_states {
-                    checkpoint::prune_resume_states(&run, keep)?;
-                }
-                tracing::info!(step = done, url = run.store().url(), "checkpoint published");
+            let state = ResumeState {
+                step: done,
+                epoch: plan.epoch_of(step),
+                training_hash: spec.training_hash(),
+                inputs_digest: inputs.digest.clone(),
+                weight_dtype: premem_model::weights::dtype_name(kind).to_string(),
+                layout: optimizer.layout(),
+                premem_version: env!("CARGO_PKG_VERSION").to_string(),
+                init_digest: init_digest.clone(),
+            };
+            checkpoint::save(
+                &run,
+                rank,
+                &model,
+                &inputs.tokenizer,
+                &optimizer,
+                &state,
+                &checkpoint::Records {
+                    metrics: &metrics,
+                    baselines: baselines.as_ref(),
+                },
+                spec.checkpoint.max_shard_bytes,
+            )?;
+            if let Some(keep) = spec.checkpoint.keep_resume_states {
+                checkpoint::prune_resume_states(&run, keep)?;
+            }
+            tracing::info!(step = done, url = run.store().url(), "checkpoint published");
+            if let Some(observer) = observer {
+                observer.checkpoint(done);
             }
             metrics.clear();
         }
@@ -579,9 +816,19 @@ pub fn train(
             break;
         }
     }
+    if world > 1 {
+        // No rank returns before rank 0 has published the last checkpoint.
+        let mut barrier = Tensor::zeros([1], (Kind::Float, device));
+        collective
+            .all_reduce_sum(&mut barrier)
+            .map_err(TrainError::Collective)?;
+    }
     progress.finish_and_clear();
-    summary.tokens_per_s = tokens_done as f64 * collective.world_size() as f64
-        / run_started.elapsed().as_secs_f64().max(1e-9);
+    summary.tokens_per_s =
+        tokens_done as f64 * world as f64 / run_started.elapsed().as_secs_f64().max(1e-9);
+    if let Some(observer) = observer {
+        observer.finished(&model);
+    }
     Ok(summary)
 }
 

@@ -1,0 +1,511 @@
+//! The gRPC service: validates each request, applies it to the [`State`]
+//! under its lock (never across an await), and does the object-store work
+//! (persisting jobs, checking result files, finding checkpoints) outside it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use premem_core::checkpoint::{Area, published_steps};
+use premem_core::spec::JobSpec;
+use premem_core::{Dataset, Store};
+use premem_proto::v1::{self, coordinator_server::Coordinator};
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::metrics::Metrics;
+use crate::persist::Persist;
+use crate::state::{
+    Action, Completed, Examples, Job, Phase, Refusal, Rendezvous, Row, Split, State, TaskKey,
+};
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Status {
+        match refusal {
+            Refusal::NotFound(m) => Status::not_found(m),
+            Refusal::Invalid(m) => Status::invalid_argument(m),
+            Refusal::Precondition(m) => Status::failed_precondition(m),
+            Refusal::AlreadyExists(m) => Status::already_exists(m),
+        }
+    }
+}
+
+/// Builds a job from its spec: the train subset and test examples the
+/// evaluation covers, and the planned steps. Reads the datasets.
+pub fn build_job(spec: JobSpec) -> Result<Job, String> {
+    spec.validate()?;
+    let train = Dataset::load(&spec.data.train).map_err(|e| e.to_string())?;
+    let limit = spec.eval.limit.unwrap_or(usize::MAX);
+    let subset = premem_core::order::subset(train.len(), spec.data.fraction, spec.run.seed);
+    let train_ids: Vec<String> = subset
+        .iter()
+        .take(limit)
+        .map(|&i| train.examples[i].id.clone())
+        .collect();
+    let test_ids: Vec<String> = match &spec.data.test {
+        Some(test) => Dataset::load(test)
+            .map_err(|e| e.to_string())?
+            .examples
+            .into_iter()
+            .take(limit)
+            .map(|e| e.id)
+            .collect(),
+        None => vec![],
+    };
+    let plan = premem_core::order::DataPlan::new(
+        train.len(),
+        spec.data.fraction,
+        spec.train.batch_size,
+        spec.train.epochs,
+        spec.train.keep_steps_of_epochs,
+        spec.run.seed,
+    );
+    let spec_json = serde_json::to_string(&spec).expect("spec serialises");
+    Ok(Job::new(
+        spec,
+        spec_json,
+        Examples {
+            train: train_ids,
+            test: test_ids,
+        },
+        plan.total_steps,
+    ))
+}
+
+pub struct Service {
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) persist: Persist,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Wakes the scanner (a checkpoint was reported).
+    pub(crate) scan: Arc<Notify>,
+    pub(crate) retry_after: Duration,
+}
+
+impl Service {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn internal(&self, what: &str, e: impl std::fmt::Display) -> Status {
+        tracing::error!(error = %e, "{what}");
+        Status::internal(format!("{what}: {e}"))
+    }
+}
+
+fn params(spec: &JobSpec, split: Split) -> v1::EvalParams {
+    let e = &spec.eval;
+    v1::EvalParams {
+        samples: e.samples as u32,
+        temperature: e.temperature,
+        top_p: e.top_p,
+        max_new_tokens: e.max_new_tokens,
+        preambles: match split {
+            Split::Train => e.preambles.clone(),
+            Split::Test => vec![],
+        },
+        batch_size: e.batch_size as u32,
+        keep_samples: e.keep_samples as u32,
+    }
+}
+
+/// The status of a job as the API reports it.
+pub fn job_status(job: &Job) -> v1::JobStatus {
+    use v1::JobState;
+    let (state, message) = match &job.phase {
+        Phase::Cancelled => (JobState::Cancelled, "cancelled".to_string()),
+        Phase::Failed(m) => (JobState::Failed, m.clone()),
+        Phase::Active if job.complete() => (JobState::Done, String::new()),
+        Phase::Active if job.trained => (
+            JobState::Evaluating,
+            format!(
+                "{} evaluation tasks left",
+                job.tasks.len() - job.done_tasks()
+            ),
+        ),
+        Phase::Active if job.group.running => (JobState::Training, String::new()),
+        Phase::Active => (
+            JobState::Waiting,
+            format!(
+                "{} of {} trainer ranks registered (generation {})",
+                job.group.members.len(),
+                job.world_size(),
+                job.group.generation
+            ),
+        ),
+    };
+    let checkpoints = job
+        .checkpoint_steps()
+        .into_iter()
+        .map(|step| {
+            let tasks: Vec<_> = job.tasks.iter().filter(|(k, _)| k.step == step).collect();
+            let pm = job.pm_by_step.get(&step);
+            v1::CheckpointStatus {
+                step,
+                tasks_total: tasks.len() as u32,
+                tasks_done: tasks
+                    .iter()
+                    .filter(|(_, t)| t.state == crate::state::TaskState::Done)
+                    .count() as u32,
+                pm_accuracy: pm.and_then(|p| p.pm),
+                train_accuracy: pm.map(|p| p.train_accuracy),
+                memorized_fraction: pm.map(|p| p.memorized_fraction),
+                test_accuracy: job.test_accuracy.get(&step).copied(),
+            }
+        })
+        .collect();
+    v1::JobStatus {
+        job: job.name.clone(),
+        state: state as i32,
+        message,
+        output: job.spec.run.output.clone(),
+        step: job.step(),
+        total_steps: job.total_steps,
+        world_size: job.world_size(),
+        ranks_alive: if job.group.running {
+            job.group.members.len() as u32
+        } else {
+            0
+        },
+        generation: job.group.generation,
+        tasks_pending: job.pending_tasks() as u32,
+        tasks_leased: job.leased_tasks() as u32,
+        tasks_done: job.done_tasks() as u32,
+        checkpoints,
+    }
+}
+
+/// Finds newly published checkpoints of every active job and adds their
+/// tasks; returns how many checkpoints were added.
+pub async fn scan_checkpoints(state: &Mutex<State>) -> usize {
+    let runs: Vec<(String, String)> = {
+        let state = state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .jobs
+            .values()
+            .filter(|j| {
+                j.phase == Phase::Active && !(j.trained && j.spec.eval.enabled && j.complete())
+            })
+            .map(|j| (j.name.clone(), j.spec.run.output.clone()))
+            .collect()
+    };
+    let mut added = 0;
+    for (name, output) in runs {
+        let steps = match Store::open(&output) {
+            Ok(run) => published_steps(&run, Area::Weights).await,
+            Err(e) => Err(e),
+        };
+        let steps = match steps {
+            Ok(steps) => steps,
+            Err(e) => {
+                tracing::warn!(job = name, error = %e, "cannot list checkpoints");
+                continue;
+            }
+        };
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(job) = state.jobs.get_mut(&name) {
+            for step in steps {
+                if !job.add_checkpoint(step).is_empty() {
+                    tracing::info!(job = name, step, "checkpoint found: evaluation tasks added");
+                    added += 1;
+                }
+                if step >= job.total_steps {
+                    job.trained = true;
+                }
+            }
+        }
+    }
+    added
+}
+
+fn rows_of(request: &v1::CompleteTaskRequest) -> Vec<Row> {
+    request
+        .rows
+        .iter()
+        .map(|r| Row {
+            id: r.example_id.clone(),
+            accuracy: r.accuracy,
+            perplexity: r.perplexity,
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Coordinator for Service {
+    async fn submit_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobReply>, Status> {
+        let spec: JobSpec = serde_json::from_str(&request.get_ref().spec_json)
+            .map_err(|e| Status::invalid_argument(format!("spec_json: {e}")))?;
+        let name = spec.run.name.clone();
+        let job = tokio::task::spawn_blocking(move || build_job(spec))
+            .await
+            .map_err(|e| self.internal("building the job", e))?
+            .map_err(|m| Status::invalid_argument(format!("job '{name}': {m}")))?;
+        let spec_json = job.spec_json.clone();
+        let created = self.lock().insert_job(job)?;
+        if created {
+            self.persist
+                .save_spec(&name, &spec_json)
+                .await
+                .map_err(|e| self.internal("persisting the job", e))?;
+            tracing::info!(job = name, "job submitted");
+            self.scan.notify_one();
+        }
+        Ok(Response::new(v1::SubmitJobReply { job: name, created }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<v1::GetStatusRequest>,
+    ) -> Result<Response<v1::JobStatus>, Status> {
+        let state = self.lock();
+        Ok(Response::new(job_status(
+            state.job(&request.get_ref().job)?,
+        )))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<v1::CancelJobRequest>,
+    ) -> Result<Response<v1::CancelJobReply>, Status> {
+        let name = &request.get_ref().job;
+        self.lock().cancel(name)?;
+        self.persist
+            .save_cancelled(name)
+            .await
+            .map_err(|e| self.internal("persisting the cancellation", e))?;
+        tracing::info!(job = name, "job cancelled");
+        Ok(Response::new(v1::CancelJobReply {}))
+    }
+
+    async fn register_trainer(
+        &self,
+        request: Request<v1::RegisterTrainerRequest>,
+    ) -> Result<Response<v1::RegisterTrainerReply>, Status> {
+        let r = request.into_inner();
+        if r.nccl_unique_id.len() > 1024 || r.ring_address.len() > 256 {
+            return Err(Status::invalid_argument(
+                "ring_address or nccl_unique_id too long",
+            ));
+        }
+        let backend = v1::Backend::try_from(r.backend).unwrap_or(v1::Backend::Unspecified);
+        match backend {
+            v1::Backend::Ring if r.ring_address.parse::<std::net::SocketAddr>().is_err() => {
+                return Err(Status::invalid_argument(format!(
+                    "ring_address '{}' is not host:port",
+                    r.ring_address
+                )));
+            }
+            v1::Backend::Nccl if r.rank == 0 && r.nccl_unique_id.is_empty() => {
+                return Err(Status::invalid_argument(
+                    "rank 0 of an NCCL group must send its nccl_unique_id",
+                ));
+            }
+            v1::Backend::Unspecified => {
+                return Err(Status::invalid_argument("backend must be RING or NCCL"));
+            }
+            _ => {}
+        }
+        let registered = self.lock().register(
+            &r.job,
+            r.rank,
+            r.ring_address,
+            r.nccl_unique_id,
+            Instant::now(),
+        )?;
+        tracing::info!(
+            job = r.job,
+            rank = r.rank,
+            generation = registered.generation,
+            "trainer registered"
+        );
+        self.persist
+            .save_generation(&r.job, registered.generation)
+            .await
+            .map_err(|e| self.internal("persisting the generation", e))?;
+        Ok(Response::new(v1::RegisterTrainerReply {
+            world_size: registered.world_size,
+            generation: registered.generation,
+            spec_json: registered.spec_json,
+        }))
+    }
+
+    async fn rendezvous(
+        &self,
+        request: Request<v1::RendezvousRequest>,
+    ) -> Result<Response<v1::RendezvousReply>, Status> {
+        let r = request.get_ref();
+        let reply = match self.lock().rendezvous(&r.job, r.rank, r.generation)? {
+            Rendezvous::Waiting => v1::RendezvousReply::default(),
+            Rendezvous::Ready {
+                ring_addresses,
+                nccl_id,
+            } => v1::RendezvousReply {
+                ready: true,
+                ring_addresses,
+                nccl_unique_id: nccl_id,
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn trainer_heartbeat(
+        &self,
+        request: Request<v1::TrainerHeartbeatRequest>,
+    ) -> Result<Response<v1::TrainerHeartbeatReply>, Status> {
+        let r = request.get_ref();
+        let (action, generation) =
+            self.lock()
+                .heartbeat(&r.job, r.rank, r.generation, r.step, Instant::now())?;
+        let action = match action {
+            Action::Continue => v1::TrainerAction::Continue,
+            Action::Regroup => v1::TrainerAction::Regroup,
+            Action::Stop => v1::TrainerAction::Stop,
+        };
+        Ok(Response::new(v1::TrainerHeartbeatReply {
+            action: action as i32,
+            generation,
+        }))
+    }
+
+    async fn report_checkpoint(
+        &self,
+        request: Request<v1::ReportCheckpointRequest>,
+    ) -> Result<Response<v1::ReportCheckpointReply>, Status> {
+        let r = request.get_ref();
+        {
+            let state = self.lock();
+            let job = state.job(&r.job)?;
+            if r.rank >= job.world_size() {
+                return Err(Status::invalid_argument(format!(
+                    "rank {} out of range: job '{}' has {} trainer rank(s)",
+                    r.rank,
+                    r.job,
+                    job.world_size()
+                )));
+            }
+        }
+        tracing::debug!(job = r.job, step = r.step, "checkpoint reported");
+        self.scan.notify_one();
+        Ok(Response::new(v1::ReportCheckpointReply {}))
+    }
+
+    async fn trainer_finished(
+        &self,
+        request: Request<v1::TrainerFinishedRequest>,
+    ) -> Result<Response<v1::TrainerFinishedReply>, Status> {
+        let r = request.get_ref();
+        self.lock()
+            .trainer_finished(&r.job, r.rank, r.generation, r.step)?;
+        tracing::info!(job = r.job, rank = r.rank, "trainer finished");
+        self.scan.notify_one();
+        Ok(Response::new(v1::TrainerFinishedReply {}))
+    }
+
+    async fn lease_task(
+        &self,
+        request: Request<v1::LeaseTaskRequest>,
+    ) -> Result<Response<v1::LeaseTaskReply>, Status> {
+        let started = Instant::now();
+        let evaluator = &request.get_ref().evaluator;
+        if evaluator.len() > 256 {
+            return Err(Status::invalid_argument("evaluator name too long"));
+        }
+        let mut state = self.lock();
+        let ttl = state.timing.lease_ttl;
+        let leased = state.lease(evaluator, Instant::now());
+        let reply = match leased {
+            None => v1::LeaseTaskReply {
+                task: None,
+                lease_ttl_ms: ttl.as_millis() as u64,
+                retry_after_ms: self.retry_after.as_millis() as u64,
+            },
+            Some(leased) => {
+                let job = &state.jobs[&leased.job];
+                let key: TaskKey = leased.key;
+                v1::LeaseTaskReply {
+                    task: Some(v1::Task {
+                        task_id: key.id(&leased.job),
+                        lease_id: leased.lease,
+                        job: leased.job.clone(),
+                        run: job.spec.run.output.clone(),
+                        step: key.step,
+                        split: key.split.name().to_string(),
+                        example_ids: leased.examples,
+                        params: Some(params(&job.spec, key.split)),
+                        result_file: key.result_file(),
+                    }),
+                    lease_ttl_ms: ttl.as_millis() as u64,
+                    retry_after_ms: 0,
+                }
+            }
+        };
+        drop(state);
+        self.metrics
+            .lease_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(reply))
+    }
+
+    async fn renew_lease(
+        &self,
+        request: Request<v1::RenewLeaseRequest>,
+    ) -> Result<Response<v1::RenewLeaseReply>, Status> {
+        let r = request.get_ref();
+        let mut state = self.lock();
+        let valid = state.renew(&r.lease_id, &r.task_id, Instant::now())?;
+        Ok(Response::new(v1::RenewLeaseReply {
+            valid,
+            lease_ttl_ms: state.timing.lease_ttl.as_millis() as u64,
+        }))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<v1::CompleteTaskRequest>,
+    ) -> Result<Response<v1::CompleteTaskReply>, Status> {
+        let r = request.get_ref();
+        let rows = rows_of(r);
+        let (run, file) = self.lock().check_rows(&r.task_id, &rows)?;
+        // The rows count only once their file is in the store.
+        let exists = match Store::open(&run) {
+            Ok(store) => store.exists(&file).await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.internal("checking the result file", e))?;
+        if !exists {
+            return Err(Status::failed_precondition(format!(
+                "task '{}': its result file {file} is not in the run's store; write it before completing",
+                r.task_id
+            )));
+        }
+        let count = rows.len() as u64;
+        let completed = self
+            .lock()
+            .complete(&r.lease_id, &r.task_id, rows, Instant::now())?;
+        let completion = match completed {
+            Completed::Accepted => {
+                self.metrics.rows_total.inc_by(count);
+                v1::Completion::Accepted
+            }
+            Completed::Duplicate => v1::Completion::Duplicate,
+            Completed::Expired => v1::Completion::Expired,
+        };
+        self.metrics.count_completion(completed);
+        tracing::debug!(task = r.task_id, ?completed, "completion");
+        Ok(Response::new(v1::CompleteTaskReply {
+            completion: completion as i32,
+        }))
+    }
+
+    async fn fail_task(
+        &self,
+        request: Request<v1::FailTaskRequest>,
+    ) -> Result<Response<v1::FailTaskReply>, Status> {
+        let r = request.get_ref();
+        let message: String = r.message.chars().take(4000).collect();
+        self.lock()
+            .fail(&r.lease_id, &r.task_id, &message, Instant::now())?;
+        Ok(Response::new(v1::FailTaskReply {}))
+    }
+}

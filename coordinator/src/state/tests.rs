@@ -1,0 +1,362 @@
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const SPEC: &str = r#"
+[run]
+name = "job"
+output = "runs/job"
+
+[model]
+config = "tiny.json"
+tokenizer = "tokenizer.json"
+
+[data.train]
+path = "train.jsonl"
+format = "gsm8k"
+
+[train]
+lr = 1e-4
+schedule = { type = "constant" }
+batch_size = 8
+micro_batch_size = 4
+
+[eval]
+task_examples = 2
+threshold = { perplexity = 1.5 }
+max_attempts = 2
+
+[cluster]
+trainers = 2
+"#;
+
+fn job(train: usize, test: usize, total_steps: u64) -> Job {
+    let spec = JobSpec::from_toml(SPEC, Path::new("spec.toml")).unwrap();
+    Job::new(
+        spec,
+        "{}".into(),
+        Examples {
+            train: (0..train).map(|i| format!("tr{i}")).collect(),
+            test: (0..test).map(|i| format!("te{i}")).collect(),
+        },
+        total_steps,
+    )
+}
+
+fn state_with(job: Job) -> State {
+    let mut state = State::new(Timing {
+        lease_ttl: Duration::from_secs(10),
+        rank_ttl: Duration::from_secs(30),
+    });
+    assert!(state.insert_job(job).unwrap());
+    state
+}
+
+fn rows(ids: &[String], accuracy: f64, perplexity: f64) -> Vec<Row> {
+    ids.iter()
+        .map(|id| Row {
+            id: id.clone(),
+            accuracy,
+            perplexity,
+        })
+        .collect()
+}
+
+#[test]
+fn task_ids_round_trip_and_name_their_files() {
+    let key = TaskKey {
+        step: 64,
+        split: Split::Test,
+        index: 3,
+    };
+    assert_eq!(key.id("a/b"), "a/b/step-00000064/test-0003");
+    assert_eq!(parse_task_id(&key.id("a/b")), Some(("a/b", key)));
+    assert_eq!(key.result_file(), "results/step-00000064/test-0003.parquet");
+    assert_eq!(parse_task_id("job/step-00000064/dev-0003"), None);
+    assert_eq!(parse_task_id("nonsense"), None);
+}
+
+#[test]
+fn a_checkpoint_becomes_fixed_size_tasks_train_first() {
+    let mut state = state_with(job(5, 3, 10));
+    let added = state.job_mut("job").unwrap().add_checkpoint(4);
+    // 5 train examples in tasks of 2: 3 tasks; 3 test examples: 2 tasks.
+    assert_eq!(added.len(), 5);
+    assert!(state.job_mut("job").unwrap().add_checkpoint(4).is_empty());
+    let now = Instant::now();
+    let first = state.lease("e1", now).unwrap();
+    assert_eq!((first.key.split, first.key.index), (Split::Train, 0));
+    assert_eq!(first.examples, vec!["tr0", "tr1"]);
+    let mut seen = vec![first.key];
+    while let Some(l) = state.lease("e1", now) {
+        seen.push(l.key);
+    }
+    assert_eq!(seen.len(), 5);
+    assert_eq!(seen[3].split, Split::Test);
+}
+
+#[test]
+fn a_completion_counts_once_and_expired_leases_are_ignored() {
+    let mut state = state_with(job(2, 0, 10));
+    state.job_mut("job").unwrap().add_checkpoint(4);
+    let t0 = Instant::now();
+    let first = state.lease("e1", t0).unwrap();
+    let id = first.key.id("job");
+    // The lease runs out; the task goes to another evaluator.
+    assert_eq!(state.expire_leases(t0 + Duration::from_secs(11)), 1);
+    assert!(
+        !state
+            .renew(&first.lease, &id, t0 + Duration::from_secs(11))
+            .unwrap()
+    );
+    let second = state.lease("e2", t0 + Duration::from_secs(11)).unwrap();
+    assert_eq!(second.key, first.key);
+    let r = rows(&first.examples, 1.0, 2.0);
+    let late = t0 + Duration::from_secs(12);
+    assert_eq!(
+        state.complete(&first.lease, &id, r.clone(), late).unwrap(),
+        Completed::Expired
+    );
+    assert_eq!(
+        state.complete(&second.lease, &id, r.clone(), late).unwrap(),
+        Completed::Accepted
+    );
+    assert_eq!(
+        state.complete(&second.lease, &id, r, late).unwrap(),
+        Completed::Duplicate
+    );
+    assert_eq!(state.rows_accepted, 2);
+    assert!(state.lease("e3", late).is_none());
+}
+
+#[test]
+fn renewal_keeps_a_lease_alive() {
+    let mut state = state_with(job(2, 0, 10));
+    state.job_mut("job").unwrap().add_checkpoint(4);
+    let t0 = Instant::now();
+    let l = state.lease("e1", t0).unwrap();
+    let id = l.key.id("job");
+    assert!(
+        state
+            .renew(&l.lease, &id, t0 + Duration::from_secs(8))
+            .unwrap()
+    );
+    assert_eq!(state.expire_leases(t0 + Duration::from_secs(12)), 0);
+    assert_eq!(state.expire_leases(t0 + Duration::from_secs(19)), 1);
+}
+
+#[test]
+fn rows_must_match_the_task_exactly() {
+    let mut state = state_with(job(2, 0, 10));
+    state.job_mut("job").unwrap().add_checkpoint(4);
+    let l = state.lease("e1", Instant::now()).unwrap();
+    let id = l.key.id("job");
+    let mut r = rows(&l.examples, 0.5, 2.0);
+    assert!(state.check_rows(&id, &r).is_ok());
+    r[1].id = "intruder".into();
+    assert!(
+        matches!(state.check_rows(&id, &r), Err(Refusal::Invalid(m)) if m.contains("intruder"))
+    );
+    let r = rows(&l.examples[..1], 0.5, 2.0);
+    assert!(
+        matches!(state.check_rows(&id, &r), Err(Refusal::Invalid(m)) if m.contains("has 2 examples"))
+    );
+    let mut r = rows(&l.examples, 0.5, 2.0);
+    r[0].perplexity = 0.5;
+    assert!(matches!(
+        state.check_rows(&id, &r),
+        Err(Refusal::Invalid(_))
+    ));
+    let mut r = rows(&l.examples, 0.5, 2.0);
+    r[1] = r[0].clone();
+    assert!(
+        matches!(state.check_rows(&id, &r), Err(Refusal::Invalid(m)) if m.contains("two rows"))
+    );
+    assert!(matches!(
+        state.check_rows("job/step-00000099/train-0000", &rows(&l.examples, 0.5, 2.0)),
+        Err(Refusal::NotFound(_))
+    ));
+}
+
+/// P-M accuracy by hand, p = 1.5, two examples:
+///
+/// | step | tr0 acc, ppl | tr1 acc, ppl | masked tr0, tr1 | PM tr0, tr1 | PM   |
+/// |------|--------------|--------------|-----------------|-------------|------|
+/// | 4    | 0.6, 3.0     | 0.2, 1.2     | 0.6, 0.0        | 0.6, 0.0    | 0.3  |
+/// | 8    | 0.4, 1.1     | 1.0, 2.0     | 0.0, 1.0        | 0.4, 1.0    | 0.7  |
+///
+/// Step 8's results arrive first; P-M waits for step 4.
+#[test]
+fn pm_accuracy_folds_checkpoints_in_order_as_results_arrive() {
+    let mut state = state_with(job(2, 0, 10));
+    let now = Instant::now();
+    for step in [4, 8] {
+        state.job_mut("job").unwrap().add_checkpoint(step);
+    }
+    let a = state.lease("e", now).unwrap();
+    let b = state.lease("e", now).unwrap();
+    assert_eq!((a.key.step, b.key.step), (4, 8));
+    let row = |id: &str, accuracy, perplexity| Row {
+        id: id.into(),
+        accuracy,
+        perplexity,
+    };
+    let step8 = vec![row("tr0", 0.4, 1.1), row("tr1", 1.0, 2.0)];
+    state
+        .complete(&b.lease, &b.key.id("job"), step8, now)
+        .unwrap();
+    assert!(state.job("job").unwrap().pm_by_step.is_empty());
+    let step4 = vec![row("tr0", 0.6, 3.0), row("tr1", 0.2, 1.2)];
+    state
+        .complete(&a.lease, &a.key.id("job"), step4, now)
+        .unwrap();
+    let job = state.job("job").unwrap();
+    let pm: Vec<(u64, f64)> = job
+        .pm_by_step
+        .iter()
+        .map(|(s, p)| (*s, p.pm.unwrap()))
+        .collect();
+    assert_eq!(pm.len(), 2);
+    assert!(
+        (pm[0].1 - 0.3).abs() < 1e-12 && (pm[1].1 - 0.7).abs() < 1e-12,
+        "{pm:?}"
+    );
+    assert!(!job.complete(), "training has not finished");
+}
+
+#[test]
+fn ranks_form_a_generation_and_a_rejoin_starts_the_next() {
+    let mut state = state_with(job(2, 0, 10));
+    let now = Instant::now();
+    let r0 = state
+        .register("job", 0, "127.0.0.1:1".into(), vec![], now)
+        .unwrap();
+    assert_eq!(r0.generation, 1);
+    assert_eq!(state.rendezvous("job", 0, 1).unwrap(), Rendezvous::Waiting);
+    state
+        .register("job", 1, "127.0.0.1:2".into(), vec![], now)
+        .unwrap();
+    assert_eq!(
+        state.rendezvous("job", 1, 1).unwrap(),
+        Rendezvous::Ready {
+            ring_addresses: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+            nccl_id: vec![]
+        }
+    );
+    assert_eq!(
+        state.heartbeat("job", 0, 1, 3, now).unwrap(),
+        (Action::Continue, 1)
+    );
+    // Rank 1 dies and comes back: generation 2, rank 0 is told to regroup.
+    let again = state
+        .register("job", 1, "127.0.0.1:3".into(), vec![], now)
+        .unwrap();
+    assert_eq!(again.generation, 2);
+    assert_eq!(
+        state.heartbeat("job", 0, 1, 4, now).unwrap(),
+        (Action::Regroup, 2)
+    );
+    assert!(matches!(
+        state.rendezvous("job", 0, 1),
+        Err(Refusal::Precondition(_))
+    ));
+    state
+        .register("job", 0, "127.0.0.1:4".into(), vec![], now)
+        .unwrap();
+    assert!(matches!(
+        state.rendezvous("job", 0, 2).unwrap(),
+        Rendezvous::Ready { .. }
+    ));
+}
+
+#[test]
+fn a_silent_rank_regroups_the_job() {
+    let mut state = state_with(job(2, 0, 10));
+    let t0 = Instant::now();
+    state
+        .register("job", 0, "127.0.0.1:1".into(), vec![], t0)
+        .unwrap();
+    state
+        .register("job", 1, "127.0.0.1:2".into(), vec![], t0)
+        .unwrap();
+    let later = t0 + Duration::from_secs(20);
+    state.heartbeat("job", 0, 1, 5, later).unwrap();
+    state.heartbeat("job", 1, 1, 5, later).unwrap();
+    assert!(
+        state
+            .expire_ranks(later + Duration::from_secs(10))
+            .is_empty()
+    );
+    state
+        .heartbeat("job", 0, 1, 6, later + Duration::from_secs(25))
+        .unwrap();
+    assert_eq!(
+        state.expire_ranks(later + Duration::from_secs(31)),
+        vec!["job"]
+    );
+    assert_eq!(
+        state
+            .heartbeat("job", 0, 1, 6, later + Duration::from_secs(31))
+            .unwrap()
+            .0,
+        Action::Regroup
+    );
+}
+
+#[test]
+fn out_of_range_ranks_and_unknown_jobs_are_refused() {
+    let mut state = state_with(job(2, 0, 10));
+    let now = Instant::now();
+    assert!(matches!(
+        state.register("job", 2, "127.0.0.1:1".into(), vec![], now),
+        Err(Refusal::Invalid(m)) if m.contains("rank 2 out of range")
+    ));
+    assert!(matches!(
+        state.heartbeat("job", 7, 1, 0, now),
+        Err(Refusal::Invalid(_))
+    ));
+    assert!(matches!(
+        state.register("nope", 0, "127.0.0.1:1".into(), vec![], now),
+        Err(Refusal::NotFound(_))
+    ));
+    assert!(state.job("job").unwrap().group.members.is_empty());
+}
+
+#[test]
+fn a_task_failing_too_often_fails_the_job() {
+    let mut state = state_with(job(2, 0, 10));
+    state.job_mut("job").unwrap().add_checkpoint(4);
+    let now = Instant::now();
+    let l = state.lease("e", now).unwrap();
+    state.fail(&l.lease, &l.key.id("job"), "boom", now).unwrap();
+    assert_eq!(state.job("job").unwrap().phase, Phase::Active);
+    let l = state.lease("e", now).unwrap();
+    state
+        .fail(&l.lease, &l.key.id("job"), "boom again", now)
+        .unwrap();
+    assert!(
+        matches!(&state.job("job").unwrap().phase, Phase::Failed(m) if m.contains("boom again"))
+    );
+    assert!(state.lease("e", now).is_none());
+}
+
+#[test]
+fn a_job_is_complete_when_trained_and_every_task_is_done() {
+    let mut state = state_with(job(2, 1, 8));
+    let now = Instant::now();
+    state.job_mut("job").unwrap().add_checkpoint(8);
+    assert!(
+        state.job("job").unwrap().trained,
+        "the final step's checkpoint ends training"
+    );
+    while let Some(l) = state.lease("e", now) {
+        let r = rows(&l.examples, 1.0, 1.0);
+        state.complete(&l.lease, &l.key.id("job"), r, now).unwrap();
+    }
+    let job = state.job("job").unwrap();
+    assert!(job.complete());
+    assert_eq!(job.test_accuracy[&8], 1.0);
+    // Memorized everywhere: P-M accuracy 0 although accuracy is 1.
+    assert_eq!(job.pm_by_step[&8].pm, Some(0.0));
+}

@@ -1,0 +1,1193 @@
+//! The coordinator over the wire: a real server on 127.0.0.1:0 and tonic
+//! clients (`premem_proto::client`). The job evaluates four train examples
+//! (t0..t3) and two test examples (e0, e1) in tasks of two; its plan has 8
+//! steps (4 examples, batch 2, 4 epochs), so the checkpoint of step 8 is the
+//! final one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use premem_coordinator::{Running, ServeOptions, Timing, start};
+use premem_core::results::{ExampleResult, to_parquet};
+use premem_proto::v1::coordinator_client::CoordinatorClient;
+use premem_proto::v1::{self, Backend, Completion, JobState, TrainerAction};
+use premem_proto::{Client, ClientConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+const TOKEN: &str = "grpc-test-token";
+const JOB: &str = "grpc-job";
+const TRAIN: [&str; 4] = ["t0", "t1", "t2", "t3"];
+const TEST: [&str; 2] = ["e0", "e1"];
+
+/// A temporary directory with the datasets, the run and the state store.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = |ids: &[&str]| {
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    serde_json::json!({
+                        "id": id,
+                        "question": format!("What is {i} + {i}?"),
+                        "answer": format!("{i} + {i} = {}\n#### {}", 2 * i, 2 * i),
+                    })
+                    .to_string()
+                        + "\n"
+                })
+                .collect::<String>()
+        };
+        std::fs::write(dir.path().join("train.jsonl"), jsonl(&TRAIN)).unwrap();
+        std::fs::write(dir.path().join("test.jsonl"), jsonl(&TEST)).unwrap();
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn spec(&self, task_examples: usize) -> serde_json::Value {
+        serde_json::json!({
+            "run": { "name": JOB, "output": self.path("run") },
+            "model": { "config": "tiny.json", "tokenizer": "tokenizer.json" },
+            "data": {
+                "train": { "path": self.path("train.jsonl"), "format": "gsm8k" },
+                "test": { "path": self.path("test.jsonl"), "format": "gsm8k" },
+            },
+            "train": {
+                "lr": 1e-4,
+                "schedule": { "type": "constant" },
+                "batch_size": 2,
+                "micro_batch_size": 1,
+                "epochs": 4,
+            },
+            "eval": { "task_examples": task_examples, "threshold": { "perplexity": 1.5 } },
+            "cluster": { "trainers": 2 },
+        })
+    }
+
+    fn spec_json(&self) -> String {
+        self.spec(2).to_string()
+    }
+
+    fn options(&self) -> ServeOptions {
+        let mut options = ServeOptions::new("127.0.0.1:0", self.path("state"), TOKEN);
+        options.timing = Timing {
+            lease_ttl: Duration::from_secs(60),
+            rank_ttl: Duration::from_secs(60),
+        };
+        options.scan_interval = Duration::from_millis(50);
+        options
+    }
+
+    /// Publishes the checkpoint of `step` the way the coordinator finds it.
+    fn publish(&self, step: u64) {
+        let dir = self.run_dir().join(format!("checkpoints/step-{step:08}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("MANIFEST.json"), b"{}").unwrap();
+    }
+
+    /// Writes a task's result file, as an evaluator does (real Parquet: a
+    /// restarted coordinator reads the rows back).
+    fn write_result(&self, task: &v1::Task, rows: &[v1::ExampleRow]) {
+        let rows: Vec<ExampleResult> = rows
+            .iter()
+            .map(|r| ExampleResult {
+                id: r.example_id.clone(),
+                split: task.split.clone(),
+                checkpoint_step: task.step,
+                preamble: String::new(),
+                n_correct: (r.accuracy * 4.0).round() as u32,
+                samples: 4,
+                accuracy: r.accuracy,
+                target_nll: r.perplexity.ln() * 10.0,
+                target_tokens: 10,
+                target_perplexity: r.perplexity,
+                mean_sample_tokens: 12.0,
+                frac_equal_target: 0.0,
+                sample_confidences: vec![-0.5; 4],
+                sample_texts: vec!["sample".into()],
+            })
+            .collect();
+        self.write_result_bytes(task, &to_parquet(&rows).unwrap());
+    }
+
+    fn write_result_bytes(&self, task: &v1::Task, bytes: &[u8]) {
+        let file = self.run_dir().join(&task.result_file);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, bytes).unwrap();
+    }
+}
+
+fn connect(running: &Running) -> Client {
+    premem_proto::client(&ClientConfig::new(
+        format!("http://{}", running.address),
+        TOKEN,
+    ))
+    .unwrap()
+}
+
+async fn status(client: &mut Client) -> v1::JobStatus {
+    client
+        .get_status(v1::GetStatusRequest { job: JOB.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Polls until the job has `tasks` tasks (the scanner found the checkpoints).
+async fn wait_for_tasks(client: &mut Client, tasks: u32) -> v1::JobStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(client).await;
+        let total: u32 = s.checkpoints.iter().map(|c| c.tasks_total).sum();
+        if total == tasks {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{total} of {tasks} tasks after 20 s: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn submit(client: &mut Client, spec_json: String) -> v1::SubmitJobReply {
+    client
+        .submit_job(v1::SubmitJobRequest { spec_json })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn lease(client: &mut Client) -> v1::Task {
+    client
+        .lease_task(v1::LeaseTaskRequest {
+            evaluator: "test-evaluator".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .expect("a task to lease")
+}
+
+async fn complete(
+    client: &mut Client,
+    task: &v1::Task,
+    rows: Vec<v1::ExampleRow>,
+) -> Result<Completion, tonic::Status> {
+    client
+        .complete_task(v1::CompleteTaskRequest {
+            lease_id: task.lease_id.clone(),
+            task_id: task.task_id.clone(),
+            rows,
+        })
+        .await
+        .map(|r| r.into_inner().completion())
+}
+
+#[track_caller]
+fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+    contains: &str,
+) {
+    match result {
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(
+                status.message().contains(contains),
+                "'{}' does not mention '{contains}'",
+                status.message()
+            );
+        }
+        Ok(reply) => panic!("expected {code:?}, got {reply:?}"),
+    }
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-12)
+}
+
+/// The rows the simulated evaluation produces, p = 1.5 (memorized iff
+/// perplexity < 1.5; masked = acc · [ppl ≥ p];
+/// PM_m(i) = min(max_{m' ≤ m} masked_{m'}(i), acc_m(i))):
+///
+/// | step | example | acc | ppl  | memorized | masked | max masked | PM_m(i) |
+/// |------|---------|-----|------|-----------|--------|------------|---------|
+/// | 4    | t0      | 0.8 | 2.0  | no        | 0.8    | 0.8        | 0.8     |
+/// | 4    | t1      | 0.6 | 1.2  | yes       | 0      | 0          | 0       |
+/// | 4    | t2      | 0.0 | 3.0  | no        | 0      | 0          | 0       |
+/// | 4    | t3      | 1.0 | 1.5  | no (= p)  | 1.0    | 1.0        | 1.0     |
+/// | 8    | t0      | 1.0 | 1.1  | yes       | 0      | 0.8        | 0.8     |
+/// | 8    | t1      | 1.0 | 1.05 | yes       | 0      | 0          | 0       |
+/// | 8    | t2      | 0.4 | 2.5  | no        | 0.4    | 0.4        | 0.4     |
+/// | 8    | t3      | 0.2 | 1.8  | no        | 0.2    | 1.0        | 0.2     |
+///
+/// Step 4: P-M (0.8 + 0 + 0 + 1.0) / 4 = 0.45, train accuracy 2.4 / 4 = 0.6,
+/// memorized 1/4. Step 8: P-M (0.8 + 0 + 0.4 + 0.2) / 4 = 0.35, train
+/// accuracy 2.6 / 4 = 0.65, memorized 2/4. Test accuracy: step 4
+/// (0.5 + 0.25) / 2 = 0.375, step 8 (1.0 + 0.5) / 2 = 0.75.
+fn observation(step: u64, id: &str) -> (f64, f64) {
+    match (step, id) {
+        (4, "t0") => (0.8, 2.0),
+        (4, "t1") => (0.6, 1.2),
+        (4, "t2") => (0.0, 3.0),
+        (4, "t3") => (1.0, 1.5),
+        (4, "e0") => (0.5, 2.0),
+        (4, "e1") => (0.25, 2.0),
+        (8, "t0") => (1.0, 1.1),
+        (8, "t1") => (1.0, 1.05),
+        (8, "t2") => (0.4, 2.5),
+        (8, "t3") => (0.2, 1.8),
+        (8, "e0") => (1.0, 1.3),
+        (8, "e1") => (0.5, 1.3),
+        _ => panic!("no observation for {id} at step {step}"),
+    }
+}
+
+fn rows_for(task: &v1::Task) -> Vec<v1::ExampleRow> {
+    task.example_ids
+        .iter()
+        .map(|id| {
+            let (accuracy, perplexity) = observation(task.step, id);
+            v1::ExampleRow {
+                example_id: id.clone(),
+                accuracy,
+                perplexity,
+            }
+        })
+        .collect()
+}
+
+fn checkpoint(status: &v1::JobStatus, step: u64) -> &v1::CheckpointStatus {
+    status
+        .checkpoints
+        .iter()
+        .find(|c| c.step == step)
+        .unwrap_or_else(|| panic!("no checkpoint {step} in {status:?}"))
+}
+
+async fn register(
+    client: &mut Client,
+    job: &str,
+    rank: u32,
+    ring_address: &str,
+) -> Result<v1::RegisterTrainerReply, tonic::Status> {
+    client
+        .register_trainer(v1::RegisterTrainerRequest {
+            job: job.into(),
+            rank,
+            backend: Backend::Ring as i32,
+            ring_address: ring_address.into(),
+            nccl_unique_id: vec![],
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn heartbeat(
+    client: &mut Client,
+    rank: u32,
+    generation: u64,
+    step: u64,
+) -> (TrainerAction, u64) {
+    let reply = client
+        .trainer_heartbeat(v1::TrainerHeartbeatRequest {
+            job: JOB.into(),
+            rank,
+            generation,
+            step,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (reply.action(), reply.generation)
+}
+
+/// A plain HTTP/1.0 GET; returns the whole response (head and body).
+async fn http_get(address: SocketAddr, path: &str) -> String {
+    let get = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    };
+    tokio::time::timeout(Duration::from_secs(10), get)
+        .await
+        .expect("the metrics server answers within 10 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_needs_the_right_token() {
+    let fixture = Fixture::new();
+    let running = start(fixture.options()).await.unwrap();
+    let request = || v1::GetStatusRequest { job: JOB.into() };
+
+    // No token at all: a client without the interceptor.
+    let mut bare = CoordinatorClient::connect(format!("http://{}", running.address))
+        .await
+        .unwrap();
+    assert_refused(
+        bare.get_status(request()).await,
+        Code::Unauthenticated,
+        "missing",
+    );
+    let submitted = bare
+        .submit_job(v1::SubmitJobRequest {
+            spec_json: fixture.spec_json(),
+        })
+        .await;
+    assert_refused(submitted, Code::Unauthenticated, "authorization");
+
+    // A wrong token.
+    let mut wrong = premem_proto::client(&ClientConfig::new(
+        format!("http://{}", running.address),
+        "not-the-token",
+    ))
+    .unwrap();
+    assert_refused(
+        wrong.get_status(request()).await,
+        Code::Unauthenticated,
+        "wrong token",
+    );
+    assert_refused(
+        wrong
+            .lease_task(v1::LeaseTaskRequest {
+                evaluator: "e".into(),
+            })
+            .await,
+        Code::Unauthenticated,
+        "wrong token",
+    );
+    // The token's prefix is not the token.
+    let mut prefix = premem_proto::client(&ClientConfig::new(
+        format!("http://{}", running.address),
+        &TOKEN[..TOKEN.len() - 1],
+    ))
+    .unwrap();
+    assert_refused(
+        prefix.get_status(request()).await,
+        Code::Unauthenticated,
+        "wrong token",
+    );
+
+    // The right token: the refused calls changed nothing, this one works.
+    let mut client = connect(&running);
+    assert_refused(client.get_status(request()).await, Code::NotFound, JOB);
+    let reply = submit(&mut client, fixture.spec_json()).await;
+    assert_eq!((reply.job.as_str(), reply.created), (JOB, true));
+    assert_eq!(status(&mut client).await.state(), JobState::Waiting);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitting_is_idempotent_and_bad_specs_are_refused() {
+    let fixture = Fixture::new();
+    let running = start(fixture.options()).await.unwrap();
+    let mut client = connect(&running);
+    assert!(submit(&mut client, fixture.spec_json()).await.created);
+    // The same spec again: the existing job.
+    let again = submit(&mut client, fixture.spec_json()).await;
+    assert_eq!((again.job.as_str(), again.created), (JOB, false));
+    // Another spec under the same name.
+    let other = client
+        .submit_job(v1::SubmitJobRequest {
+            spec_json: fixture.spec(3).to_string(),
+        })
+        .await;
+    assert_refused(other, Code::AlreadyExists, JOB);
+    // Not JSON; not a valid spec; a dataset that does not exist.
+    let bad = |spec_json: String| v1::SubmitJobRequest { spec_json };
+    assert_refused(
+        client.submit_job(bad("{".into())).await,
+        Code::InvalidArgument,
+        "spec_json",
+    );
+    let mut invalid = fixture.spec(2);
+    invalid["run"]["name"] = "invalid".into();
+    invalid["cluster"]["trainers"] = 0.into();
+    assert_refused(
+        client.submit_job(bad(invalid.to_string())).await,
+        Code::InvalidArgument,
+        "cluster.trainers",
+    );
+    let mut missing = fixture.spec(2);
+    missing["run"]["name"] = "missing".into();
+    missing["data"]["train"]["path"] = fixture.path("absent.jsonl").into();
+    assert_refused(
+        client.submit_job(bad(missing.to_string())).await,
+        Code::InvalidArgument,
+        "absent.jsonl",
+    );
+    assert_refused(
+        client
+            .get_status(v1::GetStatusRequest {
+                job: "missing".into(),
+            })
+            .await,
+        Code::NotFound,
+        "missing",
+    );
+    // The job survives it all, and a cancelled job hands out no tasks.
+    fixture.publish(4);
+    wait_for_tasks(&mut client, 3).await;
+    client
+        .cancel_job(v1::CancelJobRequest { job: JOB.into() })
+        .await
+        .unwrap();
+    let s = status(&mut client).await;
+    assert_eq!((s.state(), s.tasks_pending), (JobState::Cancelled, 3));
+    let reply = client
+        .lease_task(v1::LeaseTaskRequest {
+            evaluator: "e".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.task.is_none() && reply.retry_after_ms > 0,
+        "{reply:?}"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
+    let fixture = Fixture::new();
+    let running = start(fixture.options()).await.unwrap();
+    let mut client = connect(&running);
+    submit(&mut client, fixture.spec_json()).await;
+
+    assert_refused(
+        register(&mut client, JOB, 2, "127.0.0.1:7002").await,
+        Code::InvalidArgument,
+        "rank 2",
+    );
+    assert_refused(
+        register(&mut client, "no-such-job", 0, "127.0.0.1:7000").await,
+        Code::NotFound,
+        "no-such-job",
+    );
+    assert_refused(
+        register(&mut client, JOB, 0, "not-an-address").await,
+        Code::InvalidArgument,
+        "not-an-address",
+    );
+    let unspecified = client
+        .register_trainer(v1::RegisterTrainerRequest {
+            job: JOB.into(),
+            rank: 0,
+            backend: Backend::Unspecified as i32,
+            ring_address: "127.0.0.1:7000".into(),
+            nccl_unique_id: vec![],
+        })
+        .await;
+    assert_refused(unspecified, Code::InvalidArgument, "backend");
+    let nccl_without_id = client
+        .register_trainer(v1::RegisterTrainerRequest {
+            job: JOB.into(),
+            rank: 0,
+            backend: Backend::Nccl as i32,
+            ring_address: String::new(),
+            nccl_unique_id: vec![],
+        })
+        .await;
+    assert_refused(nccl_without_id, Code::InvalidArgument, "nccl_unique_id");
+    // Nothing registered; the coordinator serves on.
+    let s = status(&mut client).await;
+    assert_eq!(
+        (s.state(), s.ranks_alive, s.generation),
+        (JobState::Waiting, 0, 1)
+    );
+    assert!(s.message.contains("0 of 2"), "{}", s.message);
+
+    let r0 = register(&mut client, JOB, 0, "127.0.0.1:7000")
+        .await
+        .unwrap();
+    assert_eq!((r0.world_size, r0.generation), (2, 1));
+    let spec: premem_core::JobSpec = serde_json::from_str(&r0.spec_json).unwrap();
+    assert_eq!(spec.run.name, JOB);
+    let rendezvous = |generation| v1::RendezvousRequest {
+        job: JOB.into(),
+        rank: 0,
+        generation,
+    };
+    let waiting = client.rendezvous(rendezvous(1)).await.unwrap().into_inner();
+    assert!(!waiting.ready);
+    let r1 = register(&mut client, JOB, 1, "127.0.0.1:7001")
+        .await
+        .unwrap();
+    assert_eq!(r1.generation, 1);
+    let ready = client.rendezvous(rendezvous(1)).await.unwrap().into_inner();
+    assert!(ready.ready);
+    assert_eq!(ready.ring_addresses, ["127.0.0.1:7000", "127.0.0.1:7001"]);
+    assert_refused(
+        client.rendezvous(rendezvous(2)).await,
+        Code::FailedPrecondition,
+        "generation 2",
+    );
+
+    assert_eq!(
+        heartbeat(&mut client, 0, 1, 3).await,
+        (TrainerAction::Continue, 1)
+    );
+    assert_eq!(
+        heartbeat(&mut client, 1, 1, 2).await,
+        (TrainerAction::Continue, 1)
+    );
+    let s = status(&mut client).await;
+    assert_eq!(
+        (s.state(), s.ranks_alive, s.step, s.total_steps),
+        (JobState::Training, 2, 2, 8)
+    );
+    let out_of_range = client
+        .trainer_heartbeat(v1::TrainerHeartbeatRequest {
+            job: JOB.into(),
+            rank: 9,
+            generation: 1,
+            step: 3,
+        })
+        .await;
+    assert_refused(out_of_range, Code::InvalidArgument, "rank 9");
+    let early = client
+        .trainer_finished(v1::TrainerFinishedRequest {
+            job: JOB.into(),
+            rank: 0,
+            generation: 1,
+            step: 3,
+        })
+        .await;
+    assert_refused(early, Code::InvalidArgument, "8 steps");
+    let reported = client
+        .report_checkpoint(v1::ReportCheckpointRequest {
+            job: JOB.into(),
+            rank: 5,
+            generation: 1,
+            step: 4,
+        })
+        .await;
+    assert_refused(reported, Code::InvalidArgument, "rank 5");
+
+    // Rank 1 comes back: generation 2, rank 0 is told to regroup.
+    let again = register(&mut client, JOB, 1, "127.0.0.1:7011")
+        .await
+        .unwrap();
+    assert_eq!(again.generation, 2);
+    assert_eq!(
+        heartbeat(&mut client, 0, 1, 4).await,
+        (TrainerAction::Regroup, 2)
+    );
+    register(&mut client, JOB, 0, "127.0.0.1:7010")
+        .await
+        .unwrap();
+    let ready = client.rendezvous(rendezvous(2)).await.unwrap().into_inner();
+    assert_eq!(ready.ring_addresses, ["127.0.0.1:7010", "127.0.0.1:7011"]);
+
+    // Cancelled: the ranks are told to stop.
+    client
+        .cancel_job(v1::CancelJobRequest { job: JOB.into() })
+        .await
+        .unwrap();
+    assert_eq!(heartbeat(&mut client, 0, 2, 5).await.0, TrainerAction::Stop);
+    assert_refused(
+        register(&mut client, JOB, 0, "127.0.0.1:7000").await,
+        Code::FailedPrecondition,
+        "Cancelled",
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_complete_once_and_pm_accuracy_matches_the_hand_computation() {
+    let fixture = Fixture::new();
+    let running = start(fixture.options()).await.unwrap();
+    let mut client = connect(&running);
+    submit(&mut client, fixture.spec_json()).await;
+    fixture.publish(4);
+    let s = wait_for_tasks(&mut client, 3).await;
+    assert_eq!((s.tasks_pending, s.tasks_leased, s.tasks_done), (3, 0, 0));
+
+    let reply = client
+        .lease_task(v1::LeaseTaskRequest {
+            evaluator: "e".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.lease_ttl_ms, 60_000);
+    let task = reply.task.unwrap();
+    assert_eq!(task.task_id, "grpc-job/step-00000004/train-0000");
+    assert_eq!(
+        (task.job.as_str(), task.step, task.split.as_str()),
+        (JOB, 4, "train")
+    );
+    assert_eq!(task.run, fixture.path("run"));
+    assert_eq!(task.example_ids, ["t0", "t1"]);
+    assert_eq!(task.result_file, "results/step-00000004/train-0000.parquet");
+    let params = task.params.clone().unwrap();
+    assert_eq!((params.samples, params.batch_size), (5, 16));
+
+    // Rows for an example not in the task, missing rows, a bad value.
+    let mut intruder = rows_for(&task);
+    intruder[1].example_id = "t2".into();
+    assert_refused(
+        complete(&mut client, &task, intruder).await,
+        Code::InvalidArgument,
+        "'t2'",
+    );
+    assert_refused(
+        complete(&mut client, &task, rows_for(&task)[..1].to_vec()).await,
+        Code::InvalidArgument,
+        "has 2 examples",
+    );
+    let mut bad = rows_for(&task);
+    bad[0].accuracy = 1.5;
+    assert_refused(
+        complete(&mut client, &task, bad).await,
+        Code::InvalidArgument,
+        "accuracy",
+    );
+    // Valid rows before the result file exists.
+    assert_refused(
+        complete(&mut client, &task, rows_for(&task)).await,
+        Code::FailedPrecondition,
+        &task.result_file,
+    );
+    let s = status(&mut client).await;
+    assert_eq!((s.tasks_pending, s.tasks_leased, s.tasks_done), (2, 1, 0));
+
+    fixture.write_result(&task, &rows_for(&task));
+    assert_eq!(
+        complete(&mut client, &task, rows_for(&task)).await.unwrap(),
+        Completion::Accepted
+    );
+    assert_eq!(
+        complete(&mut client, &task, rows_for(&task)).await.unwrap(),
+        Completion::Duplicate
+    );
+    let renewed = client
+        .renew_lease(v1::RenewLeaseRequest {
+            lease_id: task.lease_id.clone(),
+            task_id: task.task_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!renewed.valid, "a completed task's lease is over");
+    let s = status(&mut client).await;
+    assert_eq!((s.tasks_pending, s.tasks_leased, s.tasks_done), (2, 0, 1));
+    let c4 = checkpoint(&s, 4);
+    assert_eq!(
+        (c4.tasks_total, c4.tasks_done, c4.pm_accuracy),
+        (3, 1, None)
+    );
+
+    // The second train task: P-M accuracy of step 4 (the test task is left).
+    let task = lease(&mut client).await;
+    assert_eq!(task.example_ids, ["t2", "t3"]);
+    fixture.write_result(&task, &rows_for(&task));
+    assert_eq!(
+        complete(&mut client, &task, rows_for(&task)).await.unwrap(),
+        Completion::Accepted
+    );
+    let s = status(&mut client).await;
+    let c4 = checkpoint(&s, 4);
+    assert!(close(c4.pm_accuracy, 0.45), "{c4:?}");
+    assert!(close(c4.train_accuracy, 0.6), "{c4:?}");
+    assert!(close(c4.memorized_fraction, 0.25), "{c4:?}");
+    assert_eq!(c4.test_accuracy, None);
+
+    let task = lease(&mut client).await;
+    assert_eq!(
+        (task.split.as_str(), task.task_id.as_str()),
+        ("test", "grpc-job/step-00000004/test-0000")
+    );
+    assert_eq!(task.example_ids, TEST);
+    assert!(task.params.as_ref().unwrap().preambles.is_empty());
+    fixture.write_result(&task, &rows_for(&task));
+    assert_eq!(
+        complete(&mut client, &task, rows_for(&task)).await.unwrap(),
+        Completion::Accepted
+    );
+    let s = status(&mut client).await;
+    assert!(close(checkpoint(&s, 4).test_accuracy, 0.375), "{s:?}");
+    assert_ne!(
+        s.state(),
+        JobState::Done,
+        "the final checkpoint is not published yet"
+    );
+    let idle = client
+        .lease_task(v1::LeaseTaskRequest {
+            evaluator: "e".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(idle.task.is_none() && idle.retry_after_ms > 0, "{idle:?}");
+
+    // The final checkpoint.
+    fixture.publish(8);
+    wait_for_tasks(&mut client, 6).await;
+    for _ in 0..3 {
+        let task = lease(&mut client).await;
+        assert_eq!(task.step, 8);
+        fixture.write_result(&task, &rows_for(&task));
+        assert_eq!(
+            complete(&mut client, &task, rows_for(&task)).await.unwrap(),
+            Completion::Accepted
+        );
+    }
+    let s = status(&mut client).await;
+    assert_eq!(s.state(), JobState::Done, "{s:?}");
+    assert_eq!(
+        (s.tasks_pending, s.tasks_leased, s.tasks_done, s.step),
+        (0, 0, 6, 8)
+    );
+    let c4 = checkpoint(&s, 4);
+    let c8 = checkpoint(&s, 8);
+    assert!(close(c4.pm_accuracy, 0.45), "{c4:?}");
+    assert!(close(c8.pm_accuracy, 0.35), "{c8:?}");
+    assert!(close(c8.train_accuracy, 0.65), "{c8:?}");
+    assert!(close(c8.memorized_fraction, 0.5), "{c8:?}");
+    assert!(close(c8.test_accuracy, 0.75), "{c8:?}");
+
+    // Unknown and malformed task ids.
+    let mut ghost = task_like("grpc-job/step-00000012/train-0000");
+    assert_refused(
+        complete(&mut client, &ghost, vec![]).await,
+        Code::NotFound,
+        "step-00000012",
+    );
+    ghost.task_id = "nonsense".into();
+    assert_refused(
+        complete(&mut client, &ghost, vec![]).await,
+        Code::InvalidArgument,
+        "nonsense",
+    );
+    running.stop().await.unwrap();
+}
+
+fn task_like(task_id: &str) -> v1::Task {
+    v1::Task {
+        task_id: task_id.into(),
+        lease_id: "0".into(),
+        ..v1::Task::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_goes_to_another_evaluator() {
+    let fixture = Fixture::new();
+    let mut options = fixture.options();
+    options.timing.lease_ttl = Duration::from_millis(300);
+    let running = start(options).await.unwrap();
+    let mut client = connect(&running);
+    submit(&mut client, fixture.spec_json()).await;
+    fixture.publish(4);
+    wait_for_tasks(&mut client, 3).await;
+
+    let first = lease(&mut client).await;
+    let renew = |task: &v1::Task| v1::RenewLeaseRequest {
+        lease_id: task.lease_id.clone(),
+        task_id: task.task_id.clone(),
+    };
+    // Renewed in time, the lease holds past its first TTL.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            client
+                .renew_lease(renew(&first))
+                .await
+                .unwrap()
+                .into_inner()
+                .valid
+        );
+    }
+    // Left alone, it runs out and the scanner hands the task out again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut others = vec![];
+    let second = loop {
+        let reply = client
+            .lease_task(v1::LeaseTaskRequest {
+                evaluator: "second".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match reply.task {
+            Some(t) if t.task_id == first.task_id => break t,
+            Some(t) => others.push(t.task_id),
+            None => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expired task is not leased again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The other two tasks went first (they were pending all along).
+    assert_eq!(others.len(), 2, "{others:?}");
+    assert_ne!(second.lease_id, first.lease_id);
+    assert!(
+        !client
+            .renew_lease(renew(&first))
+            .await
+            .unwrap()
+            .into_inner()
+            .valid
+    );
+    fixture.write_result(&first, &rows_for(&first));
+    assert_eq!(
+        complete(&mut client, &first, rows_for(&first))
+            .await
+            .unwrap(),
+        Completion::Expired
+    );
+    assert_eq!(
+        complete(&mut client, &second, rows_for(&second))
+            .await
+            .unwrap(),
+        Completion::Accepted
+    );
+    assert_eq!(status(&mut client).await.tasks_done, 1);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_restores_its_jobs_and_finds_done_tasks() {
+    let fixture = Fixture::new();
+    let running = start(fixture.options()).await.unwrap();
+    let mut client = connect(&running);
+    submit(&mut client, fixture.spec_json()).await;
+    register(&mut client, JOB, 0, "127.0.0.1:7000")
+        .await
+        .unwrap();
+    register(&mut client, JOB, 1, "127.0.0.1:7001")
+        .await
+        .unwrap();
+    // A rejoin: generation 2, then both ranks of it.
+    register(&mut client, JOB, 1, "127.0.0.1:7001")
+        .await
+        .unwrap();
+    register(&mut client, JOB, 0, "127.0.0.1:7000")
+        .await
+        .unwrap();
+    assert_eq!(status(&mut client).await.generation, 2);
+    fixture.publish(4);
+    wait_for_tasks(&mut client, 3).await;
+
+    // train-0000: written and reported. train-0001: written, but the
+    // coordinator goes down before the report. test-0000: leased, no file.
+    let a = lease(&mut client).await;
+    fixture.write_result(&a, &rows_for(&a));
+    assert_eq!(
+        complete(&mut client, &a, rows_for(&a)).await.unwrap(),
+        Completion::Accepted
+    );
+    let b = lease(&mut client).await;
+    fixture.write_result(&b, &rows_for(&b));
+    let c = lease(&mut client).await;
+    assert_eq!(c.split, "test");
+    let s = status(&mut client).await;
+    assert_eq!((s.tasks_pending, s.tasks_leased, s.tasks_done), (0, 2, 1));
+    running.stop().await.unwrap();
+
+    let running = start(fixture.options()).await.unwrap();
+    let mut client = connect(&running);
+    let s = status(&mut client).await;
+    assert_eq!(s.generation, 2, "{s:?}");
+    assert_eq!(
+        (s.tasks_pending, s.tasks_leased, s.tasks_done),
+        (1, 0, 2),
+        "{s:?}"
+    );
+    // Both train tasks are done with the rows of their files.
+    let c4 = checkpoint(&s, 4);
+    assert_eq!((c4.tasks_total, c4.tasks_done), (3, 2));
+    assert!(close(c4.pm_accuracy, 0.45), "{c4:?}");
+    // The same spec again is the restored job.
+    assert!(!submit(&mut client, fixture.spec_json()).await.created);
+    // The ranks of generation 2 carry on.
+    assert_eq!(
+        heartbeat(&mut client, 0, 2, 5).await,
+        (TrainerAction::Continue, 2)
+    );
+
+    // The task without a file is leased again, under a new lease.
+    let again = lease(&mut client).await;
+    assert_eq!(again.task_id, c.task_id);
+    assert!(
+        client
+            .lease_task(v1::LeaseTaskRequest {
+                evaluator: "e".into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .is_none()
+    );
+    fixture.write_result(&again, &rows_for(&again));
+    assert_eq!(
+        complete(&mut client, &again, rows_for(&again))
+            .await
+            .unwrap(),
+        Completion::Accepted
+    );
+    assert!(close(
+        checkpoint(&status(&mut client).await, 4).test_accuracy,
+        0.375
+    ));
+    // A report under the old coordinator's lease of a restored task.
+    assert_eq!(
+        complete(&mut client, &b, rows_for(&b)).await.unwrap(),
+        Completion::Duplicate
+    );
+    running.stop().await.unwrap();
+
+    // A result file that is not readable Parquet is evaluated again.
+    fixture.write_result_bytes(&a, b"not parquet");
+    let running = start(fixture.options()).await.unwrap();
+    let mut client = connect(&running);
+    let s = status(&mut client).await;
+    assert_eq!((s.tasks_pending, s.tasks_done), (1, 2), "{s:?}");
+    assert_eq!(lease(&mut client).await.task_id, a.task_id);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_over_http() {
+    let fixture = Fixture::new();
+    let mut options = fixture.options();
+    options.metrics_listen = Some("127.0.0.1:0".into());
+    let running = start(options).await.unwrap();
+    let metrics = running.metrics_address.expect("a metrics address");
+    assert!(http_get(metrics, "/healthz").await.ends_with("ok"));
+
+    let mut client = connect(&running);
+    submit(&mut client, fixture.spec_json()).await;
+    register(&mut client, JOB, 0, "127.0.0.1:7000")
+        .await
+        .unwrap();
+    register(&mut client, JOB, 1, "127.0.0.1:7001")
+        .await
+        .unwrap();
+    fixture.publish(4);
+    wait_for_tasks(&mut client, 3).await;
+    for _ in 0..2 {
+        let task = lease(&mut client).await;
+        fixture.write_result(&task, &rows_for(&task));
+        assert_eq!(
+            complete(&mut client, &task, rows_for(&task)).await.unwrap(),
+            Completion::Accepted
+        );
+    }
+
+    let response = http_get(metrics, "/metrics").await;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{head}"
+    );
+    for line in [
+        r#"premem_tasks{job="grpc-job",state="pending"} 1"#,
+        r#"premem_tasks{job="grpc-job",state="leased"} 0"#,
+        r#"premem_tasks{job="grpc-job",state="done"} 2"#,
+        r#"premem_ranks_alive{job="grpc-job"} 2"#,
+        r#"premem_generation{job="grpc-job"} 1"#,
+        r#"premem_pm_accuracy{job="grpc-job"} 0.45"#,
+        r#"premem_completions_total{outcome="accepted"} 2"#,
+        "premem_result_rows_total 4",
+        "premem_lease_seconds_count 2",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "no line '{line}' in:\n{body}"
+        );
+    }
+    let unknown = http_get(metrics, "/nothing").await;
+    assert!(unknown.contains(" 404 "), "{unknown}");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_clients_that_trust_the_certificate() {
+    let fixture = Fixture::new();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = fixture.dir.path().join("cert.pem");
+    let key = fixture.dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut options = fixture.options();
+    options.tls = Some((cert.clone(), key));
+    let running = start(options).await.unwrap();
+    let port = running.address.port();
+
+    let config = ClientConfig {
+        ca_certificate: Some(cert),
+        ..ClientConfig::new(format!("https://localhost:{port}"), TOKEN)
+    };
+    let mut client = premem_proto::client(&config).unwrap();
+    let reply = submit(&mut client, fixture.spec_json()).await;
+    assert!(reply.created);
+    assert_eq!(status(&mut client).await.job, JOB);
+
+    // Plain HTTP/2 to the TLS port, and TLS without trusting the certificate.
+    let within = |call| async move {
+        tokio::time::timeout(Duration::from_secs(15), call)
+            .await
+            .expect("a refused connection fails fast")
+    };
+    let mut plain = premem_proto::client(&ClientConfig::new(
+        format!("http://127.0.0.1:{port}"),
+        TOKEN,
+    ))
+    .unwrap();
+    let refused = within(plain.get_status(v1::GetStatusRequest { job: JOB.into() })).await;
+    assert!(refused.is_err(), "plain HTTP to the TLS port: {refused:?}");
+    let mut untrusting = premem_proto::client(&ClientConfig::new(
+        format!("https://localhost:{port}"),
+        TOKEN,
+    ))
+    .unwrap();
+    let refused = within(untrusting.get_status(v1::GetStatusRequest { job: JOB.into() })).await;
+    assert!(refused.is_err(), "TLS without the CA: {refused:?}");
+
+    // The trusting client still works.
+    assert_eq!(status(&mut client).await.job, JOB);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_is_refused_and_the_server_keeps_serving() {
+    let fixture = Fixture::new();
+    let mut options = fixture.options();
+    options.max_request_bytes = 64 << 10;
+    let running = start(options).await.unwrap();
+    let mut client = connect(&running);
+
+    let huge = v1::SubmitJobRequest {
+        spec_json: format!("{{\"padding\": \"{}\"}}", "x".repeat(256 << 10)),
+    };
+    let refused = client.submit_job(huge).await.unwrap_err();
+    assert!(
+        matches!(refused.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{refused:?}"
+    );
+    // Just under the limit: read, and refused as the spec it is not.
+    let under = v1::SubmitJobRequest {
+        spec_json: format!("{{\"padding\": \"{}\"}}", "x".repeat(60 << 10)),
+    };
+    assert_refused(
+        client.submit_job(under).await,
+        Code::InvalidArgument,
+        "spec_json",
+    );
+    // The same connection serves on.
+    assert!(submit(&mut client, fixture.spec_json()).await.created);
+    assert_eq!(status(&mut client).await.state(), JobState::Waiting);
+    running.stop().await.unwrap();
+}
+
+/// `Running::stop` right after `start` (nothing polled the server task yet,
+/// as on a current-thread runtime) must not hang: the stop signal is kept (a
+/// `watch` channel) for waiters that start waiting later.
+#[tokio::test(flavor = "current_thread")]
+async fn stop_right_after_start_returns() {
+    let fixture = Fixture::new();
+    let running = start(fixture.options()).await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), running.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "stop() hangs when called right after start()"
+    );
+}
+
+/// Rank 1 reports the end of training before the scanner saw rank 0's final
+/// checkpoint (rank 1 has nothing to publish; the scanner runs every
+/// `scan_interval`): the final checkpoint must still be evaluated, not the
+/// job reported DONE without it (`Job::complete` requires the final
+/// checkpoint's tasks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_checkpoint_is_evaluated_when_a_rank_finishes_before_the_scan() {
+    let fixture = Fixture::new();
+    let mut options = fixture.options();
+    // Scans only when notified (submit, ReportCheckpoint, TrainerFinished).
+    options.scan_interval = Duration::from_secs(3600);
+    fixture.publish(4);
+    let running = start(options).await.unwrap();
+    let mut client = connect(&running);
+    submit(&mut client, fixture.spec_json()).await;
+    register(&mut client, JOB, 0, "127.0.0.1:7000")
+        .await
+        .unwrap();
+    register(&mut client, JOB, 1, "127.0.0.1:7001")
+        .await
+        .unwrap();
+    wait_for_tasks(&mut client, 3).await;
+    for _ in 0..3 {
+        let task = lease(&mut client).await;
+        fixture.write_result(&task, &rows_for(&task));
+        assert_eq!(
+            complete(&mut client, &task, rows_for(&task)).await.unwrap(),
+            Completion::Accepted
+        );
+    }
+    // Rank 0 published step 8 (the ranks' final barrier comes after it);
+    // rank 1's TrainerFinished arrives before rank 0's ReportCheckpoint.
+    fixture.publish(8);
+    let finished = |rank| v1::TrainerFinishedRequest {
+        job: JOB.into(),
+        rank,
+        generation: 1,
+        step: 8,
+    };
+    client.trainer_finished(finished(1)).await.unwrap();
+    client
+        .report_checkpoint(v1::ReportCheckpointRequest {
+            job: JOB.into(),
+            rank: 0,
+            generation: 1,
+            step: 8,
+        })
+        .await
+        .unwrap();
+    client.trainer_finished(finished(0)).await.unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(10), wait_for_tasks(&mut client, 6))
+        .await
+        .unwrap_or_else(|_| panic!("step 8 never got tasks: {:?}", status_now(&running)));
+    assert_eq!(s.state(), JobState::Evaluating, "{s:?}");
+    running.stop().await.unwrap();
+}
+
+fn status_now(running: &Running) -> String {
+    let state = running.state.lock().unwrap();
+    let job = &state.jobs[JOB];
+    format!(
+        "trained {}, checkpoints {:?}, complete {}",
+        job.trained,
+        job.checkpoint_steps(),
+        job.complete()
+    )
+}

@@ -1,0 +1,279 @@
+//! The distributed runtime end to end, with real processes on loopback: a
+//! coordinator, trainer ranks on the TCP ring, evaluators; each of them
+//! killed with SIGKILL at a bad moment.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use common::{job_spec, run, synth_task, text};
+use premem_core::results::{ExampleResult, read_parquet};
+
+/// A job spec named `name` over the synthetic task (with its test split),
+/// `tail` appended after the [checkpoint] table's settings.
+fn spec(dir: &Path, name: &str, train_extra: &str, tail: &str) -> PathBuf {
+    let output = dir.join(name);
+    let path = job_spec(dir, &output, train_extra, tail);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("name = \"test\"", &format!("name = \"{name}\""))
+        .replace(
+            "[train]\n",
+            &format!(
+                "[data.test]\npath = \"{}\"\nformat = \"gsm8k\"\n\n[train]\n",
+                dir.join("data/test.jsonl").display()
+            ),
+        );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Evaluation settings small enough for a debug build.
+const EVAL: &str =
+    "[eval]\nlimit = 6\nsamples = 2\nmax_new_tokens = 12\ntask_examples = 2\nbatch_size = 2\n";
+
+fn published(run: &Path, step: u64) -> bool {
+    run.join(format!("checkpoints/step-{step:08}/MANIFEST.json"))
+        .exists()
+}
+
+/// Every result row of a run, keyed by (step, split, id, preamble); panics
+/// on a row that appears twice.
+fn all_rows(run: &Path) -> BTreeMap<(u64, String, String, String), ExampleResult> {
+    let mut rows = BTreeMap::new();
+    let results = run.join("results");
+    for step_dir in std::fs::read_dir(&results).unwrap() {
+        let step_dir = step_dir.unwrap().path();
+        for file in std::fs::read_dir(&step_dir).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_none_or(|e| e != "parquet") {
+                continue;
+            }
+            for row in read_parquet(&file).unwrap() {
+                let key = (
+                    row.checkpoint_step,
+                    row.split.clone(),
+                    row.id.clone(),
+                    row.preamble.clone(),
+                );
+                assert!(
+                    rows.insert(key.clone(), row).is_none(),
+                    "{key:?} appears twice (second time in {})",
+                    file.display()
+                );
+            }
+        }
+    }
+    rows
+}
+
+/// The (step, split) → example ids of a finished evaluation: each checkpoint
+/// has the first 6 train and the first 6 test examples, once each.
+fn assert_complete(run: &Path, steps: &[u64]) {
+    let rows = all_rows(run);
+    for &step in steps {
+        for split in ["train", "test"] {
+            let ids: Vec<&String> = rows
+                .keys()
+                .filter(|(s, sp, _, _)| *s == step && sp == split)
+                .map(|(_, _, id, _)| id)
+                .collect();
+            assert_eq!(ids.len(), 6, "step {step} {split}: {ids:?}");
+        }
+    }
+    assert_eq!(rows.len(), steps.len() * 12);
+}
+
+#[test]
+fn a_killed_trainer_rank_rejoins_and_the_run_ends_as_if_undisturbed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_task(dir);
+    let tail = "every_steps = 8\nbaselines = false\n\n[eval]\nenabled = false\n\n[cluster]\ntrainers = 2\n";
+    let calm = spec(dir, "calm", "epochs = 6", tail);
+    let hit = spec(dir, "hit", "epochs = 6", tail);
+    let mut cluster = Cluster::start(dir);
+
+    cluster.submit(&calm);
+    cluster.start_trainer("calm", 0);
+    cluster.start_trainer("calm", 1);
+    cluster.wait_success("trainer-0", Duration::from_secs(300));
+    cluster.wait_success("trainer-1", Duration::from_secs(60));
+    assert!(published(&dir.join("calm"), 48));
+
+    cluster.submit(&hit);
+    cluster.start_trainer("hit", 0);
+    cluster.start_trainer("hit", 1);
+    let run = dir.join("hit");
+    cluster.wait_for("the first checkpoint", || published(&run, 8));
+    std::thread::sleep(Duration::from_millis(100));
+    cluster.kill("trainer-1");
+    assert!(
+        !published(&run, 48),
+        "training ended before the kill; the test needs a longer run"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start_trainer("hit", 1);
+    cluster.wait_success("trainer-0", Duration::from_secs(300));
+    cluster.wait_success("trainer-1", Duration::from_secs(60));
+    assert!(
+        cluster.log_text("trainer-0").contains("regroup"),
+        "rank 0 never regrouped:\n{}",
+        cluster.log_text("trainer-0")
+    );
+    let status = cluster.status("hit");
+    let generation: u64 = status
+        .split("(generation ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("no generation in {status}"));
+    assert!(generation >= 2, "the group never regrouped: {status}");
+
+    let weights = |run: &str| {
+        std::fs::read(
+            dir.join(run)
+                .join("checkpoints/step-00000048/model.safetensors"),
+        )
+        .unwrap()
+    };
+    assert!(
+        weights("calm") == weights("hit"),
+        "final weights differ from the undisturbed run"
+    );
+}
+
+/// Starts evaluators and SIGKILLs each as soon as it holds a lease, until
+/// one dies holding a task (its lease then has to expire).
+fn kill_an_evaluator_mid_task(cluster: &mut Cluster, job: &str) {
+    for attempt in 0..5 {
+        let name = format!("doomed-{attempt}");
+        cluster.start_evaluator(&name);
+        let started = Instant::now();
+        cluster.wait_for("a lease", || {
+            cluster.status(job).contains(" 1 leased")
+                || started.elapsed() > Duration::from_secs(120)
+        });
+        cluster.kill(&name);
+        if cluster.status(job).contains(" 1 leased") {
+            return;
+        }
+    }
+    panic!("never caught an evaluator holding a task");
+}
+
+#[test]
+fn a_killed_evaluator_loses_no_task_and_duplicates_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_task(dir);
+    let job = spec(
+        dir,
+        "evals",
+        "epochs = 2",
+        &format!("every_steps = 8\nbaselines = false\n\n{EVAL}"),
+    );
+    let mut cluster = Cluster::start(dir);
+    cluster.submit(&job);
+    cluster.start_trainer("evals", 0);
+    cluster.wait_success("trainer-0", Duration::from_secs(300));
+    kill_an_evaluator_mid_task(&mut cluster, "evals");
+    cluster.start_evaluator("survivor");
+    let status = cluster.wait_done("evals");
+    assert_complete(&dir.join("evals"), &[8, 16]);
+    assert!(status.contains("12 done"), "{status}");
+}
+
+#[test]
+fn a_restarted_coordinator_finishes_the_job_with_no_result_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_task(dir);
+    let job = spec(
+        dir,
+        "restart",
+        "epochs = 2",
+        &format!("every_steps = 8\nbaselines = false\n\n{EVAL}"),
+    );
+    let mut cluster = Cluster::start(dir);
+    cluster.submit(&job);
+    cluster.start_trainer("restart", 0);
+    cluster.start_evaluator("e");
+    let run = dir.join("restart");
+    let results = |run: &Path| {
+        std::fs::read_dir(run.join("results"))
+            .map(|d| {
+                d.flat_map(|s| std::fs::read_dir(s.unwrap().path()).unwrap())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    cluster.wait_for("a first result", || results(&run) > 0);
+    cluster.kill_coordinator();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.start_coordinator();
+    let status = cluster.wait_done("restart");
+    assert!(
+        cluster.log_text("coordinator").contains("job restored"),
+        "{}",
+        cluster.log_text("coordinator")
+    );
+    cluster.wait_success("trainer-0", Duration::from_secs(60));
+    assert_complete(&run, &[8, 16]);
+    // P-M accuracy was aggregated for both checkpoints, across the restart.
+    let pm_lines = status
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|t| t.len() > 2 && ["8", "16"].contains(&t[0]) && t[2].ends_with('%'))
+        .count();
+    assert_eq!(pm_lines, 2, "{status}");
+}
+
+#[test]
+fn results_are_identical_with_one_and_three_evaluators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_task(dir);
+    let tail = format!("every_steps = 8\nbaselines = false\n\n{EVAL}");
+    let one = spec(dir, "one", "epochs = 2", &tail);
+    let out = run(&["train", "--config", one.to_str().unwrap(), "--no-progress"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The same checkpoints under a second run: its own results.
+    let three = spec(dir, "three", "epochs = 2", &tail);
+    copy_dir(&dir.join("one"), &dir.join("three"));
+
+    let mut cluster = Cluster::start(dir);
+    cluster.submit(&one);
+    cluster.start_evaluator("solo");
+    cluster.wait_done("one");
+    cluster.kill("solo");
+    cluster.submit(&three);
+    for name in ["a", "b", "c"] {
+        cluster.start_evaluator(name);
+    }
+    cluster.wait_done("three");
+    let (one, three) = (all_rows(&dir.join("one")), all_rows(&dir.join("three")));
+    assert_eq!(one.len(), 24);
+    assert!(one == three, "rows differ between 1 and 3 evaluators");
+    let served: Vec<bool> = ["a", "b", "c"]
+        .iter()
+        .map(|n| cluster.log_text(n).contains("task done"))
+        .collect();
+    assert!(served.iter().filter(|s| **s).count() >= 2, "{served:?}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! A trainer rank under a coordinator.
+//!
+//! [`run_node`] loops: register with the coordinator (which assigns a
+//! generation), wait until every rank of the generation has registered,
+//! form the collective, and train from the newest checkpoint while a
+//! heartbeat reports progress. When the coordinator says the group changed
+//! (a rank left or rejoined), or a peer fails mid-collective, the rank drops
+//! the collective and goes round again: every rank resumes from the newest
+//! checkpoint, so the run continues with the ranks that are there.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use premem_core::spec::JobSpec;
+use premem_proto::v1::{
+    Backend as WireBackend, RegisterTrainerReply, RegisterTrainerRequest, RendezvousRequest,
+    ReportCheckpointRequest, TrainerAction, TrainerFinishedRequest, TrainerHeartbeatRequest,
+};
+use premem_proto::{Client, ClientConfig};
+use tonic::{Code, Status};
+
+use crate::error::{Result, TrainError};
+use crate::ring::{RingAborter, RingListener};
+use crate::run::{TrainObserver, TrainOptions, TrainSummary, train_observed};
+
+/// How often a rank asks whether its generation is complete.
+const RENDEZVOUS_POLL: Duration = Duration::from_millis(100);
+/// Attempts at telling the coordinator that training finished.
+const FINISH_ATTEMPTS: u32 = 5;
+/// Generations in a row that may fail before any step is trained.
+const MAX_FAILED_GENERATIONS: u32 = 5;
+
+/// The collective a node forms with its peers: `cluster.backend` of the job
+/// spec (`auto`: NCCL on a CUDA device, the ring on the CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    /// TCP ring between CPU ranks ([`crate::ring`]).
+    Ring,
+    /// NCCL between CUDA ranks ([`crate::nccl`]); not wired into the node yet.
+    Nccl,
+}
+
+fn backend_of(spec: &JobSpec) -> Result<Backend> {
+    use premem_core::spec::Backend as Chosen;
+    Ok(match spec.cluster.backend {
+        Chosen::Ring => Backend::Ring,
+        Chosen::Nccl => Backend::Nccl,
+        Chosen::Auto => {
+            let device = premem_model::runtime::parse_device(&spec.train.device)
+                .map_err(|e| TrainError::Config(format!("train.device {e}")))?;
+            if device.is_cuda() {
+                Backend::Nccl
+            } else {
+                Backend::Ring
+            }
+        }
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub coordinator: ClientConfig,
+    /// The job (its run name).
+    pub job: String,
+    pub rank: u32,
+    /// Where this rank accepts its ring neighbour: `host` (any free port) or
+    /// `host:port`. Other ranks connect to it, so it must be an address they
+    /// can reach (the pod IP, say), not `0.0.0.0`.
+    pub bind_host: String,
+    /// Draw a progress bar on rank 0.
+    pub progress: bool,
+    /// Set when the process should checkpoint and stop (SIGTERM/SIGINT).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Interval of the heartbeat to the coordinator.
+    pub heartbeat: Duration,
+    /// How long to keep trying an unreachable coordinator (when registering)
+    /// and to wait for the ring's neighbours to connect.
+    pub connect_timeout: Duration,
+}
+
+fn coordinator_error(address: &str, call: &str, status: &Status) -> TrainError {
+    TrainError::Collective(format!(
+        "coordinator {address}: {call} failed: {:?}: {}",
+        status.code(),
+        status.message()
+    ))
+}
+
+/// What the heartbeat task and the training thread share.
+struct Shared {
+    /// Steps completed, reported by the heartbeat.
+    step: AtomicU64,
+    /// Steps completed in this generation (any at all resets the failure count).
+    progressed: AtomicBool,
+    /// The coordinator asked this generation to regroup.
+    regroup: AtomicBool,
+}
+
+/// Reports training progress: the step to the heartbeat, and rank 0's
+/// published checkpoints to the coordinator (best effort, off the training
+/// thread).
+struct Reporter {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    client: Client,
+    address: String,
+    job: String,
+    rank: u32,
+    generation: u64,
+    /// Reports still in flight, awaited (briefly) before the node returns.
+    reports: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Reporter {
+    /// Waits a little for the checkpoint reports still in flight.
+    fn flush(&self) {
+        let reports = std::mem::take(&mut *self.reports.lock().expect("not poisoned"));
+        self.runtime.block_on(async {
+            for report in reports {
+                let _ = tokio::time::timeout(Duration::from_secs(5), report).await;
+            }
+        });
+    }
+}
+
+impl TrainObserver for Reporter {
+    fn step(&self, done: u64) {
+        self.shared.step.store(done, Ordering::SeqCst);
+        self.shared.progressed.store(true, Ordering::SeqCst);
+    }
+
+    fn checkpoint(&self, step: u64) {
+        let mut client = self.client.clone();
+        let request = ReportCheckpointRequest {
+            job: self.job.clone(),
+            rank: self.rank,
+            generation: self.generation,
+            step,
+        };
+        let address = self.address.clone();
+        let report = self.runtime.spawn(async move {
+            if let Err(status) = client.report_checkpoint(request).await {
+                tracing::warn!(
+                    coordinator = %address,
+                    step,
+                    error = %status.message(),
+                    "could not report the checkpoint (the coordinator also finds it in the store)"
+                );
+            }
+        });
+        let mut reports = self.reports.lock().expect("not poisoned");
+        reports.retain(|r| !r.is_finished());
+        reports.push(report);
+    }
+}
+
+/// Runs one rank of `options.job` until the job's training is done (or the
+/// rank is stopped), regrouping whenever the group changes.
+pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
+    let address = options.coordinator.address.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("premem-node")
+        .enable_all()
+        .build()
+        .map_err(|e| TrainError::Collective(format!("starting the node's runtime: {e}")))?;
+    let client = {
+        // The channel's worker task needs the runtime's context.
+        let _context = runtime.enter();
+        premem_proto::client(&options.coordinator)
+            .map_err(|e| TrainError::Collective(format!("coordinator {address}: {e}")))?
+    };
+    let stop = options
+        .stop
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+    let bind = bind_address(&options.bind_host);
+    let listener = RingListener::bind(&bind).map_err(|e| TrainError::Io {
+        path: bind.clone().into(),
+        source: e,
+    })?;
+    let ring_address = listener
+        .local_addr()
+        .map_err(|e| TrainError::Io {
+            path: bind.clone().into(),
+            source: e,
+        })?
+        .to_string();
+    if listener.local_addr().is_ok_and(|a| a.ip().is_unspecified()) {
+        return Err(TrainError::Config(format!(
+            "ring address {ring_address}: other ranks cannot connect to an unspecified address; \
+             bind this host's reachable address (the pod IP, say)"
+        )));
+    }
+    tracing::info!(
+        rank = options.rank,
+        %ring_address,
+        coordinator = %address,
+        "node started"
+    );
+
+    let mut failed_generations = 0u32;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(TrainError::Collective(
+                "stopped before the group formed".into(),
+            ));
+        }
+        let registered = runtime.block_on(register(&client, options, &ring_address, &stop))?;
+        let generation = registered.generation;
+        let spec: JobSpec = serde_json::from_str(&registered.spec_json).map_err(|e| {
+            TrainError::Collective(format!(
+                "coordinator {address}: the job spec of '{}' does not parse: {e}",
+                options.job
+            ))
+        })?;
+        tracing::info!(
+            rank = options.rank,
+            generation,
+            world_size = registered.world_size,
+            "registered"
+        );
+        let backend = backend_of(&spec)?;
+        if backend == Backend::Nccl {
+            // NCCL: the lead wires crate::nccl here and below (rank 0
+            // registers its ncclUniqueId; the rendezvous hands it to the
+            // other ranks).
+            return Err(TrainError::Config(format!(
+                "job '{}': nccl backend: not built into the node yet \
+                 (set cluster.backend = \"ring\" to train on the CPU ring)",
+                options.job
+            )));
+        }
+        let Some(addresses) = runtime.block_on(rendezvous(&client, options, generation, &stop))?
+        else {
+            tracing::info!(
+                generation,
+                "generation superseded before it formed; registering again"
+            );
+            continue;
+        };
+        if addresses.len() != registered.world_size as usize {
+            return Err(TrainError::Collective(format!(
+                "coordinator {address}: generation {generation} has {} ring addresses for {} ranks",
+                addresses.len(),
+                registered.world_size
+            )));
+        }
+        let mut ring = match listener.connect(
+            options.rank as usize,
+            &addresses,
+            generation,
+            options.connect_timeout,
+        ) {
+            Ok(ring) => ring,
+            Err(e) => {
+                failed_generations += 1;
+                if failed_generations > MAX_FAILED_GENERATIONS {
+                    return Err(TrainError::Collective(e.to_string()));
+                }
+                tracing::warn!(generation, error = %e, "could not form the ring; registering again");
+                continue;
+            }
+        };
+
+        let shared = Arc::new(Shared {
+            step: AtomicU64::new(0),
+            progressed: AtomicBool::new(false),
+            regroup: AtomicBool::new(false),
+        });
+        let heartbeat = runtime.spawn(heartbeat(
+            client.clone(),
+            options.clone(),
+            generation,
+            shared.clone(),
+            ring.aborter(),
+            stop.clone(),
+        ));
+        let reporter = Reporter {
+            shared: shared.clone(),
+            runtime: runtime.handle().clone(),
+            client: client.clone(),
+            address: address.clone(),
+            job: options.job.clone(),
+            rank: options.rank,
+            generation,
+            reports: Default::default(),
+        };
+        let train_options = TrainOptions {
+            resume: true,
+            progress: options.progress && options.rank == 0,
+            stop: Some(stop.clone()),
+        };
+        let result = train_observed(&spec, &train_options, &mut ring, Some(&reporter));
+        heartbeat.abort();
+        reporter.flush();
+        // Close the ring now: a peer still in a collective fails at once.
+        drop(ring);
+        let regroup = shared.regroup.load(Ordering::SeqCst);
+        match result {
+            // Every step trained (the final checkpoint is published: train
+            // returns only after it), or stopped: a regroup asked for
+            // meanwhile changes nothing.
+            Ok(summary) => {
+                if !summary.interrupted {
+                    runtime.block_on(finished(&client, options, generation, summary.steps));
+                }
+                return Ok(summary);
+            }
+            Err(e @ TrainError::Collective(_)) if !stop.load(Ordering::SeqCst) => {
+                if shared.progressed.load(Ordering::SeqCst) || regroup {
+                    failed_generations = 0;
+                } else {
+                    failed_generations += 1;
+                    if failed_generations > MAX_FAILED_GENERATIONS {
+                        return Err(e);
+                    }
+                }
+                tracing::warn!(
+                    rank = options.rank,
+                    generation,
+                    cause = %e,
+                    "group changed; regrouping from the newest checkpoint"
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `host` (any free port) or `host:port` as an address to bind.
+fn bind_address(host: &str) -> String {
+    if host.parse::<SocketAddr>().is_ok() {
+        return host.to_string();
+    }
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return SocketAddr::new(ip, 0).to_string();
+    }
+    if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:0")
+    }
+}
+
+/// Registers (or re-registers) this rank, retrying while the coordinator is
+/// unreachable, for up to `connect_timeout`.
+async fn register(
+    client: &Client,
+    options: &NodeOptions,
+    ring_address: &str,
+    stop: &AtomicBool,
+) -> Result<RegisterTrainerReply> {
+    let address = &options.coordinator.address;
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let request = RegisterTrainerRequest {
+            job: options.job.clone(),
+            rank: options.rank,
+            backend: WireBackend::Ring as i32,
+            ring_address: ring_address.to_string(),
+            nccl_unique_id: vec![],
+        };
+        match client.clone().register_trainer(request).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status)
+                if status.code() == Code::Unavailable
+                    && started.elapsed() < options.connect_timeout
+                    && !stop.load(Ordering::SeqCst) =>
+            {
+                tracing::warn!(
+                    coordinator = %address,
+                    error = %status.message(),
+                    retry_in = ?backoff,
+                    "coordinator unreachable; retrying"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(status) => return Err(coordinator_error(address, "RegisterTrainer", &status)),
+        }
+    }
+}
+
+/// Waits until every rank of `generation` has registered: the ring
+/// addresses, or `None` when the generation was superseded.
+async fn rendezvous(
+    client: &Client,
+    options: &NodeOptions,
+    generation: u64,
+    stop: &AtomicBool,
+) -> Result<Option<Vec<String>>> {
+    let address = &options.coordinator.address;
+    let started = Instant::now();
+    let mut unreachable_since: Option<Instant> = None;
+    let mut last_note = Instant::now();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(TrainError::Collective(
+                "stopped while waiting for the other ranks".into(),
+            ));
+        }
+        let request = RendezvousRequest {
+            job: options.job.clone(),
+            rank: options.rank,
+            generation,
+        };
+        match client.clone().rendezvous(request).await {
+            Ok(reply) => {
+                unreachable_since = None;
+                let reply = reply.into_inner();
+                if reply.ready {
+                    return Ok(Some(reply.ring_addresses));
+                }
+            }
+            Err(status) if status.code() == Code::FailedPrecondition => return Ok(None),
+            Err(status) if status.code() == Code::Unavailable => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > options.connect_timeout {
+                    return Err(coordinator_error(address, "Rendezvous", &status));
+                }
+            }
+            Err(status) => return Err(coordinator_error(address, "Rendezvous", &status)),
+        }
+        if last_note.elapsed() > Duration::from_secs(30) {
+            last_note = Instant::now();
+            tracing::info!(
+                generation,
+                waited = ?started.elapsed(),
+                "waiting for the other ranks to register"
+            );
+        }
+        tokio::time::sleep(RENDEZVOUS_POLL).await;
+    }
+}
+
+/// Reports progress every `options.heartbeat` and acts on the answer:
+/// REGROUP aborts the ring (the training thread sees its collective fail),
+/// STOP sets the stop flag (train checkpoints and stops). An unreachable
+/// coordinator is logged; training goes on.
+async fn heartbeat(
+    mut client: Client,
+    options: NodeOptions,
+    generation: u64,
+    shared: Arc<Shared>,
+    aborter: RingAborter,
+    stop: Arc<AtomicBool>,
+) {
+    let address = options.coordinator.address.clone();
+    let mut ticker = tokio::time::interval(options.heartbeat.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unreachable = false;
+    loop {
+        ticker.tick().await;
+        let request = TrainerHeartbeatRequest {
+            job: options.job.clone(),
+            rank: options.rank,
+            generation,
+            step: shared.step.load(Ordering::SeqCst),
+        };
+        match client.trainer_heartbeat(request).await {
+            Ok(reply) => {
+                if unreachable {
+                    tracing::info!(coordinator = %address, "coordinator reachable again");
+                    unreachable = false;
+                }
+                match reply.into_inner().action() {
+                    TrainerAction::Regroup => {
+                        tracing::info!(generation, "coordinator: the group changed");
+                        shared.regroup.store(true, Ordering::SeqCst);
+                        aborter.abort();
+                        return;
+                    }
+                    TrainerAction::Stop => {
+                        if !stop.swap(true, Ordering::SeqCst) {
+                            tracing::info!("coordinator: stop (checkpointing and stopping)");
+                        }
+                    }
+                    TrainerAction::Continue | TrainerAction::Unspecified => {}
+                }
+            }
+            Err(status) => {
+                if !unreachable {
+                    tracing::warn!(
+                        coordinator = %address,
+                        error = %status.message(),
+                        "heartbeat failed; training goes on"
+                    );
+                    unreachable = true;
+                }
+            }
+        }
+    }
+}
+
+/// Tells the coordinator this rank trained every step (a few attempts).
+async fn finished(client: &Client, options: &NodeOptions, generation: u64, step: u64) {
+    let mut backoff = Duration::from_millis(500);
+    for attempt in 1..=FINISH_ATTEMPTS {
+        let request = TrainerFinishedRequest {
+            job: options.job.clone(),
+            rank: options.rank,
+            generation,
+            step,
+        };
+        match client.clone().trainer_finished(request).await {
+            Ok(_) => return,
+            Err(status) => {
+                tracing::warn!(
+                    coordinator = %options.coordinator.address,
+                    attempt,
+                    error = %status.message(),
+                    "could not report the end of training"
+                );
+                if attempt < FINISH_ATTEMPTS {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses_get_a_port() {
+        assert_eq!(bind_address("127.0.0.1"), "127.0.0.1:0");
+        assert_eq!(bind_address("127.0.0.1:4567"), "127.0.0.1:4567");
+        assert_eq!(bind_address("::1"), "[::1]:0");
+        assert_eq!(bind_address("[::1]"), "[::1]:0");
+        assert_eq!(bind_address("[::1]:80"), "[::1]:80");
+        assert_eq!(bind_address("trainer-0.premem"), "trainer-0.premem:0");
+        assert_eq!(
+            bind_address("trainer-0.premem:9000"),
+            "trainer-0.premem:9000"
+        );
+    }
+}
