@@ -213,6 +213,7 @@ fn two_ranks_train_like_one_process() {
         &model_file(tmp.path(), "one", 4),
         &model_file(tmp.path(), "two", 4),
     );
+    eprintln!("2 ranks vs 1 process: final weights max abs diff {diff:e}");
     assert!(diff < 1e-5, "max abs diff {diff}");
     let (l1, l2) = (one.final_loss.unwrap(), summaries[0].final_loss.unwrap());
     assert!((l1 - l2).abs() < 1e-5, "loss {l1} vs {l2}");
