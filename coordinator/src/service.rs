@@ -335,7 +335,11 @@ impl Coordinator for Service {
         request: Request<v1::RendezvousRequest>,
     ) -> Result<Response<v1::RendezvousReply>, Status> {
         let r = request.get_ref();
-        let reply = match self.lock().rendezvous(&r.job, r.rank, r.generation)? {
+        if r.nccl_unique_id.len() > 1024 {
+            return Err(Status::invalid_argument("nccl_unique_id too long"));
+        }
+        let nccl = (r.backend() == v1::Backend::Nccl).then_some(r.nccl_unique_id.as_slice());
+        let reply = match self.lock().rendezvous(&r.job, r.rank, r.generation, nccl)? {
             Rendezvous::Waiting => v1::RendezvousReply::default(),
             Rendezvous::Ready {
                 ring_addresses,

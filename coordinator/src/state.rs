@@ -567,8 +567,16 @@ impl State {
         })
     }
 
-    pub fn rendezvous(&self, job: &str, rank: u32, generation: u64) -> Refused<Rendezvous> {
-        let job = self.job(job)?;
+    /// `nccl`: the rank uses NCCL; rank 0 passes its ncclUniqueId (the
+    /// others an empty one) and nobody is ready before rank 0's id is known.
+    pub fn rendezvous(
+        &mut self,
+        job: &str,
+        rank: u32,
+        generation: u64,
+        nccl: Option<&[u8]>,
+    ) -> Refused<Rendezvous> {
+        let job = self.job_mut(job)?;
         Self::rank_in_range(job, rank)?;
         if generation != job.group.generation {
             return Err(Refusal::Precondition(format!(
@@ -576,7 +584,24 @@ impl State {
                 job.name, job.group.generation
             )));
         }
-        if !job.group.running {
+        if rank == 0
+            && let Some(id) = nccl
+        {
+            if id.is_empty() {
+                return Err(Refusal::Invalid(
+                    "rank 0 of an NCCL group must send its nccl_unique_id".into(),
+                ));
+            }
+            if let Some(member) = job.group.members.get_mut(&0) {
+                member.nccl_id = id.to_vec();
+            }
+        }
+        let id_known = job
+            .group
+            .members
+            .get(&0)
+            .is_some_and(|m| !m.nccl_id.is_empty());
+        if !job.group.running || (nccl.is_some() && !id_known) {
             return Ok(Rendezvous::Waiting);
         }
         Ok(Rendezvous::Ready {

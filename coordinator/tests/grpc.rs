@@ -527,6 +527,7 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
         job: JOB.into(),
         rank: 0,
         generation,
+        ..Default::default()
     };
     let waiting = client.rendezvous(rendezvous(1)).await.unwrap().into_inner();
     assert!(!waiting.ready);

@@ -15,18 +15,80 @@ use std::time::{Duration, Instant};
 
 use premem_core::spec::JobSpec;
 use premem_proto::v1::{
-    Backend as WireBackend, RegisterTrainerReply, RegisterTrainerRequest, RendezvousRequest,
-    ReportCheckpointRequest, TrainerAction, TrainerFinishedRequest, TrainerHeartbeatRequest,
+    Backend as WireBackend, RegisterTrainerReply, RegisterTrainerRequest, RendezvousReply,
+    RendezvousRequest, ReportCheckpointRequest, TrainerAction, TrainerFinishedRequest,
+    TrainerHeartbeatRequest,
 };
 use premem_proto::{Client, ClientConfig};
 use tonic::{Code, Status};
 
+use crate::collective::Collective;
 use crate::error::{Result, TrainError};
-use crate::ring::{RingAborter, RingListener};
+use crate::ring::RingListener;
 use crate::run::{TrainObserver, TrainOptions, TrainSummary, train_observed};
 
 /// How often a rank asks whether its generation is complete.
 const RENDEZVOUS_POLL: Duration = Duration::from_millis(100);
+/// Makes a collective blocked on a lost peer fail at once (REGROUP).
+type Abort = Arc<dyn Fn() + Send + Sync>;
+
+/// Rank 0's ncclUniqueId for a new generation.
+#[cfg(feature = "nccl")]
+fn nccl_unique_id() -> Result<Vec<u8>> {
+    crate::nccl::unique_id().map_err(TrainError::Config)
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl_unique_id() -> Result<Vec<u8>> {
+    Err(TrainError::Config(
+        "cluster.backend nccl: this premem was built without the `nccl` feature".into(),
+    ))
+}
+
+/// The NCCL communicator of this generation on the spec's CUDA device.
+#[cfg(feature = "nccl")]
+fn form_nccl(
+    rank: u32,
+    world_size: u32,
+    reply: &RendezvousReply,
+    spec: &JobSpec,
+) -> Result<(Box<dyn Collective>, Abort)> {
+    let device = premem_model::runtime::parse_device(&spec.train.device)
+        .map_err(|e| TrainError::Config(format!("train.device {e}")))?;
+    if !device.is_cuda() {
+        return Err(TrainError::Config(format!(
+            "cluster.backend nccl needs a CUDA train.device, not '{}' (use backend \"ring\" on the CPU)",
+            spec.train.device
+        )));
+    }
+    let nccl = crate::nccl::NcclCollective::new(
+        rank as usize,
+        world_size as usize,
+        &reply.nccl_unique_id,
+        device,
+    )
+    .map_err(TrainError::Collective)?;
+    let aborter = nccl.aborter();
+    Ok((
+        Box::new(nccl),
+        Arc::new(move || {
+            if let Err(e) = aborter.abort() {
+                tracing::warn!(error = %e, "aborting the NCCL communicator");
+            }
+        }),
+    ))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn form_nccl(
+    _rank: u32,
+    _world_size: u32,
+    _reply: &RendezvousReply,
+    _spec: &JobSpec,
+) -> Result<(Box<dyn Collective>, Abort)> {
+    nccl_unique_id().map(|_| unreachable!("refused above"))
+}
+
 /// Attempts at telling the coordinator that training finished.
 const FINISH_ATTEMPTS: u32 = 5;
 /// Generations in a row that may fail before any step is trained.
@@ -38,7 +100,8 @@ const MAX_FAILED_GENERATIONS: u32 = 5;
 enum Backend {
     /// TCP ring between CPU ranks ([`crate::ring`]).
     Ring,
-    /// NCCL between CUDA ranks ([`crate::nccl`]); not wired into the node yet.
+    /// NCCL between CUDA ranks ([`crate::nccl`]): one GPU per rank, the
+    /// spec's `train.device` on each host.
     Nccl,
 }
 
@@ -223,17 +286,18 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
             "registered"
         );
         let backend = backend_of(&spec)?;
-        if backend == Backend::Nccl {
-            // NCCL: the lead wires crate::nccl here and below (rank 0
-            // registers its ncclUniqueId; the rendezvous hands it to the
-            // other ranks).
-            return Err(TrainError::Config(format!(
-                "job '{}': nccl backend: not built into the node yet \
-                 (set cluster.backend = \"ring\" to train on the CPU ring)",
-                options.job
-            )));
-        }
-        let Some(addresses) = runtime.block_on(rendezvous(&client, options, generation, &stop))?
+        let nccl_id = match backend {
+            Backend::Ring => None,
+            Backend::Nccl if options.rank == 0 => Some(nccl_unique_id()?),
+            Backend::Nccl => Some(vec![]),
+        };
+        let Some(reply) = runtime.block_on(rendezvous(
+            &client,
+            options,
+            generation,
+            nccl_id.as_deref(),
+            &stop,
+        ))?
         else {
             tracing::info!(
                 generation,
@@ -241,27 +305,36 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
             );
             continue;
         };
-        if addresses.len() != registered.world_size as usize {
-            return Err(TrainError::Collective(format!(
-                "coordinator {address}: generation {generation} has {} ring addresses for {} ranks",
-                addresses.len(),
-                registered.world_size
-            )));
-        }
-        let mut ring = match listener.connect(
-            options.rank as usize,
-            &addresses,
-            generation,
-            options.connect_timeout,
-        ) {
-            Ok(ring) => ring,
-            Err(e) => {
-                failed_generations += 1;
-                if failed_generations > MAX_FAILED_GENERATIONS {
-                    return Err(TrainError::Collective(e.to_string()));
+        let (mut collective, abort): (Box<dyn Collective>, Abort) = match backend {
+            Backend::Nccl => form_nccl(options.rank, registered.world_size, &reply, &spec)?,
+            Backend::Ring => {
+                let addresses = reply.ring_addresses;
+                if addresses.len() != registered.world_size as usize {
+                    return Err(TrainError::Collective(format!(
+                        "coordinator {address}: generation {generation} has {} ring addresses for {} ranks",
+                        addresses.len(),
+                        registered.world_size
+                    )));
                 }
-                tracing::warn!(generation, error = %e, "could not form the ring; registering again");
-                continue;
+                match listener.connect(
+                    options.rank as usize,
+                    &addresses,
+                    generation,
+                    options.connect_timeout,
+                ) {
+                    Ok(ring) => {
+                        let aborter = ring.aborter();
+                        (Box::new(ring), Arc::new(move || aborter.abort()))
+                    }
+                    Err(e) => {
+                        failed_generations += 1;
+                        if failed_generations > MAX_FAILED_GENERATIONS {
+                            return Err(TrainError::Collective(e.to_string()));
+                        }
+                        tracing::warn!(generation, error = %e, "could not form the ring; registering again");
+                        continue;
+                    }
+                }
             }
         };
 
@@ -275,7 +348,7 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
             options.clone(),
             generation,
             shared.clone(),
-            ring.aborter(),
+            abort,
             stop.clone(),
         ));
         let reporter = Reporter {
@@ -293,11 +366,11 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
             progress: options.progress && options.rank == 0,
             stop: Some(stop.clone()),
         };
-        let result = train_observed(&spec, &train_options, &mut ring, Some(&reporter));
+        let result = train_observed(&spec, &train_options, &mut *collective, Some(&reporter));
         heartbeat.abort();
         reporter.flush();
-        // Close the ring now: a peer still in a collective fails at once.
-        drop(ring);
+        // Close the collective now: a peer still in one fails at once.
+        drop(collective);
         let regroup = shared.regroup.load(Ordering::SeqCst);
         match result {
             // Every step trained (the final checkpoint is published: train
@@ -385,14 +458,17 @@ async fn register(
     }
 }
 
-/// Waits until every rank of `generation` has registered: the ring
-/// addresses, or `None` when the generation was superseded.
+/// Waits until every rank of `generation` has registered (and, with NCCL,
+/// rank 0 sent its id): the coordinator's answer, or `None` when the
+/// generation was superseded. `nccl`: this rank uses NCCL; rank 0 passes
+/// its ncclUniqueId.
 async fn rendezvous(
     client: &Client,
     options: &NodeOptions,
     generation: u64,
+    nccl: Option<&[u8]>,
     stop: &AtomicBool,
-) -> Result<Option<Vec<String>>> {
+) -> Result<Option<RendezvousReply>> {
     let address = &options.coordinator.address;
     let started = Instant::now();
     let mut unreachable_since: Option<Instant> = None;
@@ -407,13 +483,19 @@ async fn rendezvous(
             job: options.job.clone(),
             rank: options.rank,
             generation,
+            backend: if nccl.is_some() {
+                WireBackend::Nccl
+            } else {
+                WireBackend::Ring
+            } as i32,
+            nccl_unique_id: nccl.unwrap_or_default().to_vec(),
         };
         match client.clone().rendezvous(request).await {
             Ok(reply) => {
                 unreachable_since = None;
                 let reply = reply.into_inner();
                 if reply.ready {
-                    return Ok(Some(reply.ring_addresses));
+                    return Ok(Some(reply));
                 }
             }
             Err(status) if status.code() == Code::FailedPrecondition => return Ok(None),
@@ -446,7 +528,7 @@ async fn heartbeat(
     options: NodeOptions,
     generation: u64,
     shared: Arc<Shared>,
-    aborter: RingAborter,
+    abort: Abort,
     stop: Arc<AtomicBool>,
 ) {
     let address = options.coordinator.address.clone();
@@ -471,7 +553,7 @@ async fn heartbeat(
                     TrainerAction::Regroup => {
                         tracing::info!(generation, "coordinator: the group changed");
                         shared.regroup.store(true, Ordering::SeqCst);
-                        aborter.abort();
+                        abort();
                         return;
                     }
                     TrainerAction::Stop => {

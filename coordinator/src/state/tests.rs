@@ -233,12 +233,15 @@ fn ranks_form_a_generation_and_a_rejoin_starts_the_next() {
         .register("job", 0, "127.0.0.1:1".into(), vec![], now)
         .unwrap();
     assert_eq!(r0.generation, 1);
-    assert_eq!(state.rendezvous("job", 0, 1).unwrap(), Rendezvous::Waiting);
+    assert_eq!(
+        state.rendezvous("job", 0, 1, None).unwrap(),
+        Rendezvous::Waiting
+    );
     state
         .register("job", 1, "127.0.0.1:2".into(), vec![], now)
         .unwrap();
     assert_eq!(
-        state.rendezvous("job", 1, 1).unwrap(),
+        state.rendezvous("job", 1, 1, None).unwrap(),
         Rendezvous::Ready {
             ring_addresses: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
             nccl_id: vec![]
@@ -258,14 +261,14 @@ fn ranks_form_a_generation_and_a_rejoin_starts_the_next() {
         (Action::Regroup, 2)
     );
     assert!(matches!(
-        state.rendezvous("job", 0, 1),
+        state.rendezvous("job", 0, 1, None),
         Err(Refusal::Precondition(_))
     ));
     state
         .register("job", 0, "127.0.0.1:4".into(), vec![], now)
         .unwrap();
     assert!(matches!(
-        state.rendezvous("job", 0, 2).unwrap(),
+        state.rendezvous("job", 0, 2, None).unwrap(),
         Rendezvous::Ready { .. }
     ));
 }
@@ -359,4 +362,39 @@ fn a_job_is_complete_when_trained_and_every_task_is_done() {
     assert_eq!(job.test_accuracy[&8], 1.0);
     // Memorized everywhere: P-M accuracy 0 although accuracy is 1.
     assert_eq!(job.pm_by_step[&8].pm, Some(0.0));
+}
+
+#[test]
+fn nccl_ranks_meet_once_rank_0_sent_its_id() {
+    let mut state = state_with(job(2, 0, 10));
+    let now = Instant::now();
+    state
+        .register("job", 0, "127.0.0.1:1".into(), vec![], now)
+        .unwrap();
+    state
+        .register("job", 1, "127.0.0.1:2".into(), vec![], now)
+        .unwrap();
+    // Rank 1 is early: rank 0 has not sent its id yet.
+    assert_eq!(
+        state.rendezvous("job", 1, 1, Some(&[])).unwrap(),
+        Rendezvous::Waiting
+    );
+    assert!(matches!(
+        state.rendezvous("job", 0, 1, Some(&[])),
+        Err(Refusal::Invalid(_))
+    ));
+    let ready = state.rendezvous("job", 0, 1, Some(&[7; 128])).unwrap();
+    assert!(matches!(ready, Rendezvous::Ready { ref nccl_id, .. } if nccl_id == &vec![7; 128]));
+    assert_eq!(state.rendezvous("job", 1, 1, Some(&[])).unwrap(), ready);
+    // A new generation needs a new id.
+    state
+        .register("job", 1, "127.0.0.1:3".into(), vec![], now)
+        .unwrap();
+    state
+        .register("job", 0, "127.0.0.1:4".into(), vec![], now)
+        .unwrap();
+    assert_eq!(
+        state.rendezvous("job", 1, 2, Some(&[])).unwrap(),
+        Rendezvous::Waiting
+    );
 }
