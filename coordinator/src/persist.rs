@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use premem_core::spec::JobSpec;
 use premem_core::{Store, StoreError};
 
-use crate::service::{build_job, scan_checkpoints};
+use crate::service::{RunStores, build_job, scan_checkpoints};
 use crate::state::{Phase, Row, State, TaskKey};
 
 #[derive(Clone)]
@@ -57,7 +57,11 @@ impl Persist {
     /// marks and generations, their published checkpoints, and the tasks
     /// whose result files exist (done, with their rows). A job that cannot
     /// be rebuilt is skipped with an error in the log.
-    pub async fn restore(&self, state: &Mutex<State>) -> Result<usize, StoreError> {
+    pub async fn restore(
+        &self,
+        state: &Mutex<State>,
+        runs: &RunStores,
+    ) -> Result<usize, StoreError> {
         let mut restored = 0;
         for name in self.store.list_dirs("jobs").await? {
             let spec_file = job_file(&name, "spec.json");
@@ -123,13 +127,13 @@ impl Persist {
             restored += 1;
             tracing::info!(job = name, output, "job restored");
         }
-        scan_checkpoints(state).await;
-        self.restore_results(state).await;
+        scan_checkpoints(state, runs).await;
+        self.restore_results(state, runs).await;
         Ok(restored)
     }
 
     /// Marks done every task whose result file is in its run's store.
-    async fn restore_results(&self, state: &Mutex<State>) {
+    async fn restore_results(&self, state: &Mutex<State>, runs: &RunStores) {
         let todo: Vec<(String, String, TaskKey)> = {
             let state = state.lock().unwrap_or_else(|p| p.into_inner());
             state
@@ -145,7 +149,7 @@ impl Persist {
         let mut found = 0;
         for (name, output, key) in todo {
             let file = key.result_file();
-            let Ok(run) = Store::open(&output) else {
+            let Ok(run) = runs.get(&output) else {
                 continue;
             };
             let rows = match run.exists(&file).await {

@@ -16,7 +16,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::metrics::Metrics;
 use crate::persist::Persist;
-use crate::service::{Service, scan_checkpoints};
+use crate::service::{RunStores, Service, scan_checkpoints};
 use crate::state::{State, Timing};
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,8 @@ async fn bind(address: &str) -> Result<TcpListener, ServeError> {
 pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let persist = Persist::new(Store::open(&options.state)?);
     let state = Arc::new(Mutex::new(State::new(options.timing)));
-    let restored = persist.restore(&state).await?;
+    let runs = RunStores::default();
+    let restored = persist.restore(&state, &runs).await?;
     tracing::info!(
         state = persist.url(),
         jobs = restored,
@@ -175,6 +176,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     // Checkpoints, leases, silent ranks.
     {
         let state = state.clone();
+        let runs = runs.clone();
         let scan = scan.clone();
         let stop = until_stopped();
         let interval = options.scan_interval;
@@ -186,7 +188,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
                     _ = scan.notified() => {}
                     _ = tokio::time::sleep(interval) => {}
                 }
-                scan_checkpoints(&state).await;
+                scan_checkpoints(&state, &runs).await;
                 let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
                 s.expire_leases(now);
@@ -197,6 +199,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
 
     let service = Service {
         state: state.clone(),
+        runs,
         persist,
         metrics,
         scan,

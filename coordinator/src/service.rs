@@ -2,12 +2,13 @@
 //! under its lock (never across an await), and does the object-store work
 //! (persisting jobs, checking result files, finding checkpoints) outside it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use premem_core::checkpoint::{Area, published_steps};
 use premem_core::spec::JobSpec;
-use premem_core::{Dataset, Store};
+use premem_core::{Dataset, Store, StoreError};
 use premem_proto::v1::{self, coordinator_server::Coordinator};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -71,8 +72,26 @@ pub fn build_job(spec: JobSpec) -> Result<Job, String> {
     ))
 }
 
+/// The run stores of the jobs, opened once each (on S3, one client and its
+/// connections per run rather than one per request).
+#[derive(Clone, Default)]
+pub struct RunStores(Arc<Mutex<HashMap<String, Store>>>);
+
+impl RunStores {
+    pub fn get(&self, location: &str) -> Result<Store, StoreError> {
+        let mut stores = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = stores.get(location) {
+            return Ok(store.clone());
+        }
+        let store = Store::open(location)?;
+        stores.insert(location.to_string(), store.clone());
+        Ok(store)
+    }
+}
+
 pub struct Service {
     pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) runs: RunStores,
     pub(crate) persist: Persist,
     pub(crate) metrics: Arc<Metrics>,
     /// Wakes the scanner (a checkpoint was reported).
@@ -175,8 +194,8 @@ pub fn job_status(job: &Job) -> v1::JobStatus {
 
 /// Finds newly published checkpoints of every active job and adds their
 /// tasks; returns how many checkpoints were added.
-pub async fn scan_checkpoints(state: &Mutex<State>) -> usize {
-    let runs: Vec<(String, String)> = {
+pub async fn scan_checkpoints(state: &Mutex<State>, runs: &RunStores) -> usize {
+    let active: Vec<(String, String)> = {
         let state = state.lock().unwrap_or_else(|p| p.into_inner());
         state
             .jobs
@@ -188,8 +207,8 @@ pub async fn scan_checkpoints(state: &Mutex<State>) -> usize {
             .collect()
     };
     let mut added = 0;
-    for (name, output) in runs {
-        let steps = match Store::open(&output) {
+    for (name, output) in active {
+        let steps = match runs.get(&output) {
             Ok(run) => published_steps(&run, Area::Weights).await,
             Err(e) => Err(e),
         };
@@ -472,7 +491,7 @@ impl Coordinator for Service {
         let rows = rows_of(r);
         let (run, file) = self.lock().check_rows(&r.task_id, &rows)?;
         // The rows count only once their file is in the store.
-        let exists = match Store::open(&run) {
+        let exists = match self.runs.get(&run) {
             Ok(store) => store.exists(&file).await,
             Err(e) => Err(e),
         }
