@@ -33,7 +33,7 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    fn config(&self) -> Result<ClientConfig> {
+    pub(crate) fn config(&self) -> Result<ClientConfig> {
         let token = premem_proto::load_token(self.token_file.as_deref())?;
         let mut config = ClientConfig::new(self.coordinator.clone(), token);
         config.ca_certificate = self.tls_ca.clone();
@@ -81,12 +81,23 @@ pub struct CoordinatorArgs {
 pub struct TrainerArgs {
     #[command(flatten)]
     connect: ConnectArgs,
-    /// The job (its run name).
-    #[arg(long)]
-    job: String,
-    /// This process's rank, 0..cluster.trainers.
-    #[arg(long, env = "PREMEM_RANK")]
-    rank: u32,
+    /// Run this job (its run name) as --rank. Without --job the trainer joins
+    /// the pool: the coordinator assigns it ranks of queued jobs, one after
+    /// another (sweeps, curation).
+    #[arg(long, requires = "rank")]
+    job: Option<String>,
+    /// This process's rank in --job, 0..cluster.trainers.
+    #[arg(long, env = "PREMEM_RANK", requires = "job")]
+    rank: Option<u32>,
+    /// A pool trainer's name, unique in the cluster and the same when the
+    /// process restarts, so that it gets its rank back (default: the host
+    /// name, which is the pod name on Kubernetes).
+    #[arg(long, conflicts_with = "job")]
+    name: Option<String>,
+    /// A pool trainer exits after this many seconds without an assignment
+    /// (default: never).
+    #[arg(long, conflicts_with = "job")]
+    idle_exit: Option<f64>,
     /// Host the ring listener binds (an address the other ranks reach).
     #[arg(long, default_value = "127.0.0.1")]
     bind_host: String,
@@ -162,7 +173,7 @@ pub struct RunArgs {
     cache_dir: PathBuf,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -171,7 +182,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// A flag set by the first SIGTERM/SIGINT; a second one exits at once.
-fn stop_flag() -> Result<Arc<AtomicBool>> {
+pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
@@ -216,21 +227,46 @@ pub fn coordinator(args: CoordinatorArgs) -> Result<()> {
     })
 }
 
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "premem".into())
+}
+
 pub fn trainer(args: TrainerArgs) -> Result<()> {
-    let options = premem_trainer::node::NodeOptions {
+    let mut options = premem_trainer::node::NodeOptions {
         coordinator: args.connect.config()?,
-        job: args.job.clone(),
-        rank: args.rank,
+        job: String::new(),
+        rank: 0,
+        trainer: String::new(),
         bind_host: args.bind_host.clone(),
         progress: !args.no_progress,
         stop: Some(stop_flag()?),
         heartbeat: Duration::from_secs_f64(args.heartbeat),
         connect_timeout: Duration::from_secs(600),
     };
+    let (Some(job), Some(rank)) = (args.job.clone(), args.rank) else {
+        options.trainer = args.name.clone().unwrap_or_else(host_name);
+        options.progress = false;
+        let name = options.trainer.clone();
+        let summary = premem_trainer::node::run_pool(&premem_trainer::node::PoolOptions {
+            node: options,
+            idle_exit: args.idle_exit.map(Duration::from_secs_f64),
+        })?;
+        println!(
+            "pool trainer '{name}': {} assignment(s) ended, {} failed",
+            summary.runs.len(),
+            summary.failures
+        );
+        return Ok(());
+    };
+    options.job = job;
+    options.rank = rank;
     let summary = premem_trainer::node::run_node(&options)?;
     println!(
-        "rank {}: {} {}/{} steps, final loss {}",
-        args.rank,
+        "rank {rank}: {} {}/{} steps, final loss {}",
         if summary.interrupted {
             "stopped at"
         } else {
@@ -249,12 +285,10 @@ pub fn evaluator(args: EvaluatorArgs) -> Result<()> {
         DType::Auto => None,
         other => Some(other.kind(device)),
     };
-    let name = args.name.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "evaluator".into());
-        format!("{host}-{}", std::process::id())
-    });
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
     let options = premem_evaluator::worker::WorkerOptions {
         coordinator: args.connect.config()?,
         name,
@@ -270,7 +304,7 @@ pub fn evaluator(args: EvaluatorArgs) -> Result<()> {
     Ok(())
 }
 
-fn call<T>(
+pub(crate) fn call<T>(
     what: &str,
     address: &str,
     result: Result<tonic::Response<T>, tonic::Status>,
@@ -479,6 +513,185 @@ fn default_job() -> Result<premem_core::JobSpec> {
     Ok(spec)
 }
 
+/// A coordinator and its workers as child processes of this one, on
+/// loopback: `premem run`, `premem sweep` and `premem curate`.
+pub(crate) struct LocalCluster {
+    pub address: String,
+    pub token: String,
+    pub logs: PathBuf,
+    coordinator: Child,
+    members: Vec<Member>,
+}
+
+impl LocalCluster {
+    /// Starts a coordinator whose state lives in `workdir/state` (a second
+    /// start over the same workdir resumes its jobs); logs go to
+    /// `workdir/logs`.
+    pub fn start(workdir: &Path, metrics_listen: Option<&str>) -> Result<LocalCluster> {
+        let logs = workdir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let token = match std::env::var(TOKEN_ENV) {
+            Ok(token) if !token.is_empty() => token,
+            _ => format!("{:032x}", rand::random::<u128>()),
+        };
+        let address_file = workdir.join("coordinator.address");
+        let _ = std::fs::remove_file(&address_file);
+        let mut coordinator_args = vec![
+            "coordinator".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--state".into(),
+            workdir.join("state").to_string_lossy().into_owned(),
+            "--address-file".into(),
+            address_file.to_string_lossy().into_owned(),
+            // Local workers heartbeat every 2 s: notice a dead one sooner,
+            // and wait less before reassigning ranks after a restart.
+            "--rank-ttl".into(),
+            "15".into(),
+        ];
+        if let Some(metrics) = metrics_listen {
+            coordinator_args.extend(["--metrics-listen".into(), metrics.to_string()]);
+        }
+        let coordinator_log = logs.join("coordinator.log");
+        let env = vec![(TOKEN_ENV, token.clone())];
+        let mut coordinator = spawn(&coordinator_args, &coordinator_log, &env)?;
+        let started = Instant::now();
+        let address = loop {
+            if let Ok(text) = std::fs::read_to_string(&address_file) {
+                break text.trim().to_string();
+            }
+            if let Some(status) = coordinator.try_wait()? {
+                bail!(
+                    "the coordinator exited ({status}) before listening; its log ({}):\n{}",
+                    coordinator_log.display(),
+                    log_tail(&coordinator_log)
+                );
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                terminate(&mut coordinator);
+                bail!(
+                    "the coordinator did not start within 60 s; see {}",
+                    coordinator_log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok(LocalCluster {
+            address,
+            token,
+            logs,
+            coordinator,
+            members: vec![],
+        })
+    }
+
+    /// The environment of a worker: the token, the coordinator, and
+    /// `threads` OpenMP threads (one machine for every process), unless
+    /// OMP_NUM_THREADS is set for this process.
+    fn env(&self, threads: usize) -> Vec<(&'static str, String)> {
+        let threads = std::env::var("OMP_NUM_THREADS")
+            .ok()
+            .filter(|t| t.parse::<usize>().is_ok_and(|t| t > 0))
+            .unwrap_or_else(|| threads.max(1).to_string());
+        vec![
+            (TOKEN_ENV, self.token.clone()),
+            ("PREMEM_COORDINATOR", self.address.clone()),
+            ("OMP_NUM_THREADS", threads),
+        ]
+    }
+
+    /// Starts a worker (`premem <args>`), logging to `logs/<log>.log`.
+    pub fn add(&mut self, name: &str, log: &str, args: Vec<String>, threads: usize) -> Result<()> {
+        let log = self.logs.join(format!("{log}.log"));
+        let env = self.env(threads);
+        self.members.push(Member {
+            name: name.to_string(),
+            child: spawn(&args, &log, &env)?,
+            env,
+            args,
+            log,
+            restarts: 0,
+        });
+        Ok(())
+    }
+
+    /// Starts `count` pool trainers sharing the machine's cores.
+    pub fn add_pool_trainers(&mut self, count: usize) -> Result<()> {
+        let threads = cores() / count.max(1);
+        for i in 0..count {
+            let args = vec![
+                "trainer".to_string(),
+                "--name".into(),
+                format!("trainer-{i}"),
+                "--no-progress".into(),
+            ];
+            self.add(
+                &format!("pool trainer {i}"),
+                &format!("trainer-{i}"),
+                args,
+                threads,
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn add_evaluators(&mut self, count: usize, cache_dir: &Path) -> Result<()> {
+        for i in 0..count {
+            let args = vec![
+                "evaluator".to_string(),
+                "--name".into(),
+                format!("evaluator-{i}"),
+                "--cache-dir".into(),
+                cache_dir.to_string_lossy().into_owned(),
+            ];
+            self.add(
+                &format!("evaluator {i}"),
+                &format!("evaluator-{i}"),
+                args,
+                1,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Restarts workers that died (a trainer of one job that exited
+    /// successfully is done); fails after [`MAX_RESTARTS`] restarts of one.
+    pub fn supervise(&mut self) -> Result<()> {
+        for member in self.members.iter_mut() {
+            if let Some(status) = member.child.try_wait()? {
+                let trainer_done = member.name.starts_with("trainer rank") && status.success();
+                if trainer_done {
+                    continue;
+                }
+                if member.restarts >= MAX_RESTARTS {
+                    bail!(
+                        "{} exited ({status}) {MAX_RESTARTS} times; its log ({}):\n{}",
+                        member.name,
+                        member.log.display(),
+                        log_tail(&member.log)
+                    );
+                }
+                member.restarts += 1;
+                tracing::warn!(member = member.name, %status, restart = member.restarts, "restarting");
+                member.child = spawn(&member.args, &member.log, &member.env)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the workers, then the coordinator.
+    pub fn stop(mut self) {
+        for member in self.members.iter_mut() {
+            terminate(&mut member.child);
+        }
+        terminate(&mut self.coordinator);
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 pub fn run(args: RunArgs) -> Result<()> {
     let spec = match &args.config {
         Some(config) => premem_core::JobSpec::from_file(config)?,
@@ -489,59 +702,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         .workdir
         .clone()
         .unwrap_or_else(|| PathBuf::from("premem-run").join(&name));
-    let logs = workdir.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let token = match std::env::var(TOKEN_ENV) {
-        Ok(token) if !token.is_empty() => token,
-        _ => format!("{:032x}", rand::random::<u128>()),
-    };
-    let address_file = workdir.join("coordinator.address");
-    let _ = std::fs::remove_file(&address_file);
-    let env = |coordinator: &str| -> Vec<(&'static str, String)> {
-        vec![
-            (TOKEN_ENV, token.clone()),
-            ("PREMEM_COORDINATOR", coordinator.to_string()),
-        ]
-    };
     let stop = stop_flag()?;
-
-    let mut coordinator_args = vec![
-        "coordinator".to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--state".into(),
-        workdir.join("state").to_string_lossy().into_owned(),
-        "--address-file".into(),
-        address_file.to_string_lossy().into_owned(),
-    ];
-    if let Some(metrics) = &args.metrics_listen {
-        coordinator_args.extend(["--metrics-listen".into(), metrics.clone()]);
-    }
-    let coordinator_log = logs.join("coordinator.log");
-    let mut coordinator = spawn(&coordinator_args, &coordinator_log, &env(""))?;
-    let started = Instant::now();
-    let address = loop {
-        if let Ok(text) = std::fs::read_to_string(&address_file) {
-            break text.trim().to_string();
-        }
-        if let Some(status) = coordinator.try_wait()? {
-            bail!(
-                "the coordinator exited ({status}) before listening; its log ({}):\n{}",
-                coordinator_log.display(),
-                log_tail(&coordinator_log)
-            );
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            terminate(&mut coordinator);
-            bail!(
-                "the coordinator did not start within 60 s; see {}",
-                coordinator_log.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let result = drive(&args, &spec, &address, &token, &logs, &env(&address), &stop);
-    terminate(&mut coordinator);
+    let mut cluster = LocalCluster::start(&workdir, args.metrics_listen.as_deref())?;
+    let result = drive(&args, &spec, &mut cluster, &stop);
+    let logs = cluster.logs.clone();
+    cluster.stop();
     let status = result?;
     let state = v1::JobState::try_from(status.state).unwrap_or(v1::JobState::Unspecified);
     print_status(&status);
@@ -557,16 +722,22 @@ pub fn run(args: RunArgs) -> Result<()> {
         let out = args.report.clone().unwrap_or_else(|| {
             PathBuf::from(format!("{}-report", spec.run.output.trim_end_matches('/')))
         });
-        let status = Process::new(std::env::current_exe()?)
-            .args(["report", &spec.run.output, "--out"])
-            .arg(&out)
-            .status()
-            .context("running premem report")?;
-        if !status.success() {
-            bail!("premem report failed ({status})");
-        }
-        println!("report: {}", out.join("report.html").display());
+        write_report(&spec.run.output, &out)?;
     }
+    Ok(())
+}
+
+/// `premem report <location> --out <out>` in a child process.
+pub(crate) fn write_report(location: &str, out: &Path) -> Result<()> {
+    let status = Process::new(std::env::current_exe()?)
+        .args(["report", location, "--out"])
+        .arg(out)
+        .status()
+        .context("running premem report")?;
+    if !status.success() {
+        bail!("premem report failed ({status})");
+    }
+    println!("report: {}", out.join("report.html").display());
     Ok(())
 }
 
@@ -575,14 +746,12 @@ pub fn run(args: RunArgs) -> Result<()> {
 fn drive(
     args: &RunArgs,
     spec: &premem_core::JobSpec,
-    address: &str,
-    token: &str,
-    logs: &Path,
-    env: &[(&'static str, String)],
+    cluster: &mut LocalCluster,
     stop: &AtomicBool,
 ) -> Result<v1::JobStatus> {
     let name = spec.run.name.clone();
-    let config = ClientConfig::new(address, token);
+    let address = cluster.address.clone();
+    let config = ClientConfig::new(&address, &cluster.token);
     let rt = runtime()?;
     // The channel's background task needs the runtime's context.
     let _context = rt.enter();
@@ -590,7 +759,7 @@ fn drive(
     rt.block_on(async {
         call(
             "submitting the job",
-            address,
+            &address,
             client
                 .submit_job(v1::SubmitJobRequest {
                     spec_json: serde_json::to_string(spec)?,
@@ -602,13 +771,7 @@ fn drive(
     // One machine for every process: split its cores between the trainer
     // ranks (which run together) and give each evaluator one thread, rather
     // than letting each libtorch take every core.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = |n: usize| ("OMP_NUM_THREADS", n.max(1).to_string());
-    let mut trainer_env = env.to_vec();
-    trainer_env.push(threads(cores / spec.cluster.trainers.max(1)));
-    let mut evaluator_env = env.to_vec();
-    evaluator_env.push(threads(1));
-    let mut members = vec![];
+    let threads = cores() / spec.cluster.trainers.max(1);
     for rank in 0..spec.cluster.trainers {
         let args = vec![
             "trainer".to_string(),
@@ -618,35 +781,15 @@ fn drive(
             rank.to_string(),
             "--no-progress".into(),
         ];
-        let log = logs.join(format!("trainer-{rank}.log"));
-        members.push(Member {
-            name: format!("trainer rank {rank}"),
-            child: spawn(&args, &log, &trainer_env)?,
-            env: trainer_env.clone(),
+        cluster.add(
+            &format!("trainer rank {rank}"),
+            &format!("trainer-{rank}"),
             args,
-            log,
-            restarts: 0,
-        });
+            threads,
+        )?;
     }
     if spec.eval.enabled {
-        for i in 0..spec.cluster.evaluators {
-            let args = vec![
-                "evaluator".to_string(),
-                "--name".into(),
-                format!("evaluator-{i}"),
-                "--cache-dir".into(),
-                args.cache_dir.to_string_lossy().into_owned(),
-            ];
-            let log = logs.join(format!("evaluator-{i}.log"));
-            members.push(Member {
-                name: format!("evaluator {i}"),
-                child: spawn(&args, &log, &evaluator_env)?,
-                env: evaluator_env.clone(),
-                args,
-                log,
-                restarts: 0,
-            });
-        }
+        cluster.add_evaluators(spec.cluster.evaluators, &args.cache_dir)?;
     }
     eprintln!(
         "job '{name}': coordinator at {address}, {} trainer rank(s), {} evaluator(s); logs in {}",
@@ -656,7 +799,7 @@ fn drive(
         } else {
             0
         },
-        logs.display()
+        cluster.logs.display()
     );
 
     let bars = indicatif::MultiProgress::new();
@@ -676,25 +819,7 @@ fn drive(
                 let _ = rt.block_on(client.cancel_job(v1::CancelJobRequest { job: name.clone() }));
                 bail!("interrupted: job cancelled");
             }
-            for member in members.iter_mut() {
-                if let Some(status) = member.child.try_wait()? {
-                    let trainer_done = member.name.starts_with("trainer") && status.success();
-                    if trainer_done {
-                        continue;
-                    }
-                    if member.restarts >= MAX_RESTARTS {
-                        bail!(
-                            "{} exited ({status}) {MAX_RESTARTS} times; its log ({}):\n{}",
-                            member.name,
-                            member.log.display(),
-                            log_tail(&member.log)
-                        );
-                    }
-                    member.restarts += 1;
-                    tracing::warn!(member = member.name, %status, restart = member.restarts, "restarting");
-                    member.child = spawn(&member.args, &member.log, &member.env)?;
-                }
-            }
+            cluster.supervise()?;
             let status = rt.block_on(client.get_status(v1::GetStatusRequest { job: name.clone() }));
             let status = match status {
                 Ok(s) => s.into_inner(),
@@ -754,8 +879,5 @@ fn drive(
     })();
     train_bar.finish_and_clear();
     eval_bar.finish_and_clear();
-    for member in members.iter_mut() {
-        terminate(&mut member.child);
-    }
     outcome
 }

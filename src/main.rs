@@ -14,6 +14,8 @@ use tch::{Device, Kind};
 
 mod analysis;
 mod cluster;
+mod curate;
+mod sweep;
 
 /// premem: distributed LLM finetuning that measures pre-memorization train
 /// accuracy while it trains.
@@ -82,6 +84,18 @@ enum Command {
     /// trainer ranks and evaluators as child processes on loopback, a live
     /// progress display, and the report at the end.
     Run(cluster::RunArgs),
+    /// Run a sweep (a grid and/or list of runs over one base job): every run
+    /// submitted to one coordinator, packed onto a pool of trainers, its
+    /// checkpoints evaluated by one evaluator fleet in the order they appear,
+    /// then one report over all runs. Running it again resumes: finished
+    /// runs are skipped, unfinished ones continue from their checkpoints.
+    Sweep(sweep::SweepArgs),
+    /// Curate training data (paper Algorithm 1): n iterations per strategy
+    /// (pm, iid, ifd, heuristic), each a full run on D + D' through the
+    /// coordinator; new examples from a candidate pool or a generator
+    /// command. Writes test accuracy vs training examples (table, plot) and
+    /// the examples chosen each iteration; resumes from its state file.
+    Curate(curate::CurateArgs),
 }
 
 #[derive(clap::Args)]
@@ -316,6 +330,7 @@ impl DType {
 fn main() -> ExitCode {
     // Before any tensor work: registers CUDA when libtorch_cuda.so loads.
     runtime::init();
+    premem_core::provenance::set_git_revision(env!("PREMEM_GIT_REVISION"));
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
@@ -344,6 +359,8 @@ fn main() -> ExitCode {
         Command::Status(args) => cluster::status(args),
         Command::Cancel(args) => cluster::cancel(args),
         Command::Run(args) => cluster::run(args),
+        Command::Sweep(args) => sweep::sweep(args),
+        Command::Curate(args) => curate::curate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

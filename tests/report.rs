@@ -187,6 +187,19 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
         "self-contained"
     );
     assert!(html.contains("<table>"));
+    // What the run was made with: the build, its inputs' checksums and the
+    // resolved spec.
+    assert!(md.contains("## Provenance") && html.contains("Provenance"));
+    let provenance: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("provenance.json")).unwrap()).unwrap();
+    let entry = &provenance.as_array().unwrap()[0];
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("run.json")).unwrap()).unwrap();
+    assert_eq!(entry["run"], record["name"]);
+    assert_eq!(entry["premem_version"], record["premem_version"]);
+    assert_eq!(entry["spec"], record["spec"]);
+    assert_eq!(entry["checksums"], record["checksums"]);
+    assert!(md.contains(record["premem_version"].as_str().unwrap()));
     let examples = table(&report.join("examples.parquet"));
     assert_eq!(examples.num_rows(), 3 * 8);
     let checkpoints = table(&report.join("checkpoints.parquet"));
@@ -233,6 +246,16 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
         md.contains("2 runs (lr-a, lr-b)") && md.contains("run `lr-b`"),
         "{md}"
     );
+    let provenance: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sweep_report.join("provenance.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = provenance
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["run"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["lr-a", "lr-b"]);
     assert_eq!(
         table(&sweep_report.join("checkpoints.parquet")).num_rows(),
         6

@@ -115,6 +115,18 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let state = Arc::new(Mutex::new(State::new(options.timing)));
     let runs = RunStores::default();
     let restored = persist.restore(&state, &runs).await?;
+    {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        let unfinished = s
+            .jobs
+            .values()
+            .any(|j| j.phase == crate::state::Phase::Active && !j.trained);
+        if unfinished {
+            // Pool trainers that still run a job reclaim their ranks by
+            // their heartbeats before any rank is handed out again.
+            s.assign_after = Some(Instant::now() + options.timing.rank_ttl);
+        }
+    }
     tracing::info!(
         state = persist.url(),
         jobs = restored,
@@ -193,6 +205,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
                 let now = Instant::now();
                 s.expire_leases(now);
                 s.expire_ranks(now);
+                s.expire_pool(now);
             }
         });
     }

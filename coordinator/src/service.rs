@@ -16,7 +16,8 @@ use tonic::{Request, Response, Status};
 use crate::metrics::Metrics;
 use crate::persist::Persist;
 use crate::state::{
-    Action, Completed, Examples, Job, Phase, Refusal, Rendezvous, Row, Split, State, TaskKey,
+    Action, Assignment, Completed, Examples, Job, Phase, Refusal, Rendezvous, Row, Split, State,
+    TaskKey,
 };
 
 impl From<Refusal> for Status {
@@ -328,6 +329,7 @@ impl Coordinator for Service {
         let registered = self.lock().register(
             &r.job,
             r.rank,
+            &r.trainer,
             r.ring_address,
             r.nccl_unique_id,
             Instant::now(),
@@ -358,7 +360,14 @@ impl Coordinator for Service {
             return Err(Status::invalid_argument("nccl_unique_id too long"));
         }
         let nccl = (r.backend() == v1::Backend::Nccl).then_some(r.nccl_unique_id.as_slice());
-        let reply = match self.lock().rendezvous(&r.job, r.rank, r.generation, nccl)? {
+        let reply = match self.lock().rendezvous(
+            &r.job,
+            r.rank,
+            &r.trainer,
+            r.generation,
+            nccl,
+            Instant::now(),
+        )? {
             Rendezvous::Waiting => v1::RendezvousReply::default(),
             Rendezvous::Ready {
                 ring_addresses,
@@ -377,9 +386,14 @@ impl Coordinator for Service {
         request: Request<v1::TrainerHeartbeatRequest>,
     ) -> Result<Response<v1::TrainerHeartbeatReply>, Status> {
         let r = request.get_ref();
-        let (action, generation) =
-            self.lock()
-                .heartbeat(&r.job, r.rank, r.generation, r.step, Instant::now())?;
+        let (action, generation) = self.lock().heartbeat(
+            &r.job,
+            r.rank,
+            &r.trainer,
+            r.generation,
+            r.step,
+            Instant::now(),
+        )?;
         let action = match action {
             Action::Continue => v1::TrainerAction::Continue,
             Action::Regroup => v1::TrainerAction::Regroup,
@@ -423,6 +437,27 @@ impl Coordinator for Service {
         tracing::info!(job = r.job, rank = r.rank, "trainer finished");
         self.scan.notify_one();
         Ok(Response::new(v1::TrainerFinishedReply {}))
+    }
+
+    async fn assign_trainer(
+        &self,
+        request: Request<v1::AssignTrainerRequest>,
+    ) -> Result<Response<v1::AssignTrainerReply>, Status> {
+        let trainer = &request.get_ref().trainer;
+        let assignment = self.lock().assign(trainer, Instant::now())?;
+        Ok(Response::new(match assignment {
+            Assignment::Run { job, rank } => v1::AssignTrainerReply {
+                assigned: true,
+                job,
+                rank,
+                retry_after_ms: 0,
+            },
+            Assignment::Wait => v1::AssignTrainerReply {
+                assigned: false,
+                retry_after_ms: self.retry_after.as_millis() as u64,
+                ..Default::default()
+            },
+        }))
     }
 
     async fn lease_task(

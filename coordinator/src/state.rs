@@ -17,7 +17,17 @@
 //! - **Leases.** A task is leased to one evaluator for the lease TTL,
 //!   renewed by `RenewLease`; when it runs out the task is pending again. A
 //!   completion counts once: later ones are duplicates; one under an expired
-//!   or unknown lease is ignored.
+//!   or unknown lease is ignored. Tasks are leased in the order their
+//!   checkpoints were found, across jobs (train before test within one).
+//! - **Pool.** Trainers started without a job ask for a rank
+//!   ([`State::assign`]). Jobs are packed onto the idle pool trainers in
+//!   submission order: a job of world size w starts once w of them are idle
+//!   (a smaller job further back may start first); a started job's missing
+//!   ranks go to the next trainer that asks. A pool trainer silent for the
+//!   rank TTL loses its rank. A job that a trainer started for it
+//!   (`--job/--rank`) joined is left to such trainers. After a restart the
+//!   coordinator hands out no rank for one rank TTL, so that running pool
+//!   trainers reclaim theirs by their heartbeats first.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -158,6 +168,12 @@ pub struct Examples {
 
 pub struct Job {
     pub name: String,
+    /// Ranks held by pool trainers: rank → trainer name.
+    pub assigned: BTreeMap<u32, String>,
+    /// A trainer started for this job (not from the pool) joined it.
+    pub dedicated: bool,
+    /// When each checkpoint's tasks were added: the leasing order.
+    found: BTreeMap<u64, Instant>,
     pub spec: JobSpec,
     pub spec_json: String,
     pub examples: Examples,
@@ -194,6 +210,10 @@ pub enum Refusal {
 }
 
 pub type Refused<T> = Result<T, Refusal>;
+
+/// How long a pool trainer that asked for a rank counts as idle (at most
+/// the rank TTL): trainers ask every few hundred milliseconds.
+const POOL_IDLE_TTL: Duration = Duration::from_secs(10);
 
 /// Lease and liveness timing.
 #[derive(Clone, Copy, Debug)]
@@ -244,8 +264,27 @@ pub enum Action {
     Stop,
 }
 
+/// A pool trainer as the coordinator knows it.
+#[derive(Clone, Debug)]
+pub struct PoolTrainer {
+    pub last_seen: Instant,
+    /// (job, rank) it runs.
+    pub assignment: Option<(String, u32)>,
+}
+
+/// The answer to a pool trainer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Assignment {
+    Run { job: String, rank: u32 },
+    Wait,
+}
+
 /// Everything the coordinator holds.
 pub struct State {
+    /// Pool trainers by name.
+    pub pool: BTreeMap<String, PoolTrainer>,
+    /// No ranks are assigned before this (set after a restart).
+    pub assign_after: Option<Instant>,
     pub timing: Timing,
     /// Jobs in submission order of their names.
     pub jobs: BTreeMap<String, Job>,
@@ -262,6 +301,9 @@ impl Job {
         let pm = PmTracker::new(spec.eval.threshold, examples.train.iter().cloned());
         Job {
             name: spec.run.name.clone(),
+            assigned: BTreeMap::new(),
+            dedicated: false,
+            found: BTreeMap::new(),
             spec,
             spec_json,
             examples,
@@ -296,6 +338,7 @@ impl Job {
             return vec![];
         }
         let size = self.spec.eval.task_examples;
+        self.found.insert(step, Instant::now());
         let mut added = vec![];
         for (split, ids) in [
             (Split::Train, &self.examples.train),
@@ -469,6 +512,8 @@ impl Job {
 impl State {
     pub fn new(timing: Timing) -> State {
         State {
+            pool: BTreeMap::new(),
+            assign_after: None,
             timing,
             jobs: BTreeMap::new(),
             order: vec![],
@@ -519,22 +564,171 @@ impl State {
         Ok(())
     }
 
+    /// Notes who runs `rank` of `job`: a pool trainer (`trainer` non-empty)
+    /// is seen, and adopts a rank nobody holds (its coordinator restarted);
+    /// a trainer started for the job (`trainer` empty) makes the job
+    /// dedicated. A rank another pool trainer holds is refused.
+    fn claim(&mut self, job: &str, rank: u32, trainer: &str, now: Instant) -> Refused<()> {
+        let j = self.job_mut(job)?;
+        match j.assigned.get(&rank) {
+            Some(holder) if holder != trainer => {
+                return Err(Refusal::Precondition(format!(
+                    "rank {rank} of job '{job}' is assigned to pool trainer '{holder}'{}",
+                    if trainer.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", not to '{trainer}'")
+                    }
+                )));
+            }
+            Some(_) => {}
+            None if trainer.is_empty() => j.dedicated = true,
+            None => {
+                j.assigned.insert(rank, trainer.to_string());
+            }
+        }
+        if !trainer.is_empty() {
+            let held = Some((job.to_string(), rank));
+            if self.pool.get(trainer).is_some_and(|p| p.assignment != held) {
+                self.release(trainer);
+            }
+            let entry = self
+                .pool
+                .entry(trainer.to_string())
+                .or_insert_with(|| PoolTrainer {
+                    last_seen: now,
+                    assignment: None,
+                });
+            entry.last_seen = now;
+            entry.assignment = held;
+        }
+        Ok(())
+    }
+
+    /// Frees the rank a pool trainer holds, if any.
+    fn release(&mut self, trainer: &str) {
+        let Some(entry) = self.pool.get_mut(trainer) else {
+            return;
+        };
+        if let Some((job, rank)) = entry.assignment.take()
+            && let Some(job) = self.jobs.get_mut(&job)
+            && job.assigned.get(&rank).map(String::as_str) == Some(trainer)
+        {
+            job.assigned.remove(&rank);
+        }
+    }
+
+    /// A pool trainer asks for a rank (see the module's rules).
+    pub fn assign(&mut self, trainer: &str, now: Instant) -> Refused<Assignment> {
+        if trainer.is_empty() || trainer.len() > 256 {
+            return Err(Refusal::Invalid(
+                "a pool trainer needs a name of 1 to 256 bytes".into(),
+            ));
+        }
+        let entry = self
+            .pool
+            .entry(trainer.to_string())
+            .or_insert_with(|| PoolTrainer {
+                last_seen: now,
+                assignment: None,
+            });
+        entry.last_seen = now;
+        if let Some((job, rank)) = entry.assignment.clone() {
+            let keep = self.jobs.get(&job).is_some_and(|j| {
+                j.phase == Phase::Active
+                    && !j.trained
+                    && j.assigned.get(&rank).map(String::as_str) == Some(trainer)
+            });
+            if keep {
+                return Ok(Assignment::Run { job, rank });
+            }
+            self.release(trainer);
+        }
+        if self.assign_after.is_some_and(|t| now < t) {
+            return Ok(Assignment::Wait);
+        }
+        let idle_ttl = self.timing.rank_ttl.min(POOL_IDLE_TTL);
+        let idle = self
+            .pool
+            .values()
+            .filter(|p| {
+                p.assignment.is_none() && now.saturating_duration_since(p.last_seen) <= idle_ttl
+            })
+            .count();
+        let free_rank = |job: &Job| (0..job.world_size()).find(|r| !job.assigned.contains_key(r));
+        let wants = |job: &Job| job.phase == Phase::Active && !job.trained && !job.dedicated;
+        // Started jobs missing a rank first, then the first job that fits.
+        let started = self.order.iter().find_map(|name| {
+            let job = &self.jobs[name];
+            (wants(job) && !job.assigned.is_empty())
+                .then(|| free_rank(job).map(|r| (name.clone(), r)))
+                .flatten()
+        });
+        let chosen = started.or_else(|| {
+            self.order.iter().find_map(|name| {
+                let job = &self.jobs[name];
+                (wants(job) && job.assigned.is_empty() && idle >= job.world_size() as usize)
+                    .then(|| (name.clone(), 0))
+            })
+        });
+        let Some((job, rank)) = chosen else {
+            return Ok(Assignment::Wait);
+        };
+        tracing::info!(job, rank, trainer, "rank assigned to a pool trainer");
+        self.jobs
+            .get_mut(&job)
+            .expect("chosen from the jobs")
+            .assigned
+            .insert(rank, trainer.to_string());
+        self.pool
+            .get_mut(trainer)
+            .expect("inserted above")
+            .assignment = Some((job.clone(), rank));
+        Ok(Assignment::Run { job, rank })
+    }
+
+    /// Pool trainers silent for longer than the rank TTL lose their rank and
+    /// are forgotten. Returns their names.
+    pub fn expire_pool(&mut self, now: Instant) -> Vec<String> {
+        let ttl = self.timing.rank_ttl;
+        let silent: Vec<String> = self
+            .pool
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) > ttl)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &silent {
+            if let Some((job, rank)) = &self.pool[name].assignment {
+                tracing::warn!(trainer = name, job, rank, "pool trainer silent: rank freed");
+            }
+            self.release(name);
+            self.pool.remove(name);
+        }
+        silent
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
         job: &str,
         rank: u32,
+        trainer: &str,
         ring_address: String,
         nccl_id: Vec<u8>,
         now: Instant,
     ) -> Refused<Registered> {
-        let job = self.job_mut(job)?;
-        Self::rank_in_range(job, rank)?;
-        if job.phase != Phase::Active {
-            return Err(Refusal::Precondition(format!(
-                "job '{}' is {:?}: nothing to train",
-                job.name, job.phase
-            )));
+        {
+            let job = self.job_mut(job)?;
+            Self::rank_in_range(job, rank)?;
+            if job.phase != Phase::Active {
+                return Err(Refusal::Precondition(format!(
+                    "job '{}' is {:?}: nothing to train",
+                    job.name, job.phase
+                )));
+            }
         }
+        self.claim(job, rank, trainer, now)?;
+        let job = self.job_mut(job)?;
         let member = Member {
             ring_address,
             nccl_id,
@@ -573,11 +767,14 @@ impl State {
         &mut self,
         job: &str,
         rank: u32,
+        trainer: &str,
         generation: u64,
         nccl: Option<&[u8]>,
+        now: Instant,
     ) -> Refused<Rendezvous> {
+        Self::rank_in_range(self.job(job)?, rank)?;
+        self.claim(job, rank, trainer, now)?;
         let job = self.job_mut(job)?;
-        Self::rank_in_range(job, rank)?;
         if generation != job.group.generation {
             return Err(Refusal::Precondition(format!(
                 "generation {generation} of job '{}' was superseded by {}: register again",
@@ -624,12 +821,26 @@ impl State {
         &mut self,
         job: &str,
         rank: u32,
+        trainer: &str,
         generation: u64,
         step: u64,
         now: Instant,
     ) -> Refused<(Action, u64)> {
+        Self::rank_in_range(self.job(job)?, rank)?;
+        if let Err(refusal) = self.claim(job, rank, trainer, now) {
+            // Another trainer holds the rank now: this one regroups, and
+            // its registration is refused.
+            tracing::warn!(
+                job,
+                rank,
+                trainer,
+                ?refusal,
+                "heartbeat from a replaced trainer"
+            );
+            let generation = self.job(job)?.group.generation;
+            return Ok((Action::Regroup, generation));
+        }
         let job = self.job_mut(job)?;
-        Self::rank_in_range(job, rank)?;
         if job.phase == Phase::Cancelled {
             return Ok((Action::Stop, job.group.generation));
         }
@@ -742,10 +953,19 @@ impl State {
     /// Leases the first pending task of the oldest active job.
     pub fn lease(&mut self, evaluator: &str, now: Instant) -> Option<Leased> {
         let ttl = self.timing.lease_ttl;
-        let name = self.order.iter().find(|name| {
-            let job = &self.jobs[*name];
-            job.phase == Phase::Active && !job.pending.is_empty()
-        })?;
+        // The task whose checkpoint was found first (ties: job order).
+        let name = self
+            .order
+            .iter()
+            .filter(|name| {
+                let job = &self.jobs[*name];
+                job.phase == Phase::Active && !job.pending.is_empty()
+            })
+            .min_by_key(|name| {
+                let job = &self.jobs[*name];
+                let first = job.pending.first().expect("non-empty");
+                job.found.get(&first.step).copied()
+            })?;
         let name = name.clone();
         let lease = self.new_lease_id();
         let job = self.jobs.get_mut(&name).expect("ordered job exists");

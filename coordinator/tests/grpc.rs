@@ -292,6 +292,7 @@ async fn register(
             backend: Backend::Ring as i32,
             ring_address: ring_address.into(),
             nccl_unique_id: vec![],
+            trainer: String::new(),
         })
         .await
         .map(|r| r.into_inner())
@@ -309,6 +310,7 @@ async fn heartbeat(
             rank,
             generation,
             step,
+            trainer: String::new(),
         })
         .await
         .unwrap()
@@ -496,6 +498,7 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
             backend: Backend::Unspecified as i32,
             ring_address: "127.0.0.1:7000".into(),
             nccl_unique_id: vec![],
+            trainer: String::new(),
         })
         .await;
     assert_refused(unspecified, Code::InvalidArgument, "backend");
@@ -506,6 +509,7 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
             backend: Backend::Nccl as i32,
             ring_address: String::new(),
             nccl_unique_id: vec![],
+            trainer: String::new(),
         })
         .await;
     assert_refused(nccl_without_id, Code::InvalidArgument, "nccl_unique_id");
@@ -563,6 +567,7 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
             rank: 9,
             generation: 1,
             step: 3,
+            trainer: String::new(),
         })
         .await;
     assert_refused(out_of_range, Code::InvalidArgument, "rank 9");

@@ -47,6 +47,13 @@ pub struct RunRecord {
     pub inputs_digest: String,
     pub premem_version: String,
     pub spec: crate::spec::JobSpec,
+    /// The git revision of that premem build, when known.
+    #[serde(default)]
+    pub git_revision: Option<String>,
+    /// SHA-256 of the data and model files by path
+    /// ([`crate::provenance::input_checksums`]).
+    #[serde(default)]
+    pub checksums: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads a run's `run.json`; the error names the file.

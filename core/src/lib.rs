@@ -6,14 +6,17 @@
 pub mod answer;
 pub mod baselines;
 pub mod checkpoint;
+pub mod curation;
 pub mod dataset;
 pub mod files;
 pub mod order;
 pub mod pm;
+pub mod provenance;
 pub mod report;
 pub mod results;
 pub mod spec;
 pub mod store;
+pub mod sweep;
 pub mod synth;
 pub mod template;
 

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod error;
 pub mod evaluate;
+pub mod ifd;
 pub mod run;
 pub mod worker;
 

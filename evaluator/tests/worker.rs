@@ -103,6 +103,8 @@ device = "cpu"
             name: spec.run.name.clone(),
             training_hash: spec.training_hash(),
             inputs_digest: "test".into(),
+            git_revision: None,
+            checksums: Default::default(),
             premem_version: "test".into(),
             spec,
         };
@@ -377,6 +379,12 @@ impl Coordinator for Mock {
         _: Request<TrainerFinishedRequest>,
     ) -> Result<Response<TrainerFinishedReply>, Status> {
         Err(unused("TrainerFinished"))
+    }
+    async fn assign_trainer(
+        &self,
+        _: Request<premem_proto::v1::AssignTrainerRequest>,
+    ) -> Result<Response<premem_proto::v1::AssignTrainerReply>, Status> {
+        Err(unused("AssignTrainer"))
     }
     async fn lease_task(
         &self,

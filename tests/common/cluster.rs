@@ -61,6 +61,8 @@ impl Cluster {
         cmd.env("PREMEM_TOKEN", TOKEN)
             .env("PREMEM_COORDINATOR", self.address())
             .env("RUST_LOG", "info")
+            // The same numerics whatever the machine's core count.
+            .env("OMP_NUM_THREADS", "1")
             .stdin(Stdio::null())
             .stdout(self.log(name))
             .stderr(self.log(name));
@@ -141,6 +143,22 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.children.insert(name, child);
+    }
+
+    /// A pool trainer: takes whatever rank the coordinator assigns.
+    pub fn start_pool_trainer(&mut self, name: &str) {
+        let child = self
+            .command(name)
+            .args(["trainer", "--name", name, "--heartbeat", "0.5"])
+            .spawn()
+            .unwrap();
+        self.children.insert(name.to_string(), child);
+    }
+
+    /// Any `premem` command against the coordinator, as a child named `name`.
+    pub fn start_cli(&mut self, name: &str, args: &[&str]) {
+        let child = self.command(name).args(args).spawn().unwrap();
+        self.children.insert(name.to_string(), child);
     }
 
     pub fn start_evaluator(&mut self, name: &str) {

@@ -128,6 +128,9 @@ pub struct NodeOptions {
     /// The job (its run name).
     pub job: String,
     pub rank: u32,
+    /// A pool trainer's name (the coordinator assigned it this job and
+    /// rank); empty for a trainer started for one job and rank.
+    pub trainer: String,
     /// Where this rank accepts its ring neighbour: `host` (any free port) or
     /// `host:port`. Other ranks connect to it, so it must be an address they
     /// can reach (the pod IP, say), not `0.0.0.0`.
@@ -343,13 +346,27 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
             progressed: AtomicBool::new(false),
             regroup: AtomicBool::new(false),
         });
+        // The coordinator's STOP ends this job's training; SIGTERM ends the
+        // process (a pool trainer asks for other work after the former).
+        let job_stop = Arc::new(AtomicBool::new(stop.load(Ordering::SeqCst)));
+        let mirror = runtime.spawn({
+            let (stop, job_stop) = (stop.clone(), job_stop.clone());
+            async move {
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        job_stop.store(true, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
         let heartbeat = runtime.spawn(heartbeat(
             client.clone(),
             options.clone(),
             generation,
             shared.clone(),
             abort,
-            stop.clone(),
+            job_stop.clone(),
         ));
         let reporter = Reporter {
             shared: shared.clone(),
@@ -364,10 +381,11 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
         let train_options = TrainOptions {
             resume: true,
             progress: options.progress && options.rank == 0,
-            stop: Some(stop.clone()),
+            stop: Some(job_stop.clone()),
         };
         let result = train_observed(&spec, &train_options, &mut *collective, Some(&reporter));
         heartbeat.abort();
+        mirror.abort();
         reporter.flush();
         // Close the collective now: a peer still in one fails at once.
         drop(collective);
@@ -382,7 +400,7 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
                 }
                 return Ok(summary);
             }
-            Err(e @ TrainError::Collective(_)) if !stop.load(Ordering::SeqCst) => {
+            Err(e @ TrainError::Collective(_)) if !job_stop.load(Ordering::SeqCst) => {
                 if shared.progressed.load(Ordering::SeqCst) || regroup {
                     failed_generations = 0;
                 } else {
@@ -401,6 +419,147 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A pool trainer: a process that runs whatever rank the coordinator
+/// assigns it ([`run_pool`]).
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    /// `trainer` is this process's name in the pool (stable across restarts:
+    /// the pod name, say); `job` and `rank` are set per assignment.
+    pub node: NodeOptions,
+    /// Return after this long without an assignment (`None`: never).
+    pub idle_exit: Option<Duration>,
+}
+
+/// What a pool trainer ran.
+#[derive(Clone, Debug, Default)]
+pub struct PoolSummary {
+    /// (job, rank, steps trained) of every assignment that ended.
+    pub runs: Vec<(String, u32, u64)>,
+    /// Assignments that ended in an error.
+    pub failures: u32,
+}
+
+/// Failed assignments in a row after which a pool trainer gives up.
+const MAX_POOL_FAILURES: u32 = 5;
+
+/// Asks the coordinator for a rank, runs it with [`run_node`], and asks
+/// again, until stopped (or idle for `idle_exit`). An assignment that fails
+/// is logged and the trainer asks for the next; it gives up after
+/// [`MAX_POOL_FAILURES`] failures in a row.
+pub fn run_pool(options: &PoolOptions) -> Result<PoolSummary> {
+    let name = options.node.trainer.clone();
+    if name.is_empty() {
+        return Err(TrainError::Config(
+            "a pool trainer needs a name (--name)".into(),
+        ));
+    }
+    let address = options.node.coordinator.address.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TrainError::Collective(format!("starting the pool's runtime: {e}")))?;
+    let client = {
+        let _context = runtime.enter();
+        premem_proto::client(&options.node.coordinator)
+            .map_err(|e| TrainError::Collective(format!("coordinator {address}: {e}")))?
+    };
+    let stop = options
+        .node
+        .stop
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+    let mut summary = PoolSummary::default();
+    let mut failures_in_a_row = 0;
+    let mut idle_since = Instant::now();
+    let mut unreachable_since: Option<Instant> = None;
+    tracing::info!(trainer = name, coordinator = %address, "pool trainer started");
+    while !stop.load(Ordering::SeqCst) {
+        let request = premem_proto::v1::AssignTrainerRequest {
+            trainer: name.clone(),
+        };
+        let reply = match runtime.block_on(client.clone().assign_trainer(request)) {
+            Ok(reply) => {
+                unreachable_since = None;
+                reply.into_inner()
+            }
+            // A coordinator that went away mid-call shows as Unknown
+            // ("transport error"): retry that too.
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::Unknown) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > options.node.connect_timeout {
+                    return Err(coordinator_error(&address, "AssignTrainer", &status));
+                }
+                tracing::warn!(coordinator = %address, error = %status.message(), "coordinator unreachable; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            Err(status) => return Err(coordinator_error(&address, "AssignTrainer", &status)),
+        };
+        if !reply.assigned {
+            if options
+                .idle_exit
+                .is_some_and(|limit| idle_since.elapsed() > limit)
+            {
+                tracing::info!(trainer = name, "idle: exiting");
+                break;
+            }
+            let wait = Duration::from_millis(reply.retry_after_ms.clamp(50, 5_000));
+            std::thread::sleep(wait);
+            continue;
+        }
+        tracing::info!(
+            trainer = name,
+            job = reply.job,
+            rank = reply.rank,
+            "assigned"
+        );
+        let node = NodeOptions {
+            job: reply.job.clone(),
+            rank: reply.rank,
+            stop: Some(stop.clone()),
+            ..options.node.clone()
+        };
+        match run_node(&node) {
+            Ok(done) => {
+                failures_in_a_row = 0;
+                tracing::info!(
+                    trainer = name,
+                    job = reply.job,
+                    rank = reply.rank,
+                    steps = done.steps,
+                    interrupted = done.interrupted,
+                    "assignment ended"
+                );
+                summary.runs.push((reply.job, reply.rank, done.steps));
+            }
+            Err(e) if stop.load(Ordering::SeqCst) => {
+                tracing::info!(error = %e, "stopped");
+                break;
+            }
+            Err(e) => {
+                summary.failures += 1;
+                failures_in_a_row += 1;
+                tracing::error!(
+                    trainer = name,
+                    job = reply.job,
+                    rank = reply.rank,
+                    error = %e,
+                    "assignment failed"
+                );
+                if failures_in_a_row >= MAX_POOL_FAILURES {
+                    return Err(TrainError::Collective(format!(
+                        "pool trainer '{name}': {failures_in_a_row} assignments in a row failed; the last (job '{}', rank {}): {e}",
+                        reply.job, reply.rank
+                    )));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        idle_since = Instant::now();
+    }
+    Ok(summary)
 }
 
 /// `host` (any free port) or `host:port` as an address to bind.
@@ -436,6 +595,7 @@ async fn register(
             backend: WireBackend::Ring as i32,
             ring_address: ring_address.to_string(),
             nccl_unique_id: vec![],
+            trainer: options.trainer.clone(),
         };
         match client.clone().register_trainer(request).await {
             Ok(reply) => return Ok(reply.into_inner()),
@@ -489,6 +649,7 @@ async fn rendezvous(
                 WireBackend::Ring
             } as i32,
             nccl_unique_id: nccl.unwrap_or_default().to_vec(),
+            trainer: options.trainer.clone(),
         };
         match client.clone().rendezvous(request).await {
             Ok(reply) => {
@@ -542,6 +703,7 @@ async fn heartbeat(
             rank: options.rank,
             generation,
             step: shared.step.load(Ordering::SeqCst),
+            trainer: options.trainer.clone(),
         };
         match client.trainer_heartbeat(request).await {
             Ok(reply) => {

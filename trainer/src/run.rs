@@ -196,6 +196,8 @@ fn write_run_record(run: &BlockingStore, spec: &JobSpec, inputs_digest: &str) ->
         inputs_digest: inputs_digest.to_string(),
         premem_version: env!("CARGO_PKG_VERSION").to_string(),
         spec: spec.clone(),
+        git_revision: premem_core::provenance::git_revision(),
+        checksums: premem_core::provenance::input_checksums(spec)?,
     };
     let json = serde_json::to_vec_pretty(&record).expect("run record serialises");
     if !run.run(store.put_if_absent(layout::RUN_FILE, json))? {

@@ -495,6 +495,12 @@ mod mock {
                 .push((r.rank, r.generation, r.step));
             Ok(Response::new(TrainerFinishedReply {}))
         }
+        async fn assign_trainer(
+            &self,
+            _: Request<premem_proto::v1::AssignTrainerRequest>,
+        ) -> Result<Response<premem_proto::v1::AssignTrainerReply>, Status> {
+            unused()
+        }
         async fn lease_task(
             &self,
             _: Request<LeaseTaskRequest>,
@@ -527,6 +533,7 @@ fn node_options(address: &str, rank: u32) -> NodeOptions {
         coordinator: premem_proto::ClientConfig::new(address, "token"),
         job: "dp".into(),
         rank,
+        trainer: String::new(),
         bind_host: "127.0.0.1".into(),
         progress: false,
         stop: None,

@@ -230,45 +230,45 @@ fn ranks_form_a_generation_and_a_rejoin_starts_the_next() {
     let mut state = state_with(job(2, 0, 10));
     let now = Instant::now();
     let r0 = state
-        .register("job", 0, "127.0.0.1:1".into(), vec![], now)
+        .register("job", 0, "", "127.0.0.1:1".into(), vec![], now)
         .unwrap();
     assert_eq!(r0.generation, 1);
     assert_eq!(
-        state.rendezvous("job", 0, 1, None).unwrap(),
+        state.rendezvous("job", 0, "", 1, None, now).unwrap(),
         Rendezvous::Waiting
     );
     state
-        .register("job", 1, "127.0.0.1:2".into(), vec![], now)
+        .register("job", 1, "", "127.0.0.1:2".into(), vec![], now)
         .unwrap();
     assert_eq!(
-        state.rendezvous("job", 1, 1, None).unwrap(),
+        state.rendezvous("job", 1, "", 1, None, now).unwrap(),
         Rendezvous::Ready {
             ring_addresses: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
             nccl_id: vec![]
         }
     );
     assert_eq!(
-        state.heartbeat("job", 0, 1, 3, now).unwrap(),
+        state.heartbeat("job", 0, "", 1, 3, now).unwrap(),
         (Action::Continue, 1)
     );
     // Rank 1 dies and comes back: generation 2, rank 0 is told to regroup.
     let again = state
-        .register("job", 1, "127.0.0.1:3".into(), vec![], now)
+        .register("job", 1, "", "127.0.0.1:3".into(), vec![], now)
         .unwrap();
     assert_eq!(again.generation, 2);
     assert_eq!(
-        state.heartbeat("job", 0, 1, 4, now).unwrap(),
+        state.heartbeat("job", 0, "", 1, 4, now).unwrap(),
         (Action::Regroup, 2)
     );
     assert!(matches!(
-        state.rendezvous("job", 0, 1, None),
+        state.rendezvous("job", 0, "", 1, None, now),
         Err(Refusal::Precondition(_))
     ));
     state
-        .register("job", 0, "127.0.0.1:4".into(), vec![], now)
+        .register("job", 0, "", "127.0.0.1:4".into(), vec![], now)
         .unwrap();
     assert!(matches!(
-        state.rendezvous("job", 0, 2, None).unwrap(),
+        state.rendezvous("job", 0, "", 2, None, now).unwrap(),
         Rendezvous::Ready { .. }
     ));
 }
@@ -278,21 +278,21 @@ fn a_silent_rank_regroups_the_job() {
     let mut state = state_with(job(2, 0, 10));
     let t0 = Instant::now();
     state
-        .register("job", 0, "127.0.0.1:1".into(), vec![], t0)
+        .register("job", 0, "", "127.0.0.1:1".into(), vec![], t0)
         .unwrap();
     state
-        .register("job", 1, "127.0.0.1:2".into(), vec![], t0)
+        .register("job", 1, "", "127.0.0.1:2".into(), vec![], t0)
         .unwrap();
     let later = t0 + Duration::from_secs(20);
-    state.heartbeat("job", 0, 1, 5, later).unwrap();
-    state.heartbeat("job", 1, 1, 5, later).unwrap();
+    state.heartbeat("job", 0, "", 1, 5, later).unwrap();
+    state.heartbeat("job", 1, "", 1, 5, later).unwrap();
     assert!(
         state
             .expire_ranks(later + Duration::from_secs(10))
             .is_empty()
     );
     state
-        .heartbeat("job", 0, 1, 6, later + Duration::from_secs(25))
+        .heartbeat("job", 0, "", 1, 6, later + Duration::from_secs(25))
         .unwrap();
     assert_eq!(
         state.expire_ranks(later + Duration::from_secs(31)),
@@ -300,7 +300,7 @@ fn a_silent_rank_regroups_the_job() {
     );
     assert_eq!(
         state
-            .heartbeat("job", 0, 1, 6, later + Duration::from_secs(31))
+            .heartbeat("job", 0, "", 1, 6, later + Duration::from_secs(31))
             .unwrap()
             .0,
         Action::Regroup
@@ -312,15 +312,15 @@ fn out_of_range_ranks_and_unknown_jobs_are_refused() {
     let mut state = state_with(job(2, 0, 10));
     let now = Instant::now();
     assert!(matches!(
-        state.register("job", 2, "127.0.0.1:1".into(), vec![], now),
+        state.register("job", 2, "", "127.0.0.1:1".into(), vec![], now),
         Err(Refusal::Invalid(m)) if m.contains("rank 2 out of range")
     ));
     assert!(matches!(
-        state.heartbeat("job", 7, 1, 0, now),
+        state.heartbeat("job", 7, "", 1, 0, now),
         Err(Refusal::Invalid(_))
     ));
     assert!(matches!(
-        state.register("nope", 0, "127.0.0.1:1".into(), vec![], now),
+        state.register("nope", 0, "", "127.0.0.1:1".into(), vec![], now),
         Err(Refusal::NotFound(_))
     ));
     assert!(state.job("job").unwrap().group.members.is_empty());
@@ -369,32 +369,174 @@ fn nccl_ranks_meet_once_rank_0_sent_its_id() {
     let mut state = state_with(job(2, 0, 10));
     let now = Instant::now();
     state
-        .register("job", 0, "127.0.0.1:1".into(), vec![], now)
+        .register("job", 0, "", "127.0.0.1:1".into(), vec![], now)
         .unwrap();
     state
-        .register("job", 1, "127.0.0.1:2".into(), vec![], now)
+        .register("job", 1, "", "127.0.0.1:2".into(), vec![], now)
         .unwrap();
     // Rank 1 is early: rank 0 has not sent its id yet.
     assert_eq!(
-        state.rendezvous("job", 1, 1, Some(&[])).unwrap(),
+        state.rendezvous("job", 1, "", 1, Some(&[]), now).unwrap(),
         Rendezvous::Waiting
     );
     assert!(matches!(
-        state.rendezvous("job", 0, 1, Some(&[])),
+        state.rendezvous("job", 0, "", 1, Some(&[]), now),
         Err(Refusal::Invalid(_))
     ));
-    let ready = state.rendezvous("job", 0, 1, Some(&[7; 128])).unwrap();
+    let ready = state
+        .rendezvous("job", 0, "", 1, Some(&[7; 128]), now)
+        .unwrap();
     assert!(matches!(ready, Rendezvous::Ready { ref nccl_id, .. } if nccl_id == &vec![7; 128]));
-    assert_eq!(state.rendezvous("job", 1, 1, Some(&[])).unwrap(), ready);
+    assert_eq!(
+        state.rendezvous("job", 1, "", 1, Some(&[]), now).unwrap(),
+        ready
+    );
     // A new generation needs a new id.
     state
-        .register("job", 1, "127.0.0.1:3".into(), vec![], now)
+        .register("job", 1, "", "127.0.0.1:3".into(), vec![], now)
         .unwrap();
     state
-        .register("job", 0, "127.0.0.1:4".into(), vec![], now)
+        .register("job", 0, "", "127.0.0.1:4".into(), vec![], now)
         .unwrap();
     assert_eq!(
-        state.rendezvous("job", 1, 2, Some(&[])).unwrap(),
+        state.rendezvous("job", 1, "", 2, Some(&[]), now).unwrap(),
         Rendezvous::Waiting
     );
+}
+
+/// A job named `name` of world size `trainers`.
+fn named_job(name: &str, trainers: usize) -> Job {
+    let mut job = job(4, 2, 8);
+    job.name = name.into();
+    job.spec.run.name = name.into();
+    job.spec.cluster.trainers = trainers;
+    job
+}
+
+fn run(job: &str, rank: u32) -> Assignment {
+    Assignment::Run {
+        job: job.into(),
+        rank,
+    }
+}
+
+#[test]
+fn pool_packs_jobs_onto_idle_trainers_in_submission_order() {
+    let now = Instant::now();
+    let mut state = state_with(named_job("a", 2));
+    state.insert_job(named_job("b", 1)).unwrap();
+    state.insert_job(named_job("c", 2)).unwrap();
+    // One idle trainer: "a" (2 ranks) does not fit, "b" (1 rank) does.
+    assert_eq!(state.assign("t0", now).unwrap(), run("b", 0));
+    // t1 alone cannot start "a" or "c" either.
+    assert_eq!(state.assign("t1", now).unwrap(), Assignment::Wait);
+    // t2 makes two idle trainers: "a" starts; t1 gets its other rank
+    // before "c" is considered.
+    assert_eq!(state.assign("t2", now).unwrap(), run("a", 0));
+    assert_eq!(state.assign("t1", now).unwrap(), run("a", 1));
+    assert_eq!(state.assign("t3", now).unwrap(), Assignment::Wait);
+    // Asking again while the job runs gives the same rank back.
+    assert_eq!(state.assign("t2", now).unwrap(), run("a", 0));
+    assert_eq!(state.assign("t0", now).unwrap(), run("b", 0));
+    // "b" trained: t0 is free, and with t3 idle "c" starts.
+    state.trainer_finished("b", 0, 1, 8).unwrap();
+    assert_eq!(state.assign("t0", now).unwrap(), run("c", 0));
+    assert_eq!(state.assign("t3", now).unwrap(), run("c", 1));
+    assert_eq!(state.jobs["b"].assigned.len(), 0);
+    assert_eq!(state.jobs["c"].assigned.len(), 2);
+}
+
+#[test]
+fn a_silent_pool_trainer_loses_its_rank_to_the_next_idle_one() {
+    let t0 = Instant::now();
+    let mut state = state_with(named_job("a", 2));
+    assert_eq!(state.assign("x", t0).unwrap(), Assignment::Wait);
+    assert_eq!(state.assign("y", t0).unwrap(), run("a", 0));
+    assert_eq!(state.assign("x", t0).unwrap(), run("a", 1));
+    state
+        .register("a", 0, "y", "127.0.0.1:1".into(), vec![], t0)
+        .unwrap();
+    state
+        .register("a", 1, "x", "127.0.0.1:2".into(), vec![], t0)
+        .unwrap();
+    // A trainer started for the job cannot take a pool trainer's rank.
+    let refused = state
+        .register("a", 1, "", "127.0.0.1:3".into(), vec![], t0)
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Refusal::Precondition(m) if m.contains("assigned to pool trainer 'x'")),
+        "{refused:?}"
+    );
+    // y keeps heartbeating; x goes silent past the rank TTL (30 s).
+    let later = t0 + Duration::from_secs(31);
+    state.heartbeat("a", 0, "y", 1, 3, later).unwrap();
+    assert_eq!(state.expire_pool(later), vec!["x".to_string()]);
+    assert_eq!(
+        state.jobs["a"].assigned.keys().copied().collect::<Vec<_>>(),
+        vec![0]
+    );
+    // The next trainer that asks gets rank 1, though it alone is idle.
+    assert_eq!(state.assign("z", later).unwrap(), run("a", 1));
+    // x comes back: its heartbeat is told to regroup, its registration is
+    // refused, and asking again gives it nothing to do.
+    let (action, _) = state.heartbeat("a", 1, "x", 1, 3, later).unwrap();
+    assert_eq!(action, Action::Regroup);
+    assert!(
+        state
+            .register("a", 1, "x", "127.0.0.1:4".into(), vec![], later)
+            .is_err()
+    );
+    assert_eq!(state.assign("x", later).unwrap(), Assignment::Wait);
+}
+
+#[test]
+fn after_a_restart_running_pool_trainers_reclaim_their_ranks_first() {
+    let now = Instant::now();
+    let mut state = state_with(named_job("a", 2));
+    state.assign_after = Some(now + Duration::from_secs(30));
+    // An idle trainer gets nothing during the grace period...
+    assert_eq!(state.assign("idle", now).unwrap(), Assignment::Wait);
+    // ...while the trainers that ran "a" re-adopt their ranks by heartbeat.
+    state.heartbeat("a", 0, "p", 1, 5, now).unwrap();
+    state.heartbeat("a", 1, "q", 1, 5, now).unwrap();
+    assert_eq!(state.assign("p", now).unwrap(), run("a", 0));
+    let later = now + Duration::from_secs(31);
+    assert_eq!(state.assign("idle", later).unwrap(), Assignment::Wait);
+    assert_eq!(state.jobs["a"].assigned.len(), 2);
+}
+
+#[test]
+fn jobs_with_dedicated_trainers_and_cancelled_jobs_get_no_pool_trainers() {
+    let now = Instant::now();
+    let mut state = state_with(named_job("a", 1));
+    state.insert_job(named_job("b", 1)).unwrap();
+    state
+        .register("a", 0, "", "127.0.0.1:1".into(), vec![], now)
+        .unwrap();
+    assert!(state.jobs["a"].dedicated);
+    assert_eq!(state.assign("t", now).unwrap(), run("b", 0));
+    state.cancel("b").unwrap();
+    assert_eq!(state.assign("t", now).unwrap(), Assignment::Wait);
+    assert!(state.jobs["b"].assigned.is_empty());
+}
+
+#[test]
+fn tasks_are_leased_in_the_order_their_checkpoints_appeared() {
+    let now = Instant::now();
+    let mut state = state_with(named_job("a", 1));
+    state.insert_job(named_job("b", 1)).unwrap();
+    // "b" publishes first, though "a" was submitted first.
+    state.jobs.get_mut("b").unwrap().add_checkpoint(4);
+    std::thread::sleep(Duration::from_millis(2));
+    state.jobs.get_mut("a").unwrap().add_checkpoint(4);
+    let first = state.lease("e", now).unwrap();
+    assert_eq!((first.job.as_str(), first.key.step), ("b", 4));
+    // Every task of b's checkpoint goes before a's.
+    let mut jobs = vec![first.job];
+    while let Some(leased) = state.lease("e", now) {
+        jobs.push(leased.job);
+    }
+    let switch = jobs.iter().position(|j| j == "a").unwrap();
+    assert!(jobs[..switch].iter().all(|j| j == "b"));
+    assert!(jobs[switch..].iter().all(|j| j == "a"), "{jobs:?}");
 }

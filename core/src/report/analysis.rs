@@ -158,6 +158,35 @@ pub struct Robustness {
     pub buckets: Vec<Bucket>,
 }
 
+/// What one run was made with (from its `run.json`), as `provenance.json`
+/// holds it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunProvenance {
+    pub run: String,
+    pub premem_version: String,
+    /// `None` when the build did not know it.
+    pub git_revision: Option<String>,
+    pub training_hash: String,
+    /// SHA-256 of the data and base-model files by path.
+    pub checksums: BTreeMap<String, String>,
+    /// The resolved job spec.
+    pub spec: crate::spec::JobSpec,
+}
+
+impl RunProvenance {
+    fn of(run: &RunData) -> RunProvenance {
+        let r = &run.record;
+        RunProvenance {
+            run: run.name.clone(),
+            premem_version: r.premem_version.clone(),
+            git_revision: r.git_revision.clone(),
+            training_hash: r.training_hash.clone(),
+            checksums: r.checksums.clone(),
+            spec: r.spec.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Analysis {
     pub threshold: Threshold,
@@ -172,6 +201,8 @@ pub struct Analysis {
     pub robustness: Option<Robustness>,
     /// Notes from loading (unreadable side files, orphan results).
     pub notes: Vec<String>,
+    /// Per run, in report order: what it was made with.
+    pub provenance: Vec<RunProvenance>,
 }
 
 fn base_rows<'a>(
@@ -687,5 +718,6 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         atc,
         robustness,
         notes,
+        provenance: runs.iter().map(RunProvenance::of).collect(),
     })
 }

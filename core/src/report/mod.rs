@@ -1,7 +1,9 @@
 //! `premem report`: reads a run's (or a sweep's) result files from the object
 //! store, computes P-M accuracy ([`crate::pm`]) and the baselines
 //! ([`crate::baselines`]) at every checkpoint, and writes `report.md`, a
-//! self-contained `report.html`, PNG and SVG charts, and Parquet tables.
+//! self-contained `report.html`, PNG and SVG charts, Parquet tables, and
+//! `provenance.json` (each run's premem version, git revision, input
+//! checksums and resolved spec).
 //!
 //! Nothing is averaged over fewer rows than expected: a checkpoint missing
 //! results for some examples gets no dataset value, and the report lists what
@@ -58,6 +60,7 @@ pub fn write_report(location: &str, out: &Path, options: &ReportOptions) -> Resu
     })?;
     let mut files = vec![];
     files.extend(tables::write(&analysis, out)?);
+    files.push(tables::write_provenance(&analysis, out)?);
     files.extend(render::charts(&analysis, out)?);
     files.extend(render::documents(location, &analysis, out)?);
     Ok(Written { files, analysis })

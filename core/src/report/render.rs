@@ -603,7 +603,53 @@ fn markdown(location: &str, a: &Analysis) -> String {
         md,
         "\n## Tables\n\n- `examples.parquet`: per run, checkpoint and train example: accuracy, perplexity, memorized, masked accuracy, P-M.\n- `checkpoints.parquet`: per run and checkpoint: the columns of the tables above (nulls where missing).\n- `calibration.parquet`: every p of the grid with its error and R²."
     );
+    provenance(&mut md, a);
     md
+}
+
+/// The first 12 characters of a hash or revision.
+fn short(value: &str) -> &str {
+    value.get(..12).unwrap_or(value)
+}
+
+/// A value in a markdown table cell.
+fn cell(value: &str) -> String {
+    value.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+/// The "Provenance" section: per run, the premem build, training hash and
+/// input checksums.
+fn provenance(md: &mut String, a: &Analysis) {
+    let _ = writeln!(
+        md,
+        "\n## Provenance\n\n| run | premem | git revision | training hash | checksums (SHA-256) |\n|---|---|---|---|---|"
+    );
+    for p in &a.provenance {
+        let checksums = if p.checksums.is_empty() {
+            "none recorded".to_string()
+        } else {
+            p.checksums
+                .iter()
+                .map(|(path, sum)| format!("{}: `{}`", cell(path), short(sum)))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | `{}` | {checksums} |",
+            cell(&p.run),
+            cell(&p.premem_version),
+            p.git_revision
+                .as_deref()
+                .map(|r| format!("`{}`", cell(short(r))))
+                .unwrap_or_else(|| "unknown".into()),
+            cell(&p.training_hash),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nThe resolved configs of every run, with the full revisions and checksums, are in `provenance.json`."
+    );
 }
 
 /// `report.md` and `report.html`.
@@ -658,4 +704,122 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         source,
     };
     crate::files::write_atomic(path, bytes).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::analysis::{ReportOptions, analyze};
+    use super::super::load::RunData;
+    use super::super::tables::write_provenance;
+    use crate::checkpoint::RunRecord;
+    use crate::spec::JobSpec;
+
+    fn run(name: &str, git_revision: Option<&str>) -> RunData {
+        let spec = JobSpec::from_toml(
+            &format!(
+                r#"
+[run]
+name = "{name}"
+output = "runs/{name}"
+
+[model]
+base = "models/tiny"
+
+[data.train]
+path = "data/train.jsonl"
+format = "gsm8k"
+
+[train]
+lr = 1e-4
+schedule = {{ type = "linear", warmup_steps = 20 }}
+batch_size = 8
+micro_batch_size = 4
+"#
+            ),
+            std::path::Path::new("job.toml"),
+        )
+        .unwrap();
+        RunData {
+            name: name.into(),
+            url: format!("file:///runs/{name}"),
+            record: RunRecord {
+                name: name.into(),
+                training_hash: spec.training_hash(),
+                inputs_digest: "digest".into(),
+                premem_version: "9.8.7-test".into(),
+                spec,
+                git_revision: git_revision.map(Into::into),
+                checksums: BTreeMap::from([
+                    ("data/train.jsonl".to_string(), "ab".repeat(32)),
+                    ("models/tiny/model.safetensors".to_string(), "cd".repeat(32)),
+                ]),
+            },
+            published: vec![],
+            rows: BTreeMap::new(),
+            baselines: BTreeMap::new(),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn provenance_is_in_the_json_and_the_markdown() {
+        let runs = vec![run("lr-a", Some("0123456789abcdef0123")), run("lr-b", None)];
+        let analysis = analyze(&runs, &ReportOptions::default()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = write_provenance(&analysis, tmp.path()).unwrap();
+        assert_eq!(path, tmp.path().join("provenance.json"));
+        let bytes = std::fs::read(&path).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let entries = json.as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        for (entry, name) in entries.iter().zip(["lr-a", "lr-b"]) {
+            assert_eq!(entry["run"], name);
+            assert_eq!(entry["premem_version"], "9.8.7-test");
+            assert_eq!(entry["spec"]["run"]["name"], name);
+            assert_eq!(
+                entry["checksums"]["data/train.jsonl"],
+                "ab".repeat(32).as_str()
+            );
+            assert_eq!(
+                entry["training_hash"],
+                runs[0].record.training_hash.as_str()
+            );
+        }
+        assert_eq!(entries[0]["git_revision"], "0123456789abcdef0123");
+        assert!(entries[1]["git_revision"].is_null());
+        // Deterministic: the same analysis writes the same bytes.
+        write_provenance(&analysis, tmp.path()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+        let md = super::markdown("runs", &analysis);
+        let section = &md[md.find("## Provenance").expect("a provenance section")..];
+        assert!(!section[3..].contains("\n## "), "the last section: {md}");
+        assert!(
+            section.contains("| lr-a | 9.8.7-test | `0123456789ab` |")
+                && section.contains("| lr-b | 9.8.7-test | unknown |"),
+            "{section}"
+        );
+        assert!(
+            section.contains(&format!(
+                "data/train.jsonl: `{}`<br>models/tiny/model.safetensors: `{}`",
+                "ab".repeat(6),
+                "cd".repeat(6)
+            )),
+            "{section}"
+        );
+        assert!(section.contains("`provenance.json`"), "{section}");
+        let html = {
+            let parser =
+                pulldown_cmark::Parser::new_ext(section, pulldown_cmark::Options::ENABLE_TABLES);
+            let mut html = String::new();
+            pulldown_cmark::html::push_html(&mut html, parser);
+            html
+        };
+        assert!(
+            html.contains("<td>lr-a</td>") && html.contains("<br>"),
+            "{html}"
+        );
+    }
 }

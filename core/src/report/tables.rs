@@ -2,7 +2,8 @@
 //! `examples.parquet` (one row per run, checkpoint and train example) and
 //! `checkpoints.parquet` (one row per run and checkpoint; missing values are
 //! nulls, never averages over fewer rows), and `calibration.parquet` (the
-//! error of every p of the grid).
+//! error of every p of the grid); and `provenance.json`, what every run was
+//! made with.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,4 +147,22 @@ pub fn write(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
         )?);
     }
     Ok(files)
+}
+
+/// `provenance.json`: one object per run, in report order: its name, premem
+/// version and git revision, training hash, input checksums and resolved
+/// spec.
+pub fn write_provenance(analysis: &Analysis, out: &Path) -> Result<PathBuf> {
+    let path = out.join("provenance.json");
+    let mut bytes =
+        serde_json::to_vec_pretty(&analysis.provenance).map_err(|e| ReportError::Invalid {
+            location: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    bytes.push(b'\n');
+    write_atomic(&path, &bytes).map_err(|source| ReportError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
 }

@@ -1,0 +1,123 @@
+//! Curation (paper Algorithm 1, §5.2): the parts that need no model and no
+//! network. The driver (`premem curate curation.toml`) trains and evaluates;
+//! this module parses the spec, chooses parents, draws or generates new
+//! examples, keeps the state of a curation and writes its report.
+//!
+//! The loop, per strategy, for iterations `i = 1..=n` (1-based):
+//!
+//! 1. train on `D + D'` (`D`: the base job's `data.train`; `D'`: the examples
+//!    added so far, empty at `i = 1`) and evaluate: test accuracy, and the
+//!    P-M accuracy of every example of `D`;
+//! 2. unless `i = n`: choose parents ([`choose_parents`]), take
+//!    `N'_i = spec.new_examples_after(i)` new examples derived from them
+//!    ([`draw`] from a [`CandidatePool`], or [`generate`] with a command) and
+//!    add them to `D'`;
+//! 3. record the iteration ([`IterationRecord`]) in the [`CurationState`].
+//!
+//! The last iteration's run is only measured: `new_examples` is one number
+//! for every iteration that adds (1..n-1), or a list of `n - 1` numbers.
+//!
+//! Strategies differ only in how parents are chosen:
+//!
+//! - `pm`: the examples of `D` with P-M accuracy `< t`, lowest first;
+//! - `iid`: every example of `D` (the draw is uniform over the candidates);
+//! - `ifd`: the top `ceil(fraction · |D|)` by IFD score
+//!   (`ppl(answer | query) / ppl(answer)`), highest first;
+//! - `heuristic`: the top `ceil(fraction · |D|)` by difficulty: the number of
+//!   non-blank lines of the target trace (`lines`) or the MATH level
+//!   (`level`, from `meta["level"]` like "Level 3").
+//!
+//! Everything random (the draw, the order of parents handed to a generator)
+//! is seeded from `curation.seed` and the iteration, so a curation replays
+//! exactly.
+
+mod generator;
+mod output;
+mod select;
+mod spec;
+mod state;
+
+use std::path::PathBuf;
+
+pub use generator::{Generated, generate};
+pub use output::write_outputs;
+pub use select::{
+    CandidatePool, Chosen, Drawn, ParentScores, choose_parents, draw, generator_parents,
+    heuristic_score,
+};
+pub use spec::{
+    CurationSection, CurationSpec, GeneratorSpec, HeuristicKey, HeuristicSpec, IfdSpec,
+    NewExamples, SourceSpec, Strategy,
+};
+pub use state::{CurationState, IterationRecord, STATE_FILE, STATE_FORMAT};
+
+/// What can go wrong in the pure parts of a curation.
+#[derive(Debug, thiserror::Error)]
+pub enum CurationError {
+    /// The curation spec or its base job.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    /// The candidate pool (or an iteration's data file) could not be read or written.
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Scores or examples that do not fit the strategy (e.g. a train
+    /// example without P-M accuracy).
+    #[error("{0}")]
+    Selection(String),
+    /// The candidate pool does not fit the train set.
+    #[error("{path}: {message}")]
+    Pool { path: PathBuf, message: String },
+    /// Every attempt of the generator command failed; one reason per attempt.
+    #[error("generator `{command}`: all {} attempts failed:\n  {}", failures.len(), failures.join("\n  "))]
+    Generator {
+        command: String,
+        failures: Vec<String>,
+    },
+    /// The state file: unreadable, another format, or a different spec.
+    #[error("{path}: {message}")]
+    State { path: PathBuf, message: String },
+    #[error(transparent)]
+    Plot(#[from] crate::report::plots::PlotError),
+}
+
+/// A short excerpt of `text` for error messages: at most `max` characters.
+fn excerpt(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+/// `'a', 'b', 'c'` and "... (N in all)" when there are more than `max`.
+fn quoted_list<S: AsRef<str>>(items: &[S], max: usize) -> String {
+    let mut out: Vec<String> = items
+        .iter()
+        .take(max)
+        .map(|s| format!("'{}'", s.as_ref()))
+        .collect();
+    if items.len() > max {
+        out.push(format!("... ({} in all)", items.len()));
+    }
+    out.join(", ")
+}
+
+/// A seed for one purpose (`tag`), curation seed and iteration: independent
+/// streams for the draw and the generator order.
+fn derive_seed(tag: &str, seed: u64, iteration: u32) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(tag.as_bytes());
+    hasher.update(seed.to_le_bytes());
+    hasher.update(iteration.to_le_bytes());
+    let digest = hasher.finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
