@@ -668,7 +668,7 @@ pool = { path = "data/synth/pool.jsonl", format = "gsm8k" }
         }
         parse(&POOL_SPEC.replace("threshold = 0.75", "threshold = 1.0")).unwrap();
 
-        for url in ["s3://bucket/prefix", "file:///tmp/cur", "gs://b/p"] {
+        for url in ["s3://bucket/prefix", "file:///cur", "gs://b/p"] {
             let e = err(&POOL_SPEC.replace("\"runs/synth-curation\"", &format!("\"{url}\"")));
             assert!(
                 e.contains("curation.output") && e.contains("not a URL"),
