@@ -232,10 +232,32 @@ enum DataCommand {
         pool_per_example: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Item groups per problem, one multiplication step each: `N` or
+        /// `MIN-MAX` (uniform). 1 is easy for the tiny model, 3 hard.
+        #[arg(long, default_value = "2-3", value_parser = parse_groups)]
+        groups: std::ops::RangeInclusive<usize>,
         /// Tokenizer vocabulary size (the model's vocab_size must be >= this).
         #[arg(long, default_value_t = 512)]
         vocab_size: usize,
     },
+}
+
+/// `--groups`: `N` or `MIN-MAX`, within 1..=synth::MAX_GROUPS.
+fn parse_groups(s: &str) -> Result<std::ops::RangeInclusive<usize>, String> {
+    let max = premem_core::synth::MAX_GROUPS;
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not N or MIN-MAX (e.g. 1-3)"))
+    };
+    let (lo, hi) = (parse(lo)?, parse(hi)?);
+    if lo < 1 || lo > hi || hi > max {
+        return Err(format!(
+            "`{s}`: groups must satisfy 1 <= MIN <= MAX <= {max}"
+        ));
+    }
+    Ok(lo..=hi)
 }
 
 #[derive(Subcommand)]
@@ -540,6 +562,7 @@ fn data_command(command: DataCommand) -> Result<()> {
             test,
             pool_per_example,
             seed,
+            groups,
             vocab_size,
         } => {
             use premem_core::synth;
@@ -552,6 +575,7 @@ fn data_command(command: DataCommand) -> Result<()> {
                 test,
                 pool_per_example,
                 seed,
+                groups,
             });
             let template = premem_core::PromptTemplate::default();
             let all = data.train.iter().chain(&data.test).chain(&data.pool);

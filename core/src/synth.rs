@@ -55,7 +55,25 @@ pub struct SynthConfig {
     /// New problems per training example in the curation pool.
     pub pool_per_example: usize,
     pub seed: u64,
+    /// How many item groups a problem has, drawn uniformly from this range
+    /// (each group is one multiplication step; more groups, harder problem).
+    pub groups: std::ops::RangeInclusive<usize>,
 }
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            train: 500,
+            test: 200,
+            pool_per_example: 2,
+            seed: 0,
+            groups: 2..=3,
+        }
+    }
+}
+
+/// The largest number of groups a problem can have (one container kind each).
+pub const MAX_GROUPS: usize = CONTAINERS.len();
 
 /// One problem's structure, from which the text and every valid ordering of
 /// its solution follow.
@@ -146,12 +164,14 @@ impl Problem {
         let mut terms: Vec<u32> = self.groups.iter().map(|(_, g, n)| g * n).collect();
         terms.shuffle(rng);
         let total: u32 = terms.iter().sum();
-        let sum = terms
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join("+");
-        lines.push(format!("Together that is {sum}={total} {}.", self.item));
+        if terms.len() > 1 {
+            let sum = terms
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join("+");
+            lines.push(format!("Together that is {sum}={total} {}.", self.item));
+        }
         let answer = self.answer();
         lines.push(if self.change >= 0 {
             format!(
@@ -202,7 +222,19 @@ pub struct SynthData {
 
 pub fn generate(config: &SynthConfig) -> SynthData {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let shape = |rng: &mut ChaCha8Rng| if rng.random_bool(0.5) { 2 } else { 3 };
+    let (lo, hi) = (*config.groups.start(), *config.groups.end());
+    assert!(
+        1 <= lo && lo <= hi && hi <= MAX_GROUPS,
+        "synthetic problems have 1..={MAX_GROUPS} groups, not {lo}..={hi}"
+    );
+    // Two shapes take one fair coin, so the default 2..=3 makes the same data
+    // as before the range existed.
+    let shape = |rng: &mut ChaCha8Rng| match hi - lo {
+        0 => lo,
+        1 if rng.random_bool(0.5) => lo,
+        1 => hi,
+        _ => rng.random_range(lo..=hi),
+    };
     let mut train = Vec::with_capacity(config.train);
     let mut pool = Vec::with_capacity(config.train * config.pool_per_example);
     for i in 0..config.train {
@@ -301,6 +333,7 @@ mod tests {
             test: 20,
             pool_per_example: 2,
             seed: 7,
+            ..Default::default()
         })
     }
 
@@ -317,31 +350,68 @@ mod tests {
         }));
     }
 
+    /// Every equation `a op b = c` in the trace holds, the trace ends with
+    /// the answer, and it has one multiplication per group.
+    fn check_trace(e: &Example) {
+        assert_eq!(
+            gold_answer(&e.target, AnswerStyle::Gsm8k).as_deref(),
+            Some(e.answer.as_str())
+        );
+        assert!(is_correct(&e.target, &e.answer, AnswerStyle::Gsm8k));
+        let mut products = 0;
+        for eq in e.target.split_whitespace().filter(|w| w.contains('=')) {
+            let eq = eq.trim_end_matches('.');
+            let (lhs, rhs) = eq.split_once('=').unwrap();
+            let value: i64 = rhs.parse().unwrap();
+            let computed = if let Some((a, b)) = lhs.split_once('*') {
+                products += 1;
+                a.parse::<i64>().unwrap() * b.parse::<i64>().unwrap()
+            } else if lhs.contains('-') {
+                let (a, b) = lhs.split_once('-').unwrap();
+                a.parse::<i64>().unwrap() - b.parse::<i64>().unwrap()
+            } else {
+                lhs.split('+').map(|t| t.parse::<i64>().unwrap()).sum()
+            };
+            assert_eq!(computed, value, "{eq} in {}", e.target);
+        }
+        assert_eq!(products.to_string(), e.meta["groups"], "{}", e.target);
+        assert!(e.answer.parse::<i64>().unwrap() > 0);
+    }
+
     #[test]
     fn traces_are_arithmetically_right_and_end_with_the_answer() {
         for e in small().train.iter().chain(&small().test) {
-            assert_eq!(
-                gold_answer(&e.target, AnswerStyle::Gsm8k).as_deref(),
-                Some(e.answer.as_str())
-            );
-            assert!(is_correct(&e.target, &e.answer, AnswerStyle::Gsm8k));
-            // Every equation a op b = c in the trace holds.
-            for eq in e.target.split_whitespace().filter(|w| w.contains('=')) {
-                let eq = eq.trim_end_matches('.');
-                let (lhs, rhs) = eq.split_once('=').unwrap();
-                let value: i64 = rhs.parse().unwrap();
-                let computed = if let Some((a, b)) = lhs.split_once('*') {
-                    a.parse::<i64>().unwrap() * b.parse::<i64>().unwrap()
-                } else if lhs.contains('-') {
-                    let (a, b) = lhs.split_once('-').unwrap();
-                    a.parse::<i64>().unwrap() - b.parse::<i64>().unwrap()
-                } else {
-                    lhs.split('+').map(|t| t.parse::<i64>().unwrap()).sum()
-                };
-                assert_eq!(computed, value, "{eq} in {}", e.target);
-            }
-            assert!(e.answer.parse::<i64>().unwrap() > 0);
+            check_trace(e);
         }
+    }
+
+    #[test]
+    fn group_range_sets_the_problem_shapes() {
+        let data = generate(&SynthConfig {
+            train: 200,
+            test: 0,
+            pool_per_example: 1,
+            groups: 1..=4,
+            ..Default::default()
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, e) in data.train.iter().enumerate() {
+            check_trace(e);
+            check_trace(&data.pool[i]);
+            // A pool child has its parent's shape.
+            assert_eq!(data.pool[i].meta["groups"], e.meta["groups"]);
+            seen.insert(e.meta["groups"].clone());
+        }
+        assert_eq!(seen, ["1", "2", "3", "4"].map(String::from).into());
+        // One group: no sum line.
+        let one = data.train.iter().find(|e| e.meta["groups"] == "1").unwrap();
+        assert!(!one.target.contains("Together"), "{}", one.target);
+        let fixed = generate(&SynthConfig {
+            train: 20,
+            groups: 3..=3,
+            ..Default::default()
+        });
+        assert!(fixed.train.iter().all(|e| e.meta["groups"] == "3"));
     }
 
     /// Every gold trace of the synthetic set is judged correct against its
@@ -354,6 +424,7 @@ mod tests {
             test: 100,
             pool_per_example: 1,
             seed: 11,
+            ..Default::default()
         });
         let all: Vec<&Example> = data
             .train

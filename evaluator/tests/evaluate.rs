@@ -1,15 +1,16 @@
 //! The evaluator core: perplexity against transformers, results independent
 //! of batch size, Parquet round trip, and bad input.
 
+mod common;
+
 use std::path::PathBuf;
 
 use premem_core::answer::AnswerStyle;
-use premem_core::synth::{SynthConfig, generate as synth, train_task_tokenizer};
 use premem_core::{Example, PromptTemplate};
 use premem_evaluator::checkpoint::fetch;
 use premem_evaluator::results::{read_parquet, write_parquet};
 use premem_evaluator::{EvalSettings, Evaluator, Split, select};
-use premem_model::{CausalLm, ModelConfig, Tokenizer};
+use premem_model::{CausalLm, Tokenizer};
 use tch::{Device, Kind};
 
 fn fixture(family: &str) -> PathBuf {
@@ -101,27 +102,8 @@ fn target_perplexity_matches_transformers() {
     }
 }
 
-/// A tiny random Llama over the synthetic task's tokenizer.
 fn synth_setup() -> (CausalLm, Tokenizer, Vec<Example>) {
-    let data = synth(&SynthConfig {
-        train: 20,
-        test: 0,
-        pool_per_example: 0,
-        seed: 4,
-    });
-    let trained = train_task_tokenizer(&data.train, &PromptTemplate::default(), 300).unwrap();
-    let tokenizer = Tokenizer::from_tokenizer(trained, "synth".into());
-    let config = ModelConfig::from_json(&serde_json::json!({
-        "model_type": "llama", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "eos_token_id": 1, "pad_token_id": 0, "initializer_range": 0.2
-    }))
-    .unwrap();
-    (
-        CausalLm::random(config, Device::Cpu, Kind::Float, 3),
-        tokenizer,
-        data.train,
-    )
+    common::tiny_synth_model(20)
 }
 
 fn synth_evaluator<'a>(

@@ -1,36 +1,18 @@
 //! IFD scores against a by-hand computation on a tiny random Llama, and
 //! independent of batch size.
 
-use premem_core::synth::{SynthConfig, generate as synth, train_task_tokenizer};
+mod common;
+
 use premem_core::{Example, PromptTemplate};
 use premem_evaluator::ifd::ifd_scores;
-use premem_model::{CausalLm, ModelConfig, Tokenizer};
-use tch::{Device, Kind, Tensor};
+use premem_model::{CausalLm, Tokenizer};
+use tch::{Kind, Tensor};
 
 const EOS: i64 = 1;
 const PAD: i64 = 0;
 
-/// A tiny random Llama over the synthetic task's tokenizer.
 fn setup() -> (CausalLm, Tokenizer, Vec<Example>) {
-    let data = synth(&SynthConfig {
-        train: 7,
-        test: 0,
-        pool_per_example: 0,
-        seed: 4,
-    });
-    let trained = train_task_tokenizer(&data.train, &PromptTemplate::default(), 300).unwrap();
-    let tokenizer = Tokenizer::from_tokenizer(trained, "synth".into());
-    let config = ModelConfig::from_json(&serde_json::json!({
-        "model_type": "llama", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "eos_token_id": 1, "pad_token_id": 0, "initializer_range": 0.2
-    }))
-    .unwrap();
-    (
-        CausalLm::random(config, Device::Cpu, Kind::Float, 3),
-        tokenizer,
-        data.train,
-    )
+    common::tiny_synth_model(7)
 }
 
 /// Mean −log p of `tokens[first..]`, each given the tokens before it: one

@@ -50,6 +50,7 @@ impl TinyRun {
             test: 4,
             pool_per_example: 0,
             seed: 3,
+            ..Default::default()
         });
         let train = dir.join("train.jsonl");
         let test = dir.join("test.jsonl");

@@ -17,6 +17,7 @@ fn setup(dir: &Path) {
         test: 0,
         pool_per_example: 0,
         seed: 1,
+        ..Default::default()
     });
     train_task_tokenizer(&data.train, &PromptTemplate::default(), 300)
         .unwrap()

@@ -26,6 +26,7 @@ fn setup(dir: &Path) {
         test: 0,
         pool_per_example: 0,
         seed: 3,
+        ..Default::default()
     });
     train_task_tokenizer(&data.train, &PromptTemplate::default(), 300)
         .unwrap()

@@ -575,6 +575,7 @@ printf '%s\n' '{"question": "q", "answer": "x\n#### 5", "parent_id": "a"}'
             test: 0,
             pool_per_example: 0,
             seed: 3,
+            ..Default::default()
         });
         let g = GeneratorSpec {
             command: vec![
