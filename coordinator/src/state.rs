@@ -592,17 +592,22 @@ impl State {
             if self.pool.get(trainer).is_some_and(|p| p.assignment != held) {
                 self.release(trainer);
             }
-            let entry = self
-                .pool
-                .entry(trainer.to_string())
-                .or_insert_with(|| PoolTrainer {
-                    last_seen: now,
-                    assignment: None,
-                });
-            entry.last_seen = now;
-            entry.assignment = held;
+            self.seen(trainer, now).assignment = held;
         }
         Ok(())
+    }
+
+    /// A pool trainer was heard from at `now` (added to the pool if new).
+    fn seen(&mut self, trainer: &str, now: Instant) -> &mut PoolTrainer {
+        let entry = self
+            .pool
+            .entry(trainer.to_string())
+            .or_insert_with(|| PoolTrainer {
+                last_seen: now,
+                assignment: None,
+            });
+        entry.last_seen = now;
+        entry
     }
 
     /// Frees the rank a pool trainer holds, if any.
@@ -625,15 +630,7 @@ impl State {
                 "a pool trainer needs a name of 1 to 256 bytes".into(),
             ));
         }
-        let entry = self
-            .pool
-            .entry(trainer.to_string())
-            .or_insert_with(|| PoolTrainer {
-                last_seen: now,
-                assignment: None,
-            });
-        entry.last_seen = now;
-        if let Some((job, rank)) = entry.assignment.clone() {
+        if let Some((job, rank)) = self.seen(trainer, now).assignment.clone() {
             let keep = self.jobs.get(&job).is_some_and(|j| {
                 j.phase == Phase::Active
                     && !j.trained

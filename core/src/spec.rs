@@ -336,24 +336,45 @@ pub enum SpecError {
     Invalid { path: PathBuf, message: String },
 }
 
+impl SpecError {
+    /// A value of `path` that parses but cannot be used.
+    pub fn invalid(path: &Path, message: String) -> SpecError {
+        SpecError::Invalid {
+            path: path.into(),
+            message,
+        }
+    }
+}
+
+/// The text of a spec file; the error names the file.
+pub fn read_spec_file(path: &Path) -> Result<String, SpecError> {
+    std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Parses TOML text whose origin is `origin` (named in the error, with the
+/// line of a syntax error, unknown key or wrong type).
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &Path,
+) -> Result<T, SpecError> {
+    toml::from_str(text).map_err(|e| SpecError::Parse {
+        path: origin.into(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
 impl JobSpec {
     pub fn from_file(path: &Path) -> Result<JobSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-            path: path.into(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&read_spec_file(path)?, path)
     }
 
     pub fn from_toml(text: &str, origin: &Path) -> Result<JobSpec, SpecError> {
-        let spec: JobSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
-            path: origin.into(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        spec.validate().map_err(|message| SpecError::Invalid {
-            path: origin.into(),
-            message,
-        })?;
+        let spec: JobSpec = parse_toml(text, origin)?;
+        spec.validate()
+            .map_err(|message| SpecError::invalid(origin, message))?;
         Ok(spec)
     }
 

@@ -52,7 +52,7 @@ use sha2::{Digest, Sha256};
 
 use crate::spec::{
     CheckpointSpec, ClusterSpec, DataSpec, EvalSpec, JobSpec, ModelSpec, RunSpec, SpecError,
-    TrainSpec,
+    TrainSpec, parse_toml, read_spec_file,
 };
 use crate::template::PromptTemplate;
 
@@ -187,11 +187,7 @@ impl InlineJob {
 
 impl SweepSpec {
     pub fn from_file(path: &Path) -> Result<SweepSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-            path: path.into(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&read_spec_file(path)?, path)
     }
 
     /// Parses a sweep file and checks it, including that every run resolves
@@ -199,14 +195,8 @@ impl SweepSpec {
     /// by path is read from that path (relative to the working directory);
     /// nothing else is read.
     pub fn from_toml(text: &str, origin: &Path) -> Result<SweepSpec, SpecError> {
-        let raw: RawSweep = toml::from_str(text).map_err(|e| SpecError::Parse {
-            path: origin.into(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        let invalid = |message: String| SpecError::Invalid {
-            path: origin.into(),
-            message,
-        };
+        let raw: RawSweep = parse_toml(text, origin)?;
+        let invalid = |message: String| SpecError::invalid(origin, message);
         let sweep = SweepSection {
             name: raw.sweep.name,
             output: raw.sweep.output,

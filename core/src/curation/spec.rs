@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::answer::AnswerStyle;
 use crate::dataset::DatasetSpec;
-use crate::spec::{JobSpec, SpecError};
+use crate::spec::{JobSpec, SpecError, parse_toml, read_spec_file};
 
 /// How the parents of new examples are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -253,23 +253,14 @@ fn fraction_ok(f: f64) -> bool {
 
 impl CurationSpec {
     pub fn from_file(path: &Path) -> Result<CurationSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-            path: path.into(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&read_spec_file(path)?, path)
     }
 
     /// Parses and validates; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<CurationSpec, SpecError> {
-        let spec: CurationSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
-            path: origin.into(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        spec.validate().map_err(|message| SpecError::Invalid {
-            path: origin.into(),
-            message,
-        })?;
+        let spec: CurationSpec = parse_toml(text, origin)?;
+        spec.validate()
+            .map_err(|message| SpecError::invalid(origin, message))?;
         Ok(spec)
     }
 
@@ -434,16 +425,13 @@ impl CurationSpec {
                 format!("curation.job ({path})"),
             ),
             (None, None) => {
-                return Err(SpecError::Invalid {
-                    path: origin.into(),
-                    message: "curation.job: no base job".into(),
-                });
+                return Err(SpecError::invalid(
+                    origin,
+                    "curation.job: no base job".into(),
+                ));
             }
         };
-        let invalid = |message: String| SpecError::Invalid {
-            path: origin.into(),
-            message,
-        };
+        let invalid = |message: String| SpecError::invalid(origin, message);
         if job.data.test.is_none() {
             return Err(invalid(format!(
                 "{where_}: the base job needs data.test (curation compares test accuracy)"
