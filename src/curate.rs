@@ -213,8 +213,35 @@ pub fn curate(args: CurateArgs) -> Result<()> {
         train.len(),
         state_path.display()
     );
-    let stop = stop_flag()?;
+    let finished = spec
+        .curation
+        .strategies
+        .iter()
+        .all(|&s| state.next_iteration(s).is_none());
+    if finished {
+        eprintln!("every iteration is done; writing the report");
+    } else {
+        run_iterations(&args, &spec, &job, &mut state, &train, pool.as_ref())?;
+    }
+    let written = write_outputs(&state, &spec.output_dir())?;
+    for file in &written {
+        println!("wrote {}", file.display());
+    }
+    Ok(())
+}
 
+/// Runs the iterations the state does not have yet, on a local cluster or
+/// the remote one, recording each in the state file as it ends.
+fn run_iterations(
+    args: &CurateArgs,
+    spec: &CurationSpec,
+    job: &JobSpec,
+    state: &mut CurationState,
+    train: &Dataset,
+    pool: Option<&CandidatePool>,
+) -> Result<()> {
+    let state_path = spec.state_path();
+    let stop = stop_flag()?;
     let mut local = None;
     let mut jobs = if args.remote {
         Jobs::connect(&args.connect.config()?)?
@@ -250,7 +277,7 @@ pub fn curate(args: CurateArgs) -> Result<()> {
             }
             let mut specs: Vec<JobSpec> = vec![];
             for &(s, i) in &pending {
-                let run = iteration_job(&spec, &job, s, i)?;
+                let run = iteration_job(spec, job, s, i)?;
                 if !specs.iter().any(|j| j.run.name == run.run.name) {
                     jobs.submit(&run)?;
                     specs.push(run);
@@ -272,18 +299,9 @@ pub fn curate(args: CurateArgs) -> Result<()> {
                 }
             }
             for &(s, i) in &pending {
-                let run = iteration_job(&spec, &job, s, i)?;
-                let record = finish_iteration(
-                    &spec,
-                    &job,
-                    &state,
-                    &train,
-                    pool.as_ref(),
-                    s,
-                    i,
-                    &run,
-                    &args.device,
-                )?;
+                let run = iteration_job(spec, job, s, i)?;
+                let record =
+                    finish_iteration(spec, job, state, train, pool, s, i, &run, &args.device)?;
                 println!(
                     "{} iteration {i}: {} train examples, test {}, P-M {}; {} parent(s), {} new example(s)",
                     s.name(),
@@ -305,12 +323,7 @@ pub fn curate(args: CurateArgs) -> Result<()> {
     if let Some(cluster) = local {
         cluster.stop();
     }
-    outcome?;
-    let written = write_outputs(&state, &spec.output_dir())?;
-    for file in &written {
-        println!("wrote {}", file.display());
-    }
-    Ok(())
+    outcome
 }
 
 /// Measures iteration `i` of strategy `s` (its run is done) and, unless it

@@ -6,10 +6,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::cluster::{Cluster, TOKEN};
-use common::{job_spec, premem, synth_task, text};
+use common::{file_times, job_spec, premem, synth_task, text};
 use premem_core::results::{ExampleResult, read_parquet};
 
 type Rows = BTreeMap<(String, u64, String, String), ExampleResult>;
@@ -40,23 +40,6 @@ fn sweep_rows(sweep: &Path) -> Rows {
         }
     }
     rows
-}
-
-/// Modification times of every file of a run (checkpoints, results).
-fn file_times(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
-    let mut times = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                times.insert(entry.path(), entry.metadata().unwrap().modified().unwrap());
-            }
-        }
-    }
-    times
 }
 
 /// A sweep of 3 tiny runs (2 learning rates, one of them with 2 seeds) over

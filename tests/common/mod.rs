@@ -4,8 +4,10 @@
 
 pub mod cluster;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::SystemTime;
 
 pub fn premem() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_premem"));
@@ -32,26 +34,48 @@ pub const TINY_CONFIG: &str = r#"{
 
 /// Synthetic data (64 train examples) and the tiny config in `dir`.
 pub fn synth_task(dir: &Path) -> PathBuf {
+    synth_data(
+        dir,
+        &["--train", "64", "--test", "8", "--pool-per-example", "1"],
+    )
+}
+
+/// `premem data synth` into `dir/data` (seed 3, a vocabulary the tiny
+/// config fits) with `args` added, and the tiny config in `dir/tiny.json`.
+pub fn synth_data(dir: &Path, args: &[&str]) -> PathBuf {
     let data = dir.join("data");
-    let out = run(&[
+    let mut all = vec![
         "data",
         "synth",
         "--out",
         data.to_str().unwrap(),
-        "--train",
-        "64",
-        "--test",
-        "8",
-        "--pool-per-example",
-        "1",
         "--vocab-size",
         "320",
         "--seed",
         "3",
-    ]);
+    ];
+    all.extend_from_slice(args);
+    let out = run(&all);
     assert!(out.status.success(), "synth failed: {}", text(&out.stderr));
     std::fs::write(dir.join("tiny.json"), TINY_CONFIG).unwrap();
     data
+}
+
+/// Modification times of every file under `dir`.
+pub fn file_times(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
+    let mut times = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                times.insert(entry.path(), entry.metadata().unwrap().modified().unwrap());
+            }
+        }
+    }
+    times
 }
 
 /// A job spec over `synth_task(dir)` writing to `output`; `extra` is

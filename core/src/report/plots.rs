@@ -1177,6 +1177,14 @@ where
         .configure_mesh()
         .x_desc(d.l.x_label.as_str())
         .y_desc(d.l.y_label.as_str())
+        // Whole numbers (steps, example counts) without a trailing ".0".
+        .x_label_formatter(&|v: &f64| {
+            if v.fract() == 0.0 && v.abs() < 1e12 {
+                format!("{v:.0}")
+            } else {
+                <X::CoordDescType as ValueFormatter<f64>>::format(v)
+            }
+        })
         .axis_desc_style(font(BIG.label))
         .label_style(font(BIG.tick))
         .bold_line_style(BLACK.mix(0.12))
