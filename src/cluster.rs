@@ -130,6 +130,10 @@ pub struct EvaluatorArgs {
     /// Exit after this many seconds without work (default: never).
     #[arg(long)]
     idle_exit: Option<f64>,
+    /// Fault injection for tests: hold each leased task this many seconds
+    /// before evaluating it.
+    #[arg(long, hide = true)]
+    debug_hold_task: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -298,6 +302,7 @@ pub fn evaluator(args: EvaluatorArgs) -> Result<()> {
         kind,
         stop: stop_flag()?,
         idle_exit: args.idle_exit.map(Duration::from_secs_f64),
+        hold_task: args.debug_hold_task.map(Duration::from_secs_f64),
     };
     let summary = premem_evaluator::worker::run_worker(&options)?;
     println!("{summary:?}");

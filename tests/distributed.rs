@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::Cluster;
 use common::{job_spec, run, synth_task, text};
@@ -148,21 +148,17 @@ fn a_killed_trainer_rank_rejoins_and_the_run_ends_as_if_undisturbed() {
 
 /// Starts evaluators and SIGKILLs each as soon as it holds a lease, until
 /// one dies holding a task (its lease then has to expire).
+/// Starts an evaluator that holds its first leased task (it waits before
+/// evaluating), waits until the coordinator shows the lease, and SIGKILLs it.
 fn kill_an_evaluator_mid_task(cluster: &mut Cluster, job: &str) {
-    for attempt in 0..5 {
-        let name = format!("doomed-{attempt}");
-        cluster.start_evaluator(&name);
-        let started = Instant::now();
-        cluster.wait_for("a lease", || {
-            cluster.status(job).contains(" 1 leased")
-                || started.elapsed() > Duration::from_secs(120)
-        });
-        cluster.kill(&name);
-        if cluster.status(job).contains(" 1 leased") {
-            return;
-        }
-    }
-    panic!("never caught an evaluator holding a task");
+    cluster.start_evaluator_with("doomed", &["--debug-hold-task", "600"]);
+    cluster.wait_for("a lease", || cluster.status(job).contains(" 1 leased"));
+    cluster.kill("doomed");
+    assert!(
+        cluster.status(job).contains(" 1 leased"),
+        "{}",
+        cluster.status(job)
+    );
 }
 
 #[test]

@@ -269,6 +269,10 @@ pub struct WorkerOptions {
     pub stop: Arc<AtomicBool>,
     /// Return after this long without a task (for tests).
     pub idle_exit: Option<Duration>,
+    /// Fault injection for tests: hold each leased task this long (lease
+    /// renewed) before evaluating it, so a test can kill the worker while
+    /// it holds one.
+    pub hold_task: Option<Duration>,
 }
 
 /// What a worker did.
@@ -444,6 +448,9 @@ impl Worker<'_> {
         ));
         let started = Instant::now();
         let options = self.options;
+        if let Some(hold) = options.hold_task {
+            std::thread::sleep(hold);
+        }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             evaluate_task(
                 &task,

@@ -475,6 +475,7 @@ fn options(run: &TinyRun, address: SocketAddr, token: &str, idle: Duration) -> W
         kind: None,
         stop: Arc::new(AtomicBool::new(false)),
         idle_exit: Some(idle),
+        hold_task: None,
     }
 }
 

@@ -162,6 +162,11 @@ impl Cluster {
     }
 
     pub fn start_evaluator(&mut self, name: &str) {
+        self.start_evaluator_with(name, &[]);
+    }
+
+    /// An evaluator with `extra` arguments.
+    pub fn start_evaluator_with(&mut self, name: &str, extra: &[&str]) {
         let child = self
             .command(name)
             .args([
@@ -173,6 +178,7 @@ impl Cluster {
                 "--device",
                 "cpu",
             ])
+            .args(extra)
             .spawn()
             .unwrap();
         self.children.insert(name.to_string(), child);
