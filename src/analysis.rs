@@ -1,12 +1,13 @@
 //! `premem eval-run` (every checkpoint of a run into its result files) and
 //! `premem report` (P-M accuracy, baselines and charts from those files).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use premem_core::pm::{Grid, Threshold};
 use premem_core::report::{ReportOptions, write_report};
+use premem_core::store::{BlockingStore, Store};
 use premem_evaluator::run::{RunEvalOptions, evaluate_run};
 use premem_evaluator::{EvalSettings, Split};
 
@@ -143,9 +144,11 @@ pub struct ReportArgs {
     /// A run (its output directory or URL, holding run.json) or a sweep (a
     /// directory or URL whose sub-directories are runs).
     location: String,
-    /// Where report.md, report.html, the charts and tables go.
+    /// Where report.md, report.html, the charts and tables go: a local
+    /// directory or an object-store URL (s3://bucket/prefix, ...; the files
+    /// are rendered locally, then uploaded).
     #[arg(long, default_value = "report")]
-    out: PathBuf,
+    out: String,
     /// The memorization threshold p (default: calibrated over the grid).
     #[arg(long, allow_negative_numbers = true)]
     p: Option<f64>,
@@ -198,7 +201,17 @@ pub fn report(args: ReportArgs) -> Result<()> {
         heatmap_rows: args.heatmap_rows,
         buckets: args.buckets,
     };
-    let written = write_report(&args.location, &args.out, &options)?;
+    let staging;
+    let local = if args.out.contains("://") {
+        staging = tempfile::tempdir().context("a temporary directory for the report")?;
+        staging.path().to_path_buf()
+    } else {
+        PathBuf::from(&args.out)
+    };
+    let written = write_report(&args.location, &local, &options)?;
+    if args.out.contains("://") {
+        upload_dir(&local, &args.out)?;
+    }
     let a = &written.analysis;
     println!("memorization threshold p: {}", a.threshold);
     println!(
@@ -215,10 +228,32 @@ pub fn report(args: ReportArgs) -> Result<()> {
     if gaps > 0 {
         println!("{gaps} gaps in the results (listed in report.md)");
     }
-    println!(
-        "wrote {} files to {}",
-        written.files.len(),
-        args.out.display()
-    );
+    println!("wrote {} files to {}", written.files.len(), args.out);
+    Ok(())
+}
+
+/// Uploads every file under `dir` to the store at `url`, keeping relative
+/// paths.
+fn upload_dir(dir: &Path, url: &str) -> Result<()> {
+    let store = BlockingStore::new(Store::open(url)?)?;
+    store.run(store.store().check_writable())?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("{}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let relative = path
+                .strip_prefix(dir)
+                .expect("under dir")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            store.run(store.store().put_file(&relative, &path))?;
+        }
+    }
     Ok(())
 }

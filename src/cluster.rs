@@ -165,7 +165,7 @@ pub struct RunArgs {
     workdir: Option<PathBuf>,
     /// Where the report goes (default: <run.output>-report).
     #[arg(long)]
-    report: Option<PathBuf>,
+    report: Option<String>,
     /// Skip the report at the end.
     #[arg(long)]
     no_report: bool,
@@ -724,25 +724,26 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
     if !args.no_report {
-        let out = args.report.clone().unwrap_or_else(|| {
-            PathBuf::from(format!("{}-report", spec.run.output.trim_end_matches('/')))
-        });
+        let out = args
+            .report
+            .clone()
+            .unwrap_or_else(|| format!("{}-report", spec.run.output.trim_end_matches('/')));
         write_report(&spec.run.output, &out)?;
     }
     Ok(())
 }
 
-/// `premem report <location> --out <out>` in a child process.
-pub(crate) fn write_report(location: &str, out: &Path) -> Result<()> {
+/// `premem report <location> --out <out>` in a child process; `out` is a
+/// local directory or an object-store URL.
+pub(crate) fn write_report(location: &str, out: &str) -> Result<()> {
     let status = Process::new(std::env::current_exe()?)
-        .args(["report", location, "--out"])
-        .arg(out)
+        .args(["report", location, "--out", out])
         .status()
         .context("running premem report")?;
     if !status.success() {
         bail!("premem report failed ({status})");
     }
-    println!("report: {}", out.join("report.html").display());
+    println!("report: {}/report.html", out.trim_end_matches('/'));
     Ok(())
 }
 

@@ -32,7 +32,7 @@ pub struct SweepArgs {
     workdir: Option<PathBuf>,
     /// Where the report goes (default: <output>-report).
     #[arg(long)]
-    report: Option<PathBuf>,
+    report: Option<String>,
     /// Skip the report at the end.
     #[arg(long)]
     no_report: bool,
@@ -376,12 +376,10 @@ pub fn sweep(args: SweepArgs) -> Result<()> {
         );
     }
     if !args.no_report {
-        let out = args.report.clone().unwrap_or_else(|| {
-            PathBuf::from(format!(
-                "{}-report",
-                spec.sweep.output.trim_end_matches('/')
-            ))
-        });
+        let out = args
+            .report
+            .clone()
+            .unwrap_or_else(|| format!("{}-report", spec.sweep.output.trim_end_matches('/')));
         write_report(&spec.sweep.output, &out).context("the sweep report")?;
     }
     Ok(())

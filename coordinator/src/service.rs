@@ -261,6 +261,16 @@ impl Coordinator for Service {
             .await
             .map_err(|e| self.internal("building the job", e))?
             .map_err(|m| Status::invalid_argument(format!("job '{name}': {m}")))?;
+        // The run's store must be writable with this coordinator's
+        // credentials: a wrong key fails the submission, not the run later.
+        let store = self
+            .runs
+            .get(&job.spec.run.output)
+            .map_err(|e| Status::invalid_argument(format!("job '{name}': {e}")))?;
+        store
+            .check_writable()
+            .await
+            .map_err(|e| Status::failed_precondition(format!("job '{name}': {e}")))?;
         let spec_json = job.spec_json.clone();
         let created = self.lock().insert_job(job)?;
         if created {

@@ -389,11 +389,20 @@ impl Store {
     /// credentials, missing bucket, read-only directory).
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         let probe = ".premem-write-check";
+        let target = match url::Url::parse(&self.url) {
+            Ok(url) if self.local_dir.is_none() && url.host_str().is_some() => {
+                format!("bucket '{}'", url.host_str().unwrap_or_default())
+            }
+            _ => "the directory".to_string(),
+        };
         self.put(probe, Bytes::from_static(b"ok"))
             .await
             .map_err(|e| StoreError::Open {
                 location: self.url.clone(),
-                message: format!("cannot write: {}", error_chain(&e)),
+                message: format!(
+                    "cannot write to {target} (check the credentials and that it exists): {}",
+                    error_chain(&e)
+                ),
             })?;
         self.delete(probe).await
     }
