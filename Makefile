@@ -5,7 +5,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 PREMEM = $(CARGO) run --quiet --bin premem --
 
-.PHONY: all libtorch build demo test fmt clippy fixtures doctor clean
+.PHONY: all libtorch build demo test helm-check fmt clippy fixtures doctor clean
 
 all: build
 
@@ -35,6 +35,18 @@ test: libtorch
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+	$(MAKE) helm-check
+
+# Renders the Helm chart (k8s/premem) with a real Helm (the Helm v4 SDK of
+# the helm-python-sdk wheel) for the default values, the GPU sweep values and
+# overrides, validates every object against the Kubernetes 1.30 schemas, and
+# checks that values flow through (tests/helm/validate_chart.py). The two
+# packages go into .venv-helm/ once.
+helm-check:
+	@[ -x .venv-helm/bin/python ] || $(PYTHON) -m venv .venv-helm
+	@.venv-helm/bin/python -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null || \
+		.venv-helm/bin/pip install --quiet --disable-pip-version-check -r tests/helm/requirements.txt
+	PREMEM_BIN=$(CURDIR)/target/debug/premem .venv-helm/bin/python tests/helm/validate_chart.py
 
 fmt:
 	$(CARGO) fmt --all
@@ -46,3 +58,30 @@ fixtures:
 
 clean:
 	$(CARGO) clean
+
+# Container images (docker/README.md): `make image` (CUDA, Dockerfile) and
+# `make image-cpu` (CPU only, Dockerfile.cpu). TAG: `git describe --tags`
+# without a leading v, else the Cargo version (the Helm chart's appVersion).
+DOCKER ?= docker
+IMAGE ?= premem
+TAG ?= $(shell git describe --tags --dirty 2>/dev/null | sed 's/^v//' | grep . || sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DOCKER_BUILD_ARGS = --build-arg VERSION=$(TAG) \
+	--build-arg GIT_REVISION=$(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+.PHONY: image image-cpu require-docker
+
+require-docker:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { \
+		echo "make: '$(DOCKER)' not found: building the images needs Docker with BuildKit (https://docs.docker.com/engine/install/), or Podman (make DOCKER=podman ...)" >&2; \
+		exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { \
+		echo "make: '$(DOCKER) info' failed: is the Docker daemon running, and may this user reach it (DOCKER_HOST, the docker group)?" >&2; \
+		exit 1; }
+
+# DOCKER_BUILDKIT=1: the recipes use BuildKit cache mounts (docker without the
+# buildx plugin then says so, instead of failing on `RUN --mount`).
+image: require-docker
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f Dockerfile -t $(IMAGE):$(TAG) $(DOCKER_BUILD_ARGS) .
+
+image-cpu: require-docker
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f Dockerfile.cpu -t $(IMAGE):$(TAG)-cpu $(DOCKER_BUILD_ARGS) .
