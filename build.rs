@@ -11,12 +11,20 @@ fn main() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
-    let revision = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
+    // Set from outside where there is no .git (the container build passes
+    // its GIT_REVISION build argument).
+    println!("cargo:rerun-if-env-changed=PREMEM_GIT_REVISION");
+    let given = std::env::var("PREMEM_GIT_REVISION")
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+        .filter(|r| !r.is_empty());
+    let revision = given.unwrap_or_else(|| {
+        std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    });
     println!("cargo:rustc-env=PREMEM_GIT_REVISION={revision}");
 }
