@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{job_spec, premem, synth_task, text};
+use common::{files_under, job_spec, premem, synth_task, text};
 
 const BUCKET: &str = "premem-test";
 const KEY: &str = "premem-test-key";
@@ -115,23 +115,13 @@ fn s3_job(dir: &Path, key: &str, epochs: u32) -> PathBuf {
     path
 }
 
+/// The text of every `.log` file under `dir`.
 fn all_logs(dir: &Path) -> String {
-    let mut all = String::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "log") {
-                all.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
-            }
-        }
-    }
-    all
+    files_under(dir)
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "log"))
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect()
 }
 
 #[test]

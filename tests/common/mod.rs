@@ -61,21 +61,35 @@ pub fn synth_data(dir: &Path, args: &[&str]) -> PathBuf {
     data
 }
 
-/// Modification times of every file under `dir`.
-pub fn file_times(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
-    let mut times = BTreeMap::new();
+/// Every file under `dir` (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![];
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
             } else {
-                times.insert(entry.path(), entry.metadata().unwrap().modified().unwrap());
+                files.push(path);
             }
         }
     }
-    times
+    files
+}
+
+/// Modification times of every file under `dir`.
+pub fn file_times(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
+    files_under(dir)
+        .into_iter()
+        .map(|f| {
+            let time = f.metadata().unwrap().modified().unwrap();
+            (f, time)
+        })
+        .collect()
 }
 
 /// A job spec over `synth_task(dir)` writing to `output`; `extra` is
