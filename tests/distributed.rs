@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::cluster::Cluster;
-use common::{job_spec, run, synth_task, text};
+use common::{file_times, job_spec, run, synth_task, text};
 use premem_core::results::{ExampleResult, read_parquet};
 
 /// A job spec named `name` over the synthetic task (with its test split),
@@ -226,6 +226,19 @@ fn a_restarted_coordinator_finishes_the_job_with_no_result_lost() {
         .filter(|t| t.len() > 2 && ["8", "16"].contains(&t[0]) && t[2].ends_with('%'))
         .count();
     assert_eq!(pm_lines, 2, "{status}");
+    drop(cluster);
+
+    // A coordinator with no record of the job (a new state location) that
+    // gets it submitted again adopts its checkpoints and results: the job
+    // ends with no trainer and no evaluator, and no result file is rewritten.
+    let before = file_times(&run.join("results"));
+    let fresh = dir.join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let cluster = Cluster::start(&fresh);
+    cluster.submit(&dir.join("job-restart.toml"));
+    let again = cluster.wait_done("restart");
+    assert!(again.contains("12 done"), "{again}");
+    assert_eq!(before, file_times(&run.join("results")));
 }
 
 #[test]

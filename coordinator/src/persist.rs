@@ -14,7 +14,7 @@ use premem_core::spec::JobSpec;
 use premem_core::{Store, StoreError};
 
 use crate::service::{RunStores, build_job, scan_checkpoints};
-use crate::state::{Phase, Row, State, TaskKey};
+use crate::state::{Phase, Row, State, TaskKey, TaskState};
 
 #[derive(Clone)]
 pub struct Persist {
@@ -146,50 +146,75 @@ impl Persist {
                 })
                 .collect()
         };
-        let mut found = 0;
-        for (name, output, key) in todo {
-            let file = key.result_file();
-            let Ok(run) = runs.get(&output) else {
-                continue;
-            };
-            let rows = match run.exists(&file).await {
-                Ok(true) => match run.get(&file).await {
-                    Ok(bytes) => premem_core::results::from_parquet(bytes, &run.url_of(&file)),
-                    Err(e) => {
-                        tracing::warn!(file = run.url_of(&file), error = %e, "unreadable result file: task evaluated again");
-                        continue;
-                    }
-                },
-                _ => continue,
-            };
-            let rows: Vec<Row> = match rows {
-                Ok(rows) => rows
-                    .into_iter()
-                    .filter(|r| r.preamble.is_empty())
-                    .map(|r| Row {
-                        id: r.id,
-                        accuracy: r.accuracy,
-                        perplexity: r.target_perplexity,
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable result file: task evaluated again");
-                    continue;
-                }
-            };
-            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-            let id = key.id(&name);
-            match state.check_rows(&id, &rows) {
-                Ok(_) => {
-                    let job = state.jobs.get_mut(&name).expect("listed above");
-                    job.finish_task(key, rows);
-                    found += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(task = id, refusal = ?e, "result file does not match its task: evaluated again");
-                }
-            }
-        }
+        let found = adopt_results(state, runs, todo).await;
         tracing::info!(tasks = found, "results found in the run stores");
     }
+}
+
+/// Marks done each of the `(job, run output, task)` whose result file is
+/// already in its run's store (written before this coordinator knew the task:
+/// an earlier life of it, or another coordinator) and matches the task's
+/// examples; returns how many. Unreadable or mismatched files are left to be
+/// evaluated again.
+pub(crate) async fn adopt_results(
+    state: &Mutex<State>,
+    runs: &RunStores,
+    todo: Vec<(String, String, TaskKey)>,
+) -> usize {
+    let mut found = 0;
+    for (name, output, key) in todo {
+        let open = {
+            let state = state.lock().unwrap_or_else(|p| p.into_inner());
+            state
+                .jobs
+                .get(&name)
+                .and_then(|j| j.tasks.get(&key))
+                .is_some_and(|t| !matches!(t.state, TaskState::Done))
+        };
+        if !open {
+            continue;
+        }
+        let file = key.result_file();
+        let Ok(run) = runs.get(&output) else {
+            continue;
+        };
+        let rows = match run.exists(&file).await {
+            Ok(true) => match run.get(&file).await {
+                Ok(bytes) => premem_core::results::from_parquet(bytes, &run.url_of(&file)),
+                Err(e) => {
+                    tracing::warn!(file = run.url_of(&file), error = %e, "unreadable result file: task evaluated again");
+                    continue;
+                }
+            },
+            _ => continue,
+        };
+        let rows: Vec<Row> = match rows {
+            Ok(rows) => rows
+                .into_iter()
+                .filter(|r| r.preamble.is_empty())
+                .map(|r| Row {
+                    id: r.id,
+                    accuracy: r.accuracy,
+                    perplexity: r.target_perplexity,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable result file: task evaluated again");
+                continue;
+            }
+        };
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let id = key.id(&name);
+        match state.check_rows(&id, &rows) {
+            Ok(_) => {
+                let job = state.jobs.get_mut(&name).expect("listed above");
+                job.finish_task(key, rows);
+                found += 1;
+            }
+            Err(e) => {
+                tracing::warn!(task = id, refusal = ?e, "result file does not match its task: evaluated again");
+            }
+        }
+    }
+    found
 }

@@ -208,6 +208,7 @@ pub async fn scan_checkpoints(state: &Mutex<State>, runs: &RunStores) -> usize {
             .collect()
     };
     let mut added = 0;
+    let mut new_tasks = vec![];
     for (name, output) in active {
         let steps = match runs.get(&output) {
             Ok(run) => published_steps(&run, Area::Weights).await,
@@ -223,14 +224,24 @@ pub async fn scan_checkpoints(state: &Mutex<State>, runs: &RunStores) -> usize {
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(job) = state.jobs.get_mut(&name) {
             for step in steps {
-                if !job.add_checkpoint(step).is_empty() {
+                let keys = job.add_checkpoint(step);
+                if !keys.is_empty() {
                     tracing::info!(job = name, step, "checkpoint found: evaluation tasks added");
                     added += 1;
+                    new_tasks.extend(keys.into_iter().map(|k| (name.clone(), output.clone(), k)));
                 }
                 if step >= job.total_steps {
                     job.trained = true;
                 }
             }
+        }
+    }
+    // A run submitted again to a coordinator that has no record of it (a new
+    // state location) keeps the results it already has.
+    if !new_tasks.is_empty() {
+        let adopted = crate::persist::adopt_results(state, runs, new_tasks).await;
+        if adopted > 0 {
+            tracing::info!(tasks = adopted, "results already in the run stores adopted");
         }
     }
     added
