@@ -132,9 +132,9 @@ ENV LD_LIBRARY_PATH=/opt/premem/nccl:${TORCH_SITE_PACKAGES}/torch/lib:${TORCH_SI
 # reads examples/tiny-llama.json), hence the examples link.
 RUN groupadd --gid 10001 premem \
  && useradd --uid 10001 --gid 10001 --home-dir /home/premem --create-home --shell /usr/sbin/nologin premem \
- && mkdir -p /work \
- && ln -s /opt/premem/examples /work/examples \
- && chown 10001:10001 /work
+ && mkdir -p /workspace \
+ && ln -s /opt/premem/examples /workspace/examples \
+ && chown 10001:10001 /workspace
 
 COPY --from=builder /out/premem /usr/local/bin/premem
 COPY examples/ /opt/premem/examples/
@@ -154,6 +154,6 @@ LABEL org.opencontainers.image.title="premem" \
 # No HEALTHCHECK: under Kubernetes the chart's probes (the coordinator's gRPC
 # port) decide readiness and liveness, and one image serves several roles.
 USER 10001:10001
-WORKDIR /work
+WORKDIR /workspace
 ENTRYPOINT ["premem"]
 CMD ["--help"]
