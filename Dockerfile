@@ -112,8 +112,8 @@ RUN python3 -m venv /opt/torch \
  && test -e /opt/premem/nccl/libnccl.so
 
 # The binary must have been built against the same libtorch version.
-RUN --mount=type=bind,from=builder,source=/src/.libtorch/torch/version.py,target=/tmp/built-against.py \
-    built=$(sed -n "s/^__version__ = '\([^'+]*\).*'/\1/p" /tmp/built-against.py) \
+RUN --mount=type=bind,from=builder,source=/src/.libtorch/torch/version.py,target=/opt/built-against.py \
+    built=$(sed -n "s/^__version__ = '\([^'+]*\).*'/\1/p" /opt/built-against.py) \
  && if [ "$built" != "$TORCH_VERSION" ]; then \
         echo "error: premem is built against libtorch $built but TORCH_VERSION is $TORCH_VERSION; keep them (and tch) in lockstep" >&2; \
         exit 1; \
