@@ -213,12 +213,7 @@ pub fn curate(args: CurateArgs) -> Result<()> {
         train.len(),
         state_path.display()
     );
-    let finished = spec
-        .curation
-        .strategies
-        .iter()
-        .all(|&s| state.next_iteration(s).is_none());
-    if finished {
+    if state.is_done() {
         eprintln!("every iteration is done; writing the report");
     } else {
         run_iterations(&args, &spec, &job, &mut state, &train, pool.as_ref())?;
