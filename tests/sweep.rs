@@ -166,9 +166,18 @@ fn a_sweep_survives_a_coordinator_restart_and_reruns_nothing_finished() {
         &["sweep", sweep.to_str().unwrap(), "--remote", "--no-report"],
     );
     // Finished: both checkpoints evaluated (2 train + 2 test tasks each).
+    // Only finished result files count: the local store writes each one as
+    // `<name>#<n>` first and then renames it.
     let evaluated = |name: &str| {
         std::fs::read_dir(rough.join(name).join("results/step-00000016"))
-            .map(|d| d.count() == 4)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+                })
+                .count()
+                    == 4
+            })
             .unwrap_or(false)
     };
     let mut finished = String::new();
