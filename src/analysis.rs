@@ -6,37 +6,22 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use premem_core::pm::{Grid, Threshold};
-use premem_core::report::{ReportOptions, write_report};
+use premem_core::spec::DEFAULT_EVAL_BATCH_SIZE;
 use premem_core::store::{BlockingStore, Store};
+use premem_core::{SamplingSpec, Split};
 use premem_evaluator::run::{RunEvalOptions, evaluate_run};
-use premem_evaluator::{EvalSettings, Split};
+use premem_report::{ReportOptions, write_report};
 
-use crate::{DType, SplitArg};
+use crate::DType;
 
 /// How to sample, shared by `premem eval` and `premem eval-run`.
 #[derive(clap::Args)]
 pub struct SamplingArgs {
-    /// K: samples per example.
-    #[arg(long, default_value_t = 5)]
-    pub samples: usize,
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f64,
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f64,
-    /// Longest sample (paper: 512 for GSM8K, 1024 for MATH).
-    #[arg(long, default_value_t = 512)]
-    pub max_new_tokens: i64,
-    /// Also sample with the answer started by this text (repeatable; with
-    /// eval-run, train queries only: the report's robustness view), e.g.
-    /// --preamble First --preamble "We know that".
-    #[arg(long = "preamble")]
-    pub preambles: Vec<String>,
+    #[command(flatten)]
+    pub sampling: SamplingSpec,
     /// Prompts per generation batch (each with its K samples).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = DEFAULT_EVAL_BATCH_SIZE)]
     pub batch_size: usize,
-    /// Keep this many sample texts per row.
-    #[arg(long, default_value_t = 0)]
-    pub keep_samples: usize,
     /// Where published checkpoints are downloaded.
     #[arg(long, default_value = ".premem-cache/checkpoints")]
     pub cache_dir: PathBuf,
@@ -47,24 +32,15 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    /// Checked settings for `split` (step, seed and length limit at their
-    /// defaults, for the caller to set).
-    pub fn settings(&self, split: Split) -> Result<EvalSettings> {
-        if self.samples == 0 {
-            bail!("--samples must be at least 1");
+    /// The sampling settings, checked (the flags' one validation).
+    pub fn sampling(&self) -> Result<&SamplingSpec> {
+        self.sampling
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e.as_flag()))?;
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
         }
-        let settings = EvalSettings {
-            samples: self.samples,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            max_new_tokens: self.max_new_tokens,
-            preambles: self.preambles.clone(),
-            batch_size: self.batch_size,
-            keep_samples: self.keep_samples,
-            ..EvalSettings::paper(split, 0)
-        };
-        settings.validate()?;
-        Ok(settings)
+        Ok(&self.sampling)
     }
 }
 
@@ -76,7 +52,7 @@ pub struct EvalRunArgs {
     run: String,
     /// Splits to evaluate (train: the examples the run trains on).
     #[arg(long, value_delimiter = ',', default_value = "train,test")]
-    splits: Vec<SplitArg>,
+    splits: Vec<Split>,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Only the first N examples of each split.
@@ -94,8 +70,9 @@ pub fn eval_run(args: EvalRunArgs) -> Result<()> {
     let sampling = &args.sampling;
     let device = crate::parse_device(&sampling.device)?;
     let options = RunEvalOptions {
-        splits: args.splits.iter().map(|s| s.split()).collect(),
-        settings: sampling.settings(Split::Train)?,
+        splits: args.splits.clone(),
+        sampling: sampling.sampling()?.clone(),
+        batch_size: sampling.batch_size,
         limit: args.limit,
         steps: args.steps.clone(),
         redo: args.redo,

@@ -10,15 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use premem_core::curation::{
+use premem_core::dataset::{DatasetFormat, DatasetSpec};
+use premem_core::{Dataset, Example, JobSpec};
+use premem_curation::{
     CandidatePool, Chosen, CurationSpec, CurationState, IterationRecord, ParentScores, Strategy,
     choose_parents, draw, generate, generator_parents, write_outputs,
 };
-use premem_core::dataset::{DatasetFormat, DatasetSpec};
-use premem_core::report::{ReportOptions, analyze, load};
-use premem_core::{Dataset, Example, JobSpec};
 use premem_proto::ClientConfig;
 use premem_proto::v1;
+use premem_report::{ReportOptions, analyze, load};
 
 use crate::cluster::{ConnectArgs, LocalCluster, stop_flag};
 use crate::sweep::{Jobs, state_name};

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use premem_core::SamplingSpec;
 use premem_model::runtime;
-use premem_model::{
-    CausalLm, ModelConfig, Prompt, SamplingParams, SaveOptions, Tokenizer, default_kind,
-};
+use premem_model::{CausalLm, ModelConfig, Prompt, SaveOptions, Stop, Tokenizer, default_kind};
 use tch::{Device, Kind};
 
 mod analysis;
+mod bench_train;
 mod cluster;
 mod curate;
 mod sweep;
@@ -123,8 +123,8 @@ struct EvalArgs {
     /// Dataset format: gsm8k or math (answers in \\boxed{}).
     #[arg(long, default_value = "gsm8k")]
     format: String,
-    #[arg(long, value_enum, default_value_t = SplitArg::Train)]
-    split: SplitArg,
+    #[arg(long, value_enum, default_value_t = premem_core::Split::Train)]
+    split: premem_core::Split,
     /// The run seed (sampling seeds also mix in step, example id, sample).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -142,21 +142,6 @@ struct EvalArgs {
     /// The Parquet file to write.
     #[arg(long, default_value = "results.parquet")]
     out: PathBuf,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum SplitArg {
-    Train,
-    Test,
-}
-
-impl SplitArg {
-    pub(crate) fn split(self) -> premem_evaluator::Split {
-        match self {
-            SplitArg::Train => premem_evaluator::Split::Train,
-            SplitArg::Test => premem_evaluator::Split::Test,
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -485,19 +470,24 @@ fn generate(args: GenerateArgs) -> Result<()> {
             })
         })
         .collect::<Result<Vec<_>, premem_model::ModelError>>()?;
-    let params = SamplingParams {
-        max_new_tokens: args.max_new_tokens,
+    let sampling = SamplingSpec {
+        samples: args.samples,
         temperature: args.temperature,
         top_p: args.top_p,
-        stop_token_ids: model.config().eos_token_ids.clone(),
+        max_new_tokens: args.max_new_tokens,
+        ..SamplingSpec::default()
     };
+    sampling
+        .validate()
+        .map_err(|e| anyhow::anyhow!(e.as_flag()))?;
     let pad = model
         .config()
         .pad_token_id
         .or(model.config().eos_token_ids.first().copied())
         .unwrap_or(0);
     let start = Instant::now();
-    let completions = premem_model::generate(&model, &prompts, args.samples, &params, pad, None)
+    let stop = Stop::at_tokens(&model.config().eos_token_ids);
+    let completions = premem_model::generate(&model, &prompts, &sampling, stop, pad)
         .with_context(|| format!("generating with {}", args.model.display()))?;
     let elapsed = start.elapsed().as_secs_f64();
 
@@ -692,11 +682,12 @@ fn bench(command: BenchCommand) -> Result<()> {
                     seed: i as u64,
                 })
                 .collect();
-            let params = SamplingParams {
-                max_new_tokens,
+            let sampling = SamplingSpec {
+                samples,
                 temperature,
                 top_p,
-                stop_token_ids: vec![],
+                max_new_tokens,
+                ..SamplingSpec::default()
             };
             let sync = || {
                 if let Device::Cuda(i) = device {
@@ -704,11 +695,11 @@ fn bench(command: BenchCommand) -> Result<()> {
                 }
             };
             for _ in 0..warmup {
-                premem_model::generate(&model, &batch, samples, &params, 0, None)?;
+                premem_model::generate(&model, &batch, &sampling, Stop::default(), 0)?;
             }
             sync();
             let started = Instant::now();
-            let out = premem_model::generate(&model, &batch, samples, &params, 0, None)?;
+            let out = premem_model::generate(&model, &batch, &sampling, Stop::default(), 0)?;
             sync();
             let seconds = started.elapsed().as_secs_f64();
             let tokens: usize = out.iter().map(|c| c.tokens.len()).sum();
@@ -744,7 +735,7 @@ fn bench(command: BenchCommand) -> Result<()> {
                     "--batch-size, --micro-batch-size and --steps must be positive, --seq-len at least 2"
                 );
             }
-            let settings = premem_trainer::bench::BenchSettings {
+            let settings = bench_train::BenchSettings {
                 batch_size,
                 micro_batch_size,
                 seq_len,
@@ -753,8 +744,7 @@ fn bench(command: BenchCommand) -> Result<()> {
                 device,
                 kind: dtype.kind(device),
             };
-            let result =
-                premem_trainer::bench::bench_train(ModelConfig::from_file(&config)?, &settings)?;
+            let result = bench_train::bench_train(ModelConfig::from_file(&config)?, &settings)?;
             println!("{}", serde_json::to_string(&result)?);
         }
     }
@@ -803,10 +793,12 @@ fn eval(args: EvalArgs) -> Result<()> {
         pad: model.config().pad_token_id.unwrap_or(eos),
     };
     let settings = EvalSettings {
+        split: args.split,
         checkpoint_step: step,
         seed: args.seed,
+        sampling: sampling.sampling()?.clone(),
+        batch_size: sampling.batch_size,
         max_length: model.config().max_position_embeddings as usize,
-        ..sampling.settings(args.split.split())?
     };
     let bar = indicatif::ProgressBar::new(examples.len() as u64);
     bar.set_style(
@@ -835,7 +827,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         base.len(),
         settings.split.name(),
         args.checkpoint,
-        args.sampling.samples,
+        settings.sampling.samples,
         100.0 * mean(&|r| r.accuracy, &base),
         perplexities
             .get(perplexities.len() / 2)
@@ -843,7 +835,7 @@ fn eval(args: EvalArgs) -> Result<()> {
             .unwrap_or(f64::NAN),
         100.0 * mean(&|r| r.frac_equal_target, &base),
     );
-    for preamble in &args.sampling.preambles {
+    for preamble in &settings.sampling.preambles {
         let with: Vec<_> = rows.iter().filter(|r| &r.preamble == preamble).collect();
         println!(
             "  with preamble \"{preamble}\": accuracy {:.1}%",

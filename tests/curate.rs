@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::cluster::{Cluster, TOKEN};
 use common::{file_times, premem, synth_data, text};
-use premem_core::curation::{CurationState, Strategy};
+use premem_curation::{CurationState, Strategy};
 
 /// 12 train problems of 1 to 3 steps (2 candidates each in the pool), 6
 /// test problems and the tiny model config, in `dir`.

@@ -8,10 +8,10 @@
 //! - [`service`]: the gRPC service over the state;
 //! - [`persist`]: the state store and the rebuild after a restart;
 //! - [`metrics`]: Prometheus metrics;
-//! - [`server`]: serving it all;
-//! - [`bench`]: a load benchmark of the lease path.
+//! - [`server`]: serving it all.
+//!
+//! The load benchmark of the lease path is `tests/bench.rs`.
 
-pub mod bench;
 pub mod metrics;
 pub mod persist;
 pub mod server;

@@ -16,8 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::metrics::Metrics;
 use crate::persist::Persist;
 use crate::state::{
-    Action, Assignment, Completed, Examples, Job, Phase, Refusal, Rendezvous, Row, Split, State,
-    TaskKey,
+    Action, Assignment, Completed, Examples, Job, Phase, Refusal, Rendezvous, Row, State, TaskKey,
 };
 
 impl From<Refusal> for Status {
@@ -53,14 +52,7 @@ pub fn build_job(spec: JobSpec) -> Result<Job, String> {
             .collect(),
         None => vec![],
     };
-    let plan = premem_core::order::DataPlan::new(
-        train.len(),
-        spec.data.fraction,
-        spec.train.batch_size,
-        spec.train.epochs,
-        spec.train.keep_steps_of_epochs,
-        spec.run.seed,
-    );
+    let plan = premem_core::order::DataPlan::for_job(&spec, train.len());
     let spec_json = serde_json::to_string(&spec).expect("spec serialises");
     Ok(Job::new(
         spec,
@@ -108,22 +100,6 @@ impl Service {
     fn internal(&self, what: &str, e: impl std::fmt::Display) -> Status {
         tracing::error!(error = %e, "{what}");
         Status::internal(format!("{what}: {e}"))
-    }
-}
-
-fn params(spec: &JobSpec, split: Split) -> v1::EvalParams {
-    let e = &spec.eval;
-    v1::EvalParams {
-        samples: e.samples as u32,
-        temperature: e.temperature,
-        top_p: e.top_p,
-        max_new_tokens: e.max_new_tokens,
-        preambles: match split {
-            Split::Train => e.preambles.clone(),
-            Split::Test => vec![],
-        },
-        batch_size: e.batch_size as u32,
-        keep_samples: e.keep_samples as u32,
     }
 }
 
@@ -511,7 +487,6 @@ impl Coordinator for Service {
                         step: key.step,
                         split: key.split.name().to_string(),
                         example_ids: leased.examples,
-                        params: Some(params(&job.spec, key.split)),
                         result_file: key.result_file(),
                     }),
                     lease_ttl_ms: ttl.as_millis() as u64,

@@ -37,21 +37,7 @@ use premem_core::pm::{CheckpointPm, Observation, PmTracker};
 use premem_core::results::results_prefix;
 use premem_core::spec::JobSpec;
 
-/// Which split a task evaluates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Split {
-    Train,
-    Test,
-}
-
-impl Split {
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Test => "test",
-        }
-    }
-}
+use premem_core::Split;
 
 /// A task's place in its job: tasks are leased in this order (oldest
 /// checkpoint first, train before test).
@@ -89,11 +75,7 @@ pub fn parse_task_id(id: &str) -> Option<(&str, TaskKey)> {
     let (job, step) = rest.rsplit_once('/')?;
     let step = premem_core::checkpoint::parse_step_name(step)?;
     let (split, index) = last.split_once('-')?;
-    let split = match split {
-        "train" => Split::Train,
-        "test" => Split::Test,
-        _ => return None,
-    };
+    let split = Split::from_name(split)?;
     if index.len() != 4 {
         return None;
     }

@@ -13,6 +13,35 @@ use sha2::{Digest, Sha256};
 
 use crate::answer::{AnswerStyle, gold_answer};
 
+/// Which split of a job's data: the train examples the run trains on (for
+/// P-M accuracy) or the test split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    /// The name in files, task ids and result rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+
+    /// The split named `name` ([`Split::name`]).
+    pub fn from_name(name: &str) -> Option<Split> {
+        match name {
+            "train" => Some(Split::Train),
+            "test" => Some(Split::Test),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Example {
     pub id: String,

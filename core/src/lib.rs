@@ -1,19 +1,21 @@
 //! premem-core: what every premem process shares and that needs no libtorch —
 //! job specs, datasets and answer checking, data order, the synthetic task,
 //! the object-store layout of runs, evaluation result files, the P-M accuracy
-//! formulas ([`pm`]) and the reports built on them.
+//! formulas ([`pm`]), the sampling settings ([`sampling`]) and the retry
+//! policy ([`retry`]). The reports (`premem-report`) and curation
+//! (`premem-curation`) are built on it.
 
 pub mod answer;
 pub mod baselines;
 pub mod checkpoint;
-pub mod curation;
 pub mod dataset;
 pub mod files;
 pub mod order;
 pub mod pm;
 pub mod provenance;
-pub mod report;
 pub mod results;
+pub mod retry;
+pub mod sampling;
 pub mod spec;
 pub mod store;
 pub mod sweep;
@@ -21,7 +23,8 @@ pub mod synth;
 pub mod template;
 
 pub use answer::AnswerStyle;
-pub use dataset::{Dataset, DatasetSpec, Example};
+pub use dataset::{Dataset, DatasetSpec, Example, Split};
+pub use sampling::SamplingSpec;
 pub use spec::JobSpec;
 pub use store::{BlockingStore, Store, StoreError};
 pub use template::PromptTemplate;

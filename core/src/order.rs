@@ -70,6 +70,21 @@ impl DataPlan {
         }
     }
 
+    /// The plan of `job` over its `n` training examples: the one place that
+    /// reads a job's data order out of its spec (the coordinator for the
+    /// step count, every trainer rank for its batches).
+    pub fn for_job(job: &crate::spec::JobSpec, n: usize) -> DataPlan {
+        let t = &job.train;
+        DataPlan::new(
+            n,
+            job.data.fraction,
+            t.batch_size,
+            t.epochs,
+            t.keep_steps_of_epochs,
+            job.run.seed,
+        )
+    }
+
     /// Epoch of a 0-based step.
     pub fn epoch_of(&self, step: u64) -> u64 {
         step / self.steps_per_epoch

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::dataset::DatasetSpec;
+use crate::sampling::SamplingSpec;
 use crate::template::PromptTemplate;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,52 +238,51 @@ impl Default for CheckpointSpec {
     }
 }
 
+/// Prompts per generation batch of an evaluation (`eval.batch_size`,
+/// `premem eval --batch-size`).
+pub const DEFAULT_EVAL_BATCH_SIZE: usize = 16;
+
 /// The evaluation of every checkpoint by the evaluator fleet: the train
 /// examples the run trains on (for P-M accuracy) and the test split (when
-/// `data.test` is set), in tasks of `task_examples` examples.
+/// `data.test` is set), in tasks of `task_examples` examples. The sampling
+/// settings ([`SamplingSpec`]) sit in the same table (`[eval] samples = 5`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct EvalSpec {
     /// Evaluate checkpoints at all (`premem run`, the coordinator).
     pub enabled: bool,
-    /// K: samples per example (paper: 5).
-    pub samples: usize,
-    pub temperature: f64,
-    pub top_p: f64,
-    /// Paper: 512 for GSM8K, 1024 for MATH.
-    pub max_new_tokens: i64,
-    /// Preambles for the robustness measurement, on train examples.
-    pub preambles: Vec<String>,
+    /// K, temperature, top-p, new tokens, preambles, kept texts.
+    #[serde(flatten)]
+    pub sampling: SamplingSpec,
     /// Only the first N examples of each split.
     pub limit: Option<usize>,
     /// Examples per task: the unit of leasing. Results do not depend on it
     /// for a given value, nor on how many evaluators run.
     pub task_examples: usize,
-    /// Prompts per generation batch.
+    /// Prompts per generation batch (each with its K samples).
     pub batch_size: usize,
-    /// Sample texts kept per result row.
-    pub keep_samples: usize,
     /// The memorization threshold for the live P-M accuracy.
     pub threshold: crate::pm::Threshold,
     /// A task that fails this many times fails the job.
     pub max_attempts: u32,
+    /// Keys of `[eval]` that are neither the fields above nor the sampling
+    /// settings (serde cannot deny unknown keys next to a flattened table,
+    /// so [`JobSpec::validate`] refuses them).
+    #[serde(flatten, skip_serializing)]
+    pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 impl Default for EvalSpec {
     fn default() -> Self {
         EvalSpec {
             enabled: true,
-            samples: 5,
-            temperature: 0.8,
-            top_p: 0.95,
-            max_new_tokens: 512,
-            preambles: vec![],
+            sampling: SamplingSpec::default(),
             limit: None,
             task_examples: 32,
-            batch_size: 16,
-            keep_samples: 1,
+            batch_size: DEFAULT_EVAL_BATCH_SIZE,
             threshold: crate::pm::Threshold::LogLog(-2.4),
             max_attempts: 3,
+            unknown: Default::default(),
         }
     }
 }
@@ -533,26 +533,17 @@ impl JobSpec {
 
     fn validate_distributed(&self) -> Result<(), String> {
         let e = &self.eval;
-        if e.samples == 0 || e.task_examples == 0 || e.batch_size == 0 || e.max_attempts == 0 {
+        if let Some(key) = e.unknown.keys().next() {
+            return Err(format!("eval: unknown field `{key}`"));
+        }
+        e.sampling.validate().map_err(|e| e.in_spec("eval"))?;
+        if e.task_examples == 0 || e.batch_size == 0 || e.max_attempts == 0 {
             return Err(
-                "eval.samples, eval.task_examples, eval.batch_size and eval.max_attempts must be positive"
-                    .into(),
+                "eval.task_examples, eval.batch_size and eval.max_attempts must be positive".into(),
             );
-        }
-        if !(e.temperature >= 0.0 && e.temperature.is_finite()) {
-            return Err(format!("eval.temperature {} must be ≥ 0", e.temperature));
-        }
-        if !(e.top_p > 0.0 && e.top_p <= 1.0) {
-            return Err(format!("eval.top_p {} must be in (0, 1]", e.top_p));
-        }
-        if e.max_new_tokens < 1 {
-            return Err("eval.max_new_tokens must be at least 1".into());
         }
         if e.limit == Some(0) {
             return Err("eval.limit must be positive (leave it out for every example)".into());
-        }
-        if e.preambles.iter().any(|p| p.trim().is_empty()) {
-            return Err("eval.preambles must not be empty strings".into());
         }
         e.threshold
             .validate()
@@ -660,6 +651,38 @@ micro_batch_size = 4
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown variant `csv`"), "{err}");
+    }
+
+    #[test]
+    fn eval_holds_the_sampling_settings_in_its_own_table_and_refuses_unknown_keys() {
+        let spec = parse(&format!(
+            "{MINIMAL}\n[eval]\nsamples = 3\ntop_p = 1\ntask_examples = 4\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (spec.eval.sampling.samples, spec.eval.sampling.top_p),
+            (3, 1.0)
+        );
+        assert_eq!(spec.eval.sampling.temperature, 0.8);
+        assert_eq!(spec.eval.task_examples, 4);
+        // The JSON on the wire and in run.json keeps the flat table.
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["eval"]["samples"], 3);
+        assert!(json["eval"].get("sampling").is_none() && json["eval"].get("unknown").is_none());
+        let back: JobSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, spec);
+
+        let err = parse(&format!("{MINIMAL}\n[eval]\nsampels = 3\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("job.toml") && err.contains("eval: unknown field `sampels`"),
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}\n[eval]\nsamples = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("eval.samples must be at least 1"), "{err}");
     }
 
     #[test]

@@ -1303,8 +1303,8 @@ micro_batch_size = 4
             assert!(!s.checkpoint.every_epoch);
             assert_eq!(s.checkpoint.every_steps, Some(64));
             assert_eq!(s.eval.limit, Some(32));
-            assert_eq!(s.eval.samples, 3);
-            assert_eq!(s.eval.max_new_tokens, 96);
+            assert_eq!(s.eval.sampling.samples, 3);
+            assert_eq!(s.eval.sampling.max_new_tokens, 96);
             assert_eq!(s.eval.task_examples, 16);
             assert_eq!(r.spec.run.output, format!("runs/synth-sweep/{}", r.name));
         }
@@ -1332,7 +1332,7 @@ micro_batch_size = 4
         );
         assert!(gsm8k.iter().all(|r| r.spec.cluster.trainers == 8
             && r.spec.cluster.backend == crate::spec::Backend::Nccl
-            && r.spec.eval.samples == 5
-            && r.spec.eval.max_new_tokens == 512));
+            && r.spec.eval.sampling.samples == 5
+            && r.spec.eval.sampling.max_new_tokens == 512));
     }
 }

@@ -41,7 +41,7 @@ pub enum EvalError {
     #[error(transparent)]
     Model(#[from] premem_model::ModelError),
     #[error(transparent)]
-    Batch(#[from] premem_trainer::batch::BatchError),
+    Batch(#[from] premem_model::batch::BatchError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

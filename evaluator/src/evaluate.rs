@@ -9,86 +9,50 @@
 
 use premem_core::answer::{AnswerStyle, is_correct};
 pub use premem_core::results::ExampleResult;
-use premem_core::{Example, PromptTemplate};
-use premem_model::{CausalLm, Prompt, SamplingParams, Tokenizer, generate, mix_seed};
-use premem_trainer::batch::{Batch, TokenizedExample, per_example_nll, tokenize};
-use serde::{Deserialize, Serialize};
+use premem_core::{Example, PromptTemplate, SamplingSpec, Split};
+use premem_model::batch::{Batch, TokenizedExample, per_example_nll, tokenize};
+use premem_model::{CausalLm, Prompt, Stop, Tokenizer, generate, mix_seed};
 use sha2::{Digest, Sha256};
 
 use crate::error::{EvalError, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    Train,
-    Test,
-}
-
-impl Split {
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Test => "test",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One evaluation: which split and checkpoint (both part of every sampling
+/// seed, with the run seed), how to sample, and how to batch.
+#[derive(Clone, Debug, PartialEq)]
 pub struct EvalSettings {
     pub split: Split,
     /// The checkpoint's training step (part of every sampling seed).
     pub checkpoint_step: u64,
-    /// K: samples per example (and per preamble).
-    pub samples: usize,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub max_new_tokens: i64,
     /// The run seed.
     pub seed: u64,
-    /// Preambles that start the answer (e.g. "First", "We know that");
-    /// results come for no preamble and for each of these.
-    pub preambles: Vec<String>,
+    /// K, temperature, top-p, new tokens, the preambles to sample with
+    /// (results come for no preamble and for each of these), kept texts.
+    pub sampling: SamplingSpec,
     /// Prompts per generation batch (each with its K samples).
     pub batch_size: usize,
-    /// Sample texts kept per result row.
-    pub keep_samples: usize,
     /// Longer prompt + target sequences are cut for the perplexity.
     pub max_length: usize,
 }
 
 impl EvalSettings {
-    /// The paper authors' recipe for GSM8K: K = 5, temperature 0.8, top-p
-    /// 0.95, 512 new tokens (MATH: 1024).
+    /// The paper authors' recipe ([`SamplingSpec::default`]) in batches of 16.
     pub fn paper(split: Split, checkpoint_step: u64) -> EvalSettings {
         EvalSettings {
             split,
             checkpoint_step,
-            samples: 5,
-            temperature: 0.8,
-            top_p: 0.95,
-            max_new_tokens: 512,
             seed: 0,
-            preambles: vec![],
+            sampling: SamplingSpec::default(),
             batch_size: 16,
-            keep_samples: 0,
             max_length: 4096,
         }
     }
 
-    pub fn validate(&self) -> Result<()> {
-        if self.samples == 0 {
-            return Err(EvalError::Invalid("samples (K) must be at least 1".into()));
-        }
+    fn validate(&self) -> Result<()> {
+        self.sampling
+            .validate()
+            .map_err(|e| EvalError::Invalid(e.to_string()))?;
         if self.batch_size == 0 {
             return Err(EvalError::Invalid("batch size must be at least 1".into()));
-        }
-        if self.max_new_tokens < 1 {
-            return Err(EvalError::Invalid(
-                "max_new_tokens must be at least 1".into(),
-            ));
-        }
-        if self.preambles.iter().any(|p| p.trim().is_empty()) {
-            return Err(EvalError::Invalid("preambles must not be empty".into()));
         }
         Ok(())
     }
@@ -134,22 +98,18 @@ impl Evaluator<'_> {
         progress: &dyn Fn(usize),
     ) -> Result<Vec<ExampleResult>> {
         settings.validate()?;
-        let mut rows = Vec::with_capacity(examples.len() * (1 + settings.preambles.len()));
+        let preambles = &settings.sampling.preambles;
+        let mut rows = Vec::with_capacity(examples.len() * (1 + preambles.len()));
         let mut done = 0;
         for chunk in examples.chunks(settings.batch_size) {
             let perplexity = self.target_nll(chunk, settings)?;
-            let preambles =
-                std::iter::once("").chain(settings.preambles.iter().map(String::as_str));
             let mut per_preamble = vec![];
-            for (p, preamble) in preambles.enumerate() {
+            for (p, preamble) in with_none(preambles).enumerate() {
                 per_preamble.push(self.sample(chunk, settings, p, preamble)?);
             }
             for (i, example) in chunk.iter().enumerate() {
                 let (nll, tokens) = perplexity[i];
-                for (p, preamble) in std::iter::once("")
-                    .chain(settings.preambles.iter().map(String::as_str))
-                    .enumerate()
-                {
+                for (p, preamble) in with_none(preambles).enumerate() {
                     let samples = &per_preamble[p][i];
                     rows.push(self.row(example, settings, preamble, nll, tokens, samples));
                 }
@@ -218,22 +178,13 @@ impl Evaluator<'_> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let params = SamplingParams {
-            max_new_tokens: settings.max_new_tokens,
-            temperature: settings.temperature,
-            top_p: settings.top_p,
-            stop_token_ids: vec![self.eos],
+        let stop_string = self.stop_condition();
+        let stop = Stop {
+            token_ids: std::slice::from_ref(&self.eos),
+            condition: Some(&stop_string),
         };
-        let stop = self.stop_condition();
-        let completions = generate(
-            self.model,
-            &prompts,
-            settings.samples,
-            &params,
-            self.pad,
-            Some(&stop),
-        )?;
-        let mut samples = vec![Vec::with_capacity(settings.samples); examples.len()];
+        let completions = generate(self.model, &prompts, &settings.sampling, stop, self.pad)?;
+        let mut samples = vec![Vec::with_capacity(settings.sampling.samples); examples.len()];
         for c in completions {
             let text = self.tokenizer.decode(&c.tokens, true)?;
             let answer = self
@@ -288,11 +239,16 @@ impl Evaluator<'_> {
             sample_confidences: samples.iter().map(|s| s.confidence).collect(),
             sample_texts: samples
                 .iter()
-                .take(settings.keep_samples)
+                .take(settings.sampling.keep_samples)
                 .map(|s| s.text.clone())
                 .collect(),
         }
     }
+}
+
+/// No preamble (""), then each of `preambles`.
+fn with_none(preambles: &[String]) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(preambles.iter().map(String::as_str))
 }
 
 /// Whether the text of `tokens` contains a stop string near its end. Each

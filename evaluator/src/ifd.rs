@@ -9,8 +9,8 @@
 //! e.g. BOS), or EOS when it adds none.
 
 use premem_core::{Example, PromptTemplate};
+use premem_model::batch::{Batch, TokenizedExample, per_example_nll, tokenize};
 use premem_model::{CausalLm, Tokenizer};
-use premem_trainer::batch::{Batch, TokenizedExample, per_example_nll, tokenize};
 
 use crate::error::{EvalError, Result};
 

@@ -10,20 +10,21 @@ use std::path::{Path, PathBuf};
 use premem_core::answer::AnswerStyle;
 use premem_core::checkpoint::{Area, RunRecord, published_steps, read_run_record, step_prefix};
 use premem_core::results::{results_prefix, to_parquet};
-use premem_core::{BlockingStore, Dataset, Example, Store};
+use premem_core::{BlockingStore, Dataset, Example, SamplingSpec, Split, Store};
 use premem_model::{CausalLm, Tokenizer};
 use tch::{Device, Kind};
 
 use crate::error::{EvalError, Result};
-use crate::evaluate::{EvalSettings, Evaluator, Split};
+use crate::evaluate::{EvalSettings, Evaluator};
 
 /// How to evaluate a run (the rest comes from its `run.json`).
 #[derive(Clone, Debug)]
 pub struct RunEvalOptions {
     pub splits: Vec<Split>,
-    /// K, temperature, top-p, new tokens, preambles, batch size, kept texts
-    /// (split, step and seed are set per task).
-    pub settings: EvalSettings,
+    /// How to sample (the preambles on train queries only).
+    pub sampling: SamplingSpec,
+    /// Prompts per generation batch.
+    pub batch_size: usize,
     /// Only the first N examples of each split.
     pub limit: Option<usize>,
     /// Only these checkpoint steps (all published ones when `None`).
@@ -57,52 +58,30 @@ pub fn settings_file(step: u64, split: Split) -> String {
     format!("{}/{}.settings.json", results_prefix(step), split.name())
 }
 
-/// What must match for earlier results to stand.
+/// What must match for earlier results to stand: how they were sampled
+/// (with the split's preambles) and how many examples they cover.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Recorded {
-    samples: usize,
-    temperature: f64,
-    top_p: f64,
-    max_new_tokens: i64,
-    preambles: Vec<String>,
+    #[serde(flatten)]
+    sampling: SamplingSpec,
     examples: usize,
 }
 
 impl Recorded {
-    fn new(settings: &EvalSettings, split: Split, examples: usize) -> Recorded {
+    fn new(sampling: &SamplingSpec, split: Split, examples: usize) -> Recorded {
         Recorded {
-            samples: settings.samples,
-            temperature: settings.temperature,
-            top_p: settings.top_p,
-            max_new_tokens: settings.max_new_tokens,
-            preambles: match split {
-                Split::Train => settings.preambles.clone(),
-                Split::Test => vec![],
-            },
+            sampling: sampling.for_split(split),
             examples,
         }
     }
 
-    /// Results made with `self` serve a request for `wanted`: the same
-    /// sampling settings and examples, and at least the wanted preambles.
+    /// Results made with `self` serve a request for `wanted`.
     fn covers(&self, wanted: &Recorded) -> bool {
-        let same = Recorded {
-            preambles: wanted.preambles.clone(),
-            ..self.clone()
-        };
-        same == *wanted && wanted.preambles.iter().all(|p| self.preambles.contains(p))
+        self.examples == wanted.examples && self.sampling.covers(&wanted.sampling)
     }
 
     fn describe(&self) -> String {
-        format!(
-            "K={} T={} top-p={} max-new-tokens={} preambles={:?} examples={}",
-            self.samples,
-            self.temperature,
-            self.top_p,
-            self.max_new_tokens,
-            self.preambles,
-            self.examples
-        )
+        format!("{} examples={}", self.sampling.describe(), self.examples)
     }
 }
 
@@ -143,6 +122,30 @@ pub fn answer_style(record: &RunRecord, split: Split) -> Result<AnswerStyle> {
     }
 }
 
+/// What every checkpoint of a run is evaluated on: a split's examples (the
+/// limit applied) and how its answers are marked.
+struct SplitInput {
+    split: Split,
+    examples: Vec<Example>,
+    style: AnswerStyle,
+}
+
+/// The run being evaluated: its store, its record and where its
+/// checkpoints are.
+struct RunEval<'a> {
+    location: &'a str,
+    run: BlockingStore,
+    record: RunRecord,
+    options: &'a RunEvalOptions,
+}
+
+/// The model of one checkpoint, loaded once for all its splits.
+struct Loaded {
+    model: CausalLm,
+    tokenizer: Tokenizer,
+    eos: i64,
+}
+
 /// Evaluates the run at `location`; `progress(step, split, done, total)`.
 pub fn evaluate_run(
     location: &str,
@@ -150,81 +153,120 @@ pub fn evaluate_run(
     progress: &dyn Fn(u64, Split, usize, usize),
 ) -> Result<Vec<TaskReport>> {
     let run = BlockingStore::new(Store::open(location)?)?;
-    let store = run.store();
-    let record = run.run(read_run_record(store))?;
-    let mut steps = run.run(published_steps(store, Area::Weights))?;
-    if let Some(wanted) = &options.steps {
-        if let Some(missing) = wanted.iter().find(|s| !steps.contains(s)) {
-            return Err(EvalError::Invalid(format!(
-                "{}: no published checkpoint at step {missing} (published: {steps:?})",
-                store.url()
-            )));
-        }
-        steps.retain(|s| wanted.contains(s));
-    }
-    let mut splits = vec![];
-    for &split in &options.splits {
-        let mut examples = split_examples(&record, split)?;
-        if let Some(limit) = options.limit {
-            examples.truncate(limit);
-        }
-        let style = answer_style(&record, split)?;
-        splits.push((split, examples, style));
-    }
-
+    let record = run.run(read_run_record(run.store()))?;
+    let eval = RunEval {
+        location,
+        run,
+        record,
+        options,
+    };
+    let steps = eval.steps()?;
+    let inputs = eval.split_inputs()?;
     let mut reports = vec![];
-    for &step in &steps {
+    for step in steps {
         let mut todo = vec![];
-        for entry in &splits {
-            let (split, examples, _) = entry;
-            let settings_file = settings_file(step, *split);
-            if !options.redo && run.run(store.exists(&results_file(step, *split)))? {
-                // Done before: it stands only if made with the same settings
-                // (extra preamble rows do no harm).
-                let wanted = Recorded::new(&options.settings, *split, examples.len());
-                let found: Option<Recorded> = match run.run(store.exists(&settings_file))? {
-                    true => serde_json::from_slice(&run.run(store.get(&settings_file))?).ok(),
-                    false => None,
-                };
-                if !found.as_ref().is_some_and(|f| f.covers(&wanted)) {
-                    return Err(EvalError::Invalid(format!(
-                        "{}: evaluated with other settings ({}) than now ({}); pass --redo to evaluate again, or the same settings",
-                        store.url_of(&results_file(step, *split)),
-                        found.map_or("unknown".into(), |f| f.describe()),
-                        wanted.describe()
-                    )));
-                }
-                continue;
-            }
-            todo.push(entry);
-        }
-        for (split, examples, _) in &splits {
-            if !todo.iter().any(|(s, _, _)| s == split) {
+        for input in &inputs {
+            if eval.has_results(step, input)? {
                 reports.push(TaskReport {
                     step,
-                    split: *split,
-                    examples: examples.len(),
+                    split: input.split,
+                    examples: input.examples.len(),
                     accuracy: None,
                     skipped: true,
                 });
+            } else {
+                todo.push(input);
             }
         }
         if todo.is_empty() {
             continue;
         }
-        let prefix = step_prefix(Area::Weights, step);
-        let checkpoint = if location.contains("://") {
-            crate::checkpoint::fetch(&store.url_of(&prefix), &options.cache_dir)?
-        } else {
-            crate::checkpoint::fetch(
-                &Path::new(location).join(&prefix).to_string_lossy(),
-                &options.cache_dir,
-            )?
+        let loaded = eval.load(step)?;
+        for input in todo {
+            reports.push(eval.evaluate_split(step, input, &loaded, progress)?);
+        }
+    }
+    Ok(reports)
+}
+
+impl RunEval<'_> {
+    /// The published checkpoint steps to evaluate.
+    fn steps(&self) -> Result<Vec<u64>> {
+        let store = self.run.store();
+        let mut steps = self.run.run(published_steps(store, Area::Weights))?;
+        if let Some(wanted) = &self.options.steps {
+            if let Some(missing) = wanted.iter().find(|s| !steps.contains(s)) {
+                return Err(EvalError::Invalid(format!(
+                    "{}: no published checkpoint at step {missing} (published: {steps:?})",
+                    store.url()
+                )));
+            }
+            steps.retain(|s| wanted.contains(s));
+        }
+        Ok(steps)
+    }
+
+    fn split_inputs(&self) -> Result<Vec<SplitInput>> {
+        let mut inputs = vec![];
+        for &split in &self.options.splits {
+            let mut examples = split_examples(&self.record, split)?;
+            if let Some(limit) = self.options.limit {
+                examples.truncate(limit);
+            }
+            let style = answer_style(&self.record, split)?;
+            inputs.push(SplitInput {
+                split,
+                examples,
+                style,
+            });
+        }
+        Ok(inputs)
+    }
+
+    /// Whether `input`'s results at `step` exist and stand: made with the
+    /// same settings (extra preamble rows do no harm); other settings are an
+    /// error unless `redo`.
+    fn has_results(&self, step: u64, input: &SplitInput) -> Result<bool> {
+        let (run, store) = (&self.run, self.run.store());
+        let results = results_file(step, input.split);
+        if self.options.redo || !run.run(store.exists(&results))? {
+            return Ok(false);
+        }
+        let wanted = Recorded::new(&self.options.sampling, input.split, input.examples.len());
+        let settings = settings_file(step, input.split);
+        let found: Option<Recorded> = match run.run(store.exists(&settings))? {
+            true => serde_json::from_slice(&run.run(store.get(&settings))?).ok(),
+            false => None,
         };
-        let kind = options
+        if found.as_ref().is_some_and(|f| f.covers(&wanted)) {
+            return Ok(true);
+        }
+        Err(EvalError::Invalid(format!(
+            "{}: evaluated with other settings ({}) than now ({}); pass --redo to evaluate again, or the same settings",
+            store.url_of(&results),
+            found.map_or("unknown".into(), |f| f.describe()),
+            wanted.describe()
+        )))
+    }
+
+    /// The checkpoint at `step`, fetched into the cache and loaded.
+    fn load(&self, step: u64) -> Result<Loaded> {
+        let prefix = step_prefix(Area::Weights, step);
+        let source = if self.location.contains("://") {
+            self.run.store().url_of(&prefix)
+        } else {
+            Path::new(self.location)
+                .join(&prefix)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let checkpoint = crate::checkpoint::fetch(&source, &self.options.cache_dir)?;
+        let device = self.options.device;
+        let kind = self
+            .options
             .kind
-            .unwrap_or_else(|| premem_model::default_kind(options.device));
-        let model = CausalLm::load(&checkpoint.dir, options.device, kind)?;
+            .unwrap_or_else(|| premem_model::default_kind(device));
+        let model = CausalLm::load(&checkpoint.dir, device, kind)?;
         let tokenizer = Tokenizer::from_dir(&checkpoint.dir)?;
         tokenizer.check_fits(model.config().vocab_size)?;
         let eos = *model.config().eos_token_ids.first().ok_or_else(|| {
@@ -233,58 +275,68 @@ pub fn evaluate_run(
                 checkpoint.dir.display()
             ))
         })?;
-        for (split, examples, style) in todo {
-            let evaluator = Evaluator {
-                model: &model,
-                tokenizer: &tokenizer,
-                template: &record.spec.prompt,
-                style: *style,
-                eos,
-                pad: model.config().pad_token_id.unwrap_or(eos),
-            };
-            let settings = EvalSettings {
-                split: *split,
-                checkpoint_step: step,
-                seed: record.spec.run.seed,
-                // Robustness to preambles is measured on train queries.
-                preambles: match split {
-                    Split::Train => options.settings.preambles.clone(),
-                    Split::Test => vec![],
-                },
-                max_length: model.config().max_position_embeddings as usize,
-                ..options.settings.clone()
-            };
-            let refs: Vec<&Example> = examples.iter().collect();
-            let total = refs.len();
-            progress(step, *split, 0, total);
-            let rows = evaluator.evaluate(&refs, &settings, &|done| {
-                progress(step, *split, done, total)
-            })?;
-            let bytes =
-                to_parquet(&rows).map_err(|message| premem_core::results::ResultsError {
-                    location: store.url_of(&results_file(step, *split)),
-                    message,
-                })?;
-            // Settings first: results never stand without them.
-            let recorded = Recorded::new(&options.settings, *split, total);
-            run.run(store.put(
-                &settings_file(step, *split),
-                serde_json::to_vec_pretty(&recorded).expect("settings serialise"),
-            ))?;
-            run.run(store.put(&results_file(step, *split), bytes))?;
-            let base: Vec<f64> = rows
-                .iter()
-                .filter(|r| r.preamble.is_empty())
-                .map(|r| r.accuracy)
-                .collect();
-            reports.push(TaskReport {
-                step,
-                split: *split,
-                examples: total,
-                accuracy: Some(base.iter().sum::<f64>() / base.len().max(1) as f64),
-                skipped: false,
-            });
-        }
+        Ok(Loaded {
+            model,
+            tokenizer,
+            eos,
+        })
     }
-    Ok(reports)
+
+    /// Evaluates one split at one checkpoint and writes its settings, then
+    /// its rows (results never stand without their settings).
+    fn evaluate_split(
+        &self,
+        step: u64,
+        input: &SplitInput,
+        loaded: &Loaded,
+        progress: &dyn Fn(u64, Split, usize, usize),
+    ) -> Result<TaskReport> {
+        let (run, store) = (&self.run, self.run.store());
+        let config = loaded.model.config();
+        let evaluator = Evaluator {
+            model: &loaded.model,
+            tokenizer: &loaded.tokenizer,
+            template: &self.record.spec.prompt,
+            style: input.style,
+            eos: loaded.eos,
+            pad: config.pad_token_id.unwrap_or(loaded.eos),
+        };
+        let recorded = Recorded::new(&self.options.sampling, input.split, input.examples.len());
+        let settings = EvalSettings {
+            split: input.split,
+            checkpoint_step: step,
+            seed: self.record.spec.run.seed,
+            sampling: recorded.sampling.clone(),
+            batch_size: self.options.batch_size,
+            max_length: config.max_position_embeddings as usize,
+        };
+        let refs: Vec<&Example> = input.examples.iter().collect();
+        let total = refs.len();
+        progress(step, input.split, 0, total);
+        let rows = evaluator.evaluate(&refs, &settings, &|done| {
+            progress(step, input.split, done, total)
+        })?;
+        let file = results_file(step, input.split);
+        let bytes = to_parquet(&rows).map_err(|message| premem_core::results::ResultsError {
+            location: store.url_of(&file),
+            message,
+        })?;
+        run.run(store.put(
+            &settings_file(step, input.split),
+            serde_json::to_vec_pretty(&recorded).expect("settings serialise"),
+        ))?;
+        run.run(store.put(&file, bytes))?;
+        let base: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.preamble.is_empty())
+            .map(|r| r.accuracy)
+            .collect();
+        Ok(TaskReport {
+            step,
+            split: input.split,
+            examples: total,
+            accuracy: Some(base.iter().sum::<f64>() / base.len().max(1) as f64),
+            skipped: false,
+        })
+    }
 }

@@ -4,8 +4,9 @@
 //! result file in the run's store, and reports the rows P-M accuracy needs
 //! (`CompleteTask`), or the error (`FailTask`).
 //!
-//! A task's rows depend only on the run, the checkpoint and the task (its
-//! examples, in order, and its sampling settings, batch size included):
+//! A task's rows depend only on the run (its spec's `[eval]` sampling
+//! settings and batch size, read from `run.json`), the checkpoint and the
+//! task's examples, in order:
 //! sampling seeds derive from the run seed, the checkpoint step, the example
 //! id and the sample index, so neither the worker nor how many there are
 //! changes a result.
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use premem_core::checkpoint::{RunRecord, read_run_record};
 use premem_core::results::{ResultsError, to_parquet};
-use premem_core::{BlockingStore, Example, Store};
+use premem_core::{BlockingStore, Example, Split, Store};
 use premem_model::{CausalLm, Tokenizer};
 use premem_proto::v1::{
     CompleteTaskRequest, Completion, ExampleRow, FailTaskRequest, LeaseTaskReply, LeaseTaskRequest,
@@ -33,7 +34,7 @@ use tonic::{Code, Status};
 
 use crate::cache::CheckpointCache;
 use crate::error::{EvalError, Result};
-use crate::evaluate::{EvalSettings, Evaluator, ExampleResult, Split};
+use crate::evaluate::{EvalSettings, Evaluator, ExampleResult};
 use crate::run::{answer_style, split_examples};
 
 /// The model a worker holds between tasks (reused while tasks name the same
@@ -164,15 +165,8 @@ pub fn evaluate_task(
         run: task.run.clone(),
         message,
     };
-    let split = match task.split.as_str() {
-        "train" => Split::Train,
-        "test" => Split::Test,
-        other => return Err(fail(format!("unknown split '{other}' (train or test)"))),
-    };
-    let params = task
-        .params
-        .as_ref()
-        .ok_or_else(|| fail("no sampling settings (params)".into()))?;
+    let split = Split::from_name(&task.split)
+        .ok_or_else(|| fail(format!("unknown split '{}' (train or test)", task.split)))?;
     if task.example_ids.is_empty() {
         return Err(fail("no examples".into()));
     }
@@ -222,21 +216,14 @@ pub fn evaluate_task(
         eos: loaded.eos,
         pad: config.pad_token_id.unwrap_or(loaded.eos),
     };
+    // The run's spec is the one source of the sampling settings.
+    let eval = &record.spec.eval;
     let settings = EvalSettings {
         split,
         checkpoint_step: task.step,
-        samples: params.samples as usize,
-        temperature: params.temperature,
-        top_p: params.top_p,
-        max_new_tokens: params.max_new_tokens,
         seed: record.spec.run.seed,
-        // Robustness to preambles is measured on train queries.
-        preambles: match split {
-            Split::Train => params.preambles.clone(),
-            Split::Test => vec![],
-        },
-        batch_size: params.batch_size as usize,
-        keep_samples: params.keep_samples as usize,
+        sampling: eval.sampling.for_split(split),
+        batch_size: eval.batch_size,
         max_length: config.max_position_embeddings as usize,
     };
     let rows = evaluator

@@ -6,10 +6,10 @@ mod common;
 use std::path::PathBuf;
 
 use premem_core::answer::AnswerStyle;
-use premem_core::{Example, PromptTemplate};
+use premem_core::{Example, PromptTemplate, SamplingSpec, Split};
 use premem_evaluator::checkpoint::fetch;
 use premem_evaluator::results::{read_parquet, write_parquet};
-use premem_evaluator::{EvalSettings, Evaluator, Split, select};
+use premem_evaluator::{EvalSettings, Evaluator, select};
 use premem_model::{CausalLm, Tokenizer};
 use tch::{Device, Kind};
 
@@ -32,10 +32,13 @@ fn example(id: &str, query: &str, target: &str) -> Example {
 
 fn settings(samples: usize, batch_size: usize) -> EvalSettings {
     EvalSettings {
-        samples,
+        sampling: SamplingSpec {
+            samples,
+            max_new_tokens: 24,
+            keep_samples: samples,
+            ..SamplingSpec::default()
+        },
         batch_size,
-        max_new_tokens: 24,
-        keep_samples: samples,
         ..EvalSettings::paper(Split::Train, 40)
     }
 }
@@ -128,7 +131,7 @@ fn results_do_not_depend_on_batch_size() {
     let evaluator = synth_evaluator(&model, &tokenizer, &template);
     let refs: Vec<&Example> = examples.iter().collect();
     let mut s = settings(3, 1);
-    s.preambles = vec!["First".into()];
+    s.sampling.preambles = vec!["First".into()];
     let one = evaluator.evaluate(&refs, &s, &|_| {}).unwrap();
     assert_eq!(one.len(), 40, "20 examples x (no preamble + 1 preamble)");
     assert!(

@@ -92,6 +92,15 @@ batch_size = 4
 micro_batch_size = 4
 max_length = 256
 device = "cpu"
+
+[eval]
+samples = 3
+temperature = 0.8
+top_p = 0.95
+max_new_tokens = 10
+preambles = ["First"]
+batch_size = 4
+keep_samples = 3
 "#,
             output = output.display(),
             config = dir.join("tiny.json").display(),
@@ -133,6 +142,14 @@ device = "cpu"
         }
     }
 
+    /// Rewrites the run's `run.json` with its spec changed by `edit`.
+    fn edit_spec(&self, edit: impl FnOnce(&mut JobSpec)) {
+        let path = Path::new(&self.location).join(RUN_FILE);
+        let mut record: RunRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut record.spec);
+        std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+    }
+
     fn cache(&self, name: &str) -> CheckpointCache {
         CheckpointCache::new(self.tmp.path().join(name), 1 << 30).unwrap()
     }
@@ -146,15 +163,6 @@ device = "cpu"
             step: STEP,
             split: split.into(),
             example_ids: ids.iter().map(|s| s.to_string()).collect(),
-            params: Some(EvalParams {
-                samples: 3,
-                temperature: 0.8,
-                top_p: 0.95,
-                max_new_tokens: 10,
-                preambles: vec!["First".into()],
-                batch_size: 4,
-                keep_samples: 3,
-            }),
             result_file: format!("results/step-{STEP:08}/{name}.parquet"),
         }
     }
@@ -300,9 +308,10 @@ fn bad_tasks_are_clear_errors() {
     let mut task = run.task("t", "valid", &["train-00001"]);
     check(&task, &["unknown split 'valid'"]);
     task.split = "train".into();
-    task.params.as_mut().unwrap().samples = 0;
+    // The sampling settings come from the run's spec.
+    run.edit_spec(|spec| spec.eval.sampling.samples = 0);
     check(&task, &["samples (K) must be at least 1", &task.task_id]);
-    task.params.as_mut().unwrap().samples = 1;
+    run.edit_spec(|spec| spec.eval.sampling.samples = 1);
     task.result_file = "../elsewhere.parquet".into();
     check(&task, &["not a path inside the run"]);
     task.result_file = "r.parquet".into();

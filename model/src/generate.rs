@@ -11,50 +11,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
+use premem_core::SamplingSpec;
+
 use crate::error::{ModelError, Result};
 use crate::model::CausalLm;
-
-#[derive(Clone, Debug)]
-pub struct SamplingParams {
-    pub max_new_tokens: i64,
-    /// 0 means greedy decoding.
-    pub temperature: f64,
-    /// Nucleus sampling: keep the smallest set of tokens whose probability
-    /// reaches `top_p` (1.0 keeps all).
-    pub top_p: f64,
-    /// Generation of a row stops after it emits one of these.
-    pub stop_token_ids: Vec<i64>,
-}
-
-impl SamplingParams {
-    pub fn greedy(max_new_tokens: i64) -> SamplingParams {
-        SamplingParams {
-            max_new_tokens,
-            temperature: 0.0,
-            top_p: 1.0,
-            stop_token_ids: vec![],
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.max_new_tokens < 0 {
-            return Err(ModelError::Invalid("max_new_tokens must be >= 0".into()));
-        }
-        if self.temperature.is_nan() || self.temperature < 0.0 {
-            return Err(ModelError::Invalid(format!(
-                "temperature must be >= 0, got {}",
-                self.temperature
-            )));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(ModelError::Invalid(format!(
-                "top_p must be in (0, 1], got {}",
-                self.top_p
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// A prompt (token ids) and the seed of its samples' generators.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,38 +61,64 @@ pub fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
 /// example: the decoded text reached a stop string).
 pub type StopCondition<'a> = &'a dyn Fn(&[i64]) -> bool;
 
-/// Generates `num_samples` completions for each prompt. `pad_id` fills the
-/// left padding (its value is masked out).
+/// How a row ends before the length limit.
+#[derive(Clone, Copy, Default)]
+pub struct Stop<'a> {
+    /// After it emits one of these tokens (EOS, say).
+    pub token_ids: &'a [i64],
+    /// Or once this holds for its generated tokens.
+    pub condition: Option<StopCondition<'a>>,
+}
+
+impl<'a> Stop<'a> {
+    /// Stop at these tokens only.
+    pub fn at_tokens(token_ids: &'a [i64]) -> Stop<'a> {
+        Stop {
+            token_ids,
+            condition: None,
+        }
+    }
+
+    fn reached(&self, token: i64, tokens: &[i64]) -> bool {
+        self.token_ids.contains(&token) || self.condition.is_some_and(|c| c(tokens))
+    }
+}
+
+/// Generates `sampling.samples` completions for each prompt with the
+/// sampling settings (temperature, top-p, at most `max_new_tokens`; the
+/// preambles and kept texts are the caller's). `pad_id` fills the left
+/// padding (its value is masked out).
 pub fn generate(
     model: &CausalLm,
     prompts: &[Prompt],
-    num_samples: usize,
-    params: &SamplingParams,
+    sampling: &SamplingSpec,
+    stop: Stop<'_>,
     pad_id: i64,
-    stop: Option<StopCondition<'_>>,
 ) -> Result<Vec<Completion>> {
-    params.validate()?;
+    sampling
+        .validate()
+        .map_err(|e| ModelError::Invalid(format!("sampling: {e}")))?;
     if let Some(i) = prompts.iter().position(|p| p.tokens.is_empty()) {
         return Err(ModelError::Invalid(format!("prompt {i} is empty")));
     }
-    if prompts.is_empty() || num_samples == 0 {
+    if prompts.is_empty() {
         return Ok(vec![]);
     }
-    tch::no_grad(|| generate_inner(model, prompts, num_samples, params, pad_id, stop))
+    tch::no_grad(|| generate_inner(model, prompts, sampling, stop, pad_id))
 }
 
 fn generate_inner(
     model: &CausalLm,
     prompts: &[Prompt],
-    num_samples: usize,
-    params: &SamplingParams,
+    sampling: &SamplingSpec,
+    stop: Stop<'_>,
     pad_id: i64,
-    stop: Option<StopCondition<'_>>,
 ) -> Result<Vec<Completion>> {
+    let num_samples = sampling.samples;
     let device = model.device();
     let (ids, mask) = left_pad(prompts, pad_id);
     let prompt_len = ids.size()[1];
-    let mut cache = model.new_cache(prompt_len + params.max_new_tokens);
+    let mut cache = model.new_cache(prompt_len + sampling.max_new_tokens);
     let logits = model.forward(
         &ids.to_device(device),
         Some(&mask.to_device(device)),
@@ -169,8 +155,8 @@ fn generate_inner(
         .collect();
     // Completion index of each row of the batch.
     let mut active: Vec<usize> = (0..completions.len()).collect();
-    for step in 0..params.max_new_tokens {
-        let (next, logprobs) = pick_tokens(&logits, &active, &mut rngs, params)?;
+    for step in 0..sampling.max_new_tokens {
+        let (next, logprobs) = pick_tokens(&logits, &active, &mut rngs, sampling)?;
         for ((&row, &token), &logprob) in active.iter().zip(&next).zip(&logprobs) {
             let completion = &mut completions[row];
             // Finished rows stay in the batch until enough of them are
@@ -180,11 +166,10 @@ fn generate_inner(
             }
             completion.tokens.push(token);
             completion.logprob += logprob;
-            completion.stopped = params.stop_token_ids.contains(&token)
-                || stop.is_some_and(|s| s(&completion.tokens));
+            completion.stopped = stop.reached(token, &completion.tokens);
         }
         let finished = active.iter().filter(|&&r| completions[r].stopped).count();
-        if finished == active.len() || step + 1 == params.max_new_tokens {
+        if finished == active.len() || step + 1 == sampling.max_new_tokens {
             break;
         }
         let mut input: Vec<i64> = next;
@@ -232,7 +217,7 @@ fn pick_tokens(
     logits: &Tensor,
     active: &[usize],
     rngs: &mut [ChaCha8Rng],
-    params: &SamplingParams,
+    params: &SamplingSpec,
 ) -> Result<(Vec<i64>, Vec<f64>)> {
     let device = logits.device();
     let chosen = if params.temperature == 0.0 {

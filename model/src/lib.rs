@@ -7,9 +7,12 @@
 //! - [`CausalLm`]: load/save the Hugging Face layout (`weights`), forward with
 //!   padding and a [`KvCache`], random initialisation;
 //! - [`Tokenizer`] from `tokenizer.json`;
+//! - [`batch`]: examples to tokens, padded batches and the summed NLL of
+//!   the target completion (the training loss and the evaluator's perplexity);
 //! - [`generate()`]: batched sampling with a shared prompt cache;
 //! - [`runtime`]: loading the CUDA part of libtorch at start-up.
 
+pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -25,6 +28,6 @@ pub mod weights;
 pub use cache::KvCache;
 pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
-pub use generate::{Completion, Prompt, SamplingParams, generate, mix_seed};
+pub use generate::{Completion, Prompt, Stop, StopCondition, generate, mix_seed};
 pub use model::{CausalLm, SaveOptions, default_kind};
 pub use tokenizer::Tokenizer;

@@ -4,7 +4,8 @@
 mod common;
 
 use common::{device, fixture};
-use premem_model::{CausalLm, Prompt, SamplingParams, generate};
+use premem_core::SamplingSpec;
+use premem_model::{CausalLm, Prompt, Stop, generate};
 use tch::{Kind, Tensor};
 
 const PAD: i64 = 0;
@@ -59,10 +60,9 @@ fn cached_greedy_batch_matches_naive_decoding() {
         let out = generate(
             &model,
             &prompts(),
-            1,
-            &SamplingParams::greedy(10),
+            &SamplingSpec::greedy(10),
+            Stop::default(),
             PAD,
-            None,
         )
         .unwrap();
         assert_eq!(out.len(), 3);
@@ -77,14 +77,15 @@ fn cached_greedy_batch_matches_naive_decoding() {
 #[test]
 fn sampling_is_seeded_per_prompt_and_samples_differ() {
     let model = CausalLm::load(&fixture("qwen2"), device(), Kind::Float).unwrap();
-    let params = SamplingParams {
+    let params = SamplingSpec {
+        samples: 4,
         max_new_tokens: 12,
         temperature: 1.0,
         top_p: 0.95,
-        stop_token_ids: vec![],
+        ..SamplingSpec::default()
     };
-    let a = generate(&model, &prompts(), 4, &params, PAD, None).unwrap();
-    let b = generate(&model, &prompts(), 4, &params, PAD, None).unwrap();
+    let a = generate(&model, &prompts(), &params, Stop::default(), PAD).unwrap();
+    let b = generate(&model, &prompts(), &params, Stop::default(), PAD).unwrap();
     assert_eq!(a, b, "same seeds, same samples");
     assert_eq!(a.len(), 12);
     let first: Vec<&Vec<i64>> = a
@@ -99,16 +100,15 @@ fn sampling_is_seeded_per_prompt_and_samples_differ() {
     let c = generate(
         &model,
         &with_seed_offset(&prompts(), 1),
-        4,
         &params,
+        Stop::default(),
         PAD,
-        None,
     )
     .unwrap();
     assert_ne!(a, c, "other seeds, other samples");
 
     // A prompt's samples do not depend on the other prompts of the batch.
-    let alone = generate(&model, &prompts()[1..2], 4, &params, PAD, None).unwrap();
+    let alone = generate(&model, &prompts()[1..2], &params, Stop::default(), PAD).unwrap();
     let in_batch: Vec<&Vec<i64>> = a
         .iter()
         .filter(|c| c.prompt_index == 1)
@@ -123,22 +123,31 @@ fn sampling_is_seeded_per_prompt_and_samples_differ() {
 #[test]
 fn tiny_top_p_is_greedy_and_stop_conditions_end_rows() {
     let model = CausalLm::load(&fixture("llama"), device(), Kind::Float).unwrap();
-    let greedy = generate(&model, &prompts(), 1, &SamplingParams::greedy(6), PAD, None).unwrap();
-    let nucleus = SamplingParams {
-        max_new_tokens: 6,
+    let greedy = generate(
+        &model,
+        &prompts(),
+        &SamplingSpec::greedy(6),
+        Stop::default(),
+        PAD,
+    )
+    .unwrap();
+    let nucleus = SamplingSpec {
         temperature: 0.8,
         top_p: 1e-6,
-        stop_token_ids: vec![],
+        ..SamplingSpec::greedy(6)
     };
-    let sampled = generate(&model, &prompts(), 1, &nucleus, PAD, None).unwrap();
+    let sampled = generate(&model, &prompts(), &nucleus, Stop::default(), PAD).unwrap();
     assert_eq!(sampled, greedy);
 
     let stop = greedy[1].tokens[2];
-    let params = SamplingParams {
-        stop_token_ids: vec![stop],
-        ..SamplingParams::greedy(6)
-    };
-    let stopped = generate(&model, &prompts(), 1, &params, PAD, None).unwrap();
+    let stopped = generate(
+        &model,
+        &prompts(),
+        &SamplingSpec::greedy(6),
+        Stop::at_tokens(&[stop]),
+        PAD,
+    )
+    .unwrap();
     assert_eq!(stopped[1].tokens, greedy[1].tokens[..3].to_vec());
     assert!(stopped[1].stopped);
     // The other rows run on, unaffected by the finished one.
@@ -156,10 +165,12 @@ fn tiny_top_p_is_greedy_and_stop_conditions_end_rows() {
     let cut = generate(
         &model,
         &prompts(),
-        1,
-        &SamplingParams::greedy(6),
+        &SamplingSpec::greedy(6),
+        Stop {
+            token_ids: &[],
+            condition: Some(&two),
+        },
         PAD,
-        Some(&two),
     )
     .unwrap();
     for (c, g) in cut.iter().zip(&greedy) {
@@ -171,11 +182,11 @@ fn tiny_top_p_is_greedy_and_stop_conditions_end_rows() {
 #[test]
 fn bad_sampling_parameters_are_errors() {
     let model = CausalLm::load(&fixture("llama"), device(), Kind::Float).unwrap();
-    let bad = SamplingParams {
+    let bad = SamplingSpec {
         top_p: 0.0,
-        ..SamplingParams::greedy(4)
+        ..SamplingSpec::greedy(4)
     };
-    let err = generate(&model, &prompts(), 1, &bad, PAD, None)
+    let err = generate(&model, &prompts(), &bad, Stop::default(), PAD)
         .unwrap_err()
         .to_string();
     assert!(err.contains("top_p"), "{err}");
@@ -183,8 +194,14 @@ fn bad_sampling_parameters_are_errors() {
         tokens: vec![],
         seed: 0,
     }];
-    let err = generate(&model, &empty, 1, &SamplingParams::greedy(4), PAD, None)
-        .unwrap_err()
-        .to_string();
+    let err = generate(
+        &model,
+        &empty,
+        &SamplingSpec::greedy(4),
+        Stop::default(),
+        PAD,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("prompt 0 is empty"), "{err}");
 }

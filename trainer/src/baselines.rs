@@ -12,9 +12,9 @@ use premem_model::CausalLm;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use crate::batch::{Batch, TokenizedExample, summed_nll};
 use crate::error::Result;
 use crate::optim::Optimizer;
+use premem_model::batch::{Batch, TokenizedExample, summed_nll};
 
 /// Elements per chunk of the streaming variance (bounds its temporaries).
 const CHUNK: i64 = 1 << 24;

@@ -17,7 +17,7 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] premem_model::ModelError),
     #[error(transparent)]
-    Batch(#[from] crate::batch::BatchError),
+    Batch(#[from] premem_model::batch::BatchError),
     #[error(transparent)]
     Optimizer(#[from] crate::optim::OptimizerError),
     /// The run in the store cannot be continued with this spec.

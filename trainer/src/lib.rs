@@ -2,7 +2,6 @@
 //! dataset, with checkpoints in the object store and exact resume.
 //!
 //! - [`run::train`]: the run (load, step, checkpoint, log);
-//! - [`batch`]: tokenization, collation, the masked loss;
 //! - [`optim`]: Adam/AdamW over flat fp32 buffers;
 //! - [`step`]: one optimizer step (micro-batches, all-reduce, clip, update);
 //! - [`schedule`]: learning-rate schedules;
@@ -14,8 +13,6 @@
 //!   regroup and resume when a rank is lost).
 
 pub mod baselines;
-pub mod batch;
-pub mod bench;
 pub mod checkpoint;
 pub mod collective;
 pub mod error;

@@ -4,8 +4,8 @@
 //! progress line, whether the model is learning at all.
 
 use premem_core::answer::{AnswerStyle, is_correct};
-use premem_core::{Example, PromptTemplate};
-use premem_model::{CausalLm, Prompt, SamplingParams, Tokenizer, generate};
+use premem_core::{Example, PromptTemplate, SamplingSpec};
+use premem_model::{CausalLm, Prompt, Stop, Tokenizer, generate};
 
 const BATCH: usize = 32;
 
@@ -28,10 +28,8 @@ impl Monitor<'_> {
         if self.examples.is_empty() {
             return Ok(0.0);
         }
-        let params = SamplingParams {
-            stop_token_ids: vec![self.eos],
-            ..SamplingParams::greedy(self.max_new_tokens)
-        };
+        let greedy = SamplingSpec::greedy(self.max_new_tokens);
+        let stop = Stop::at_tokens(std::slice::from_ref(&self.eos));
         let mut correct = 0usize;
         for chunk in self.examples.chunks(BATCH) {
             let prompts = chunk
@@ -41,7 +39,7 @@ impl Monitor<'_> {
                     Ok(Prompt { tokens, seed: 0 })
                 })
                 .collect::<premem_model::Result<Vec<_>>>()?;
-            for completion in generate(model, &prompts, 1, &params, self.pad, None)? {
+            for completion in generate(model, &prompts, &greedy, stop, self.pad)? {
                 let text = tokenizer.decode(&completion.tokens, true)?;
                 let answer = self.template.cut_at_stop(&text);
                 if is_correct(answer, &chunk[completion.prompt_index].answer, self.style) {

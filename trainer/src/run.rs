@@ -20,7 +20,6 @@ use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 use crate::baselines::Probe;
-use crate::batch::{Batch, TokenizedExample, tokenize};
 use crate::checkpoint::{self, ResumeState};
 use crate::collective::Collective;
 use crate::error::{Result, TrainError};
@@ -28,6 +27,7 @@ use crate::monitor::Monitor;
 use crate::optim::{AdamConfig, Optimizer};
 use crate::schedule::LrSchedule;
 use crate::step::{StepOutput, StepSettings, train_step};
+use premem_model::batch::{Batch, TokenizedExample, tokenize};
 
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
@@ -563,14 +563,7 @@ pub fn train_observed(
     // start. Ranks > 0 read the store only after this (the start step's
     // broadcast is their barrier), so they never see it unclaimed.
     let prepared = load_inputs(spec).and_then(|inputs| {
-        let plan = DataPlan::new(
-            inputs.data.len(),
-            spec.data.fraction,
-            t.batch_size,
-            t.epochs,
-            t.keep_steps_of_epochs,
-            spec.run.seed,
-        );
+        let plan = DataPlan::for_job(spec, inputs.data.len());
         let begun = if leader {
             Some(begin_leader(
                 spec, options, &inputs, &plan, device, kind, adam,

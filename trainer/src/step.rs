@@ -10,10 +10,10 @@
 use premem_model::CausalLm;
 use tch::{Kind, Tensor};
 
-use crate::batch::{Batch, summed_nll};
 use crate::collective::Collective;
 use crate::error::{Result, TrainError};
 use crate::optim::Optimizer;
+use premem_model::batch::{Batch, summed_nll};
 
 #[derive(Clone, Copy, Debug)]
 pub struct StepOutput {

@@ -3,9 +3,9 @@
 //! at a time with autograd, variance as the mean squared deviation).
 
 use premem_core::spec::OptimizerKind;
+use premem_model::batch::{Batch, TokenizedExample, summed_nll};
 use premem_model::{CausalLm, ModelConfig};
 use premem_trainer::baselines::Probe;
-use premem_trainer::batch::{Batch, TokenizedExample, summed_nll};
 use premem_trainer::optim::{AdamConfig, Optimizer};
 use tch::{Device, Kind, Tensor};
 

@@ -233,7 +233,7 @@ fn output_paths(stem: &Path) -> [PathBuf; 2] {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::files::write_atomic(path, bytes).map_err(|e| perr(path, e))
+    premem_core::files::write_atomic(path, bytes).map_err(|e| perr(path, e))
 }
 
 fn render<F: Figure>(stem: &Path, fig: &F) -> Result<[PathBuf; 2]> {

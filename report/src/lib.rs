@@ -1,6 +1,6 @@
 //! `premem report`: reads a run's (or a sweep's) result files from the object
-//! store, computes P-M accuracy ([`crate::pm`]) and the baselines
-//! ([`crate::baselines`]) at every checkpoint, and writes `report.md`, a
+//! store, computes P-M accuracy ([`premem_core::pm`]) and the baselines
+//! ([`premem_core::baselines`]) at every checkpoint, and writes `report.md`, a
 //! self-contained `report.html`, PNG and SVG charts, Parquet tables, and
 //! `provenance.json` (each run's premem version, git revision, input
 //! checksums and resolved spec).
@@ -23,11 +23,11 @@ pub use load::{RunData, load};
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error(transparent)]
-    Store(#[from] crate::StoreError),
+    Store(#[from] premem_core::StoreError),
     #[error(transparent)]
-    Results(#[from] crate::results::ResultsError),
+    Results(#[from] premem_core::results::ResultsError),
     #[error(transparent)]
-    Pm(#[from] crate::pm::PmError),
+    Pm(#[from] premem_core::pm::PmError),
     #[error(transparent)]
     Plot(#[from] plots::PlotError),
     #[error("{location}: {message}")]

@@ -1,8 +1,8 @@
 //! The loss covers the completion (answer tokens + EOS) and nothing else.
 
 use premem_core::{Example, PromptTemplate};
+use premem_model::batch::{Batch, TokenizedExample, summed_nll, tokenize};
 use premem_model::{CausalLm, ModelConfig, Tokenizer};
-use premem_trainer::batch::{Batch, TokenizedExample, summed_nll, tokenize};
 use tch::{Device, Kind};
 
 fn tiny_model() -> CausalLm {

@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::baselines::{BASELINES_FILE, CheckpointBaselines};
-use crate::checkpoint::{
+use premem_core::baselines::{BASELINES_FILE, CheckpointBaselines};
+use premem_core::checkpoint::{
     Area, RUN_FILE, RunRecord, parse_step_name, published_steps, read_run_record, step_prefix,
 };
-use crate::results::{ExampleResult, from_parquet, results_prefix};
-use crate::{BlockingStore, Store};
+use premem_core::results::{ExampleResult, from_parquet, results_prefix};
+use premem_core::{BlockingStore, Store};
 
 use super::{ReportError, Result};
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::CurationError;
 use super::spec::{HeuristicKey, Strategy};
 use super::state::{CurationState, IterationRecord};
-use crate::report::plots::{Lines, Series, lines};
+use premem_report::plots::{Lines, Series, lines};
 
 /// Parents and added ids listed per iteration in `curation.md` (all of them
 /// are in `chosen.csv` and the state).
@@ -24,9 +24,11 @@ pub fn write_outputs(state: &CurationState, out_dir: &Path) -> Result<Vec<PathBu
     })?;
     let write = |name: &str, text: String| -> Result<PathBuf, CurationError> {
         let path = out_dir.join(name);
-        crate::files::write_atomic(&path, text.as_bytes()).map_err(|source| CurationError::Io {
-            path: path.clone(),
-            source,
+        premem_core::files::write_atomic(&path, text.as_bytes()).map_err(|source| {
+            CurationError::Io {
+                path: path.clone(),
+                source,
+            }
         })?;
         Ok(path)
     };
@@ -350,7 +352,7 @@ fn chosen_csv(state: &CurationState, strategies: &[Strategy]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::curation::state::tests::sample_state;
+    use crate::state::tests::sample_state;
 
     #[test]
     fn writes_the_report_files() {

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::baselines::{atc_predict, atc_threshold, pearson};
-use crate::pm::{
+use premem_core::baselines::{atc_predict, atc_threshold, pearson};
+use premem_core::pm::{
     Calibration, CheckpointObservations, Grid, LinearFit, Observation, PmTracker, RunObservations,
     Threshold, calibrate, least_squares, masked_accuracy, memorized, r2_identity,
 };
-use crate::results::ExampleResult;
+use premem_core::results::ExampleResult;
 
 use super::load::RunData;
 use super::{ReportError, Result};
@@ -170,7 +170,7 @@ pub struct RunProvenance {
     /// SHA-256 of the data and base-model files by path.
     pub checksums: BTreeMap<String, String>,
     /// The resolved job spec.
-    pub spec: crate::spec::JobSpec,
+    pub spec: premem_core::spec::JobSpec,
 }
 
 impl RunProvenance {
@@ -312,7 +312,7 @@ fn analyze_run(
         let pm = tracker
             .push(step, train.iter().map(|r| (r.id.as_str(), observation(r))))
             .map_err(|e| ReportError::Invalid {
-                location: format!("{}/{}", run.url, crate::results::results_prefix(step)),
+                location: format!("{}/{}", run.url, premem_core::results::results_prefix(step)),
                 message: format!("run '{}': {e}", run.name),
             })?;
         let (test, missing_test) = test_accuracy(rows, &expected_test);
@@ -413,14 +413,14 @@ fn coverage(
     expected_test: &BTreeSet<String>,
 ) -> Coverage {
     let spec = &run.record.spec;
-    let train_size = crate::Dataset::load(&spec.data.train)
+    let train_size = premem_core::Dataset::load(&spec.data.train)
         .ok()
-        .map(|d| crate::order::subset(d.len(), spec.data.fraction, spec.run.seed).len());
+        .map(|d| premem_core::order::subset(d.len(), spec.data.fraction, spec.run.seed).len());
     let test_size = spec
         .data
         .test
         .as_ref()
-        .and_then(|t| crate::Dataset::load(t).ok())
+        .and_then(|t| premem_core::Dataset::load(t).ok())
         .map(|d| d.len());
     let mut samples: BTreeSet<u32> = BTreeSet::new();
     for rows in run.rows.values() {
@@ -437,7 +437,10 @@ fn coverage(
 
 /// Examples in order of the step they were first memorized (never: last),
 /// then id; evenly thinned to `limit`.
-fn heatmap_ids(states: &BTreeMap<String, crate::pm::ExampleState>, limit: usize) -> Vec<String> {
+fn heatmap_ids(
+    states: &BTreeMap<String, premem_core::pm::ExampleState>,
+    limit: usize,
+) -> Vec<String> {
     let mut ids: Vec<(&String, u64)> = states
         .iter()
         .map(|(id, s)| (id, s.first_memorized.unwrap_or(u64::MAX)))

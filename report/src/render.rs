@@ -703,7 +703,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
-    crate::files::write_atomic(path, bytes).map_err(io)
+    premem_core::files::write_atomic(path, bytes).map_err(io)
 }
 
 #[cfg(test)]
@@ -713,8 +713,8 @@ mod tests {
     use super::super::analysis::{ReportOptions, analyze};
     use super::super::load::RunData;
     use super::super::tables::write_provenance;
-    use crate::checkpoint::RunRecord;
-    use crate::spec::JobSpec;
+    use premem_core::checkpoint::RunRecord;
+    use premem_core::spec::JobSpec;
 
     fn run(name: &str, git_revision: Option<&str>) -> RunData {
         let spec = JobSpec::from_toml(

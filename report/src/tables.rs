@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
 
-use crate::files::write_atomic;
-use crate::results::parquet_bytes;
+use premem_core::files::write_atomic;
+use premem_core::results::parquet_bytes;
 
 use super::analysis::Analysis;
 use super::{ReportError, Result};
@@ -132,7 +132,7 @@ pub fn write(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
     )?;
     let mut files = vec![examples_file, checkpoints_file];
     if let Some(c) = &analysis.calibration {
-        let column = |f: &dyn Fn(&crate::pm::CalibrationPoint) -> Option<f64>| {
+        let column = |f: &dyn Fn(&premem_core::pm::CalibrationPoint) -> Option<f64>| {
             Arc::new(Float64Array::from_iter(c.curve.iter().map(f))) as ArrayRef
         };
         files.push(write_batch(

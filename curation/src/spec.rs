@@ -33,9 +33,9 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::answer::AnswerStyle;
-use crate::dataset::DatasetSpec;
-use crate::spec::{JobSpec, SpecError, parse_toml, read_spec_file};
+use premem_core::answer::AnswerStyle;
+use premem_core::dataset::DatasetSpec;
+use premem_core::spec::{JobSpec, SpecError, parse_toml, read_spec_file};
 
 /// How the parents of new examples are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -197,7 +197,7 @@ pub struct SourceSpec {
     /// Candidates keyed by `parent_id` (every row needs one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<DatasetSpec>,
-    /// A command that writes new examples (see [`crate::curation::generate`]).
+    /// A command that writes new examples (see [`crate::generate`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<GeneratorSpec>,
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::CurationError;
 use super::select::Chosen;
 use super::spec::{CurationSpec, Strategy};
-use crate::spec::JobSpec;
+use premem_core::spec::JobSpec;
 
 /// The state file's name under `curation.output`.
 pub const STATE_FILE: &str = "curation-state.json";
@@ -149,7 +149,7 @@ impl CurationState {
         }
         let mut bytes = serde_json::to_vec_pretty(self).expect("the state serializes");
         bytes.push(b'\n');
-        crate::files::write_atomic(path, &bytes).map_err(io)
+        premem_core::files::write_atomic(path, &bytes).map_err(io)
     }
 
     /// The iterations done for `strategy`.
@@ -245,7 +245,7 @@ pub(super) mod tests {
     use super::*;
 
     pub(crate) fn sample_state() -> CurationState {
-        let spec = crate::curation::select::tests::spec();
+        let spec = crate::select::tests::spec();
         let job = JobSpec::from_toml(JOB, Path::new("job.toml")).unwrap();
         let mut state = CurationState::new(&spec, &job);
         let record =

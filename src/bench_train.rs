@@ -8,11 +8,11 @@ use premem_core::spec::OptimizerKind;
 use premem_model::{CausalLm, ModelConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::batch::{Batch, TokenizedExample};
-use crate::collective::SingleProcess;
-use crate::error::Result;
-use crate::optim::{AdamConfig, Optimizer};
-use crate::step::{StepSettings, train_step};
+use premem_model::batch::{Batch, TokenizedExample};
+use premem_trainer::SingleProcess;
+use premem_trainer::error::Result;
+use premem_trainer::optim::{AdamConfig, Optimizer};
+use premem_trainer::step::{StepSettings, train_step};
 
 #[derive(Clone, Debug)]
 pub struct BenchSettings {

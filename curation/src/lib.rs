@@ -56,10 +56,10 @@ pub use state::{CurationState, IterationRecord, STATE_FILE, STATE_FORMAT};
 pub enum CurationError {
     /// The curation spec or its base job.
     #[error(transparent)]
-    Spec(#[from] crate::spec::SpecError),
+    Spec(#[from] premem_core::spec::SpecError),
     /// The candidate pool (or an iteration's data file) could not be read or written.
     #[error(transparent)]
-    Dataset(#[from] crate::dataset::DatasetError),
+    Dataset(#[from] premem_core::dataset::DatasetError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -83,7 +83,7 @@ pub enum CurationError {
     #[error("{path}: {message}")]
     State { path: PathBuf, message: String },
     #[error(transparent)]
-    Plot(#[from] crate::report::plots::PlotError),
+    Plot(#[from] premem_report::plots::PlotError),
 }
 
 /// A short excerpt of `text` for error messages: at most `max` characters.

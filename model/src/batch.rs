@@ -2,8 +2,8 @@
 //! separately (the sampler sees exactly the prompt tokens), EOS closes the
 //! completion, and the loss covers the completion tokens only.
 
+use crate::Tokenizer;
 use premem_core::{Example, PromptTemplate};
-use premem_model::Tokenizer;
 use tch::{Device, Kind, Tensor};
 
 /// The label of positions outside the loss.
@@ -36,7 +36,7 @@ pub enum BatchError {
     #[error("example '{id}': the prompt template renders to no tokens")]
     EmptyPrompt { id: String },
     #[error(transparent)]
-    Model(#[from] premem_model::ModelError),
+    Model(#[from] crate::ModelError),
 }
 
 /// Tokenizes an example; completions longer than `max_length` allows are cut
@@ -118,10 +118,7 @@ impl Batch {
 
 /// Negative log-likelihood of the masked labels per example `[batch]`
 /// (fp32, carries gradients).
-pub fn per_example_nll(
-    model: &premem_model::CausalLm,
-    batch: &Batch,
-) -> premem_model::Result<Tensor> {
+pub fn per_example_nll(model: &crate::CausalLm, batch: &Batch) -> crate::Result<Tensor> {
     let logits = model.forward(&batch.input_ids, Some(&batch.attention_mask), None)?;
     let (rows, width, vocab) = logits.size3().expect("logits are [batch, seq, vocab]");
     let nll = logits
@@ -139,7 +136,7 @@ pub fn per_example_nll(
 
 /// Summed negative log-likelihood of the masked labels (a scalar that
 /// carries gradients), computed in fp32.
-pub fn summed_nll(model: &premem_model::CausalLm, batch: &Batch) -> premem_model::Result<Tensor> {
+pub fn summed_nll(model: &crate::CausalLm, batch: &Batch) -> crate::Result<Tensor> {
     Ok(per_example_nll(model, batch)?.sum(Kind::Float))
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{CurationSpec, HeuristicKey, Strategy};
 use super::{CurationError, derive_seed, quoted_list};
-use crate::dataset::{Dataset, DatasetSpec, Example};
+use premem_core::dataset::{Dataset, DatasetSpec, Example};
 
 /// A parent chosen by a strategy, with the score it was chosen by:
 /// its P-M accuracy (`pm`, and `iid` where known), IFD score (`ifd`),
@@ -419,7 +419,7 @@ pub fn generator_parents(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::curation::spec::{CurationSpec, HeuristicSpec, IfdSpec};
+    use crate::spec::{CurationSpec, HeuristicSpec, IfdSpec};
     use std::path::Path;
 
     fn ex(id: &str, lines: usize, level: Option<&str>) -> Example {
@@ -473,11 +473,7 @@ pub(super) mod tests {
     }
 
     pub(crate) fn spec() -> CurationSpec {
-        CurationSpec::from_toml(
-            crate::curation::spec::tests::POOL_SPEC,
-            Path::new("cur.toml"),
-        )
-        .unwrap()
+        CurationSpec::from_toml(crate::spec::tests::POOL_SPEC, Path::new("cur.toml")).unwrap()
     }
 
     fn ids(chosen: &[Chosen]) -> Vec<&str> {
@@ -645,7 +641,7 @@ pub(super) mod tests {
         std::fs::write(&path, rows.join("\n")).unwrap();
         DatasetSpec {
             path: path.to_str().unwrap().into(),
-            format: crate::dataset::DatasetFormat::Gsm8k,
+            format: premem_core::dataset::DatasetFormat::Gsm8k,
             fields: None,
             answer_style: None,
         }
