@@ -366,42 +366,24 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     })
 }
 
-impl JobSpec {
-    pub fn from_file(path: &Path) -> Result<JobSpec, SpecError> {
-        Self::from_toml(&read_spec_file(path)?, path)
-    }
-
-    pub fn from_toml(text: &str, origin: &Path) -> Result<JobSpec, SpecError> {
-        let spec: JobSpec = parse_toml(text, origin)?;
-        spec.validate()
-            .map_err(|message| SpecError::invalid(origin, message))?;
-        Ok(spec)
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        let t = &self.train;
-        match (&self.model.base, &self.model.config) {
-            (Some(_), Some(_)) => {
-                return Err("model: give either `base` or `config`, not both".into());
-            }
+impl ModelSpec {
+    fn validate(&self) -> Result<(), String> {
+        match (&self.base, &self.config) {
+            (Some(_), Some(_)) => Err("model: give either `base` or `config`, not both".into()),
             (None, None) => {
-                return Err(
-                    "model: give `base` (a model directory) or `config` (random init)".into(),
-                );
+                Err("model: give `base` (a model directory) or `config` (random init)".into())
             }
-            (None, Some(_)) if self.model.tokenizer.is_none() => {
-                return Err(
-                    "model.tokenizer: a randomly initialised model needs a tokenizer.json".into(),
-                );
+            (None, Some(_)) if self.tokenizer.is_none() => {
+                Err("model.tokenizer: a randomly initialised model needs a tokenizer.json".into())
             }
-            _ => {}
+            _ => Ok(()),
         }
-        if !(self.data.fraction > 0.0 && self.data.fraction <= 1.0) {
-            return Err(format!(
-                "data.fraction must be in (0, 1], got {}",
-                self.data.fraction
-            ));
-        }
+    }
+}
+
+impl TrainSpec {
+    fn validate(&self) -> Result<(), String> {
+        let t = self;
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(format!("train.lr must be positive, got {}", t.lr));
         }
@@ -450,20 +432,54 @@ impl JobSpec {
                 t.monitor_max_new_tokens
             ));
         }
-        if self.checkpoint.baselines && self.checkpoint.grad_variance_minibatches < 2 {
+        Ok(())
+    }
+}
+
+impl CheckpointSpec {
+    fn validate(&self) -> Result<(), String> {
+        if self.baselines && self.grad_variance_minibatches < 2 {
             return Err(format!(
                 "checkpoint.grad_variance_minibatches must be at least 2 (a variance needs two), got {}",
-                self.checkpoint.grad_variance_minibatches
+                self.grad_variance_minibatches
             ));
         }
-        if self.checkpoint.every_steps == Some(0) || self.checkpoint.keep_resume_states == Some(0) {
+        if self.every_steps == Some(0) || self.keep_resume_states == Some(0) {
             return Err(
                 "checkpoint.every_steps and checkpoint.keep_resume_states must be positive".into(),
             );
         }
-        if self.checkpoint.max_shard_bytes == 0 {
+        if self.max_shard_bytes == 0 {
             return Err("checkpoint.max_shard_bytes must be positive".into());
         }
+        Ok(())
+    }
+}
+
+impl JobSpec {
+    pub fn from_file(path: &Path) -> Result<JobSpec, SpecError> {
+        Self::from_toml(&read_spec_file(path)?, path)
+    }
+
+    pub fn from_toml(text: &str, origin: &Path) -> Result<JobSpec, SpecError> {
+        let spec: JobSpec = parse_toml(text, origin)?;
+        spec.validate()
+            .map_err(|message| SpecError::invalid(origin, message))?;
+        Ok(spec)
+    }
+
+    /// Checks every value that parses but cannot be used; the message names
+    /// the key. Called once, where a spec enters a process (its parse).
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate()?;
+        if !(self.data.fraction > 0.0 && self.data.fraction <= 1.0) {
+            return Err(format!(
+                "data.fraction must be in (0, 1], got {}",
+                self.data.fraction
+            ));
+        }
+        self.train.validate()?;
+        self.checkpoint.validate()?;
         self.validate_distributed()?;
         self.prompt.validate()?;
         Ok(())

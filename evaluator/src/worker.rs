@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use premem_core::checkpoint::{RunRecord, read_run_record};
 use premem_core::results::{ResultsError, to_parquet};
+use premem_core::retry::RetryParams;
 use premem_core::{BlockingStore, Example, Split, Store};
 use premem_model::{CausalLm, Tokenizer};
 use premem_proto::v1::{
@@ -149,9 +150,9 @@ fn load_examples<'a>(
 }
 
 /// Evaluates one task: the examples `task.example_ids` (in that order) of
-/// the run's split at checkpoint `task.step`, with the task's sampling
-/// settings and the run's seed and prompt template; writes the rows as
-/// Parquet to `task.result_file` in the run's store and returns them.
+/// the run's split at checkpoint `task.step`, with the run's sampling
+/// settings, seed and prompt template; writes the rows as Parquet to
+/// `task.result_file` in the run's store and returns them.
 /// `kind` `None`: the device's default dtype (fp32 on CPU, bf16 on CUDA).
 pub fn evaluate_task(
     task: &Task,
@@ -160,49 +161,14 @@ pub fn evaluate_task(
     device: Device,
     kind: Option<Kind>,
 ) -> Result<Vec<ExampleResult>> {
-    let fail = |message: String| EvalError::Task {
-        task: task.task_id.clone(),
-        run: task.run.clone(),
-        message,
-    };
-    let split = Split::from_name(&task.split)
-        .ok_or_else(|| fail(format!("unknown split '{}' (train or test)", task.split)))?;
-    if task.example_ids.is_empty() {
-        return Err(fail("no examples".into()));
-    }
-    let result_file = task.result_file.trim_matches('/');
-    if result_file.is_empty() || result_file.split('/').any(|part| part == "..") {
-        return Err(fail(format!(
-            "result file '{}' is not a path inside the run",
-            task.result_file
-        )));
-    }
-    if !task.run.contains("://") && !Path::new(&task.run).is_dir() {
-        return Err(fail(
-            "no such directory (the run's output is not here)".into(),
-        ));
-    }
+    let fail = |message: String| task_error(task, message);
+    let (split, result_file) = check_task(task)?;
     let run = BlockingStore::new(Store::open(&task.run)?)?;
     let store = run.store();
     let record = run.run(read_run_record(store))?;
     let style = answer_style(&record, split)?;
-
     let examples = load_examples(&mut models.examples, &task.run, &record, split)?;
-    let by_id: std::collections::HashMap<&str, &Example> =
-        examples.iter().map(|e| (e.id.as_str(), e)).collect();
-    let selected = task
-        .example_ids
-        .iter()
-        .map(|id| {
-            by_id.get(id.as_str()).copied().ok_or_else(|| {
-                fail(format!(
-                    "no example with id '{id}' in the run's {} split ({} examples)",
-                    split.name(),
-                    examples.len()
-                ))
-            })
-        })
-        .collect::<Result<Vec<&Example>>>()?;
+    let selected = select_task_examples(task, examples, split)?;
 
     let checkpoint = cache.get(&task.run, task.step)?;
     let kind = kind.unwrap_or_else(|| premem_model::default_kind(device));
@@ -238,6 +204,63 @@ pub fn evaluate_task(
     })?;
     run.run(store.put(result_file, bytes))?;
     Ok(rows)
+}
+
+fn task_error(task: &Task, message: String) -> EvalError {
+    EvalError::Task {
+        task: task.task_id.clone(),
+        run: task.run.clone(),
+        message,
+    }
+}
+
+/// The task's split and result file (relative to the run), once its fields
+/// are checked: a known split, some examples, a result file inside the run,
+/// and a run location that exists.
+fn check_task(task: &Task) -> Result<(Split, &str)> {
+    let fail = |message: String| Err(task_error(task, message));
+    let Some(split) = Split::from_name(&task.split) else {
+        return fail(format!("unknown split '{}' (train or test)", task.split));
+    };
+    if task.example_ids.is_empty() {
+        return fail("no examples".into());
+    }
+    let result_file = task.result_file.trim_matches('/');
+    if result_file.is_empty() || result_file.split('/').any(|part| part == "..") {
+        return fail(format!(
+            "result file '{}' is not a path inside the run",
+            task.result_file
+        ));
+    }
+    if !task.run.contains("://") && !Path::new(&task.run).is_dir() {
+        return fail("no such directory (the run's output is not here)".into());
+    }
+    Ok((split, result_file))
+}
+
+/// The task's examples, in its order; an id the split lacks is an error.
+fn select_task_examples<'a>(
+    task: &Task,
+    examples: &'a [Example],
+    split: Split,
+) -> Result<Vec<&'a Example>> {
+    let by_id: std::collections::HashMap<&str, &Example> =
+        examples.iter().map(|e| (e.id.as_str(), e)).collect();
+    task.example_ids
+        .iter()
+        .map(|id| {
+            by_id.get(id.as_str()).copied().ok_or_else(|| {
+                task_error(
+                    task,
+                    format!(
+                        "no example with id '{id}' in the run's {} split ({} examples)",
+                        split.name(),
+                        examples.len()
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 /// How a worker runs.
@@ -279,9 +302,6 @@ pub struct WorkerSummary {
 /// Shortest and longest wait between `LeaseTask` calls with nothing to do.
 const MIN_POLL: Duration = Duration::from_millis(50);
 const MAX_POLL: Duration = Duration::from_secs(30);
-/// Backoff while the coordinator is unreachable.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest wait for one call.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a finished task's report is retried while the coordinator is
@@ -425,41 +445,8 @@ impl Worker<'_> {
             split = task.split,
             "leased task"
         );
-        let lost = Arc::new(AtomicBool::new(false));
-        let renewer = self.runtime.spawn(renew(
-            self.client.clone(),
-            task.lease_id.clone(),
-            task.task_id.clone(),
-            renew_interval(lease_ttl_ms),
-            lost.clone(),
-        ));
         let started = Instant::now();
-        let options = self.options;
-        if let Some(hold) = options.hold_task {
-            std::thread::sleep(hold);
-        }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            evaluate_task(
-                &task,
-                &self.cache,
-                &mut self.slot,
-                options.device,
-                options.kind,
-            )
-        }));
-        renewer.abort();
-        let result = outcome.unwrap_or_else(|panic| {
-            // The model may be half-built: load it afresh next time.
-            self.slot.clear();
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(EvalError::Invalid(format!(
-                "the evaluation panicked: {what}"
-            )))
-        });
+        let (result, lost) = self.evaluate_leased(&task, lease_ttl_ms);
         let seconds = started.elapsed().as_secs_f64();
         let rows = match result {
             Ok(rows) => rows,
@@ -486,12 +473,63 @@ impl Worker<'_> {
             accuracy,
             "task done"
         );
-        if lost.load(Ordering::Relaxed) {
+        if lost {
             tracing::warn!(
                 task = task.task_id,
                 "the lease expired during the evaluation: reporting anyway (the coordinator may ignore it)"
             );
         }
+        self.complete(&task, rows)
+    }
+
+    /// Evaluates `task` while its lease is renewed in the background; a
+    /// panic is the task's failure, not the worker's. Also says whether the
+    /// lease was lost meanwhile.
+    fn evaluate_leased(
+        &mut self,
+        task: &Task,
+        lease_ttl_ms: u64,
+    ) -> (Result<Vec<ExampleResult>>, bool) {
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = self.runtime.spawn(renew(
+            self.client.clone(),
+            task.lease_id.clone(),
+            task.task_id.clone(),
+            renew_interval(lease_ttl_ms),
+            lost.clone(),
+        ));
+        let options = self.options;
+        if let Some(hold) = options.hold_task {
+            std::thread::sleep(hold);
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            evaluate_task(
+                task,
+                &self.cache,
+                &mut self.slot,
+                options.device,
+                options.kind,
+            )
+        }));
+        renewer.abort();
+        let result = outcome.unwrap_or_else(|panic| {
+            // The model may be half-built: load it afresh next time.
+            self.slot.clear();
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(EvalError::Invalid(format!(
+                "the evaluation panicked: {what}"
+            )))
+        });
+        (result, lost.load(Ordering::Relaxed))
+    }
+
+    /// Reports a task's rows (`CompleteTask`), retried while the coordinator
+    /// is unreachable; rows it refuses as invalid fail the task.
+    fn complete(&mut self, task: &Task, rows: Vec<ExampleRow>) -> Result<()> {
         let count = rows.len() as u64;
         let request = CompleteTaskRequest {
             lease_id: task.lease_id.clone(),
@@ -499,10 +537,11 @@ impl Worker<'_> {
             rows,
         };
         let patience = Patience::Report(Instant::now() + REPORT_PATIENCE);
-        match self.call("CompleteTask", patience, |mut c| {
+        let answer = self.call("CompleteTask", patience, |mut c| {
             let request = request.clone();
             async move { c.complete_task(request).await }
-        })? {
+        })?;
+        match answer {
             Answer::Reply(reply) => match reply.completion() {
                 Completion::Accepted => {
                     self.summary.tasks_completed += 1;
@@ -530,7 +569,7 @@ impl Worker<'_> {
                 self.summary.reports_ignored += 1;
                 if status.code() == Code::InvalidArgument {
                     return self.fail(
-                        &task,
+                        task,
                         format!("the coordinator refused the results: {}", status.message()),
                     );
                 }
@@ -573,14 +612,15 @@ impl Worker<'_> {
         Ok(())
     }
 
-    /// One call to the coordinator, retried with backoff while it is
-    /// unreachable; a refused token is an error.
+    /// One call to the coordinator, retried with backoff
+    /// ([`RetryParams::COORDINATOR`]) while it is unreachable; a refused
+    /// token is an error.
     fn call<T, F, Fut>(&self, what: &str, patience: Patience, mut call: F) -> Result<Answer<T>>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = RetryParams::COORDINATOR.backoff();
         let mut stop_deadline: Option<Instant> = None;
         loop {
             let attempt = call(self.client.clone());
@@ -592,55 +632,56 @@ impl Worker<'_> {
                 Ok(Err(status)) => status,
                 Err(_) => Status::deadline_exceeded(format!("no answer in {RPC_TIMEOUT:?}")),
             };
-            match status.code() {
-                Code::Unauthenticated => {
-                    return Err(EvalError::TokenRefused {
-                        address: self.options.coordinator.address.clone(),
-                        message: status.message().to_string(),
-                    });
-                }
-                Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::ResourceExhausted
-                | Code::Aborted
-                | Code::Cancelled
-                | Code::Unknown
-                | Code::Internal => {}
-                _ => return Ok(Answer::Refused(status)),
+            if status.code() == Code::Unauthenticated {
+                return Err(EvalError::TokenRefused {
+                    address: self.options.coordinator.address.clone(),
+                    message: status.message().to_string(),
+                });
             }
+            if !unreachable(status.code()) {
+                return Ok(Answer::Refused(status));
+            }
+            let Some(wait) = backoff.next_delay() else {
+                return Ok(Answer::GaveUp);
+            };
             tracing::warn!(
                 coordinator = self.options.coordinator.address,
                 call = what,
                 code = ?status.code(),
                 message = status.message(),
-                retry_in = ?backoff,
+                retry_in = ?wait,
                 "coordinator unreachable; retrying"
             );
-            let deadline = match patience {
-                Patience::Lease(deadline) => {
-                    if self.stopped() {
-                        return Ok(Answer::GaveUp);
-                    }
-                    deadline
-                }
-                Patience::Report(deadline) => {
-                    if self.stopped() {
-                        let at =
-                            *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_PATIENCE);
-                        Some(deadline.min(at))
-                    } else {
-                        Some(deadline)
-                    }
-                }
+            let Some(deadline) = self.retry_deadline(patience, &mut stop_deadline) else {
+                return Ok(Answer::GaveUp);
             };
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(Answer::GaveUp);
             }
-            self.sleep(backoff, deadline);
+            self.sleep(wait, deadline);
             if matches!(patience, Patience::Lease(_)) && self.stopped() {
                 return Ok(Answer::GaveUp);
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Until when a failed call may be retried (`Some(None)`: no limit), or
+    /// `None` to give up now. A lease request gives up as soon as the worker
+    /// is told to stop; a report gets `STOP_PATIENCE` more from then on
+    /// (`stop_deadline` remembers when that began).
+    fn retry_deadline(
+        &self,
+        patience: Patience,
+        stop_deadline: &mut Option<Instant>,
+    ) -> Option<Option<Instant>> {
+        match patience {
+            Patience::Lease(_) if self.stopped() => None,
+            Patience::Lease(deadline) => Some(deadline),
+            Patience::Report(deadline) if self.stopped() => {
+                let at = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_PATIENCE);
+                Some(Some(deadline.min(at)))
+            }
+            Patience::Report(deadline) => Some(Some(deadline)),
         }
     }
 
@@ -658,6 +699,21 @@ impl Worker<'_> {
             std::thread::sleep((until - now).min(Duration::from_millis(50)));
         }
     }
+}
+
+/// Whether a call that failed with `code` may succeed when retried: the
+/// coordinator is unreachable, restarting or overloaded.
+fn unreachable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+    )
 }
 
 /// A third of the lease's time to live (10 s when the coordinator gave none).

@@ -20,8 +20,9 @@ use premem_proto::ClientConfig;
 use premem_proto::v1;
 use premem_report::{ReportOptions, analyze, load};
 
-use crate::cluster::{ConnectArgs, LocalCluster, stop_flag};
-use crate::sweep::{Jobs, state_name};
+use crate::client::{ConnectArgs, Jobs, state_name};
+use crate::local_cluster::LocalCluster;
+use crate::process::stop_flag;
 
 #[derive(clap::Args)]
 pub struct CurateArgs {
@@ -157,7 +158,7 @@ fn ifd_scores(
         train.len(),
         dir.display()
     );
-    let device = crate::parse_device(device)?;
+    let device = crate::device::parse_device(device)?;
     let model = premem_model::CausalLm::load(&dir, device, premem_model::default_kind(device))?;
     let tokenizer = premem_model::Tokenizer::from_dir(&dir)?;
     let eos = *model
@@ -183,7 +184,7 @@ fn ifd_scores(
     Ok(map)
 }
 
-pub fn curate(args: CurateArgs) -> Result<()> {
+pub fn run(args: CurateArgs) -> Result<()> {
     let spec = CurationSpec::from_file(&args.config)?;
     let job = spec.base_job(&args.config)?;
     let state_path = spec.state_path();
@@ -235,30 +236,8 @@ fn run_iterations(
     train: &Dataset,
     pool: Option<&CandidatePool>,
 ) -> Result<()> {
-    let state_path = spec.state_path();
     let stop = stop_flag()?;
-    let mut local = None;
-    let mut jobs = if args.remote {
-        Jobs::connect(&args.connect.config()?)?
-    } else {
-        let workdir = args
-            .workdir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("premem-run").join(&spec.curation.name));
-        let mut cluster = LocalCluster::start(&workdir, None)?;
-        let connected = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.token));
-        cluster.add_pool_trainers(spec.curation.trainers)?;
-        cluster.add_evaluators(spec.curation.evaluators, &args.cache_dir)?;
-        eprintln!(
-            "coordinator at {}, {} pool trainer(s), {} evaluator(s); logs in {}",
-            cluster.address,
-            spec.curation.trainers,
-            spec.curation.evaluators,
-            cluster.logs.display()
-        );
-        local = Some(cluster);
-        connected?
-    };
+    let (mut jobs, mut local) = connect(args, spec)?;
     let outcome = (|| -> Result<()> {
         loop {
             let pending: Vec<(Strategy, u32)> = spec
@@ -270,29 +249,8 @@ fn run_iterations(
             if pending.is_empty() {
                 return Ok(());
             }
-            let mut specs: Vec<JobSpec> = vec![];
-            for &(s, i) in &pending {
-                let run = iteration_job(spec, job, s, i)?;
-                if !specs.iter().any(|j| j.run.name == run.run.name) {
-                    jobs.submit(&run)?;
-                    specs.push(run);
-                }
-            }
-            let round = pending.iter().map(|(_, i)| *i).min().unwrap_or(1);
-            let statuses = jobs.wait(&format!("iter {round}"), &specs, &stop, &mut || {
-                local.as_mut().map_or(Ok(()), |c| c.supervise())
-            })?;
-            for run in &specs {
-                let status = &statuses[&run.run.name];
-                if v1::JobState::try_from(status.state) != Ok(v1::JobState::Done) {
-                    bail!(
-                        "run '{}' ended {}: {} (its logs are with the coordinator's workers)",
-                        run.run.name,
-                        state_name(status),
-                        status.message
-                    );
-                }
-            }
+            let mut tick = || local.as_mut().map_or(Ok(()), |c| c.supervise());
+            run_round(&mut jobs, spec, job, &pending, &stop, &mut tick)?;
             for &(s, i) in &pending {
                 let run = iteration_job(spec, job, s, i)?;
                 let record =
@@ -311,7 +269,7 @@ fn run_iterations(
                     record.added.len()
                 );
                 state.push(s, record)?;
-                state.save(&state_path)?;
+                state.save(&spec.state_path())?;
             }
         }
     })();
@@ -319,6 +277,74 @@ fn run_iterations(
         cluster.stop();
     }
     outcome
+}
+
+/// The coordinator of `--coordinator`, or a local cluster started for the
+/// curation (returned too, to be stopped at the end).
+fn connect(args: &CurateArgs, spec: &CurationSpec) -> Result<(Jobs, Option<LocalCluster>)> {
+    if args.remote {
+        return Ok((Jobs::connect(&args.connect.config()?)?, None));
+    }
+    let workdir = args
+        .workdir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("premem-run").join(&spec.curation.name));
+    let mut cluster = LocalCluster::start(&workdir, None)?;
+    let connected = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.token));
+    let workers = cluster
+        .add_pool_trainers(spec.curation.trainers)
+        .and_then(|()| cluster.add_evaluators(spec.curation.evaluators, &args.cache_dir));
+    match (connected, workers) {
+        (Ok(jobs), Ok(())) => {
+            eprintln!(
+                "coordinator at {}, {} pool trainer(s), {} evaluator(s); logs in {}",
+                cluster.address,
+                spec.curation.trainers,
+                spec.curation.evaluators,
+                cluster.logs.display()
+            );
+            Ok((jobs, Some(cluster)))
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            cluster.stop();
+            Err(e)
+        }
+    }
+}
+
+/// Submits the runs of the pending iterations (one run per distinct name:
+/// iteration 1 is shared) and waits until they all ended; a run that did
+/// not finish is an error.
+fn run_round(
+    jobs: &mut Jobs,
+    spec: &CurationSpec,
+    job: &JobSpec,
+    pending: &[(Strategy, u32)],
+    stop: &std::sync::atomic::AtomicBool,
+    tick: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    let mut specs: Vec<JobSpec> = vec![];
+    for &(s, i) in pending {
+        let run = iteration_job(spec, job, s, i)?;
+        if !specs.iter().any(|j| j.run.name == run.run.name) {
+            jobs.submit(&run)?;
+            specs.push(run);
+        }
+    }
+    let round = pending.iter().map(|(_, i)| *i).min().unwrap_or(1);
+    let statuses = jobs.wait(&format!("iter {round}"), &specs, stop, tick)?;
+    for run in &specs {
+        let status = &statuses[&run.run.name];
+        if v1::JobState::try_from(status.state) != Ok(v1::JobState::Done) {
+            bail!(
+                "run '{}' ended {}: {} (its logs are with the coordinator's workers)",
+                run.run.name,
+                state_name(status),
+                status.message
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Measures iteration `i` of strategy `s` (its run is done) and, unless it

@@ -1,120 +1,13 @@
-//! `premem eval-run` (every checkpoint of a run into its result files) and
-//! `premem report` (P-M accuracy, baselines and charts from those files).
+//! `premem report`: P-M accuracy, its calibration, the baselines and the
+//! robustness view of a run or a sweep, from its result files.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use premem_core::pm::{Grid, Threshold};
-use premem_core::spec::DEFAULT_EVAL_BATCH_SIZE;
 use premem_core::store::{BlockingStore, Store};
-use premem_core::{SamplingSpec, Split};
-use premem_evaluator::run::{RunEvalOptions, evaluate_run};
 use premem_report::{ReportOptions, write_report};
-
-use crate::DType;
-
-/// How to sample, shared by `premem eval` and `premem eval-run`.
-#[derive(clap::Args)]
-pub struct SamplingArgs {
-    #[command(flatten)]
-    pub sampling: SamplingSpec,
-    /// Prompts per generation batch (each with its K samples).
-    #[arg(long, default_value_t = DEFAULT_EVAL_BATCH_SIZE)]
-    pub batch_size: usize,
-    /// Where published checkpoints are downloaded.
-    #[arg(long, default_value = ".premem-cache/checkpoints")]
-    pub cache_dir: PathBuf,
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    #[arg(long, value_enum, default_value_t = DType::Auto)]
-    pub dtype: DType,
-}
-
-impl SamplingArgs {
-    /// The sampling settings, checked (the flags' one validation).
-    pub fn sampling(&self) -> Result<&SamplingSpec> {
-        self.sampling
-            .validate()
-            .map_err(|e| anyhow::anyhow!(e.as_flag()))?;
-        if self.batch_size == 0 {
-            bail!("--batch-size must be at least 1");
-        }
-        Ok(&self.sampling)
-    }
-}
-
-#[derive(clap::Args)]
-pub struct EvalRunArgs {
-    /// The run: its output directory or URL (as in the job spec's
-    /// run.output). Its run.json gives the data, prompt template and seed.
-    #[arg(long)]
-    run: String,
-    /// Splits to evaluate (train: the examples the run trains on).
-    #[arg(long, value_delimiter = ',', default_value = "train,test")]
-    splits: Vec<Split>,
-    #[command(flatten)]
-    sampling: SamplingArgs,
-    /// Only the first N examples of each split.
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Only these checkpoint steps (comma-separated; default: all published).
-    #[arg(long, value_delimiter = ',')]
-    steps: Option<Vec<u64>>,
-    /// Evaluate again where results already exist (default: skip them).
-    #[arg(long)]
-    redo: bool,
-}
-
-pub fn eval_run(args: EvalRunArgs) -> Result<()> {
-    let sampling = &args.sampling;
-    let device = crate::parse_device(&sampling.device)?;
-    let options = RunEvalOptions {
-        splits: args.splits.clone(),
-        sampling: sampling.sampling()?.clone(),
-        batch_size: sampling.batch_size,
-        limit: args.limit,
-        steps: args.steps.clone(),
-        redo: args.redo,
-        cache_dir: sampling.cache_dir.clone(),
-        device,
-        kind: match sampling.dtype {
-            DType::Auto => None,
-            other => Some(other.kind(device)),
-        },
-    };
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} {msg} [{bar:30}] {pos}/{len} examples",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let reports = evaluate_run(&args.run, &options, &|step, split, done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-        bar.set_message(format!("step {step} {}", split.name()));
-    })?;
-    bar.finish_and_clear();
-    let (done, skipped): (Vec<_>, Vec<_>) = reports.iter().partition(|r| !r.skipped);
-    for r in &done {
-        println!(
-            "step {:>8} {:<5} {} examples: accuracy {:.1}%",
-            r.step,
-            r.split.name(),
-            r.examples,
-            100.0 * r.accuracy.unwrap_or(f64::NAN)
-        );
-    }
-    println!(
-        "evaluated {} checkpoint splits of {}; {} already had results",
-        done.len(),
-        args.run,
-        skipped.len()
-    );
-    Ok(())
-}
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
@@ -160,7 +53,7 @@ enum Scale {
     Loglog,
 }
 
-pub fn report(args: ReportArgs) -> Result<()> {
+pub fn run(args: ReportArgs) -> Result<()> {
     if args.buckets == 0 || args.heatmap_rows == 0 {
         bail!("--buckets and --heatmap-rows must be at least 1");
     }

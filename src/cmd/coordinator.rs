@@ -1,0 +1,79 @@
+//! `premem coordinator`: the one stateful service, until SIGTERM/Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::client::runtime;
+
+#[derive(clap::Args)]
+pub struct CoordinatorArgs {
+    /// gRPC address to listen on (port 0: any free port, see --address-file).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: String,
+    /// Serve Prometheus metrics at http://<this>/metrics.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Where the coordinator keeps its state (a directory or object-store
+    /// URL); a restarted coordinator resumes its jobs from there.
+    #[arg(long, default_value = "premem-state")]
+    state: String,
+    /// A file whose first line is the cluster token (default: $PREMEM_TOKEN).
+    #[arg(long, env = "PREMEM_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds an evaluator holds a task without renewing its lease.
+    #[arg(long, default_value_t = 30.0)]
+    lease_ttl: f64,
+    /// Seconds a trainer rank may go without a heartbeat before its group
+    /// regroups.
+    #[arg(long, default_value_t = 60.0)]
+    rank_ttl: f64,
+    /// Largest request accepted, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_request_bytes: usize,
+    /// Write the address actually bound (http://host:port) to this file.
+    #[arg(long)]
+    address_file: Option<PathBuf>,
+}
+
+pub fn run(args: CoordinatorArgs) -> Result<()> {
+    let token = premem_proto::load_token(args.token_file.as_deref())?;
+    let mut options = premem_coordinator::ServeOptions::new(&args.listen, &args.state, token);
+    options.metrics_listen = args.metrics_listen.clone();
+    options.tls = args.tls_cert.clone().zip(args.tls_key.clone());
+    options.timing = premem_coordinator::Timing {
+        lease_ttl: Duration::from_secs_f64(args.lease_ttl),
+        rank_ttl: Duration::from_secs_f64(args.rank_ttl),
+    };
+    options.max_request_bytes = args.max_request_bytes;
+    let tls = options.tls.is_some();
+    runtime()?.block_on(async move {
+        let running = premem_coordinator::start(options).await?;
+        let scheme = if tls { "https" } else { "http" };
+        let address = format!("{scheme}://{}", running.address);
+        if let Some(file) = &args.address_file {
+            premem_core::files::write_atomic(file, address.as_bytes())
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
+        if let Some(metrics) = running.metrics_address {
+            tracing::info!("metrics at http://{metrics}/metrics");
+        }
+        eprintln!("coordinator at {address}, state in {}", args.state);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping");
+        running.stop().await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,156 @@
+//! `premem run`: a whole job on this machine — a coordinator, the spec's
+//! trainer ranks and evaluators as child processes on loopback, a live
+//! progress display, and the report at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result, bail};
+use premem_core::JobSpec;
+use premem_proto::{ClientConfig, v1};
+
+use crate::client::Jobs;
+use crate::local_cluster::{LocalCluster, write_report};
+use crate::process::{cores, stop_flag};
+use crate::watch::print_status;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The job spec (TOML): its [cluster] section says how many trainer ranks
+    /// and evaluators to start. Default: examples/cluster.toml as built into
+    /// this binary (the synthetic task; its data is made when missing).
+    config: Option<PathBuf>,
+    /// Where the coordinator state and the processes' logs go.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Where the report goes (default: <run.output>-report).
+    #[arg(long)]
+    report: Option<String>,
+    /// Skip the report at the end.
+    #[arg(long)]
+    no_report: bool,
+    /// Serve Prometheus metrics of the coordinator at this address.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Checkpoint cache of the evaluators.
+    #[arg(long, default_value = "premem-cache")]
+    cache_dir: PathBuf,
+}
+
+/// The default job of `premem run`.
+const DEFAULT_JOB: &str = include_str!("../../examples/cluster.toml");
+
+/// The embedded default job, with its synthetic data made if missing.
+fn default_job() -> Result<JobSpec> {
+    let spec = JobSpec::from_toml(DEFAULT_JOB, Path::new("examples/cluster.toml (built in)"))?;
+    if let Some(config) = &spec.model.config
+        && !Path::new(config).exists()
+    {
+        bail!(
+            "the built-in job needs {config}: run premem from the repository root, or pass a job spec"
+        );
+    }
+    let train = Path::new(&spec.data.train.path);
+    if !train.exists() {
+        let out = train.parent().unwrap_or(Path::new("."));
+        eprintln!("making the synthetic task in {}", out.display());
+        let status = Process::new(std::env::current_exe()?)
+            .args(["data", "synth", "--out"])
+            .arg(out)
+            .status()
+            .context("running premem data synth")?;
+        if !status.success() {
+            bail!("premem data synth failed ({status})");
+        }
+    }
+    Ok(spec)
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let spec = match &args.config {
+        Some(config) => JobSpec::from_file(config)?,
+        None => default_job()?,
+    };
+    let name = spec.run.name.clone();
+    let workdir = args
+        .workdir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("premem-run").join(&name));
+    let stop = stop_flag()?;
+    let mut cluster = LocalCluster::start(&workdir, args.metrics_listen.as_deref())?;
+    let result = drive(&args, &spec, &mut cluster, &stop);
+    let logs = cluster.logs.clone();
+    cluster.stop();
+    let status = result?;
+    let state = v1::JobState::try_from(status.state).unwrap_or(v1::JobState::Unspecified);
+    print_status(&status);
+    if state != v1::JobState::Done {
+        bail!(
+            "job '{name}' ended {}: {} (logs in {})",
+            state.as_str_name(),
+            status.message,
+            logs.display()
+        );
+    }
+    if !args.no_report {
+        let out = args
+            .report
+            .clone()
+            .unwrap_or_else(|| format!("{}-report", spec.run.output.trim_end_matches('/')));
+        write_report(&spec.run.output, &out)?;
+    }
+    Ok(())
+}
+
+/// Submits the job, starts the trainers and evaluators, and watches them
+/// until the job ends. Returns the final status.
+fn drive(
+    args: &RunArgs,
+    spec: &JobSpec,
+    cluster: &mut LocalCluster,
+    stop: &AtomicBool,
+) -> Result<v1::JobStatus> {
+    let mut jobs = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.token))?;
+    jobs.submit(spec)?;
+    add_workers(args, spec, cluster)?;
+    jobs.watch_job(&spec.run.name, stop, &mut || cluster.supervise())
+}
+
+/// The spec's trainer ranks and (when it evaluates) evaluators.
+fn add_workers(args: &RunArgs, spec: &JobSpec, cluster: &mut LocalCluster) -> Result<()> {
+    let name = &spec.run.name;
+    // One machine for every process: split its cores between the trainer
+    // ranks (which run together) and give each evaluator one thread, rather
+    // than letting each libtorch take every core.
+    let threads = cores() / spec.cluster.trainers.max(1);
+    for rank in 0..spec.cluster.trainers {
+        let args = vec![
+            "trainer".to_string(),
+            "--job".into(),
+            name.clone(),
+            "--rank".into(),
+            rank.to_string(),
+            "--no-progress".into(),
+        ];
+        cluster.add(
+            &format!("trainer rank {rank}"),
+            &format!("trainer-{rank}"),
+            args,
+            threads,
+        )?;
+    }
+    let evaluators = if spec.eval.enabled {
+        cluster.add_evaluators(spec.cluster.evaluators, &args.cache_dir)?;
+        spec.cluster.evaluators
+    } else {
+        0
+    };
+    eprintln!(
+        "job '{name}': coordinator at {}, {} trainer rank(s), {evaluators} evaluator(s); logs in {}",
+        cluster.address,
+        spec.cluster.trainers,
+        cluster.logs.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! A coordinator and its workers as child processes of this one, on
+//! loopback: the cluster of `premem run`, `premem sweep` and `premem curate`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use premem_proto::TOKEN_ENV;
+
+use crate::process::cores;
+
+/// A child process of `premem run`, restarted when it dies.
+struct Member {
+    name: String,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    log: PathBuf,
+    child: Child,
+    restarts: u32,
+}
+
+const MAX_RESTARTS: u32 = 3;
+
+fn spawn(args: &[String], log: &Path, env: &[(&str, String)]) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut command = Process::new(std::env::current_exe().context("finding this binary")?);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    // SAFETY: prctl is async-signal-safe; the child dies with this process.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .with_context(|| format!("starting {}", args.join(" ")))
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn terminate(child: &mut Child) {
+    // SAFETY: sending a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A coordinator and its workers as child processes of this one, on
+/// loopback: `premem run`, `premem sweep` and `premem curate`.
+pub struct LocalCluster {
+    pub address: String,
+    pub token: String,
+    pub logs: PathBuf,
+    coordinator: Child,
+    members: Vec<Member>,
+}
+
+impl LocalCluster {
+    /// Starts a coordinator whose state lives in `workdir/state` (a second
+    /// start over the same workdir resumes its jobs); logs go to
+    /// `workdir/logs`.
+    pub fn start(workdir: &Path, metrics_listen: Option<&str>) -> Result<LocalCluster> {
+        let logs = workdir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let token = match std::env::var(TOKEN_ENV) {
+            Ok(token) if !token.is_empty() => token,
+            _ => format!("{:032x}", rand::random::<u128>()),
+        };
+        let address_file = workdir.join("coordinator.address");
+        let _ = std::fs::remove_file(&address_file);
+        let mut coordinator_args = vec![
+            "coordinator".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--state".into(),
+            workdir.join("state").to_string_lossy().into_owned(),
+            "--address-file".into(),
+            address_file.to_string_lossy().into_owned(),
+            // Local workers heartbeat every 2 s: notice a dead one sooner,
+            // and wait less before reassigning ranks after a restart.
+            "--rank-ttl".into(),
+            "15".into(),
+        ];
+        if let Some(metrics) = metrics_listen {
+            coordinator_args.extend(["--metrics-listen".into(), metrics.to_string()]);
+        }
+        let coordinator_log = logs.join("coordinator.log");
+        let env = vec![(TOKEN_ENV, token.clone())];
+        let mut coordinator = spawn(&coordinator_args, &coordinator_log, &env)?;
+        let started = Instant::now();
+        let address = loop {
+            if let Ok(text) = std::fs::read_to_string(&address_file) {
+                break text.trim().to_string();
+            }
+            if let Some(status) = coordinator.try_wait()? {
+                bail!(
+                    "the coordinator exited ({status}) before listening; its log ({}):\n{}",
+                    coordinator_log.display(),
+                    log_tail(&coordinator_log)
+                );
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                terminate(&mut coordinator);
+                bail!(
+                    "the coordinator did not start within 60 s; see {}",
+                    coordinator_log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok(LocalCluster {
+            address,
+            token,
+            logs,
+            coordinator,
+            members: vec![],
+        })
+    }
+
+    /// The environment of a worker: the token, the coordinator, and
+    /// `threads` OpenMP threads (one machine for every process), unless
+    /// OMP_NUM_THREADS is set for this process.
+    fn env(&self, threads: usize) -> Vec<(&'static str, String)> {
+        let threads = std::env::var("OMP_NUM_THREADS")
+            .ok()
+            .filter(|t| t.parse::<usize>().is_ok_and(|t| t > 0))
+            .unwrap_or_else(|| threads.max(1).to_string());
+        vec![
+            (TOKEN_ENV, self.token.clone()),
+            ("PREMEM_COORDINATOR", self.address.clone()),
+            ("OMP_NUM_THREADS", threads),
+        ]
+    }
+
+    /// Starts a worker (`premem <args>`), logging to `logs/<log>.log`.
+    pub fn add(&mut self, name: &str, log: &str, args: Vec<String>, threads: usize) -> Result<()> {
+        let log = self.logs.join(format!("{log}.log"));
+        let env = self.env(threads);
+        self.members.push(Member {
+            name: name.to_string(),
+            child: spawn(&args, &log, &env)?,
+            env,
+            args,
+            log,
+            restarts: 0,
+        });
+        Ok(())
+    }
+
+    /// Starts `count` pool trainers sharing the machine's cores.
+    pub fn add_pool_trainers(&mut self, count: usize) -> Result<()> {
+        let threads = cores() / count.max(1);
+        for i in 0..count {
+            let args = vec![
+                "trainer".to_string(),
+                "--name".into(),
+                format!("trainer-{i}"),
+                "--no-progress".into(),
+            ];
+            self.add(
+                &format!("pool trainer {i}"),
+                &format!("trainer-{i}"),
+                args,
+                threads,
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn add_evaluators(&mut self, count: usize, cache_dir: &Path) -> Result<()> {
+        for i in 0..count {
+            let args = vec![
+                "evaluator".to_string(),
+                "--name".into(),
+                format!("evaluator-{i}"),
+                "--cache-dir".into(),
+                cache_dir.to_string_lossy().into_owned(),
+            ];
+            self.add(
+                &format!("evaluator {i}"),
+                &format!("evaluator-{i}"),
+                args,
+                1,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Restarts workers that died (a trainer of one job that exited
+    /// successfully is done); fails after [`MAX_RESTARTS`] restarts of one.
+    pub fn supervise(&mut self) -> Result<()> {
+        for member in self.members.iter_mut() {
+            if let Some(status) = member.child.try_wait()? {
+                let trainer_done = member.name.starts_with("trainer rank") && status.success();
+                if trainer_done {
+                    continue;
+                }
+                if member.restarts >= MAX_RESTARTS {
+                    bail!(
+                        "{} exited ({status}) {MAX_RESTARTS} times; its log ({}):\n{}",
+                        member.name,
+                        member.log.display(),
+                        log_tail(&member.log)
+                    );
+                }
+                member.restarts += 1;
+                tracing::warn!(member = member.name, %status, restart = member.restarts, "restarting");
+                member.child = spawn(&member.args, &member.log, &member.env)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the workers, then the coordinator.
+    pub fn stop(mut self) {
+        for member in self.members.iter_mut() {
+            terminate(&mut member.child);
+        }
+        terminate(&mut self.coordinator);
+    }
+}
+
+/// `premem report <location> --out <out>` in a child process; `out` is a
+/// local directory or an object-store URL.
+pub fn write_report(location: &str, out: &str) -> Result<()> {
+    let status = Process::new(std::env::current_exe()?)
+        .args(["report", location, "--out", out])
+        .status()
+        .context("running premem report")?;
+    if !status.success() {
+        bail!("premem report failed ({status})");
+    }
+    println!("report: {}/report.html", out.trim_end_matches('/'));
+    Ok(())
+}
