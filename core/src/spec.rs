@@ -378,6 +378,18 @@ impl JobSpec {
         Ok(spec)
     }
 
+    /// Parses and validates a spec sent as JSON (a job submitted to the
+    /// coordinator, or the one it stored); `origin` names it in the error.
+    pub fn from_json(text: &str, origin: &Path) -> Result<JobSpec, SpecError> {
+        let spec: JobSpec = serde_json::from_str(text).map_err(|e| SpecError::Parse {
+            path: origin.into(),
+            message: e.to_string(),
+        })?;
+        spec.validate()
+            .map_err(|message| SpecError::invalid(origin, message))?;
+        Ok(spec)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let t = &self.train;
         match (&self.model.base, &self.model.config) {
