@@ -4,7 +4,11 @@
 //! evaluators, aggregates P-M accuracy as results arrive, and keeps what a
 //! restart needs in its state store. It does not link libtorch.
 //!
-//! - [`state`]: the rules (groups, tasks, leases, completion) as plain data;
+//! - [`state`]: the rules as plain data, one module each: the trainer
+//!   [`group`](state::group), the [`pool`](state::pool) of trainers started
+//!   without a job, the checkpoints' [`tasks`](state::tasks), their
+//!   [`leases`](state::leases), the P-M [`fold`](state::fold), and the
+//!   [`task_id`](state::task_id) codec;
 //! - [`service`]: the gRPC service over the state;
 //! - [`persist`]: the state store and the rebuild after a restart;
 //! - [`metrics`]: Prometheus metrics;

@@ -14,7 +14,7 @@ use premem_core::spec::JobSpec;
 use premem_core::{Store, StoreError};
 
 use crate::service::{RunStores, build_job, scan_checkpoints};
-use crate::state::{Phase, Row, State, TaskKey, TaskState};
+use crate::state::{Group, Phase, Row, State, TaskKey, TaskState};
 
 #[derive(Clone)]
 pub struct Persist {
@@ -95,24 +95,7 @@ impl Persist {
                     serde_json::from_slice(&self.store.get(&generation_file).await?)
                         .unwrap_or_default();
                 if let Some(g) = value.get("generation").and_then(|g| g.as_u64()) {
-                    job.group.generation = g;
-                    // The ranks may still be training this generation: take
-                    // them as alive now, so one that never heartbeats again
-                    // is noticed after the rank TTL.
-                    job.group.running = true;
-                    job.group.members = (0..job.world_size())
-                        .map(|rank| {
-                            (
-                                rank,
-                                crate::state::Member {
-                                    ring_address: String::new(),
-                                    nccl_id: vec![],
-                                    last_seen: std::time::Instant::now(),
-                                    step: 0,
-                                },
-                            )
-                        })
-                        .collect();
+                    job.group = Group::resumed(g, job.world_size(), std::time::Instant::now());
                 }
             }
             let output = job.spec.run.output.clone();
@@ -204,15 +187,11 @@ pub(crate) async fn adopt_results(
             }
         };
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        let id = key.id(&name);
-        match state.check_rows(&id, &rows) {
-            Ok(_) => {
-                let job = state.jobs.get_mut(&name).expect("listed above");
-                job.finish_task(key, rows);
-                found += 1;
-            }
+        let job = state.jobs.get_mut(&name).expect("listed above");
+        match job.adopt_result(key, rows) {
+            Ok(()) => found += 1,
             Err(e) => {
-                tracing::warn!(task = id, refusal = ?e, "result file does not match its task: evaluated again");
+                tracing::warn!(task = key.id(&name), refusal = ?e, "result file does not match its task: evaluated again");
             }
         }
     }

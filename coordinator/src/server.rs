@@ -115,18 +115,10 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let state = Arc::new(Mutex::new(State::new(options.timing)));
     let runs = RunStores::default();
     let restored = persist.restore(&state, &runs).await?;
-    {
-        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        let unfinished = s
-            .jobs
-            .values()
-            .any(|j| j.phase == crate::state::Phase::Active && !j.trained);
-        if unfinished {
-            // Pool trainers that still run a job reclaim their ranks by
-            // their heartbeats before any rank is handed out again.
-            s.assign_after = Some(Instant::now() + options.timing.rank_ttl);
-        }
-    }
+    state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .hold_ranks_after_restart(Instant::now());
     tracing::info!(
         state = persist.url(),
         jobs = restored,

@@ -177,9 +177,7 @@ pub async fn scan_checkpoints(state: &Mutex<State>, runs: &RunStores) -> usize {
         state
             .jobs
             .values()
-            .filter(|j| {
-                j.phase == Phase::Active && !(j.trained && j.spec.eval.enabled && j.complete())
-            })
+            .filter(|j| j.watches_checkpoints())
             .map(|j| (j.name.clone(), j.spec.run.output.clone()))
             .collect()
     };
@@ -200,14 +198,10 @@ pub async fn scan_checkpoints(state: &Mutex<State>, runs: &RunStores) -> usize {
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(job) = state.jobs.get_mut(&name) {
             for step in steps {
-                let keys = job.add_checkpoint(step);
+                let keys = job.checkpoint_published(step, Instant::now());
                 if !keys.is_empty() {
-                    tracing::info!(job = name, step, "checkpoint found: evaluation tasks added");
                     added += 1;
                     new_tasks.extend(keys.into_iter().map(|k| (name.clone(), output.clone(), k)));
-                }
-                if step >= job.total_steps {
-                    job.trained = true;
                 }
             }
         }
