@@ -9,6 +9,8 @@
 //!   without a job, the checkpoints' [`tasks`](state::tasks), their
 //!   [`leases`](state::leases), the P-M [`fold`](state::fold), and the
 //!   [`task_id`](state::task_id) codec;
+//! - [`runs`]: the jobs' run stores: building a job from its spec, finding
+//!   published checkpoints, adopting result files already there;
 //! - [`service`]: the gRPC service over the state;
 //! - [`persist`]: the state store and the rebuild after a restart;
 //! - [`metrics`]: Prometheus metrics;
@@ -18,6 +20,7 @@
 
 pub mod metrics;
 pub mod persist;
+pub mod runs;
 pub mod server;
 pub mod service;
 pub mod state;

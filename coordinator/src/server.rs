@@ -16,7 +16,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::metrics::Metrics;
 use crate::persist::Persist;
-use crate::service::{RunStores, Service, scan_checkpoints};
+use crate::runs::{RunStores, scan_checkpoints};
+use crate::service::Service;
 use crate::state::{State, Timing};
 
 #[derive(Debug, thiserror::Error)]

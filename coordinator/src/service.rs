@@ -2,21 +2,20 @@
 //! under its lock (never across an await), and does the object-store work
 //! (persisting jobs, checking result files, finding checkpoints) outside it.
 
-use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use premem_core::checkpoint::{Area, published_steps};
 use premem_core::spec::JobSpec;
-use premem_core::{Dataset, Store, StoreError};
 use premem_proto::v1::{self, coordinator_server::Coordinator};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::Metrics;
 use crate::persist::Persist;
+use crate::runs::{self, RunStores, RunTask, build_job};
 use crate::state::{
-    Action, Assignment, Completed, Examples, Job, Phase, Refusal, Rendezvous, Row, State, TaskKey,
+    Action, Assignment, Completed, Job, Phase, Refusal, Rendezvous, Row, State, TaskKey,
 };
 
 impl From<Refusal> for Status {
@@ -30,64 +29,13 @@ impl From<Refusal> for Status {
     }
 }
 
-/// Builds a job from its spec: the train subset and test examples the
-/// evaluation covers, and the planned steps. Reads the datasets.
-pub fn build_job(spec: JobSpec) -> Result<Job, String> {
-    spec.validate()?;
-    let train = Dataset::load(&spec.data.train).map_err(|e| e.to_string())?;
-    let limit = spec.eval.limit.unwrap_or(usize::MAX);
-    let subset = premem_core::order::subset(train.len(), spec.data.fraction, spec.run.seed);
-    let train_ids: Vec<String> = subset
-        .iter()
-        .take(limit)
-        .map(|&i| train.examples[i].id.clone())
-        .collect();
-    let test_ids: Vec<String> = match &spec.data.test {
-        Some(test) => Dataset::load(test)
-            .map_err(|e| e.to_string())?
-            .examples
-            .into_iter()
-            .take(limit)
-            .map(|e| e.id)
-            .collect(),
-        None => vec![],
-    };
-    let plan = premem_core::order::DataPlan::for_job(&spec, train.len());
-    let spec_json = serde_json::to_string(&spec).expect("spec serialises");
-    Ok(Job::new(
-        spec,
-        spec_json,
-        Examples {
-            train: train_ids,
-            test: test_ids,
-        },
-        plan.total_steps,
-    ))
-}
-
-/// The run stores of the jobs, opened once each (on S3, one client and its
-/// connections per run rather than one per request).
-#[derive(Clone, Default)]
-pub struct RunStores(Arc<Mutex<HashMap<String, Store>>>);
-
-impl RunStores {
-    pub fn get(&self, location: &str) -> Result<Store, StoreError> {
-        let mut stores = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(store) = stores.get(location) {
-            return Ok(store.clone());
-        }
-        let store = Store::open(location)?;
-        stores.insert(location.to_string(), store.clone());
-        Ok(store)
-    }
-}
-
 pub struct Service {
     pub(crate) state: Arc<Mutex<State>>,
     pub(crate) runs: RunStores,
     pub(crate) persist: Persist,
     pub(crate) metrics: Arc<Metrics>,
-    /// Wakes the scanner (a checkpoint was reported).
+    /// Wakes the scanner (a job was submitted, a rank finished, or a
+    /// reported checkpoint is not in the store yet).
     pub(crate) scan: Arc<Notify>,
     pub(crate) retry_after: Duration,
 }
@@ -95,6 +43,15 @@ pub struct Service {
 impl Service {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adopts the result files of new tasks without holding up the reply.
+    fn adopt_in_background(&self, tasks: Vec<RunTask>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let (state, runs) = (self.state.clone(), self.runs.clone());
+        tokio::spawn(async move { runs::adopt_new_results(&state, &runs, tasks).await });
     }
 
     fn internal(&self, what: &str, e: impl std::fmt::Display) -> Status {
@@ -169,54 +126,6 @@ pub fn job_status(job: &Job) -> v1::JobStatus {
     }
 }
 
-/// Finds newly published checkpoints of every active job and adds their
-/// tasks; returns how many checkpoints were added.
-pub async fn scan_checkpoints(state: &Mutex<State>, runs: &RunStores) -> usize {
-    let active: Vec<(String, String)> = {
-        let state = state.lock().unwrap_or_else(|p| p.into_inner());
-        state
-            .jobs
-            .values()
-            .filter(|j| j.watches_checkpoints())
-            .map(|j| (j.name.clone(), j.spec.run.output.clone()))
-            .collect()
-    };
-    let mut added = 0;
-    let mut new_tasks = vec![];
-    for (name, output) in active {
-        let steps = match runs.get(&output) {
-            Ok(run) => published_steps(&run, Area::Weights).await,
-            Err(e) => Err(e),
-        };
-        let steps = match steps {
-            Ok(steps) => steps,
-            Err(e) => {
-                tracing::warn!(job = name, error = %e, "cannot list checkpoints");
-                continue;
-            }
-        };
-        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(job) = state.jobs.get_mut(&name) {
-            for step in steps {
-                let keys = job.checkpoint_published(step, Instant::now());
-                if !keys.is_empty() {
-                    added += 1;
-                    new_tasks.extend(keys.into_iter().map(|k| (name.clone(), output.clone(), k)));
-                }
-            }
-        }
-    }
-    // A run submitted again to a coordinator that has no record of it (a new
-    // state location) keeps the results it already has.
-    if !new_tasks.is_empty() {
-        let adopted = crate::persist::adopt_results(state, runs, new_tasks).await;
-        if adopted > 0 {
-            tracing::info!(tasks = adopted, "results already in the run stores adopted");
-        }
-    }
-    added
-}
-
 fn rows_of(request: &v1::CompleteTaskRequest) -> Vec<Row> {
     request
         .rows
@@ -235,10 +144,13 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobReply>, Status> {
-        let spec: JobSpec = serde_json::from_str(&request.get_ref().spec_json)
-            .map_err(|e| Status::invalid_argument(format!("spec_json: {e}")))?;
+        let spec_json = request.into_inner().spec_json;
+        // Parsed and validated once, here: the rest of the coordinator
+        // trusts the spec, and keeps the JSON as submitted.
+        let spec = JobSpec::from_json(&spec_json, Path::new("spec_json"))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let name = spec.run.name.clone();
-        let job = tokio::task::spawn_blocking(move || build_job(spec))
+        let job = tokio::task::spawn_blocking(move || build_job(spec, spec_json))
             .await
             .map_err(|e| self.internal("building the job", e))?
             .map_err(|m| Status::invalid_argument(format!("job '{name}': {m}")))?;
@@ -396,25 +308,30 @@ impl Coordinator for Service {
         }))
     }
 
+    /// The reported step is taken at once: once its manifest is in the run's
+    /// store its tasks are added (see [`runs::checkpoint_reported`]); a
+    /// manifest that is not there, or a store that cannot say, is left to
+    /// the scanner's listing, which stays the truth.
     async fn report_checkpoint(
         &self,
         request: Request<v1::ReportCheckpointRequest>,
     ) -> Result<Response<v1::ReportCheckpointReply>, Status> {
         let r = request.get_ref();
-        {
+        let run = {
             let state = self.lock();
             let job = state.job(&r.job)?;
-            if r.rank >= job.world_size() {
-                return Err(Status::invalid_argument(format!(
-                    "rank {} out of range: job '{}' has {} trainer rank(s)",
-                    r.rank,
-                    r.job,
-                    job.world_size()
-                )));
+            State::rank_in_range(job, r.rank)?;
+            job.spec.run.output.clone()
+        };
+        tracing::debug!(job = r.job, step = r.step, "checkpoint reported");
+        match runs::checkpoint_reported(&self.state, &self.runs, &r.job, &run, r.step).await {
+            Ok(Some(tasks)) => self.adopt_in_background(tasks),
+            Ok(None) => self.scan.notify_one(),
+            Err(e) => {
+                tracing::warn!(job = r.job, step = r.step, error = %e, "cannot check the reported checkpoint: left to the scan");
+                self.scan.notify_one();
             }
         }
-        tracing::debug!(job = r.job, step = r.step, "checkpoint reported");
-        self.scan.notify_one();
         Ok(Response::new(v1::ReportCheckpointReply {}))
     }
 
