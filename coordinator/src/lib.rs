@@ -11,7 +11,8 @@
 //!   [`task_id`](state::task_id) codec;
 //! - [`runs`]: the jobs' run stores: building a job from its spec, finding
 //!   published checkpoints, adopting result files already there;
-//! - [`service`]: the gRPC service over the state;
+//! - [`service`]: the gRPC service over the state: request checks, the
+//!   errors' statuses, the replies' wire form;
 //! - [`persist`]: the state store and the rebuild after a restart;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`server`]: serving it all.
