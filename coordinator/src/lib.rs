@@ -4,8 +4,15 @@
 //! evaluators, aggregates P-M accuracy as results arrive, and keeps what a
 //! restart needs in its state store. It does not link libtorch.
 //!
-//! - [`state`]: the rules (groups, tasks, leases, completion) as plain data;
-//! - [`service`]: the gRPC service over the state;
+//! - [`state`]: the rules as plain data, one module each: the trainer
+//!   [`group`](state::group), the [`pool`](state::pool) of trainers started
+//!   without a job, the checkpoints' [`tasks`](state::tasks), their
+//!   [`leases`](state::leases), the P-M [`fold`](state::fold), and the
+//!   [`task_id`](state::task_id) codec;
+//! - [`runs`]: the jobs' run stores: building a job from its spec, finding
+//!   published checkpoints, adopting result files already there;
+//! - [`service`]: the gRPC service over the state: request checks, the
+//!   errors' statuses, the replies' wire form;
 //! - [`persist`]: the state store and the rebuild after a restart;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`server`]: serving it all.
@@ -14,6 +21,7 @@
 
 pub mod metrics;
 pub mod persist;
+pub mod runs;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -1,6 +1,6 @@
 //! What the coordinator keeps in its state store, and its rebuild after a
-//! restart. The run stores stay the truth for checkpoints and results: a
-//! task is done exactly when its result file is there.
+//! restart. The run stores stay the truth for checkpoints and results
+//! ([`crate::runs`]).
 //!
 //! ```text
 //! <state>/jobs/<name>/spec.json        the job as submitted
@@ -8,13 +8,15 @@
 //! <state>/jobs/<name>/cancelled        present once cancelled
 //! ```
 
+use std::path::Path;
 use std::sync::Mutex;
+use std::time::Instant;
 
-use premem_core::spec::JobSpec;
+use premem_core::spec::{JobSpec, SpecError};
 use premem_core::{Store, StoreError};
 
-use crate::service::{RunStores, build_job, scan_checkpoints};
-use crate::state::{Phase, Row, State, TaskKey, TaskState};
+use crate::runs::{RunStores, adopt_all_results, build_job, scan_checkpoints};
+use crate::state::{Group, Job, Phase, State};
 
 #[derive(Clone)]
 pub struct Persist {
@@ -64,157 +66,85 @@ impl Persist {
     ) -> Result<usize, StoreError> {
         let mut restored = 0;
         for name in self.store.list_dirs("jobs").await? {
-            let spec_file = job_file(&name, "spec.json");
-            if !self.store.exists(&spec_file).await? {
+            let Some(job) = self.restore_job(&name).await? else {
                 continue;
-            }
-            let bytes = self.store.get(&spec_file).await?;
-            let spec: JobSpec = match serde_json::from_slice(&bytes) {
-                Ok(spec) => spec,
-                Err(e) => {
-                    tracing::error!(file = self.store.url_of(&spec_file), error = %e, "unreadable job spec: job skipped");
-                    continue;
-                }
             };
-            let mut job = match tokio::task::spawn_blocking(move || build_job(spec))
-                .await
-                .expect("build_job does not panic")
-            {
-                Ok(job) => job,
-                Err(e) => {
-                    tracing::error!(job = name, error = %e, "job cannot be rebuilt: skipped");
-                    continue;
-                }
-            };
-            if self.store.exists(&job_file(&name, "cancelled")).await? {
-                job.phase = Phase::Cancelled;
-            }
-            let generation_file = job_file(&name, "generation.json");
-            if self.store.exists(&generation_file).await? {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&self.store.get(&generation_file).await?)
-                        .unwrap_or_default();
-                if let Some(g) = value.get("generation").and_then(|g| g.as_u64()) {
-                    job.group.generation = g;
-                    // The ranks may still be training this generation: take
-                    // them as alive now, so one that never heartbeats again
-                    // is noticed after the rank TTL.
-                    job.group.running = true;
-                    job.group.members = (0..job.world_size())
-                        .map(|rank| {
-                            (
-                                rank,
-                                crate::state::Member {
-                                    ring_address: String::new(),
-                                    nccl_id: vec![],
-                                    last_seen: std::time::Instant::now(),
-                                    step: 0,
-                                },
-                            )
-                        })
-                        .collect();
-                }
-            }
             let output = job.spec.run.output.clone();
             state
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert_job(job)
                 .map_err(|r| StoreError::Corrupt {
-                    url: self.store.url_of(&spec_file),
+                    url: self.store.url_of(&job_file(&name, "spec.json")),
                     message: format!("{r:?}"),
                 })?;
             restored += 1;
             tracing::info!(job = name, output, "job restored");
         }
         scan_checkpoints(state, runs).await;
-        self.restore_results(state, runs).await;
+        adopt_all_results(state, runs).await;
         Ok(restored)
     }
 
-    /// Marks done every task whose result file is in its run's store.
-    async fn restore_results(&self, state: &Mutex<State>, runs: &RunStores) {
-        let todo: Vec<(String, String, TaskKey)> = {
-            let state = state.lock().unwrap_or_else(|p| p.into_inner());
-            state
-                .jobs
-                .values()
-                .flat_map(|job| {
-                    job.tasks
-                        .keys()
-                        .map(|k| (job.name.clone(), job.spec.run.output.clone(), *k))
-                })
-                .collect()
+    /// The job `name` as the state store has it; `None` when it has no
+    /// spec or cannot be rebuilt.
+    async fn restore_job(&self, name: &str) -> Result<Option<Job>, StoreError> {
+        let Some((spec, spec_json)) = self.read_spec(name).await? else {
+            return Ok(None);
         };
-        let found = adopt_results(state, runs, todo).await;
-        tracing::info!(tasks = found, "results found in the run stores");
+        let built = tokio::task::spawn_blocking(move || build_job(spec, spec_json))
+            .await
+            .expect("build_job does not panic");
+        let mut job = match built {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(job = name, error = %e, "job cannot be rebuilt: skipped");
+                return Ok(None);
+            }
+        };
+        if self.store.exists(&job_file(name, "cancelled")).await? {
+            job.phase = Phase::Cancelled;
+        }
+        if let Some(generation) = self.read_generation(name).await? {
+            job.group = Group::resumed(generation, job.world_size(), Instant::now());
+        }
+        Ok(Some(job))
     }
-}
 
-/// Marks done each of the `(job, run output, task)` whose result file is
-/// already in its run's store (written before this coordinator knew the task:
-/// an earlier life of it, or another coordinator) and matches the task's
-/// examples; returns how many. Unreadable or mismatched files are left to be
-/// evaluated again.
-pub(crate) async fn adopt_results(
-    state: &Mutex<State>,
-    runs: &RunStores,
-    todo: Vec<(String, String, TaskKey)>,
-) -> usize {
-    let mut found = 0;
-    for (name, output, key) in todo {
-        let open = {
-            let state = state.lock().unwrap_or_else(|p| p.into_inner());
-            state
-                .jobs
-                .get(&name)
-                .and_then(|j| j.tasks.get(&key))
-                .is_some_and(|t| !matches!(t.state, TaskState::Done))
-        };
-        if !open {
-            continue;
+    /// The stored spec, parsed and validated, and its text.
+    async fn read_spec(&self, name: &str) -> Result<Option<(JobSpec, String)>, StoreError> {
+        let file = job_file(name, "spec.json");
+        if !self.store.exists(&file).await? {
+            return Ok(None);
         }
-        let file = key.result_file();
-        let Ok(run) = runs.get(&output) else {
-            continue;
-        };
-        let rows = match run.exists(&file).await {
-            Ok(true) => match run.get(&file).await {
-                Ok(bytes) => premem_core::results::from_parquet(bytes, &run.url_of(&file)),
-                Err(e) => {
-                    tracing::warn!(file = run.url_of(&file), error = %e, "unreadable result file: task evaluated again");
-                    continue;
-                }
-            },
-            _ => continue,
-        };
-        let rows: Vec<Row> = match rows {
-            Ok(rows) => rows
-                .into_iter()
-                .filter(|r| r.preamble.is_empty())
-                .map(|r| Row {
-                    id: r.id,
-                    accuracy: r.accuracy,
-                    perplexity: r.target_perplexity,
-                })
-                .collect(),
+        let url = self.store.url_of(&file);
+        let text = match String::from_utf8(self.store.get(&file).await?.to_vec()) {
+            Ok(text) => text,
             Err(e) => {
-                tracing::warn!(error = %e, "unreadable result file: task evaluated again");
-                continue;
+                tracing::error!(file = url, error = %e, "unreadable job spec: job skipped");
+                return Ok(None);
             }
         };
-        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        let id = key.id(&name);
-        match state.check_rows(&id, &rows) {
-            Ok(_) => {
-                let job = state.jobs.get_mut(&name).expect("listed above");
-                job.finish_task(key, rows);
-                found += 1;
+        let unreadable = match JobSpec::from_json(&text, Path::new(&url)) {
+            Ok(spec) => return Ok(Some((spec, text))),
+            Err(SpecError::Invalid { message, .. }) => {
+                tracing::error!(job = name, error = %message, "job cannot be rebuilt: skipped");
+                return Ok(None);
             }
-            Err(e) => {
-                tracing::warn!(task = id, refusal = ?e, "result file does not match its task: evaluated again");
-            }
-        }
+            Err(SpecError::Parse { message, .. }) => message,
+            Err(other) => other.to_string(),
+        };
+        tracing::error!(file = url, error = %unreadable, "unreadable job spec: job skipped");
+        Ok(None)
     }
-    found
+
+    async fn read_generation(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let file = job_file(name, "generation.json");
+        if !self.store.exists(&file).await? {
+            return Ok(None);
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&self.store.get(&file).await?).unwrap_or_default();
+        Ok(value.get("generation").and_then(|g| g.as_u64()))
+    }
 }

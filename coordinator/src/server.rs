@@ -3,7 +3,7 @@
 //! checkpoints and expires leases and silent ranks; `/metrics` over HTTP.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::metrics::Metrics;
 use crate::persist::Persist;
-use crate::service::{RunStores, Service, scan_checkpoints};
+use crate::runs::{RunStores, scan_checkpoints};
+use crate::service::Service;
 use crate::state::{State, Timing};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,108 +109,46 @@ async fn bind(address: &str) -> Result<TcpListener, ServeError> {
         })
 }
 
-/// Restores the state from `options.state`, binds, and serves until
-/// [`Running::stop`].
-pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
-    let persist = Persist::new(Store::open(&options.state)?);
-    let state = Arc::new(Mutex::new(State::new(options.timing)));
-    let runs = RunStores::default();
-    let restored = persist.restore(&state, &runs).await?;
-    {
-        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        let unfinished = s
-            .jobs
-            .values()
-            .any(|j| j.phase == crate::state::Phase::Active && !j.trained);
-        if unfinished {
-            // Pool trainers that still run a job reclaim their ranks by
-            // their heartbeats before any rank is handed out again.
-            s.assign_after = Some(Instant::now() + options.timing.rank_ttl);
-        }
+fn local_address(listener: &TcpListener, address: &str) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|source| ServeError::Listen {
+        address: address.into(),
+        source,
+    })
+}
+
+/// The stop signal: every waiter sees it, whenever it starts waiting.
+#[derive(Clone)]
+struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    fn new() -> (watch::Sender<bool>, Stop) {
+        let (sender, receiver) = watch::channel(false);
+        (sender, Stop(receiver))
     }
-    tracing::info!(
-        state = persist.url(),
-        jobs = restored,
-        "coordinator state loaded"
-    );
-    let metrics = Arc::new(Metrics::new());
-    let scan = Arc::new(Notify::new());
-    // Every waiter sees the stop, whenever it starts waiting.
-    let (shutdown, stopped) = watch::channel(false);
-    let until_stopped = move || {
-        let mut stopped = stopped.clone();
+
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopped = self.0.clone();
         async move {
             let _ = stopped.wait_for(|s| *s).await;
         }
-    };
+    }
+}
+
+/// Restores the state from `options.state`, binds, and serves until
+/// [`Running::stop`].
+pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
+    let (persist, state, runs) = restore(&options).await?;
+    let metrics = Arc::new(Metrics::new());
+    let scan = Arc::new(Notify::new());
+    let (shutdown, stop) = Stop::new();
 
     let listener = bind(&options.listen).await?;
-    let address = listener.local_addr().map_err(|source| ServeError::Listen {
-        address: options.listen.clone(),
-        source,
-    })?;
+    let address = local_address(&listener, &options.listen)?;
     let metrics_address = match &options.metrics_listen {
-        Some(addr) => {
-            let listener = bind(addr).await?;
-            let local = listener.local_addr().ok();
-            let state = state.clone();
-            let metrics = metrics.clone();
-            let app = axum::Router::new()
-                .route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let text = metrics.render(&state);
-                        async move {
-                            (
-                                [(
-                                    axum::http::header::CONTENT_TYPE,
-                                    "text/plain; version=0.0.4; charset=utf-8",
-                                )],
-                                text,
-                            )
-                        }
-                    }),
-                )
-                .route("/healthz", axum::routing::get(|| async { "ok" }));
-            let stop = until_stopped();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "metrics server");
-                }
-            });
-            local
-        }
+        Some(listen) => serve_metrics(listen, &state, &metrics, &stop).await?,
         None => None,
     };
-
-    // Checkpoints, leases, silent ranks.
-    {
-        let state = state.clone();
-        let runs = runs.clone();
-        let scan = scan.clone();
-        let stop = until_stopped();
-        let interval = options.scan_interval;
-        tokio::spawn(async move {
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = &mut stop => break,
-                    _ = scan.notified() => {}
-                    _ = tokio::time::sleep(interval) => {}
-                }
-                scan_checkpoints(&state, &runs).await;
-                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                s.expire_leases(now);
-                s.expire_ranks(now);
-                s.expire_pool(now);
-            }
-        });
-    }
-
+    spawn_scanner(&state, &runs, &scan, options.scan_interval, &stop);
     let service = Service {
         state: state.clone(),
         runs,
@@ -218,6 +157,113 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         scan,
         retry_after: Duration::from_millis(500),
     };
+    let task = serve_grpc(listener, service, &options, &stop)?;
+    tracing::info!(%address, tls = options.tls.is_some(), "coordinator listening");
+    Ok(Running {
+        address,
+        metrics_address,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+/// The state of an earlier coordinator at `options.state`, and the run
+/// stores it opened on the way.
+async fn restore(
+    options: &ServeOptions,
+) -> Result<(Persist, Arc<Mutex<State>>, RunStores), ServeError> {
+    let persist = Persist::new(Store::open(&options.state)?);
+    let state = Arc::new(Mutex::new(State::new(options.timing)));
+    let runs = RunStores::default();
+    let restored = persist.restore(&state, &runs).await?;
+    state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .hold_ranks_after_restart(Instant::now());
+    tracing::info!(
+        state = persist.url(),
+        jobs = restored,
+        "coordinator state loaded"
+    );
+    Ok((persist, state, runs))
+}
+
+/// Serves `/metrics` and `/healthz` on `listen` until the stop; returns the
+/// address bound.
+async fn serve_metrics(
+    listen: &str,
+    state: &Arc<Mutex<State>>,
+    metrics: &Arc<Metrics>,
+    stop: &Stop,
+) -> Result<Option<SocketAddr>, ServeError> {
+    let listener = bind(listen).await?;
+    let local = listener.local_addr().ok();
+    let (state, metrics) = (state.clone(), metrics.clone());
+    let exposition = move || {
+        let text = metrics.render(&state);
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(exposition))
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let stopped = stop.stopped();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "metrics server");
+        }
+    });
+    Ok(local)
+}
+
+/// Looks for checkpoints and expires leases, silent ranks and silent pool
+/// trainers every `interval`, or sooner when `scan` is notified.
+fn spawn_scanner(
+    state: &Arc<Mutex<State>>,
+    runs: &RunStores,
+    scan: &Arc<Notify>,
+    interval: Duration,
+    stop: &Stop,
+) {
+    let (state, runs, scan) = (state.clone(), runs.clone(), scan.clone());
+    let stopped = stop.stopped();
+    tokio::spawn(async move {
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = scan.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+            scan_checkpoints(&state, &runs).await;
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            s.expire_leases(now);
+            s.expire_ranks(now);
+            s.expire_pool(now);
+        }
+    });
+}
+
+/// Serves the gRPC service on `listener` behind the token check (and TLS
+/// when configured) until the stop.
+fn serve_grpc(
+    listener: TcpListener,
+    service: Service,
+    options: &ServeOptions,
+    stop: &Stop,
+) -> Result<tokio::task::JoinHandle<Result<(), ServeError>>, ServeError> {
     let grpc = CoordinatorServer::new(service)
         .max_decoding_message_size(options.max_request_bytes)
         .max_encoding_message_size(64 << 20);
@@ -227,32 +273,27 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     );
     let mut builder = Server::builder();
     if let Some((cert, key)) = &options.tls {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|source| ServeError::Tls {
-                path: path.clone(),
-                source,
-            })
-        };
-        let identity = Identity::from_pem(read(cert)?, read(key)?);
-        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+        builder = builder.tls_config(ServerTlsConfig::new().identity(tls_identity(cert, key)?))?;
     }
-    let stop = until_stopped();
     // serve_with_incoming ignores the builder's nodelay: without it small
     // replies can wait 40 ms for Nagle.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let router = builder.timeout(Duration::from_secs(60)).add_service(grpc);
-    let task = tokio::spawn(async move {
+    let stopped = stop.stopped();
+    Ok(tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(incoming, stop)
+            .serve_with_incoming_shutdown(incoming, stopped)
             .await
             .map_err(ServeError::from)
-    });
-    tracing::info!(%address, tls = options.tls.is_some(), "coordinator listening");
-    Ok(Running {
-        address,
-        metrics_address,
-        state,
-        shutdown,
-        task,
-    })
+    }))
+}
+
+fn tls_identity(cert: &Path, key: &Path) -> Result<Identity, ServeError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| ServeError::Tls {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    Ok(Identity::from_pem(read(cert)?, read(key)?))
 }

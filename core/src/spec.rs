@@ -468,6 +468,21 @@ impl JobSpec {
         Ok(spec)
     }
 
+    /// Parses and validates a spec sent as JSON (a job submitted to the
+    /// coordinator, or the one it stored): `origin` names the text in a
+    /// parse error; a value that cannot be used names the job
+    /// (`job 'name': …`), as the text was valid JSON of a spec.
+    pub fn from_json(text: &str, origin: &Path) -> Result<JobSpec, SpecError> {
+        let spec: JobSpec = serde_json::from_str(text).map_err(|e| SpecError::Parse {
+            path: origin.into(),
+            message: e.to_string(),
+        })?;
+        spec.validate().map_err(|message| {
+            SpecError::invalid(Path::new(&format!("job '{}'", spec.run.name)), message)
+        })?;
+        Ok(spec)
+    }
+
     /// Checks every value that parses but cannot be used; the message names
     /// the key. Called once, where a spec enters a process (its parse).
     pub fn validate(&self) -> Result<(), String> {

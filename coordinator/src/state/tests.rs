@@ -1,6 +1,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use premem_core::Split;
+
 use super::*;
 
 const SPEC: &str = r#"
@@ -53,6 +55,14 @@ fn state_with(job: Job) -> State {
     state
 }
 
+/// Publishes the checkpoint of `step` of the job "job" now.
+fn checkpoint(state: &mut State, step: u64) -> Vec<TaskKey> {
+    state
+        .job_mut("job")
+        .unwrap()
+        .add_checkpoint(step, Instant::now())
+}
+
 fn rows(ids: &[String], accuracy: f64, perplexity: f64) -> Vec<Row> {
     ids.iter()
         .map(|id| Row {
@@ -80,10 +90,10 @@ fn task_ids_round_trip_and_name_their_files() {
 #[test]
 fn a_checkpoint_becomes_fixed_size_tasks_train_first() {
     let mut state = state_with(job(5, 3, 10));
-    let added = state.job_mut("job").unwrap().add_checkpoint(4);
+    let added = checkpoint(&mut state, 4);
     // 5 train examples in tasks of 2: 3 tasks; 3 test examples: 2 tasks.
     assert_eq!(added.len(), 5);
-    assert!(state.job_mut("job").unwrap().add_checkpoint(4).is_empty());
+    assert!(checkpoint(&mut state, 4).is_empty());
     let now = Instant::now();
     let first = state.lease("e1", now).unwrap();
     assert_eq!((first.key.split, first.key.index), (Split::Train, 0));
@@ -99,7 +109,7 @@ fn a_checkpoint_becomes_fixed_size_tasks_train_first() {
 #[test]
 fn a_completion_counts_once_and_expired_leases_are_ignored() {
     let mut state = state_with(job(2, 0, 10));
-    state.job_mut("job").unwrap().add_checkpoint(4);
+    checkpoint(&mut state, 4);
     let t0 = Instant::now();
     let first = state.lease("e1", t0).unwrap();
     let id = first.key.id("job");
@@ -133,7 +143,7 @@ fn a_completion_counts_once_and_expired_leases_are_ignored() {
 #[test]
 fn renewal_keeps_a_lease_alive() {
     let mut state = state_with(job(2, 0, 10));
-    state.job_mut("job").unwrap().add_checkpoint(4);
+    checkpoint(&mut state, 4);
     let t0 = Instant::now();
     let l = state.lease("e1", t0).unwrap();
     let id = l.key.id("job");
@@ -149,7 +159,7 @@ fn renewal_keeps_a_lease_alive() {
 #[test]
 fn rows_must_match_the_task_exactly() {
     let mut state = state_with(job(2, 0, 10));
-    state.job_mut("job").unwrap().add_checkpoint(4);
+    checkpoint(&mut state, 4);
     let l = state.lease("e1", Instant::now()).unwrap();
     let id = l.key.id("job");
     let mut r = rows(&l.examples, 0.5, 2.0);
@@ -192,7 +202,7 @@ fn pm_accuracy_folds_checkpoints_in_order_as_results_arrive() {
     let mut state = state_with(job(2, 0, 10));
     let now = Instant::now();
     for step in [4, 8] {
-        state.job_mut("job").unwrap().add_checkpoint(step);
+        checkpoint(&mut state, step);
     }
     let a = state.lease("e", now).unwrap();
     let b = state.lease("e", now).unwrap();
@@ -329,7 +339,7 @@ fn out_of_range_ranks_and_unknown_jobs_are_refused() {
 #[test]
 fn a_task_failing_too_often_fails_the_job() {
     let mut state = state_with(job(2, 0, 10));
-    state.job_mut("job").unwrap().add_checkpoint(4);
+    checkpoint(&mut state, 4);
     let now = Instant::now();
     let l = state.lease("e", now).unwrap();
     state.fail(&l.lease, &l.key.id("job"), "boom", now).unwrap();
@@ -348,7 +358,7 @@ fn a_task_failing_too_often_fails_the_job() {
 fn a_job_is_complete_when_trained_and_every_task_is_done() {
     let mut state = state_with(job(2, 1, 8));
     let now = Instant::now();
-    state.job_mut("job").unwrap().add_checkpoint(8);
+    checkpoint(&mut state, 8);
     assert!(
         state.job("job").unwrap().trained,
         "the final step's checkpoint ends training"
@@ -526,9 +536,9 @@ fn tasks_are_leased_in_the_order_their_checkpoints_appeared() {
     let mut state = state_with(named_job("a", 1));
     state.insert_job(named_job("b", 1)).unwrap();
     // "b" publishes first, though "a" was submitted first.
-    state.jobs.get_mut("b").unwrap().add_checkpoint(4);
-    std::thread::sleep(Duration::from_millis(2));
-    state.jobs.get_mut("a").unwrap().add_checkpoint(4);
+    state.jobs.get_mut("b").unwrap().add_checkpoint(4, now);
+    let later = now + Duration::from_millis(2);
+    state.jobs.get_mut("a").unwrap().add_checkpoint(4, later);
     let first = state.lease("e", now).unwrap();
     assert_eq!((first.job.as_str(), first.key.step), ("b", 4));
     // Every task of b's checkpoint goes before a's.

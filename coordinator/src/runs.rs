@@ -1,0 +1,335 @@
+//! The jobs' runs in their object stores: building a job from its spec (the
+//! examples it evaluates, the steps it plans), finding its published
+//! checkpoints, and adopting result files already there. The run stores
+//! stay the truth for checkpoints and results: a checkpoint is published
+//! exactly when its manifest is there, a task is done exactly when its
+//! result file is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use premem_core::checkpoint::{Area, MANIFEST, published_steps, step_prefix};
+use premem_core::dataset::DatasetError;
+use premem_core::order::{DataPlan, subset};
+use premem_core::spec::JobSpec;
+use premem_core::{Dataset, Store, StoreError};
+
+use crate::state::{Examples, Job, Row, State, TaskKey, TaskState};
+
+/// Builds a job from its spec, validated where it came in, and the JSON it
+/// came as: the train subset and test examples the evaluation covers, and
+/// the planned steps. Reads the datasets.
+pub fn build_job(spec: JobSpec, spec_json: String) -> Result<Job, DatasetError> {
+    let train = Dataset::load(&spec.data.train)?;
+    let limit = spec.eval.limit.unwrap_or(usize::MAX);
+    let train_ids: Vec<String> = subset(train.len(), spec.data.fraction, spec.run.seed)
+        .iter()
+        .take(limit)
+        .map(|&i| train.examples[i].id.clone())
+        .collect();
+    let test_ids: Vec<String> = match &spec.data.test {
+        Some(test) => Dataset::load(test)?
+            .examples
+            .into_iter()
+            .take(limit)
+            .map(|e| e.id)
+            .collect(),
+        None => vec![],
+    };
+    let plan = DataPlan::for_job(&spec, train.len());
+    let examples = Examples {
+        train: train_ids,
+        test: test_ids,
+    };
+    Ok(Job::new(spec, spec_json, examples, plan.total_steps))
+}
+
+/// The run stores of the jobs, opened once each (on S3, one client and its
+/// connections per run rather than one per request).
+#[derive(Clone, Default)]
+pub struct RunStores(Arc<Mutex<HashMap<String, Store>>>);
+
+impl RunStores {
+    pub fn get(&self, location: &str) -> Result<Store, StoreError> {
+        let mut stores = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = stores.get(location) {
+            return Ok(store.clone());
+        }
+        let store = Store::open(location)?;
+        stores.insert(location.to_string(), store.clone());
+        Ok(store)
+    }
+}
+
+/// A task of a job whose result file may already be in the job's run.
+#[derive(Clone, Debug)]
+pub struct RunTask {
+    pub job: String,
+    /// The run's location (`run.output`).
+    pub run: String,
+    pub key: TaskKey,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Notes the published checkpoints `steps` of `job` (its tasks are added
+/// once each, in the order found); returns how many checkpoints were new
+/// and their tasks.
+fn add_published(
+    state: &Mutex<State>,
+    job: &str,
+    run: &str,
+    steps: impl IntoIterator<Item = u64>,
+) -> (usize, Vec<RunTask>) {
+    let mut state = lock(state);
+    let Some(job) = state.jobs.get_mut(job).filter(|j| j.watches_checkpoints()) else {
+        return (0, vec![]);
+    };
+    let mut added = 0;
+    let mut tasks = vec![];
+    for step in steps {
+        let keys = job.checkpoint_published(step, Instant::now());
+        if !keys.is_empty() {
+            added += 1;
+        }
+        tasks.extend(keys.into_iter().map(|key| RunTask {
+            job: job.name.clone(),
+            run: run.to_string(),
+            key,
+        }));
+    }
+    (added, tasks)
+}
+
+/// Finds newly published checkpoints of every job that watches them and
+/// adds their tasks; returns how many checkpoints were added.
+pub async fn scan_checkpoints(state: &Mutex<State>, runs: &RunStores) -> usize {
+    let watched: Vec<(String, String)> = lock(state)
+        .jobs
+        .values()
+        .filter(|j| j.watches_checkpoints())
+        .map(|j| (j.name.clone(), j.spec.run.output.clone()))
+        .collect();
+    let mut added = 0;
+    let mut new_tasks = vec![];
+    for (name, output) in watched {
+        let steps = match runs.get(&output) {
+            Ok(run) => published_steps(&run, Area::Weights).await,
+            Err(e) => Err(e),
+        };
+        let steps = match steps {
+            Ok(steps) => steps,
+            Err(e) => {
+                tracing::warn!(job = name, error = %e, "cannot list checkpoints");
+                continue;
+            }
+        };
+        let (checkpoints, tasks) = add_published(state, &name, &output, steps);
+        added += checkpoints;
+        new_tasks.extend(tasks);
+    }
+    adopt_new_results(state, runs, new_tasks).await;
+    added
+}
+
+/// A trainer reported publishing the checkpoint of `step` in `run`: once its
+/// manifest is there, its tasks are added at once, without waiting for the
+/// next listing. The report saves the scanner's wait, not its work: the
+/// listing stays the truth (after a restart, or for a report that never
+/// arrived), and a checkpoint added either way is added once. Returns the
+/// new tasks, whose result files may already exist; `None` when the
+/// manifest is not (yet) in the store.
+pub async fn checkpoint_reported(
+    state: &Mutex<State>,
+    runs: &RunStores,
+    job: &str,
+    run: &str,
+    step: u64,
+) -> Result<Option<Vec<RunTask>>, StoreError> {
+    let manifest = format!("{}/{MANIFEST}", step_prefix(Area::Weights, step));
+    if !runs.get(run)?.exists(&manifest).await? {
+        return Ok(None);
+    }
+    Ok(Some(add_published(state, job, run, [step]).1))
+}
+
+/// Adopts the result files of new tasks: a run submitted again to a
+/// coordinator that has no record of it (a new state location) keeps the
+/// results it already has.
+pub async fn adopt_new_results(state: &Mutex<State>, runs: &RunStores, tasks: Vec<RunTask>) {
+    if tasks.is_empty() {
+        return;
+    }
+    let adopted = adopt_results(state, runs, tasks).await;
+    if adopted > 0 {
+        tracing::info!(tasks = adopted, "results already in the run stores adopted");
+    }
+}
+
+/// Marks done every task whose result file is in its run's store (after a
+/// restart: the tasks an earlier coordinator saw finish).
+pub async fn adopt_all_results(state: &Mutex<State>, runs: &RunStores) {
+    let tasks: Vec<RunTask> = lock(state)
+        .jobs
+        .values()
+        .flat_map(|job| {
+            job.tasks.keys().map(|key| RunTask {
+                job: job.name.clone(),
+                run: job.spec.run.output.clone(),
+                key: *key,
+            })
+        })
+        .collect();
+    let found = adopt_results(state, runs, tasks).await;
+    tracing::info!(tasks = found, "results found in the run stores");
+}
+
+/// Marks done each task whose result file is already in its run's store
+/// (written before this coordinator knew the task: an earlier life of it,
+/// or another coordinator) and matches the task's examples; returns how
+/// many. Unreadable or mismatched files are left to be evaluated again.
+async fn adopt_results(state: &Mutex<State>, runs: &RunStores, tasks: Vec<RunTask>) -> usize {
+    let mut found = 0;
+    for task in tasks {
+        let open = lock(state)
+            .jobs
+            .get(&task.job)
+            .and_then(|j| j.tasks.get(&task.key))
+            .is_some_and(|t| !matches!(t.state, TaskState::Done));
+        if !open {
+            continue;
+        }
+        let Ok(run) = runs.get(&task.run) else {
+            continue;
+        };
+        let Some(rows) = read_result_rows(&run, &task.key.result_file()).await else {
+            continue;
+        };
+        let mut state = lock(state);
+        let job = state.jobs.get_mut(&task.job).expect("listed above");
+        match job.adopt_result(task.key, rows) {
+            Ok(()) => found += 1,
+            Err(e) => {
+                tracing::warn!(task = task.key.id(&task.job), refusal = ?e, "result file does not match its task: evaluated again");
+            }
+        }
+    }
+    found
+}
+
+/// The rows without preamble of a result file; `None` when there is no
+/// such file or it cannot be read.
+async fn read_result_rows(run: &Store, file: &str) -> Option<Vec<Row>> {
+    let rows = match run.exists(file).await {
+        Ok(true) => match run.get(file).await {
+            Ok(bytes) => premem_core::results::from_parquet(bytes, &run.url_of(file)),
+            Err(e) => {
+                tracing::warn!(file = run.url_of(file), error = %e, "unreadable result file: task evaluated again");
+                return None;
+            }
+        },
+        _ => return None,
+    };
+    match rows {
+        Ok(rows) => Some(
+            rows.into_iter()
+                .filter(|r| r.preamble.is_empty())
+                .map(|r| Row {
+                    id: r.id,
+                    accuracy: r.accuracy,
+                    perplexity: r.target_perplexity,
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable result file: task evaluated again");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn state_with_job(run: &Path) -> Mutex<State> {
+        let spec = format!(
+            r#"
+[run]
+name = "job"
+output = "{}"
+
+[model]
+config = "tiny.json"
+tokenizer = "tokenizer.json"
+
+[data.train]
+path = "train.jsonl"
+format = "gsm8k"
+
+[train]
+lr = 1e-4
+schedule = {{ type = "constant" }}
+batch_size = 2
+micro_batch_size = 1
+
+[eval]
+task_examples = 2
+threshold = {{ perplexity = 1.5 }}
+
+[cluster]
+trainers = 1
+"#,
+            run.display()
+        );
+        let spec = JobSpec::from_toml(&spec, Path::new("spec.toml")).unwrap();
+        let examples = Examples {
+            train: vec!["t0".into(), "t1".into(), "t2".into()],
+            test: vec![],
+        };
+        let mut state = State::new(Default::default());
+        state
+            .insert_job(Job::new(spec, "{}".into(), examples, 8))
+            .unwrap();
+        Mutex::new(state)
+    }
+
+    fn publish(run: &Path, step: u64) {
+        let dir = run.join(step_prefix(Area::Weights, step));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(MANIFEST), b"{}").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reported_checkpoint_gets_its_tasks_once_its_manifest_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().display().to_string();
+        let state = state_with_job(dir.path());
+        let runs = RunStores::default();
+        let reported = checkpoint_reported(&state, &runs, "job", &run, 4).await;
+        assert!(reported.unwrap().is_none(), "not published yet");
+        publish(dir.path(), 4);
+        let tasks = checkpoint_reported(&state, &runs, "job", &run, 4)
+            .await
+            .unwrap()
+            .unwrap();
+        // 3 train examples in tasks of 2.
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(lock(&state).jobs["job"].checkpoint_steps().len(), 1);
+        // The listing finds nothing new; a second report adds nothing.
+        assert_eq!(scan_checkpoints(&state, &runs).await, 0);
+        let again = checkpoint_reported(&state, &runs, "job", &run, 4).await;
+        assert!(again.unwrap().unwrap().is_empty());
+        // A cancelled job takes no new checkpoint.
+        lock(&state).cancel("job").unwrap();
+        publish(dir.path(), 8);
+        let cancelled = checkpoint_reported(&state, &runs, "job", &run, 8).await;
+        assert!(cancelled.unwrap().unwrap().is_empty());
+        assert!(!lock(&state).jobs["job"].trained);
+    }
+}

@@ -1,0 +1,325 @@
+//! The gRPC service: validates each request ([`validate`]), applies it to
+//! the [`State`] under its lock (never across an await), and does the
+//! object-store work (persisting jobs, checking result files, finding
+//! checkpoints) outside it. Errors become statuses in one place
+//! ([`error`]); answers take their wire form in [`reply`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use premem_core::spec::JobSpec;
+use premem_proto::v1::{self, coordinator_server::Coordinator};
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::metrics::Metrics;
+use crate::persist::Persist;
+use crate::runs::{self, RunStores, RunTask, build_job};
+use crate::state::{Completed, Job, Refusal, State};
+
+pub mod error;
+pub mod reply;
+pub mod validate;
+
+pub use error::ServiceError;
+pub use reply::job_status;
+
+pub struct Service {
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) runs: RunStores,
+    pub(crate) persist: Persist,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Wakes the scanner (a job was submitted, a rank finished, or a
+    /// reported checkpoint is not in the store yet).
+    pub(crate) scan: Arc<Notify>,
+    pub(crate) retry_after: Duration,
+}
+
+impl Service {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Builds the job on a blocking thread (it reads the datasets).
+    async fn build(&self, spec: JobSpec, spec_json: String) -> Result<Job, ServiceError> {
+        let name = spec.run.name.clone();
+        tokio::task::spawn_blocking(move || build_job(spec, spec_json))
+            .await
+            .map_err(|e| ServiceError::internal("building the job", e))?
+            .map_err(|e| Refusal::Invalid(format!("job '{name}': {e}")).into())
+    }
+
+    /// The run's store must be writable with this coordinator's
+    /// credentials: a wrong key fails the submission, not the run later.
+    async fn check_run_writable(&self, name: &str, run: &str) -> Result<(), Refusal> {
+        let store = self
+            .runs
+            .get(run)
+            .map_err(|e| Refusal::Invalid(format!("job '{name}': {e}")))?;
+        store
+            .check_writable()
+            .await
+            .map_err(|e| Refusal::Precondition(format!("job '{name}': {e}")))
+    }
+
+    /// The rows of a completion count only once their file is in the store.
+    async fn check_result_file(
+        &self,
+        task_id: &str,
+        run: &str,
+        file: &str,
+    ) -> Result<(), ServiceError> {
+        let exists = match self.runs.get(run) {
+            Ok(store) => store.exists(file).await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| ServiceError::internal("checking the result file", e))?;
+        if !exists {
+            return Err(Refusal::Precondition(format!(
+                "task '{task_id}': its result file {file} is not in the run's store; write it before completing"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Adopts the result files of new tasks without holding up the reply.
+    fn adopt_in_background(&self, tasks: Vec<RunTask>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let (state, runs) = (self.state.clone(), self.runs.clone());
+        tokio::spawn(async move { runs::adopt_new_results(&state, &runs, tasks).await });
+    }
+}
+
+#[tonic::async_trait]
+impl Coordinator for Service {
+    async fn submit_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobReply>, Status> {
+        let spec_json = request.into_inner().spec_json;
+        let spec = validate::spec(&spec_json)?;
+        let name = spec.run.name.clone();
+        let job = self.build(spec, spec_json).await?;
+        self.check_run_writable(&name, &job.spec.run.output).await?;
+        let spec_json = job.spec_json.clone();
+        let created = self.lock().insert_job(job)?;
+        if created {
+            self.persist
+                .save_spec(&name, &spec_json)
+                .await
+                .map_err(|e| ServiceError::internal("persisting the job", e))?;
+            tracing::info!(job = name, "job submitted");
+            self.scan.notify_one();
+        }
+        Ok(Response::new(v1::SubmitJobReply { job: name, created }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<v1::GetStatusRequest>,
+    ) -> Result<Response<v1::JobStatus>, Status> {
+        let state = self.lock();
+        Ok(Response::new(job_status(
+            state.job(&request.get_ref().job)?,
+        )))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<v1::CancelJobRequest>,
+    ) -> Result<Response<v1::CancelJobReply>, Status> {
+        let name = &request.get_ref().job;
+        self.lock().cancel(name)?;
+        self.persist
+            .save_cancelled(name)
+            .await
+            .map_err(|e| ServiceError::internal("persisting the cancellation", e))?;
+        tracing::info!(job = name, "job cancelled");
+        Ok(Response::new(v1::CancelJobReply {}))
+    }
+
+    async fn register_trainer(
+        &self,
+        request: Request<v1::RegisterTrainerRequest>,
+    ) -> Result<Response<v1::RegisterTrainerReply>, Status> {
+        let r = request.into_inner();
+        validate::registration(&r)?;
+        let registered = self.lock().register(
+            &r.job,
+            r.rank,
+            &r.trainer,
+            r.ring_address,
+            r.nccl_unique_id,
+            Instant::now(),
+        )?;
+        tracing::info!(
+            job = r.job,
+            rank = r.rank,
+            generation = registered.generation,
+            "trainer registered"
+        );
+        self.persist
+            .save_generation(&r.job, registered.generation)
+            .await
+            .map_err(|e| ServiceError::internal("persisting the generation", e))?;
+        Ok(Response::new(v1::RegisterTrainerReply {
+            world_size: registered.world_size,
+            generation: registered.generation,
+            spec_json: registered.spec_json,
+        }))
+    }
+
+    async fn rendezvous(
+        &self,
+        request: Request<v1::RendezvousRequest>,
+    ) -> Result<Response<v1::RendezvousReply>, Status> {
+        let r = request.get_ref();
+        let nccl = validate::rendezvous_nccl(r)?;
+        let rendezvous = self.lock().rendezvous(
+            &r.job,
+            r.rank,
+            &r.trainer,
+            r.generation,
+            nccl,
+            Instant::now(),
+        )?;
+        Ok(Response::new(reply::rendezvous(rendezvous)))
+    }
+
+    async fn trainer_heartbeat(
+        &self,
+        request: Request<v1::TrainerHeartbeatRequest>,
+    ) -> Result<Response<v1::TrainerHeartbeatReply>, Status> {
+        let r = request.get_ref();
+        let (action, generation) = self.lock().heartbeat(
+            &r.job,
+            r.rank,
+            &r.trainer,
+            r.generation,
+            r.step,
+            Instant::now(),
+        )?;
+        Ok(Response::new(reply::heartbeat(action, generation)))
+    }
+
+    /// The reported step is taken at once: once its manifest is in the run's
+    /// store its tasks are added (see [`runs::checkpoint_reported`]); a
+    /// manifest that is not there, or a store that cannot say, is left to
+    /// the scanner's listing, which stays the truth.
+    async fn report_checkpoint(
+        &self,
+        request: Request<v1::ReportCheckpointRequest>,
+    ) -> Result<Response<v1::ReportCheckpointReply>, Status> {
+        let r = request.get_ref();
+        let run = {
+            let state = self.lock();
+            let job = state.job(&r.job)?;
+            State::rank_in_range(job, r.rank)?;
+            job.spec.run.output.clone()
+        };
+        tracing::debug!(job = r.job, step = r.step, "checkpoint reported");
+        match runs::checkpoint_reported(&self.state, &self.runs, &r.job, &run, r.step).await {
+            Ok(Some(tasks)) => self.adopt_in_background(tasks),
+            Ok(None) => self.scan.notify_one(),
+            Err(e) => {
+                tracing::warn!(job = r.job, step = r.step, error = %e, "cannot check the reported checkpoint: left to the scan");
+                self.scan.notify_one();
+            }
+        }
+        Ok(Response::new(v1::ReportCheckpointReply {}))
+    }
+
+    async fn trainer_finished(
+        &self,
+        request: Request<v1::TrainerFinishedRequest>,
+    ) -> Result<Response<v1::TrainerFinishedReply>, Status> {
+        let r = request.get_ref();
+        self.lock()
+            .trainer_finished(&r.job, r.rank, r.generation, r.step)?;
+        tracing::info!(job = r.job, rank = r.rank, "trainer finished");
+        self.scan.notify_one();
+        Ok(Response::new(v1::TrainerFinishedReply {}))
+    }
+
+    async fn assign_trainer(
+        &self,
+        request: Request<v1::AssignTrainerRequest>,
+    ) -> Result<Response<v1::AssignTrainerReply>, Status> {
+        let trainer = &request.get_ref().trainer;
+        let assignment = self.lock().assign(trainer, Instant::now())?;
+        Ok(Response::new(reply::assignment(
+            assignment,
+            self.retry_after,
+        )))
+    }
+
+    async fn lease_task(
+        &self,
+        request: Request<v1::LeaseTaskRequest>,
+    ) -> Result<Response<v1::LeaseTaskReply>, Status> {
+        let started = Instant::now();
+        let evaluator = &request.get_ref().evaluator;
+        validate::evaluator_name(evaluator)?;
+        let reply = {
+            let mut state = self.lock();
+            let lease_ttl = state.timing.lease_ttl;
+            let leased = state.lease(evaluator, Instant::now());
+            let leased = leased.map(|l| {
+                let job = &state.jobs[&l.job];
+                (l, job)
+            });
+            reply::lease(leased, lease_ttl, self.retry_after)
+        };
+        self.metrics
+            .lease_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(reply))
+    }
+
+    async fn renew_lease(
+        &self,
+        request: Request<v1::RenewLeaseRequest>,
+    ) -> Result<Response<v1::RenewLeaseReply>, Status> {
+        let r = request.get_ref();
+        let mut state = self.lock();
+        let valid = state.renew(&r.lease_id, &r.task_id, Instant::now())?;
+        Ok(Response::new(v1::RenewLeaseReply {
+            valid,
+            lease_ttl_ms: state.timing.lease_ttl.as_millis() as u64,
+        }))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<v1::CompleteTaskRequest>,
+    ) -> Result<Response<v1::CompleteTaskReply>, Status> {
+        let r = request.get_ref();
+        let rows = validate::rows(r);
+        let (run, file) = self.lock().check_rows(&r.task_id, &rows)?;
+        self.check_result_file(&r.task_id, &run, &file).await?;
+        let count = rows.len() as u64;
+        let completed = self
+            .lock()
+            .complete(&r.lease_id, &r.task_id, rows, Instant::now())?;
+        if completed == Completed::Accepted {
+            self.metrics.rows_total.inc_by(count);
+        }
+        self.metrics.count_completion(completed);
+        tracing::debug!(task = r.task_id, ?completed, "completion");
+        Ok(Response::new(reply::completion(completed)))
+    }
+
+    async fn fail_task(
+        &self,
+        request: Request<v1::FailTaskRequest>,
+    ) -> Result<Response<v1::FailTaskReply>, Status> {
+        let r = request.get_ref();
+        let message = validate::failure_message(&r.message);
+        self.lock()
+            .fail(&r.lease_id, &r.task_id, &message, Instant::now())?;
+        Ok(Response::new(v1::FailTaskReply {}))
+    }
+}

@@ -1,0 +1,246 @@
+//! The coordinator's state: jobs, their trainer groups, evaluation tasks and
+//! leases, and the live P-M accuracy. Plain data behind one lock, every
+//! method a short synchronous transition that takes `now` as an argument, so
+//! the lease rules are tested without a network or a clock.
+//!
+//! The rules, one module each:
+//! - [`group`]: the generations of a job's trainer ranks and their rendezvous;
+//! - [`tasks`]: the evaluation tasks of each published checkpoint;
+//! - [`leases`]: handing tasks to evaluators, renewals, completions, failures;
+//! - [`pool`]: packing jobs onto the trainers started without a job;
+//! - [`fold`]: folding finished checkpoints into P-M and test accuracy;
+//! - [`task_id`]: the task ids of the wire and the result files they name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use premem_core::pm::{CheckpointPm, PmTracker};
+use premem_core::spec::JobSpec;
+
+pub mod fold;
+pub mod group;
+pub mod leases;
+pub mod pool;
+pub mod task_id;
+pub mod tasks;
+
+pub use fold::Row;
+pub use group::{Action, Group, Member, Registered, Rendezvous};
+pub use leases::{Completed, Leased};
+pub use pool::{Assignment, PoolTrainer};
+pub use task_id::{TaskKey, parse_task_id};
+pub use tasks::{Examples, Task, TaskState};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    Active,
+    Cancelled,
+    Failed(String),
+}
+
+pub struct Job {
+    pub name: String,
+    /// Ranks held by pool trainers: rank → trainer name.
+    pub assigned: BTreeMap<u32, String>,
+    /// A trainer started for this job (not from the pool) joined it.
+    pub dedicated: bool,
+    /// When each checkpoint's tasks were added: the leasing order.
+    found: BTreeMap<u64, Instant>,
+    pub spec: JobSpec,
+    /// The spec as submitted: stored, and sent to the trainer ranks.
+    pub spec_json: String,
+    pub examples: Examples,
+    pub total_steps: u64,
+    pub phase: Phase,
+    pub group: Group,
+    /// Rank 0 finished every step (or the final checkpoint is published).
+    pub trained: bool,
+    pub tasks: BTreeMap<TaskKey, Task>,
+    pending: BTreeSet<TaskKey>,
+    pm: PmTracker,
+    /// P-M values of checkpoints pushed into the tracker, in order.
+    pub pm_by_step: BTreeMap<u64, CheckpointPm>,
+    pub test_accuracy: BTreeMap<u64, f64>,
+}
+
+/// A refused request: the gRPC status it maps to and a message naming the
+/// offending field.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// Valid, but not now (e.g. a superseded generation).
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+}
+
+pub type Refused<T> = Result<T, Refusal>;
+
+/// Lease and liveness timing.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub lease_ttl: Duration,
+    pub rank_ttl: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            lease_ttl: Duration::from_secs(30),
+            rank_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything the coordinator holds.
+pub struct State {
+    /// Pool trainers by name.
+    pub pool: BTreeMap<String, PoolTrainer>,
+    /// No ranks are assigned before this (set after a restart).
+    pub assign_after: Option<Instant>,
+    pub timing: Timing,
+    /// Jobs in submission order of their names.
+    pub jobs: BTreeMap<String, Job>,
+    order: Vec<String>,
+    /// Accepted result rows, for the results/s metric.
+    pub rows_accepted: u64,
+    lease_counter: u64,
+    lease_salt: u64,
+}
+
+impl Job {
+    pub fn new(spec: JobSpec, spec_json: String, examples: Examples, total_steps: u64) -> Job {
+        let pm = PmTracker::new(spec.eval.threshold, examples.train.iter().cloned());
+        Job {
+            name: spec.run.name.clone(),
+            assigned: BTreeMap::new(),
+            dedicated: false,
+            found: BTreeMap::new(),
+            spec,
+            spec_json,
+            examples,
+            total_steps,
+            phase: Phase::Active,
+            group: Group {
+                generation: 1,
+                ..Group::default()
+            },
+            trained: false,
+            tasks: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            pm,
+            pm_by_step: BTreeMap::new(),
+            test_accuracy: BTreeMap::new(),
+        }
+    }
+
+    pub fn world_size(&self) -> u32 {
+        self.spec.cluster.trainers as u32
+    }
+
+    /// Training finished, the final checkpoint has its tasks (it may be
+    /// found after the ranks report finishing), and every task is done.
+    pub fn complete(&self) -> bool {
+        self.trained
+            && self.pending.is_empty()
+            && self.done_tasks() == self.tasks.len()
+            && (!self.spec.eval.enabled
+                || self
+                    .tasks
+                    .keys()
+                    .next_back()
+                    .is_some_and(|k| k.step >= self.total_steps))
+    }
+
+    /// New checkpoints of the job can still matter: it is active and not
+    /// every checkpoint it will have is evaluated.
+    pub fn watches_checkpoints(&self) -> bool {
+        self.phase == Phase::Active && !(self.trained && self.spec.eval.enabled && self.complete())
+    }
+
+    /// Optimizer steps the group reports (the slowest rank).
+    pub fn step(&self) -> u64 {
+        if self.trained {
+            return self.total_steps;
+        }
+        let newest = self.checkpoint_steps().last().copied().unwrap_or(0);
+        self.group
+            .members
+            .values()
+            .map(|m| m.step)
+            .min()
+            .unwrap_or(0)
+            .max(newest)
+    }
+}
+
+impl State {
+    pub fn new(timing: Timing) -> State {
+        State {
+            pool: BTreeMap::new(),
+            assign_after: None,
+            timing,
+            jobs: BTreeMap::new(),
+            order: vec![],
+            rows_accepted: 0,
+            lease_counter: 0,
+            lease_salt: rand::random(),
+        }
+    }
+
+    /// Adds a job (a new submission, or one rebuilt after a restart).
+    pub fn insert_job(&mut self, job: Job) -> Refused<bool> {
+        if let Some(existing) = self.jobs.get(&job.name) {
+            if existing.spec == job.spec {
+                return Ok(false);
+            }
+            return Err(Refusal::AlreadyExists(format!(
+                "job '{}' exists with another spec; give the run another name",
+                job.name
+            )));
+        }
+        self.order.push(job.name.clone());
+        self.jobs.insert(job.name.clone(), job);
+        Ok(true)
+    }
+
+    pub fn job(&self, name: &str) -> Refused<&Job> {
+        self.jobs
+            .get(name)
+            .ok_or_else(|| Refusal::NotFound(format!("no job '{name}'")))
+    }
+
+    pub fn job_mut(&mut self, name: &str) -> Refused<&mut Job> {
+        self.jobs
+            .get_mut(name)
+            .ok_or_else(|| Refusal::NotFound(format!("no job '{name}'")))
+    }
+
+    /// Refuses a rank that the job does not have.
+    pub fn rank_in_range(job: &Job, rank: u32) -> Refused<()> {
+        if rank >= job.world_size() {
+            return Err(Refusal::Invalid(format!(
+                "rank {rank} out of range: job '{}' has {} trainer rank(s) (0..{})",
+                job.name,
+                job.world_size(),
+                job.world_size()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn cancel(&mut self, job: &str) -> Refused<()> {
+        let job = self.job_mut(job)?;
+        if job.phase == Phase::Active {
+            job.phase = Phase::Cancelled;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
