@@ -7,8 +7,9 @@
 //! - [`schedule`]: learning-rate schedules;
 //! - [`checkpoint`]: publishing and restoring checkpoints;
 //! - [`baselines`]: gradient variance and distance from init at checkpoints;
-//! - [`collective`]: what a step needs from other ranks: [`ring`] (TCP, CPU
-//!   ranks) and [`nccl`] (CUDA ranks) implement it;
+//! - [`collective`]: what a step needs from other ranks, and its typed
+//!   [`CollectiveError`]: [`ring`] (TCP, CPU ranks) and [`nccl`] (CUDA
+//!   ranks) implement it;
 //! - [`node`]: a rank under a coordinator (register, rendezvous, heartbeat,
 //!   regroup and resume when a rank is lost).
 
@@ -26,6 +27,6 @@ pub mod run;
 pub mod schedule;
 pub mod step;
 
-pub use collective::{Collective, SingleProcess};
+pub use collective::{Collective, CollectiveError, SingleProcess};
 pub use error::{Result, TrainError};
 pub use run::{TrainObserver, TrainOptions, TrainSummary, train, train_observed};

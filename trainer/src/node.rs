@@ -35,7 +35,7 @@ type Abort = Arc<dyn Fn() + Send + Sync>;
 /// Rank 0's ncclUniqueId for a new generation.
 #[cfg(feature = "nccl")]
 fn nccl_unique_id() -> Result<Vec<u8>> {
-    crate::nccl::unique_id().map_err(TrainError::Config)
+    crate::nccl::unique_id().map_err(|e| TrainError::Config(e.to_string()))
 }
 
 #[cfg(not(feature = "nccl"))]
@@ -66,8 +66,7 @@ fn form_nccl(
         world_size as usize,
         &reply.nccl_unique_id,
         device,
-    )
-    .map_err(TrainError::Collective)?;
+    )?;
     let aborter = nccl.aborter();
     Ok((
         Box::new(nccl),
@@ -147,7 +146,7 @@ pub struct NodeOptions {
 }
 
 fn coordinator_error(address: &str, call: &str, status: &Status) -> TrainError {
-    TrainError::Collective(format!(
+    TrainError::Node(format!(
         "coordinator {address}: {call} failed: {:?}: {}",
         status.code(),
         status.message()
@@ -231,12 +230,12 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
         .thread_name("premem-node")
         .enable_all()
         .build()
-        .map_err(|e| TrainError::Collective(format!("starting the node's runtime: {e}")))?;
+        .map_err(|e| TrainError::Node(format!("starting the node's runtime: {e}")))?;
     let client = {
         // The channel's worker task needs the runtime's context.
         let _context = runtime.enter();
         premem_proto::client(&options.coordinator)
-            .map_err(|e| TrainError::Collective(format!("coordinator {address}: {e}")))?
+            .map_err(|e| TrainError::Node(format!("coordinator {address}: {e}")))?
     };
     let stop = options
         .stop
@@ -270,14 +269,12 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
     let mut failed_generations = 0u32;
     loop {
         if stop.load(Ordering::SeqCst) {
-            return Err(TrainError::Collective(
-                "stopped before the group formed".into(),
-            ));
+            return Err(TrainError::Node("stopped before the group formed".into()));
         }
         let registered = runtime.block_on(register(&client, options, &ring_address, &stop))?;
         let generation = registered.generation;
         let spec: JobSpec = serde_json::from_str(&registered.spec_json).map_err(|e| {
-            TrainError::Collective(format!(
+            TrainError::Node(format!(
                 "coordinator {address}: the job spec of '{}' does not parse: {e}",
                 options.job
             ))
@@ -313,7 +310,7 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
             Backend::Ring => {
                 let addresses = reply.ring_addresses;
                 if addresses.len() != registered.world_size as usize {
-                    return Err(TrainError::Collective(format!(
+                    return Err(TrainError::Node(format!(
                         "coordinator {address}: generation {generation} has {} ring addresses for {} ranks",
                         addresses.len(),
                         registered.world_size
@@ -332,7 +329,7 @@ pub fn run_node(options: &NodeOptions) -> Result<TrainSummary> {
                     Err(e) => {
                         failed_generations += 1;
                         if failed_generations > MAX_FAILED_GENERATIONS {
-                            return Err(TrainError::Collective(e.to_string()));
+                            return Err(e.into());
                         }
                         tracing::warn!(generation, error = %e, "could not form the ring; registering again");
                         continue;
@@ -459,11 +456,11 @@ pub fn run_pool(options: &PoolOptions) -> Result<PoolSummary> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| TrainError::Collective(format!("starting the pool's runtime: {e}")))?;
+        .map_err(|e| TrainError::Node(format!("starting the pool's runtime: {e}")))?;
     let client = {
         let _context = runtime.enter();
         premem_proto::client(&options.node.coordinator)
-            .map_err(|e| TrainError::Collective(format!("coordinator {address}: {e}")))?
+            .map_err(|e| TrainError::Node(format!("coordinator {address}: {e}")))?
     };
     let stop = options
         .node
@@ -549,7 +546,7 @@ pub fn run_pool(options: &PoolOptions) -> Result<PoolSummary> {
                     "assignment failed"
                 );
                 if failures_in_a_row >= MAX_POOL_FAILURES {
-                    return Err(TrainError::Collective(format!(
+                    return Err(TrainError::Node(format!(
                         "pool trainer '{name}': {failures_in_a_row} assignments in a row failed; the last (job '{}', rank {}): {e}",
                         reply.job, reply.rank
                     )));
@@ -635,7 +632,7 @@ async fn rendezvous(
     let mut last_note = Instant::now();
     loop {
         if stop.load(Ordering::SeqCst) {
-            return Err(TrainError::Collective(
+            return Err(TrainError::Node(
                 "stopped while waiting for the other ranks".into(),
             ));
         }
