@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use premem_core::retry::RetryParams;
 use tch::{Device, Kind, Tensor};
 
 use crate::collective::{Collective, CollectiveError};
@@ -298,7 +299,7 @@ fn connect_next(
     deadline: Instant,
     give_up: &AtomicBool,
 ) -> Result<TcpStream, CollectiveError> {
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = RetryParams::PEER.backoff();
     let mut last_error = String::from("no attempt made");
     loop {
         if give_up.load(Ordering::SeqCst) {
@@ -319,8 +320,8 @@ fn connect_next(
             Ok(Err(rejected)) => last_error = format!("it refused the handshake: {rejected}"),
             Err(e) => last_error = e.to_string(),
         }
-        std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
-        backoff = (backoff * 2).min(Duration::from_millis(500));
+        let delay = backoff.next_delay().unwrap_or(RetryParams::PEER.max_delay);
+        std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
     }
 }
 

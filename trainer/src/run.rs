@@ -34,6 +34,7 @@ use crate::optim::Optimizer;
 use crate::schedule::LrSchedule;
 use crate::step::{StepOutput, StepSettings, train_step};
 use inputs::Inputs;
+pub(crate) use inputs::train_device;
 use start::{Begun, Placement};
 
 #[derive(Clone, Debug, Default)]
@@ -86,6 +87,8 @@ pub trait TrainObserver {
 
 /// Trains the job of `spec` as rank `collective.rank()` of
 /// `collective.world_size()`, each rank on its share of every global batch.
+/// `spec` was validated where it was read (`JobSpec::from_file`, or the
+/// node's parse of what the coordinator sent); it is not checked again.
 ///
 /// Rank 0 alone writes to the store: it claims the output (or checks the run
 /// it resumes), decides the start step, and writes checkpoints, metrics and
@@ -147,7 +150,6 @@ impl<'a> Run<'a> {
         collective: &'a mut dyn Collective,
         observer: Option<&'a dyn TrainObserver>,
     ) -> Result<Run<'a>> {
-        spec.validate().map_err(crate::error::TrainError::Config)?;
         let at = Placement::of(spec, collective)?;
         let (inputs, plan, begun) = start::begin(spec, options, at, collective)?;
         let Begun {
