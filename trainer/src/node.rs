@@ -1,6 +1,6 @@
 //! A trainer rank under a coordinator.
 //!
-//! [`run_node`] takes a [`Node`] through its phases, one generation after
+//! [`run_node`] takes a `Node` through its phases, one generation after
 //! another: register with the coordinator (which assigns a generation),
 //! rendezvous (wait until every rank of the generation has registered),
 //! form the collective, and train from the newest checkpoint while a

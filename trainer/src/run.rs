@@ -3,7 +3,7 @@
 //! as one rank of several data-parallel ranks (rank 0 alone writes to the
 //! store; see [`train_observed`]).
 //!
-//! The run is a value with a method per phase: start (or resume, [`start`]),
+//! The run is a value with a method per phase: start (or resume),
 //! step, agree on stop, checkpoint when due, finish. The step itself is
 //! [`crate::step::train_step`].
 

@@ -43,7 +43,7 @@ const AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// Asks the coordinator for a rank, runs it with [`run_node`], and asks
 /// again, until stopped (or idle for `idle_exit`). An assignment that fails
 /// is logged and the trainer asks for the next; it gives up after
-/// [`MAX_POOL_FAILURES`] failures in a row.
+/// `MAX_POOL_FAILURES` failures in a row.
 pub fn run_pool(options: &PoolOptions) -> Result<PoolSummary> {
     Pool::start(options)?.run()
 }
