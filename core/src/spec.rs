@@ -287,14 +287,19 @@ impl Default for EvalSpec {
     }
 }
 
-/// The collective backend of the trainer ranks.
+/// The collective backend of the trainer ranks (`cluster.backend`). A
+/// trainer node resolves `Auto` by `train.device` when it receives the spec,
+/// so past that point only `Ring` and `Nccl` occur.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// NCCL on a CUDA device, the TCP ring on the CPU.
     #[default]
     Auto,
+    /// The TCP ring between CPU ranks.
     Ring,
+    /// NCCL between CUDA ranks: one GPU per rank, the spec's `train.device`
+    /// on each host.
     Nccl,
 }
 

@@ -4,13 +4,60 @@
 
 use tch::Tensor;
 
+/// Why a collective (or forming one) failed. Each message is complete (it
+/// names the backend and the peer or operation); the variant says what kind
+/// of failure it was, so a caller can tell an abort from a lost peer or a
+/// tensor it should never have passed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CollectiveError {
+    /// The group could not be formed: a peer did not connect in time or
+    /// refused the handshake, or the rank, world size or id is unusable.
+    #[error("{0}")]
+    Form(String),
+    /// A peer's connection failed mid-collective (closed, reset).
+    #[error("{0}")]
+    Io(String),
+    /// The ranks disagree on the sequence of collectives or on a tensor's
+    /// size: they are not running the same program.
+    #[error("{0}")]
+    Mismatch(String),
+    /// Aborted from another thread (the coordinator said the group changed).
+    #[error("{0}")]
+    Aborted(String),
+    /// An earlier failure left this collective unusable; form a new one.
+    #[error("{0}")]
+    Broken(String),
+    /// A tensor (or root rank) this backend cannot take; nothing was sent.
+    #[error("{0}")]
+    Tensor(String),
+    /// NCCL or the CUDA driver failed, or cannot be loaded.
+    #[error("{0}")]
+    Nccl(String),
+}
+
+impl CollectiveError {
+    /// The message, to add to it while keeping the kind of failure.
+    #[cfg(feature = "nccl")]
+    pub(crate) fn message_mut(&mut self) -> &mut String {
+        match self {
+            CollectiveError::Form(m)
+            | CollectiveError::Io(m)
+            | CollectiveError::Mismatch(m)
+            | CollectiveError::Aborted(m)
+            | CollectiveError::Broken(m)
+            | CollectiveError::Tensor(m)
+            | CollectiveError::Nccl(m) => m,
+        }
+    }
+}
+
 pub trait Collective {
     fn rank(&self) -> usize;
     fn world_size(&self) -> usize;
     /// Sums `tensor` over all ranks, in place, on every rank.
-    fn all_reduce_sum(&mut self, tensor: &mut Tensor) -> Result<(), String>;
+    fn all_reduce_sum(&mut self, tensor: &mut Tensor) -> Result<(), CollectiveError>;
     /// Overwrites `tensor` on every rank with rank `root`'s `tensor`.
-    fn broadcast(&mut self, tensor: &mut Tensor, root: usize) -> Result<(), String>;
+    fn broadcast(&mut self, tensor: &mut Tensor, root: usize) -> Result<(), CollectiveError>;
 }
 
 /// World size 1: every collective is the identity.
@@ -25,11 +72,11 @@ impl Collective for SingleProcess {
         1
     }
 
-    fn all_reduce_sum(&mut self, _tensor: &mut Tensor) -> Result<(), String> {
+    fn all_reduce_sum(&mut self, _tensor: &mut Tensor) -> Result<(), CollectiveError> {
         Ok(())
     }
 
-    fn broadcast(&mut self, _tensor: &mut Tensor, _root: usize) -> Result<(), String> {
+    fn broadcast(&mut self, _tensor: &mut Tensor, _root: usize) -> Result<(), CollectiveError> {
         Ok(())
     }
 }

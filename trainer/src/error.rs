@@ -29,8 +29,14 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// A collective failed, or the group could not be formed: the node
+    /// regroups on these (unless it was stopping).
     #[error("collective: {0}")]
-    Collective(String),
+    Collective(#[from] crate::collective::CollectiveError),
+    /// A node could not start, or its coordinator failed or refused a call.
+    /// Shown as `collective:` as when these shared the variant above.
+    #[error("collective: {0}")]
+    Node(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

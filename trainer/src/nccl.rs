@@ -5,7 +5,7 @@
 //! the CUDA driver (`libcuda.so.1`) are opened on first use. cudarc's loader
 //! panics when a library or a symbol is missing; every call here runs inside
 //! `catch_unwind` and the library's presence is probed first, so callers only
-//! ever see `Err(String)`.
+//! ever see an error ([`CollectiveError`]).
 //!
 //! Before use:
 //! - cudarc opens `libnccl.so` (not `libnccl.so.2`). It must be the same file
@@ -46,7 +46,7 @@ use cudarc::nccl::result as nccl;
 use cudarc::nccl::sys;
 use tch::{Device, Kind, Tensor};
 
-use crate::collective::Collective;
+use crate::collective::{Collective, CollectiveError};
 
 /// Oldest NCCL whose API cudarc 0.19 binds in full.
 pub const MIN_NCCL_VERSION: (u32, u32, u32) = (2, 28, 3);
@@ -60,13 +60,17 @@ const _: () = assert!(std::mem::size_of::<sys::ncclUniqueId>() == UNIQUE_ID_BYTE
 /// kernels to leave the stream before it gives up and returns.
 const ABORT_DRAIN: Duration = Duration::from_secs(10);
 
+/// Why a communicator is gone after [`NcclAborter::abort`]: the group
+/// changed (any other reason is a failure of this communicator).
+const ABORTED: &str = "aborted";
+
 const NCCL_NOT_FOUND: &str = "libnccl.so not found on LD_LIBRARY_PATH (cudarc opens libnccl.so, not \
      libnccl.so.2): put a directory holding libnccl.so -> torch's libnccl.so.2 first on \
      LD_LIBRARY_PATH";
 
 /// Loads NCCL (once) and returns its version; an error when NCCL cannot be
 /// loaded or is older than [`MIN_NCCL_VERSION`].
-pub fn nccl_version() -> Result<(u32, u32, u32), String> {
+pub fn nccl_version() -> Result<(u32, u32, u32), CollectiveError> {
     no_panic("nccl: loading libnccl.so", || {
         // SAFETY: only opens and closes candidate library files; running
         // NCCL's initializers has no effect beyond the library itself.
@@ -79,18 +83,20 @@ pub fn nccl_version() -> Result<(u32, u32, u32), String> {
         check_version(version)?;
         Ok(version)
     })
+    .map_err(CollectiveError::Nccl)
 }
 
 /// A new NCCL unique id (`ncclGetUniqueId`, [`UNIQUE_ID_BYTES`] bytes). Rank 0
 /// makes it and hands it to every rank before they call
 /// [`NcclCollective::new`]; it also names rank 0's bootstrap address.
-pub fn unique_id() -> Result<Vec<u8>, String> {
+pub fn unique_id() -> Result<Vec<u8>, CollectiveError> {
     nccl_version()?;
     no_panic("nccl unique_id", || {
         let id = nccl::get_uniqueid()
             .map_err(|e| format!("nccl unique_id: ncclGetUniqueId failed: {}", describe(e.0)))?;
         Ok(id.internal.iter().map(|&c| c as u8).collect())
     })
+    .map_err(CollectiveError::Nccl)
 }
 
 /// One rank of an NCCL communicator on one CUDA device.
@@ -131,8 +137,8 @@ pub struct NcclAborter {
 impl NcclAborter {
     /// `ncclCommAbort`: ends the communicator's pending operations and frees
     /// it. Safe to call from any thread, any number of times.
-    pub fn abort(&self) -> Result<(), String> {
-        self.comm.abort("aborted")
+    pub fn abort(&self) -> Result<(), CollectiveError> {
+        self.comm.abort(ABORTED).map_err(CollectiveError::Nccl)
     }
 }
 
@@ -201,11 +207,242 @@ impl NcclCollective {
         world_size: usize,
         unique_id: &[u8],
         device: Device,
-    ) -> Result<NcclCollective, String> {
+    ) -> Result<NcclCollective, CollectiveError> {
         let ordinal = match device {
             Device::Cuda(i) => i,
-            other => return Err(format!("nccl init: {other:?} is not a CUDA device")),
+            other => {
+                return Err(CollectiveError::Form(format!(
+                    "nccl init: {other:?} is not a CUDA device"
+                )));
+            }
         };
+        let args =
+            InitArgs::check(rank, world_size, ordinal, unique_id).map_err(CollectiveError::Form)?;
+        nccl_version()?;
+        check_single_nccl().map_err(CollectiveError::Nccl)?;
+        no_panic("nccl init", || args.init()).map_err(CollectiveError::Nccl)
+    }
+
+    /// The CUDA device of this rank.
+    pub fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    /// A handle that aborts this communicator from another thread.
+    pub fn aborter(&self) -> NcclAborter {
+        NcclAborter {
+            comm: Arc::clone(&self.comm),
+        }
+    }
+
+    /// `ncclCommAbort` now; later collectives fail. See [`NcclAborter`].
+    pub fn abort(&self) -> Result<(), CollectiveError> {
+        self.comm.abort(ABORTED).map_err(CollectiveError::Nccl)
+    }
+
+    /// Sums `input` (`world_size * n` elements) over all ranks and leaves
+    /// block `rank` of the sum (`n` elements) in `output`.
+    pub fn reduce_scatter_sum(
+        &mut self,
+        input: &Tensor,
+        output: &mut Tensor,
+    ) -> Result<(), CollectiveError> {
+        const OP: &str = "reduce_scatter_sum";
+        let (src, dst) = self.buffers(OP, input, output, true)?;
+        if src.numel != dst.numel * self.world_size {
+            return Err(CollectiveError::Tensor(format!(
+                "nccl {OP}: input has {} elements, expected world size {} x output's {}",
+                src.numel, self.world_size, dst.numel
+            )));
+        }
+        if dst.numel == 0 {
+            return Ok(());
+        }
+        self.run(OP, |comm| {
+            // SAFETY: both buffers are contiguous device memory of the
+            // checked sizes on this communicator's device.
+            unsafe {
+                nccl::reduce_scatter(
+                    src.ptr,
+                    dst.ptr,
+                    dst.numel,
+                    dst.dtype,
+                    sys::ncclRedOp_t::ncclSum,
+                    comm,
+                    null_mut(),
+                )
+            }
+        })
+    }
+
+    /// Concatenates every rank's `input` (`n` elements) in rank order into
+    /// `output` (`world_size * n` elements).
+    pub fn all_gather(
+        &mut self,
+        input: &Tensor,
+        output: &mut Tensor,
+    ) -> Result<(), CollectiveError> {
+        const OP: &str = "all_gather";
+        let (src, dst) = self.buffers(OP, input, output, false)?;
+        if dst.numel != src.numel * self.world_size {
+            return Err(CollectiveError::Tensor(format!(
+                "nccl {OP}: output has {} elements, expected world size {} x input's {}",
+                dst.numel, self.world_size, src.numel
+            )));
+        }
+        if src.numel == 0 {
+            return Ok(());
+        }
+        self.run(OP, |comm| {
+            // SAFETY: as in reduce_scatter_sum.
+            unsafe { nccl::all_gather(src.ptr, dst.ptr, src.numel, src.dtype, comm, null_mut()) }
+        })
+    }
+
+    /// An operation's input and output buffers, of one element type.
+    fn buffers(
+        &self,
+        op: &str,
+        input: &Tensor,
+        output: &Tensor,
+        reduce: bool,
+    ) -> Result<(Buffer, Buffer), CollectiveError> {
+        let of = |name, t| {
+            Buffer::of(op, name, t, self.ordinal, reduce).map_err(CollectiveError::Tensor)
+        };
+        let (src, dst) = (of("input", input)?, of("output", output)?);
+        check_same_kind(op, &src, &dst).map_err(CollectiveError::Tensor)?;
+        Ok((src, dst))
+    }
+
+    /// Refuses a communicator that is gone, makes the primary context
+    /// current, enqueues `launch` on the null stream and waits for it.
+    fn run(
+        &mut self,
+        op: &str,
+        launch: impl FnOnce(sys::ncclComm_t) -> Result<nccl::NcclStatus, nccl::NcclError>,
+    ) -> Result<(), CollectiveError> {
+        no_panic(&format!("nccl {op}"), || {
+            if let Some(why) = &self.comm.lock().gone {
+                return Err(gone(op, why));
+            }
+            let _bound = CurrentContext::bind(self.ctx)
+                .map_err(|e| CollectiveError::Nccl(format!("nccl {op}: {e}")))?;
+            // Not under the state lock: a launch that blocks on a lost peer
+            // (connection set-up) must stay abortable from another thread.
+            if let Err(e) = launch(self.comm.raw) {
+                let error = format!("nccl {op}: {}", describe(e.0));
+                let _ = self.comm.abort(&format!("aborted after an error in {op}"));
+                return Err(CollectiveError::Nccl(error));
+            }
+            self.wait(op)
+        })
+    }
+
+    /// Polls the null stream until NCCL's kernel is done, watching for
+    /// asynchronous errors and for an abort from another thread.
+    fn wait(&self, op: &str) -> Result<(), CollectiveError> {
+        let start = Instant::now();
+        let mut failure: Option<(CollectiveError, Instant)> = None;
+        loop {
+            // SAFETY: the primary context is current; the null stream is
+            // always valid in it.
+            let query = unsafe { cu_sys::cuStreamQuery(null_mut()) };
+            match query {
+                cu_sys::CUresult::CUDA_SUCCESS => {
+                    return match failure {
+                        None => Ok(()),
+                        Some((error, _)) => Err(error),
+                    };
+                }
+                cu_sys::CUresult::CUDA_ERROR_NOT_READY => {}
+                other => return Err(self.stream_failed(op, other, failure.map(|(e, _)| e))),
+            }
+            match &failure {
+                Some((error, since)) => {
+                    if since.elapsed() > ABORT_DRAIN {
+                        let mut error = error.clone();
+                        error.message_mut().push_str(&format!(
+                            " (NCCL's kernel is still on the stream after {}s)",
+                            ABORT_DRAIN.as_secs()
+                        ));
+                        return Err(error);
+                    }
+                }
+                None => failure = self.async_failure(op),
+            }
+            if start.elapsed() < Duration::from_millis(1) {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+
+    /// Aborts after the stream failed; the error says so, after the NCCL
+    /// error seen before it, if any.
+    fn stream_failed(
+        &self,
+        op: &str,
+        result: cu_sys::CUresult,
+        earlier: Option<CollectiveError>,
+    ) -> CollectiveError {
+        let _ = self
+            .comm
+            .abort(&format!("aborted after a CUDA error in {op}"));
+        let mut error = format!(
+            "nccl {op}: the default stream failed: {:?}",
+            cu::DriverError(result)
+        );
+        if let Some(nccl_error) = earlier {
+            error = format!("{nccl_error}; then {error}");
+        }
+        CollectiveError::Nccl(error)
+    }
+
+    /// `None` while the communicator is healthy; else the error, after
+    /// aborting it (which makes NCCL's kernels leave the stream).
+    fn async_failure(&self, op: &str) -> Option<(CollectiveError, Instant)> {
+        let state = self.comm.lock();
+        if let Some(why) = &state.gone {
+            return Some((gone(op, why), Instant::now()));
+        }
+        let mut async_error = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: the communicator is live (not gone) and cannot be freed
+        // while the state lock is held.
+        let r = unsafe { sys::ncclCommGetAsyncError(self.comm.raw, &mut async_error) };
+        drop(state);
+        let error = match (r, async_error) {
+            (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclSuccess)
+            | (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclInProgress) => return None,
+            (sys::ncclResult_t::ncclSuccess, e) => {
+                format!("nccl {op}: asynchronous error: {}", describe(e))
+            }
+            (e, _) => format!("nccl {op}: ncclCommGetAsyncError failed: {}", describe(e)),
+        };
+        let _ = self.comm.abort(&format!("aborted after an error in {op}"));
+        Some((CollectiveError::Nccl(error), Instant::now()))
+    }
+}
+
+/// `ncclCommInitRank`'s arguments, checked before NCCL is loaded.
+struct InitArgs {
+    rank: usize,
+    world_size: usize,
+    ordinal: usize,
+    c_rank: c_int,
+    c_world: c_int,
+    c_ordinal: c_int,
+    id: sys::ncclUniqueId,
+}
+
+impl InitArgs {
+    fn check(
+        rank: usize,
+        world_size: usize,
+        ordinal: usize,
+        unique_id: &[u8],
+    ) -> Result<InitArgs, String> {
         if rank >= world_size {
             return Err(format!(
                 "nccl init: rank {rank} is outside world size {world_size}"
@@ -231,228 +468,60 @@ impl NcclCollective {
         for (dst, &src) in id.internal.iter_mut().zip(unique_id) {
             *dst = src as c_char;
         }
-        nccl_version()?;
-        check_single_nccl()?;
-
-        no_panic("nccl init", || {
-            // SAFETY: probes the driver library only.
-            if !unsafe { cu_sys::is_culib_present() } {
-                return Err(
-                    "nccl init: the CUDA driver (libcuda.so.1) cannot be loaded on this host"
-                        .into(),
-                );
-            }
-            cu::init().map_err(|e| format!("nccl init: cuInit failed: {e:?}"))?;
-            let cu_device = cu::device::get(c_ordinal)
-                .map_err(|e| format!("nccl init: cuda:{ordinal}: {e:?}"))?;
-            // SAFETY: `cu_device` came from cuDeviceGet.
-            let ctx = unsafe { cu::primary_ctx::retain(cu_device) }
-                .map_err(|e| format!("nccl init: cuda:{ordinal} primary context: {e:?}"))?;
-            let release = |err: String| {
-                // SAFETY: balances the retain above.
-                let _ = unsafe { cu::primary_ctx::release(cu_device) };
-                err
-            };
-            let bound = CurrentContext::bind(ctx).map_err(release)?;
-            let mut raw: sys::ncclComm_t = null_mut();
-            // SAFETY: `raw` is a valid out pointer; the id came from
-            // ncclGetUniqueId (checked for size above).
-            let init = unsafe { nccl::comm_init_rank(&mut raw, c_world, id, c_rank) };
-            drop(bound);
-            if let Err(e) = init {
-                return Err(release(format!(
-                    "nccl init: ncclCommInitRank (rank {rank} of {world_size}, cuda:{ordinal}) failed: {}",
-                    describe(e.0)
-                )));
-            }
-            Ok(NcclCollective {
-                rank,
-                world_size,
-                ordinal,
-                cu_device,
-                ctx,
-                comm: Arc::new(Comm {
-                    raw,
-                    state: Mutex::new(CommState::default()),
-                }),
-            })
+        Ok(InitArgs {
+            rank,
+            world_size,
+            ordinal,
+            c_rank,
+            c_world,
+            c_ordinal,
+            id,
         })
     }
 
-    /// The CUDA device of this rank.
-    pub fn device(&self) -> Device {
-        Device::Cuda(self.ordinal)
-    }
-
-    /// A handle that aborts this communicator from another thread.
-    pub fn aborter(&self) -> NcclAborter {
-        NcclAborter {
-            comm: Arc::clone(&self.comm),
+    /// Joins the communicator with the device's primary context current.
+    fn init(self) -> Result<NcclCollective, String> {
+        let (rank, world_size, ordinal) = (self.rank, self.world_size, self.ordinal);
+        // SAFETY: probes the driver library only.
+        if !unsafe { cu_sys::is_culib_present() } {
+            return Err(
+                "nccl init: the CUDA driver (libcuda.so.1) cannot be loaded on this host".into(),
+            );
         }
-    }
-
-    /// `ncclCommAbort` now; later collectives fail. See [`NcclAborter`].
-    pub fn abort(&self) -> Result<(), String> {
-        self.comm.abort("aborted")
-    }
-
-    /// Sums `input` (`world_size * n` elements) over all ranks and leaves
-    /// block `rank` of the sum (`n` elements) in `output`.
-    pub fn reduce_scatter_sum(
-        &mut self,
-        input: &Tensor,
-        output: &mut Tensor,
-    ) -> Result<(), String> {
-        const OP: &str = "reduce_scatter_sum";
-        let src = Buffer::of(OP, "input", input, self.ordinal, true)?;
-        let dst = Buffer::of(OP, "output", output, self.ordinal, true)?;
-        check_same_kind(OP, &src, &dst)?;
-        if src.numel != dst.numel * self.world_size {
-            return Err(format!(
-                "nccl {OP}: input has {} elements, expected world size {} x output's {}",
-                src.numel, self.world_size, dst.numel
-            ));
-        }
-        if dst.numel == 0 {
-            return Ok(());
-        }
-        self.run(OP, |comm| {
-            // SAFETY: both buffers are contiguous device memory of the
-            // checked sizes on this communicator's device.
-            unsafe {
-                nccl::reduce_scatter(
-                    src.ptr,
-                    dst.ptr,
-                    dst.numel,
-                    dst.dtype,
-                    sys::ncclRedOp_t::ncclSum,
-                    comm,
-                    null_mut(),
-                )
-            }
-        })
-    }
-
-    /// Concatenates every rank's `input` (`n` elements) in rank order into
-    /// `output` (`world_size * n` elements).
-    pub fn all_gather(&mut self, input: &Tensor, output: &mut Tensor) -> Result<(), String> {
-        const OP: &str = "all_gather";
-        let src = Buffer::of(OP, "input", input, self.ordinal, false)?;
-        let dst = Buffer::of(OP, "output", output, self.ordinal, false)?;
-        check_same_kind(OP, &src, &dst)?;
-        if dst.numel != src.numel * self.world_size {
-            return Err(format!(
-                "nccl {OP}: output has {} elements, expected world size {} x input's {}",
-                dst.numel, self.world_size, src.numel
-            ));
-        }
-        if src.numel == 0 {
-            return Ok(());
-        }
-        self.run(OP, |comm| {
-            // SAFETY: as in reduce_scatter_sum.
-            unsafe { nccl::all_gather(src.ptr, dst.ptr, src.numel, src.dtype, comm, null_mut()) }
-        })
-    }
-
-    /// Refuses a communicator that is gone, makes the primary context
-    /// current, enqueues `launch` on the null stream and waits for it.
-    fn run(
-        &mut self,
-        op: &str,
-        launch: impl FnOnce(sys::ncclComm_t) -> Result<nccl::NcclStatus, nccl::NcclError>,
-    ) -> Result<(), String> {
-        no_panic(&format!("nccl {op}"), || {
-            if let Some(why) = &self.comm.lock().gone {
-                return Err(format!("nccl {op}: the communicator was {why}"));
-            }
-            let _bound = CurrentContext::bind(self.ctx).map_err(|e| format!("nccl {op}: {e}"))?;
-            // Not under the state lock: a launch that blocks on a lost peer
-            // (connection set-up) must stay abortable from another thread.
-            if let Err(e) = launch(self.comm.raw) {
-                let error = format!("nccl {op}: {}", describe(e.0));
-                let _ = self.comm.abort(&format!("aborted after an error in {op}"));
-                return Err(error);
-            }
-            self.wait(op)
-        })
-    }
-
-    /// Polls the null stream until NCCL's kernel is done, watching for
-    /// asynchronous errors and for an abort from another thread.
-    fn wait(&self, op: &str) -> Result<(), String> {
-        let start = Instant::now();
-        let mut failure: Option<(String, Instant)> = None;
-        loop {
-            // SAFETY: the primary context is current; the null stream is
-            // always valid in it.
-            let query = unsafe { cu_sys::cuStreamQuery(null_mut()) };
-            match query {
-                cu_sys::CUresult::CUDA_SUCCESS => {
-                    return match failure {
-                        None => Ok(()),
-                        Some((error, _)) => Err(error),
-                    };
-                }
-                cu_sys::CUresult::CUDA_ERROR_NOT_READY => {}
-                other => {
-                    let _ = self
-                        .comm
-                        .abort(&format!("aborted after a CUDA error in {op}"));
-                    let mut error = format!(
-                        "nccl {op}: the default stream failed: {:?}",
-                        cu::DriverError(other)
-                    );
-                    if let Some((nccl_error, _)) = failure {
-                        error = format!("{nccl_error}; then {error}");
-                    }
-                    return Err(error);
-                }
-            }
-            match &failure {
-                Some((error, since)) => {
-                    if since.elapsed() > ABORT_DRAIN {
-                        return Err(format!(
-                            "{error} (NCCL's kernel is still on the stream after {}s)",
-                            ABORT_DRAIN.as_secs()
-                        ));
-                    }
-                }
-                None => failure = self.async_failure(op),
-            }
-            if start.elapsed() < Duration::from_millis(1) {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        }
-    }
-
-    /// `None` while the communicator is healthy; else the error, after
-    /// aborting it (which makes NCCL's kernels leave the stream).
-    fn async_failure(&self, op: &str) -> Option<(String, Instant)> {
-        let state = self.comm.lock();
-        if let Some(why) = &state.gone {
-            return Some((
-                format!("nccl {op}: the communicator was {why}"),
-                Instant::now(),
-            ));
-        }
-        let mut async_error = sys::ncclResult_t::ncclSuccess;
-        // SAFETY: the communicator is live (not gone) and cannot be freed
-        // while the state lock is held.
-        let r = unsafe { sys::ncclCommGetAsyncError(self.comm.raw, &mut async_error) };
-        drop(state);
-        let error = match (r, async_error) {
-            (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclSuccess)
-            | (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclInProgress) => return None,
-            (sys::ncclResult_t::ncclSuccess, e) => {
-                format!("nccl {op}: asynchronous error: {}", describe(e))
-            }
-            (e, _) => format!("nccl {op}: ncclCommGetAsyncError failed: {}", describe(e)),
+        cu::init().map_err(|e| format!("nccl init: cuInit failed: {e:?}"))?;
+        let cu_device = cu::device::get(self.c_ordinal)
+            .map_err(|e| format!("nccl init: cuda:{ordinal}: {e:?}"))?;
+        // SAFETY: `cu_device` came from cuDeviceGet.
+        let ctx = unsafe { cu::primary_ctx::retain(cu_device) }
+            .map_err(|e| format!("nccl init: cuda:{ordinal} primary context: {e:?}"))?;
+        let release = |err: String| {
+            // SAFETY: balances the retain above.
+            let _ = unsafe { cu::primary_ctx::release(cu_device) };
+            err
         };
-        let _ = self.comm.abort(&format!("aborted after an error in {op}"));
-        Some((error, Instant::now()))
+        let bound = CurrentContext::bind(ctx).map_err(release)?;
+        let mut raw: sys::ncclComm_t = null_mut();
+        // SAFETY: `raw` is a valid out pointer; the id came from
+        // ncclGetUniqueId (checked for size above).
+        let init = unsafe { nccl::comm_init_rank(&mut raw, self.c_world, self.id, self.c_rank) };
+        drop(bound);
+        if let Err(e) = init {
+            return Err(release(format!(
+                "nccl init: ncclCommInitRank (rank {rank} of {world_size}, cuda:{ordinal}) failed: {}",
+                describe(e.0)
+            )));
+        }
+        Ok(NcclCollective {
+            rank,
+            world_size,
+            ordinal,
+            cu_device,
+            ctx,
+            comm: Arc::new(Comm {
+                raw,
+                state: Mutex::new(CommState::default()),
+            }),
+        })
     }
 }
 
@@ -465,9 +534,10 @@ impl Collective for NcclCollective {
         self.world_size
     }
 
-    fn all_reduce_sum(&mut self, tensor: &mut Tensor) -> Result<(), String> {
+    fn all_reduce_sum(&mut self, tensor: &mut Tensor) -> Result<(), CollectiveError> {
         const OP: &str = "all_reduce_sum";
-        let buf = Buffer::of(OP, "tensor", tensor, self.ordinal, true)?;
+        let buf = Buffer::of(OP, "tensor", tensor, self.ordinal, true)
+            .map_err(CollectiveError::Tensor)?;
         if buf.numel == 0 {
             return Ok(());
         }
@@ -488,15 +558,16 @@ impl Collective for NcclCollective {
         })
     }
 
-    fn broadcast(&mut self, tensor: &mut Tensor, root: usize) -> Result<(), String> {
+    fn broadcast(&mut self, tensor: &mut Tensor, root: usize) -> Result<(), CollectiveError> {
         const OP: &str = "broadcast";
         if root >= self.world_size {
-            return Err(format!(
+            return Err(CollectiveError::Tensor(format!(
                 "nccl {OP}: root {root} is outside world size {}",
                 self.world_size
-            ));
+            )));
         }
-        let buf = Buffer::of(OP, "tensor", tensor, self.ordinal, false)?;
+        let buf = Buffer::of(OP, "tensor", tensor, self.ordinal, false)
+            .map_err(CollectiveError::Tensor)?;
         if buf.numel == 0 {
             return Ok(());
         }
@@ -528,6 +599,17 @@ impl Drop for NcclCollective {
             // SAFETY: balances the retain in `new`.
             unsafe { cu::primary_ctx::release(self.cu_device) }.map_err(|e| format!("{e:?}"))
         });
+    }
+}
+
+/// The error of an operation on a communicator that is gone: aborted from
+/// outside (the group changed), or freed after a failure.
+fn gone(op: &str, why: &str) -> CollectiveError {
+    let message = format!("nccl {op}: the communicator was {why}");
+    if why == ABORTED {
+        CollectiveError::Aborted(message)
+    } else {
+        CollectiveError::Broken(message)
     }
 }
 
@@ -672,7 +754,7 @@ fn describe(code: sys::ncclResult_t) -> String {
         // SAFETY: NCCL returns static strings for every code; the last-error
         // string is thread-local and ncclGetLastError ignores its argument.
         unsafe {
-            Ok((
+            Ok::<_, String>((
                 c_text(sys::ncclGetErrorString(code)),
                 c_text(sys::ncclGetLastError(null_mut())),
             ))
@@ -733,12 +815,27 @@ impl Drop for CurrentContext {
     }
 }
 
+/// A panic caught by [`no_panic`], as text.
+struct Panicked(String);
+
+impl From<Panicked> for String {
+    fn from(panicked: Panicked) -> String {
+        panicked.0
+    }
+}
+
+impl From<Panicked> for CollectiveError {
+    fn from(panicked: Panicked) -> CollectiveError {
+        CollectiveError::Nccl(panicked.0)
+    }
+}
+
 /// Runs `f`, turning a panic (cudarc's loader panics on a missing library or
 /// symbol) into an error that starts with `what`.
-fn no_panic<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+fn no_panic<T, E: From<Panicked>>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
-        Err(payload) => Err(format!("{what}: {}", panic_text(payload.as_ref()))),
+        Err(payload) => Err(Panicked(format!("{what}: {}", panic_text(payload.as_ref()))).into()),
     }
 }
 
@@ -767,17 +864,18 @@ mod tests {
             eprintln!("skipped: libnccl.so is loadable on this host");
             return;
         }
-        let err = nccl_version().unwrap_err();
+        let err = nccl_version().unwrap_err().to_string();
         eprintln!("nccl_version: {err}");
         assert!(
             err.contains("libnccl.so not found on LD_LIBRARY_PATH"),
             "{err}"
         );
-        let err = unique_id().unwrap_err();
+        let err = unique_id().unwrap_err().to_string();
         assert!(err.contains("libnccl.so not found"), "{err}");
         let err = NcclCollective::new(0, 1, &[0; UNIQUE_ID_BYTES], Device::Cuda(0))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("libnccl.so not found"), "{err}");
     }
 
@@ -843,15 +941,20 @@ mod tests {
     #[test]
     fn bad_arguments_are_refused_before_loading_nccl() {
         let id = [0u8; UNIQUE_ID_BYTES];
-        let err = NcclCollective::new(0, 1, &id, Device::Cpu).err().unwrap();
+        let err = NcclCollective::new(0, 1, &id, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("not a CUDA device"), "{err}");
         let err = NcclCollective::new(2, 2, &id, Device::Cuda(0))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("outside world size"), "{err}");
         let err = NcclCollective::new(0, 1, &id[..5], Device::Cuda(0))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("5 bytes"), "{err}");
     }
 }

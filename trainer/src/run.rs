@@ -3,31 +3,39 @@
 //! as one rank of several data-parallel ranks (rank 0 alone writes to the
 //! store; see [`train_observed`]).
 //!
-//! The step itself is [`crate::step::train_step`].
+//! The run is a value with a method per phase: start (or resume),
+//! step, agree on stop, checkpoint when due, finish. The step itself is
+//! [`crate::step::train_step`].
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod inputs;
+mod output;
+mod start;
+
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use premem_core::checkpoint::{self as layout, Area, RunRecord};
+use premem_core::BlockingStore;
+use premem_core::baselines::CheckpointBaselines;
 use premem_core::order::{DataPlan, rank_shard};
-use premem_core::spec::{JobSpec, Precision};
-use premem_core::{BlockingStore, Dataset, Store};
-use premem_model::{CausalLm, ModelConfig, Tokenizer};
+use premem_core::spec::JobSpec;
+use premem_model::CausalLm;
+use premem_model::batch::{Batch, TokenizedExample};
 use serde_json::json;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::baselines::Probe;
 use crate::checkpoint::{self, ResumeState};
 use crate::collective::Collective;
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::monitor::Monitor;
-use crate::optim::{AdamConfig, Optimizer};
+use crate::optim::Optimizer;
 use crate::schedule::LrSchedule;
 use crate::step::{StepOutput, StepSettings, train_step};
-use premem_model::batch::{Batch, TokenizedExample, tokenize};
+use inputs::Inputs;
+pub(crate) use inputs::train_device;
+use start::{Begun, Placement};
 
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
@@ -55,255 +63,6 @@ pub struct TrainSummary {
     pub output: String,
 }
 
-fn weight_kind(precision: Precision, device: Device) -> Kind {
-    match precision {
-        Precision::Fp32 => Kind::Float,
-        Precision::Bf16 => Kind::BFloat16,
-        Precision::Auto if device.is_cuda() => Kind::BFloat16,
-        Precision::Auto => Kind::Float,
-    }
-}
-
-/// What the run is made of, loaded and checked before anything is written.
-struct Inputs {
-    data: Dataset,
-    /// `JobSpec::inputs_digest`.
-    digest: String,
-    tokenized: Vec<TokenizedExample>,
-    tokenizer: Tokenizer,
-    config: ModelConfig,
-    eos: i64,
-    pad: i64,
-}
-
-fn load_inputs(spec: &JobSpec) -> Result<Inputs> {
-    let data = Dataset::load(&spec.data.train)?;
-    let digest = spec.inputs_digest()?;
-    let (config_path, tokenizer_path): (PathBuf, PathBuf) =
-        match (&spec.model.base, &spec.model.config) {
-            (Some(base), _) => {
-                let base = Path::new(base);
-                let tokenizer = spec
-                    .model
-                    .tokenizer
-                    .as_ref()
-                    .map(Into::into)
-                    .unwrap_or_else(|| base.join(premem_model::tokenizer::TOKENIZER_FILE));
-                (base.join("config.json"), tokenizer)
-            }
-            (None, Some(config)) => (
-                config.into(),
-                spec.model.tokenizer.as_ref().expect("validated").into(),
-            ),
-            (None, None) => unreachable!("validated"),
-        };
-    let config = ModelConfig::from_file(&config_path)?;
-    let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
-    tokenizer.check_fits(config.vocab_size)?;
-    let eos = *config.eos_token_ids.first().ok_or_else(|| {
-        TrainError::Config(format!(
-            "{}: no eos_token_id; training needs one to end each completion",
-            config_path.display()
-        ))
-    })?;
-    let pad = config.pad_token_id.unwrap_or(eos);
-    let mut tokenized = Vec::with_capacity(data.len());
-    let mut truncated = 0usize;
-    for example in &data.examples {
-        let (t, cut) = tokenize(
-            example,
-            &spec.prompt,
-            &tokenizer,
-            eos,
-            spec.train.max_length,
-        )?;
-        truncated += cut as usize;
-        tokenized.push(t);
-    }
-    if truncated > 0 {
-        tracing::warn!(
-            truncated,
-            max_length = spec.train.max_length,
-            "completions cut to train.max_length"
-        );
-    }
-    Ok(Inputs {
-        data,
-        digest,
-        tokenized,
-        tokenizer,
-        config,
-        eos,
-        pad,
-    })
-}
-
-/// Reads `run.json` (read-only) and decides whether this invocation may use
-/// the output: a new run needs an empty output, a resume the same spec and
-/// inputs. Returns whether a run record already exists.
-fn check_output(
-    run: &BlockingStore,
-    spec: &JobSpec,
-    inputs_digest: &str,
-    resume: bool,
-) -> Result<bool> {
-    let store = run.store();
-    if !run.run(store.exists(layout::RUN_FILE))? {
-        return Ok(false);
-    }
-    let refuse = |message: String| TrainError::Resume {
-        url: store.url().to_string(),
-        message,
-    };
-    let existing: RunRecord = serde_json::from_slice(&run.run(store.get(layout::RUN_FILE))?)
-        .map_err(|e| TrainError::Resume {
-            url: store.url_of(layout::RUN_FILE),
-            message: format!("unreadable: {e}"),
-        })?;
-    if !resume {
-        return Err(refuse(format!(
-            "already holds run '{}'; pass --resume to continue it, or set run.output to a new location",
-            existing.name
-        )));
-    }
-    if existing.training_hash != spec.training_hash() {
-        return Err(refuse(
-            "the job spec changed since this run started (training hash differs); \
-             only run.output, checkpoint, device and monitor settings may change on resume"
-                .into(),
-        ));
-    }
-    if existing.inputs_digest != inputs_digest {
-        return Err(refuse(
-            "the train data, tokenizer or model files changed since this run started (same paths, other contents)".into(),
-        ));
-    }
-    if existing.premem_version != env!("CARGO_PKG_VERSION") {
-        tracing::warn!(
-            started_with = existing.premem_version,
-            now = env!("CARGO_PKG_VERSION"),
-            "resuming with another premem version: data order or numerics may differ"
-        );
-    }
-    Ok(true)
-}
-
-fn write_run_record(run: &BlockingStore, spec: &JobSpec, inputs_digest: &str) -> Result<()> {
-    let store = run.store();
-    let record = RunRecord {
-        name: spec.run.name.clone(),
-        training_hash: spec.training_hash(),
-        inputs_digest: inputs_digest.to_string(),
-        premem_version: env!("CARGO_PKG_VERSION").to_string(),
-        spec: spec.clone(),
-        git_revision: premem_core::provenance::git_revision(),
-        checksums: premem_core::provenance::input_checksums(spec)?,
-    };
-    let json = serde_json::to_vec_pretty(&record).expect("run record serialises");
-    if !run.run(store.put_if_absent(layout::RUN_FILE, json))? {
-        return Err(TrainError::Resume {
-            url: store.url().to_string(),
-            message: "another process claimed this output while this run was starting".into(),
-        });
-    }
-    Ok(())
-}
-
-/// A run restored from a checkpoint.
-struct Restored {
-    model: CausalLm,
-    optimizer: Optimizer,
-    step: u64,
-    /// Digest of the step-0 weights, when the run recorded one.
-    init_digest: Option<String>,
-}
-
-/// Restores the checkpoint of `step` and checks that this run may continue it.
-#[allow(clippy::too_many_arguments)]
-fn restore_step(
-    run: &BlockingStore,
-    rank: usize,
-    step: u64,
-    spec: &JobSpec,
-    inputs: &Inputs,
-    device: Device,
-    kind: Kind,
-    adam: AdamConfig,
-) -> Result<Restored> {
-    let wanted_dtype = premem_model::weights::dtype_name(kind);
-    let restored = checkpoint::load(run, rank, step, inputs.config.clone(), device, kind)?;
-    let url = run.store().url_of(&layout::step_prefix(Area::Resume, step));
-    let refuse = |message: String| TrainError::Resume {
-        url: url.clone(),
-        message,
-    };
-    let state = &restored.state;
-    if state.training_hash != spec.training_hash() || state.inputs_digest != inputs.digest {
-        return Err(refuse(
-            "written by a different job spec or other input files".into(),
-        ));
-    }
-    if state.weight_dtype != wanted_dtype {
-        return Err(refuse(format!(
-            "trained with {} weights, this run would use {wanted_dtype} (train.precision {:?} on {device:?}); \
-             set train.precision to match, or resume on the same kind of device",
-            state.weight_dtype, spec.train.precision
-        )));
-    }
-    let mut optimizer = Optimizer::new(trainable(&restored.model), adam);
-    optimizer
-        .restore(&state.layout, &restored.optimizer_state, state.step as i64)
-        .map_err(|e| refuse(e.to_string()))?;
-    tracing::info!(step, rank, url = run.store().url(), "resumed");
-    Ok(Restored {
-        model: restored.model,
-        optimizer,
-        step,
-        init_digest: restored.state.init_digest.clone(),
-    })
-}
-
-/// Restores the newest checkpoint that reads back whole; a damaged one (lost
-/// files, wrong hashes) is skipped with a warning.
-fn restore_newest(
-    run: &BlockingStore,
-    spec: &JobSpec,
-    inputs: &Inputs,
-    device: Device,
-    kind: Kind,
-    adam: AdamConfig,
-) -> Result<Option<Restored>> {
-    for step in checkpoint::resumable_steps(run)? {
-        match restore_step(run, 0, step, spec, inputs, device, kind, adam) {
-            Err(TrainError::Store(e)) => {
-                tracing::warn!(step, error = %e, "checkpoint unreadable, trying an older one");
-            }
-            restored => return restored.map(Some),
-        }
-    }
-    Ok(None)
-}
-
-/// Removes what a crash left half-written after the checkpoint `step`.
-fn clean_after(run: &BlockingStore, step: Option<u64>) -> Result<()> {
-    let store = run.store();
-    for area in [Area::Weights, Area::Resume] {
-        for removed in run.run(layout::remove_unpublished(store, area))? {
-            tracing::info!(%removed, "removed an unpublished checkpoint directory");
-        }
-    }
-    for name in run.run(store.list_files("metrics"))? {
-        let newer = name
-            .strip_suffix(".jsonl")
-            .and_then(layout::parse_step_name)
-            .is_some_and(|s| step.is_none_or(|step| s > step));
-        if newer {
-            run.run(store.delete(&format!("metrics/{name}")))?;
-        }
-    }
-    Ok(())
-}
-
 /// Trains the job of `spec` as rank `collective.rank()` of
 /// `collective.world_size()`; see [`train_observed`].
 pub fn train(
@@ -326,201 +85,10 @@ pub trait TrainObserver {
     fn finished(&self, _model: &CausalLm) {}
 }
 
-/// The model, optimizer and bookkeeping a rank starts stepping from.
-struct Begun {
-    run: BlockingStore,
-    model: CausalLm,
-    optimizer: Optimizer,
-    /// The checkpoint step the run continues from.
-    resumed: Option<u64>,
-    /// The baseline measurements (rank 0, `checkpoint.baselines`).
-    probe: Option<Probe>,
-    /// Digest of the step-0 weights (rank 0), recorded in resume states.
-    init_digest: Option<String>,
-}
-
-/// The step-0 model: the base model, or a seeded random init.
-fn initial_model(spec: &JobSpec, inputs: &Inputs, device: Device, kind: Kind) -> Result<CausalLm> {
-    Ok(match &spec.model.base {
-        Some(base) => {
-            CausalLm::load_with_config(inputs.config.clone(), Path::new(base), device, kind)?
-        }
-        None => CausalLm::random(inputs.config.clone(), device, kind, spec.model.init_seed),
-    })
-}
-
-/// Rank 0's start: read the store, build or restore the model, and only then
-/// claim the output (a run that fails on its inputs leaves nothing behind)
-/// and remove what an earlier attempt left half-written.
-#[allow(clippy::too_many_arguments)]
-fn begin_leader(
-    spec: &JobSpec,
-    options: &TrainOptions,
-    inputs: &Inputs,
-    plan: &DataPlan,
-    device: Device,
-    kind: Kind,
-    adam: AdamConfig,
-) -> Result<Begun> {
-    let t = &spec.train;
-    let run = BlockingStore::new(Store::open(&spec.run.output)?)?;
-    run.run(run.store().check_writable())?;
-    let claimed = check_output(&run, spec, &inputs.digest, options.resume)?;
-    checkpoint::clear_staging(&run, 0)?;
-    let restored = if options.resume {
-        restore_newest(&run, spec, inputs, device, kind, adam)?
-    } else {
-        None
-    };
-    let resumed = restored.as_ref().map(|r| r.step);
-    let measure = spec.checkpoint.baselines;
-    let minibatches = plan.probe_batches(spec.checkpoint.grad_variance_minibatches, t.batch_size);
-    let (model, optimizer, probe, init_digest) = match restored {
-        Some(restored) => {
-            let probe = if measure {
-                // The step-0 weights again, checked against the digest taken
-                // at step 0: a base model reads straight into host memory; a
-                // random init is redrawn on this run's device.
-                let init_device = if spec.model.base.is_some() {
-                    Device::Cpu
-                } else {
-                    device
-                };
-                let init = initial_model(spec, inputs, init_device, kind)?;
-                let digest = crate::baselines::weights_digest(&init);
-                let verified = restored.init_digest.as_deref() == Some(digest.as_str());
-                if !verified {
-                    tracing::warn!(
-                        "the step-0 weights rebuilt on resume differ from the run's (another device, \
-                         or a run from an older premem): distance from init is not measured"
-                    );
-                }
-                Some(Probe::new(
-                    verified.then_some(&init),
-                    minibatches,
-                    t.micro_batch_size,
-                ))
-            } else {
-                None
-            };
-            (
-                restored.model,
-                restored.optimizer,
-                probe,
-                restored.init_digest,
-            )
-        }
-        None => {
-            let model = initial_model(spec, inputs, device, kind)?;
-            let optimizer = Optimizer::new(trainable(&model), adam);
-            let (probe, digest) = if measure {
-                (
-                    Some(Probe::new(Some(&model), minibatches, t.micro_batch_size)),
-                    Some(crate::baselines::weights_digest(&model)),
-                )
-            } else {
-                (None, None)
-            };
-            (model, optimizer, probe, digest)
-        }
-    };
-    if !claimed {
-        write_run_record(&run, spec, &inputs.digest)?;
-    }
-    clean_after(&run, resumed)?;
-    Ok(Begun {
-        run,
-        model,
-        optimizer,
-        resumed,
-        probe,
-        init_digest,
-    })
-}
-
-/// A rank > 0's start: the step rank 0 chose, restored by this rank itself
-/// (or the step-0 model). Reads the store only, after rank 0 claimed it.
-#[allow(clippy::too_many_arguments)]
-fn begin_follower(
-    spec: &JobSpec,
-    rank: usize,
-    start: u64,
-    inputs: &Inputs,
-    device: Device,
-    kind: Kind,
-    adam: AdamConfig,
-) -> Result<Begun> {
-    let run = BlockingStore::new(Store::open(&spec.run.output)?)?;
-    checkpoint::clear_staging(&run, rank)?;
-    let (model, optimizer) = if start > 0 {
-        let restored = restore_step(&run, rank, start, spec, inputs, device, kind, adam)?;
-        (restored.model, restored.optimizer)
-    } else {
-        let model = initial_model(spec, inputs, device, kind)?;
-        let optimizer = Optimizer::new(trainable(&model), adam);
-        (model, optimizer)
-    };
-    Ok(Begun {
-        run,
-        model,
-        optimizer,
-        resumed: (start > 0).then_some(start),
-        probe: None,
-        init_digest: None,
-    })
-}
-
-/// Every rank learns whether every rank succeeded at `what`, so that one
-/// rank's failure does not leave the others waiting in a collective. A
-/// failed rank returns its own error; the others say that a rank failed (a
-/// [`TrainError::Config`]: not a collective failure that regrouping cures).
-fn agree<T>(
-    collective: &mut dyn Collective,
-    device: Device,
-    result: Result<T>,
-    what: &str,
-) -> Result<T> {
-    if collective.world_size() == 1 {
-        return result;
-    }
-    let mut failed = Tensor::from_slice(&[f32::from(u8::from(result.is_err()))]).to_device(device);
-    let exchanged = collective.all_reduce_sum(&mut failed);
-    let result = result?;
-    exchanged.map_err(TrainError::Collective)?;
-    let failed = failed.double_value(&[0]).round() as u64;
-    if failed > 0 {
-        return Err(TrainError::Config(format!(
-            "{failed} other rank(s) failed to {what}; their logs say why"
-        )));
-    }
-    Ok(result)
-}
-
-/// Overwrites every rank's weights and optimizer state with rank 0's, so the
-/// ranks start bit-identical whatever each one loaded.
-fn sync_from_leader(
-    model: &CausalLm,
-    optimizer: &Optimizer,
-    collective: &mut dyn Collective,
-) -> Result<()> {
-    tch::no_grad(|| {
-        // Sorted by name: the same order on every rank. With fp32 weights the
-        // optimizer's master buffer is the weights; otherwise its fp32 master
-        // is among the state tensors.
-        let tensors = trainable(model)
-            .into_values()
-            .chain(optimizer.state_tensors().into_iter().map(|(_, t)| t));
-        for mut tensor in tensors {
-            collective
-                .broadcast(&mut tensor, 0)
-                .map_err(TrainError::Collective)?;
-        }
-        Ok(())
-    })
-}
-
 /// Trains the job of `spec` as rank `collective.rank()` of
 /// `collective.world_size()`, each rank on its share of every global batch.
+/// `spec` was validated where it was read (`JobSpec::from_file`, or the
+/// node's parse of what the coordinator sent); it is not checked again.
 ///
 /// Rank 0 alone writes to the store: it claims the output (or checks the run
 /// it resumes), decides the start step, and writes checkpoints, metrics and
@@ -533,302 +101,370 @@ pub fn train_observed(
     collective: &mut dyn Collective,
     observer: Option<&dyn TrainObserver>,
 ) -> Result<TrainSummary> {
-    spec.validate().map_err(TrainError::Config)?;
-    let device = premem_model::runtime::parse_device(&spec.train.device)
-        .map_err(|e| TrainError::Config(format!("train.device {e}")))?;
-    let kind = weight_kind(spec.train.precision, device);
-    let t = &spec.train;
-    let (rank, world) = (collective.rank(), collective.world_size());
-    if world == 0 || rank >= world {
-        return Err(TrainError::Config(format!(
-            "rank {rank} of a world of {world} ranks"
-        )));
-    }
-    if !t.batch_size.is_multiple_of(world) {
-        return Err(TrainError::Config(format!(
-            "train.batch_size {} is not divisible by the {world} ranks: each rank takes an equal \
-             share of every batch; set a batch size that is a multiple of {world}",
-            t.batch_size
-        )));
-    }
-    let leader = rank == 0;
-    let adam = AdamConfig {
-        kind: t.optimizer,
-        betas: t.betas,
-        eps: t.eps,
-        weight_decay: t.weight_decay,
-    };
-
-    // Every rank loads the inputs; rank 0 claims the output and decides the
-    // start. Ranks > 0 read the store only after this (the start step's
-    // broadcast is their barrier), so they never see it unclaimed.
-    let prepared = load_inputs(spec).and_then(|inputs| {
-        let plan = DataPlan::for_job(spec, inputs.data.len());
-        let begun = if leader {
-            Some(begin_leader(
-                spec, options, &inputs, &plan, device, kind, adam,
-            )?)
-        } else {
-            None
-        };
-        Ok((inputs, plan, begun))
-    });
-    let (inputs, plan, begun) = agree(
-        collective,
-        device,
-        prepared,
-        "load the inputs (rank 0: or to claim the output)",
-    )?;
-    let mut start = Tensor::from_slice(&[begun
-        .as_ref()
-        .and_then(|b| b.resumed)
-        .map_or(0, |s| s as i64)])
-    .to_device(device);
-    collective
-        .broadcast(&mut start, 0)
-        .map_err(TrainError::Collective)?;
-    let start = start.int64_value(&[0]) as u64;
-    let begun = match begun {
-        Some(begun) => Ok(begun),
-        None => begin_follower(spec, rank, start, &inputs, device, kind, adam),
-    };
-    let Begun {
-        run,
-        model,
-        mut optimizer,
-        resumed: resume_step,
-        probe,
-        init_digest,
-    } = agree(collective, device, begun, &format!("restore step {start}"))?;
-    if world > 1 {
-        sync_from_leader(&model, &optimizer, collective)?;
-    }
-    let schedule = LrSchedule::new(&t.schedule, t.lr, plan.total_steps);
-
-    let monitor = Monitor {
-        examples: if leader {
-            plan.subset
-                .iter()
-                .take(t.monitor_examples)
-                .map(|&i| &inputs.data.examples[i])
-                .collect()
-        } else {
-            vec![]
-        },
-        template: &spec.prompt,
-        style: inputs.data.style,
-        max_new_tokens: t.monitor_max_new_tokens,
-        eos: inputs.eos,
-        pad: inputs.pad,
-    };
-    let mut metrics: Vec<String> = vec![];
-    let mut summary = TrainSummary {
-        steps: start,
-        total_steps: plan.total_steps,
-        resumed_from: resume_step,
-        final_loss: None,
-        monitor: vec![],
-        tokens_per_s: 0.0,
-        interrupted: false,
-        output: run.store().url().to_string(),
-    };
-    let record_monitor = |step: u64,
-                          metrics: &mut Vec<String>,
-                          summary: &mut TrainSummary|
-     -> Result<()> {
-        if monitor.examples.is_empty() {
-            return Ok(());
+    let mut run = Run::start(spec, options, collective, observer)?;
+    for step in run.remaining_steps() {
+        run.step(step)?;
+        let stop = run.agree_on_stop(step)?;
+        run.checkpoint_if_due(step, stop)?;
+        if stop {
+            break;
         }
-        let accuracy = monitor.greedy_accuracy(&model, &inputs.tokenizer)?;
-        tracing::info!(
-            step,
-            accuracy,
-            examples = monitor.examples.len(),
-            "greedy train accuracy"
-        );
-        metrics.push(json!({"step": step, "greedy_train_accuracy": accuracy, "monitor_examples": monitor.examples.len()}).to_string());
-        summary.monitor.push((step, accuracy));
-        Ok(())
-    };
-    if start == 0 {
-        record_monitor(0, &mut metrics, &mut summary)?;
+    }
+    run.finish()
+}
+
+/// One rank's run: what it trains on, the model it trains, and what it has
+/// recorded so far.
+struct Run<'a> {
+    spec: &'a JobSpec,
+    /// Set when the process should checkpoint and stop.
+    stop: Option<&'a AtomicBool>,
+    collective: &'a mut dyn Collective,
+    observer: Option<&'a dyn TrainObserver>,
+    at: Placement,
+    inputs: Inputs,
+    plan: DataPlan,
+    schedule: LrSchedule,
+    store: BlockingStore,
+    model: CausalLm,
+    optimizer: Optimizer,
+    /// The baseline measurements (rank 0, `checkpoint.baselines`).
+    probe: Option<Probe>,
+    /// Digest of the step-0 weights (rank 0), recorded in resume states.
+    init_digest: Option<String>,
+    /// Metrics lines (rank 0) that the next checkpoint writes.
+    metrics: Vec<String>,
+    summary: TrainSummary,
+    progress: indicatif::ProgressBar,
+    /// When stepping began, and the tokens this rank trained since.
+    stepping_since: Instant,
+    tokens_done: usize,
+}
+
+impl<'a> Run<'a> {
+    /// Starts or resumes the run on every rank (see [`start::begin`]) and
+    /// records the step-0 monitor of a new run.
+    fn start(
+        spec: &'a JobSpec,
+        options: &'a TrainOptions,
+        collective: &'a mut dyn Collective,
+        observer: Option<&'a dyn TrainObserver>,
+    ) -> Result<Run<'a>> {
+        let at = Placement::of(spec, collective)?;
+        let (inputs, plan, begun) = start::begin(spec, options, at, collective)?;
+        let Begun {
+            store,
+            model,
+            optimizer,
+            resumed,
+            probe,
+            init_digest,
+        } = begun;
+        let first = resumed.unwrap_or(0);
+        let mut run = Run {
+            spec,
+            stop: options.stop.as_deref(),
+            collective,
+            observer,
+            at,
+            schedule: LrSchedule::new(&spec.train.schedule, spec.train.lr, plan.total_steps),
+            summary: TrainSummary {
+                steps: first,
+                total_steps: plan.total_steps,
+                resumed_from: resumed,
+                final_loss: None,
+                monitor: vec![],
+                tokens_per_s: 0.0,
+                interrupted: false,
+                output: store.store().url().to_string(),
+            },
+            inputs,
+            plan,
+            store,
+            model,
+            optimizer,
+            probe,
+            init_digest,
+            metrics: vec![],
+            progress: indicatif::ProgressBar::hidden(),
+            stepping_since: Instant::now(),
+            tokens_done: 0,
+        };
+        if first == 0 {
+            run.record_monitor(0)?;
+        }
+        // The step-0 monitor is not part of the throughput.
+        let bar = options.progress && at.is_leader();
+        run.progress = progress_bar(bar, first, run.plan.total_steps);
+        run.stepping_since = Instant::now();
+        Ok(run)
     }
 
-    let progress = progress_bar(options.progress && leader, start, plan.total_steps);
-    let run_started = Instant::now();
-    let mut tokens_done = 0usize;
-    for step in start..plan.total_steps {
+    /// The steps still to train.
+    fn remaining_steps(&self) -> Range<u64> {
+        self.summary.steps..self.plan.total_steps
+    }
+
+    /// Trains step `step` (0-based) on this rank's share of its batch.
+    fn step(&mut self, step: u64) -> Result<()> {
         let started = Instant::now();
-        let batch = plan.batch(step);
+        let batch = self.plan.batch(step);
         let loss_tokens: usize = batch
             .iter()
-            .map(|&i| inputs.tokenized[i].loss_tokens())
+            .map(|&i| self.inputs.tokenized[i].loss_tokens())
             .sum();
-        let shard = rank_shard(&batch, rank, world);
-        let micro_batches = shard.chunks(t.micro_batch_size).map(|micro| {
+        let shard = rank_shard(&batch, self.at.rank, self.at.world);
+        let (inputs, device) = (&self.inputs, self.at.device);
+        let micro_batches = shard.chunks(self.spec.train.micro_batch_size).map(|micro| {
             let examples: Vec<&TokenizedExample> =
                 micro.iter().map(|&i| &inputs.tokenized[i]).collect();
             Batch::collate(&examples, inputs.pad, device)
         });
-        let lr = schedule.lr(step);
         let settings = StepSettings {
             global_loss_tokens: loss_tokens,
-            lr,
-            max_grad_norm: t.max_grad_norm,
+            lr: self.schedule.lr(step),
+            max_grad_norm: self.spec.train.max_grad_norm,
         };
-        let StepOutput {
-            loss,
-            grad_norm,
-            tokens,
-        } = train_step(&model, &mut optimizer, micro_batches, &settings, collective)?;
-
-        let done = step + 1;
+        let output = train_step(
+            &self.model,
+            &mut self.optimizer,
+            micro_batches,
+            &settings,
+            &mut *self.collective,
+        )?;
         let seconds = started.elapsed().as_secs_f64();
-        tokens_done += tokens;
-        let tokens_per_s = tokens as f64 * world as f64 / seconds.max(1e-9);
-        summary.steps = done;
-        summary.final_loss = Some(loss);
-        if leader {
-            metrics.push(
+        self.record_step(step, &settings, output, seconds);
+        Ok(())
+    }
+
+    /// Counts a trained step; rank 0 also keeps its metrics line and shows
+    /// its progress.
+    fn record_step(
+        &mut self,
+        step: u64,
+        settings: &StepSettings,
+        output: StepOutput,
+        seconds: f64,
+    ) {
+        let done = step + 1;
+        self.tokens_done += output.tokens;
+        let tokens_per_s = output.tokens as f64 * self.at.world as f64 / seconds.max(1e-9);
+        self.summary.steps = done;
+        self.summary.final_loss = Some(output.loss);
+        if self.at.is_leader() {
+            self.metrics.push(
                 json!({
                     "step": done,
-                    "epoch": done as f64 / plan.steps_per_epoch as f64,
-                    "loss": loss,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "loss_tokens": loss_tokens,
+                    "epoch": done as f64 / self.plan.steps_per_epoch as f64,
+                    "loss": output.loss,
+                    "lr": settings.lr,
+                    "grad_norm": output.grad_norm,
+                    "loss_tokens": settings.global_loss_tokens,
                     "tokens_per_s": tokens_per_s,
                     "step_seconds": seconds,
                 })
                 .to_string(),
             );
-            progress.set_position(done);
-            progress.set_message(format!(
-                "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
-            ));
-            if progress.is_hidden()
-                && (done % (plan.total_steps / 20).max(1) == 0 || done == plan.total_steps)
-            {
-                tracing::info!(
-                    step = done,
-                    total = plan.total_steps,
-                    loss,
-                    lr,
-                    grad_norm,
-                    tokens_per_s,
-                    "train"
-                );
-            }
+            self.show_progress(done, &output, settings.lr, tokens_per_s);
         }
-        if let Some(observer) = observer {
+        if let Some(observer) = self.observer {
             observer.step(done);
         }
+    }
 
-        // A stop asked of any rank stops every rank after the same step.
-        let mut stop = options
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::SeqCst));
-        if world > 1 {
-            let mut flag = Tensor::from_slice(&[f32::from(u8::from(stop))]).to_device(device);
-            collective
-                .all_reduce_sum(&mut flag)
-                .map_err(TrainError::Collective)?;
+    /// The progress bar, or without one a log line every 5% of the run.
+    fn show_progress(&self, done: u64, output: &StepOutput, lr: f64, tokens_per_s: f64) {
+        let (loss, grad_norm, total) = (output.loss, output.grad_norm, self.plan.total_steps);
+        self.progress.set_position(done);
+        self.progress.set_message(format!(
+            "loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"
+        ));
+        if self.progress.is_hidden() && (done.is_multiple_of((total / 20).max(1)) || done == total)
+        {
+            tracing::info!(
+                step = done,
+                total,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_s,
+                "train"
+            );
+        }
+    }
+
+    /// Whether to stop after step `step`: a stop asked of any rank (signal,
+    /// the coordinator's STOP) stops every rank after the same step. A stop
+    /// before the last step marks the run interrupted.
+    fn agree_on_stop(&mut self, step: u64) -> Result<bool> {
+        let mut stop = self.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        if self.at.world > 1 {
+            let mut flag =
+                Tensor::from_slice(&[f32::from(u8::from(stop))]).to_device(self.at.device);
+            self.collective.all_reduce_sum(&mut flag)?;
             stop = flag.double_value(&[0]) > 0.0;
         }
-        let stop = stop && done < plan.total_steps;
-        let due = done == plan.total_steps
-            || spec.checkpoint.every_steps.is_some_and(|n| done % n == 0)
-            || (spec.checkpoint.every_epoch && plan.ends_epoch(step));
-        if (due || stop) && leader {
-            if due {
-                record_monitor(done, &mut metrics, &mut summary)?;
-            }
-            // The probe runs on rank 0 alone; the other ranks meanwhile
-            // wait in the next step's all-reduce (no timeout).
-            let baselines = match &probe {
-                Some(probe) => {
-                    let b = probe.measure(
-                        done,
-                        &model,
-                        &mut optimizer,
-                        &inputs.tokenized,
-                        inputs.pad,
-                    )?;
-                    tracing::info!(
-                        step = done,
-                        grad_variance = ?b.grad_variance,
-                        distance_from_init = ?b.distance_from_init,
-                        "baselines"
-                    );
-                    metrics.push(
-                        json!({
-                            "step": done,
-                            "grad_variance": b.grad_variance,
-                            "grad_norm_mean": b.grad_norm_mean,
-                            "distance_from_init": b.distance_from_init,
-                        })
-                        .to_string(),
-                    );
-                    Some(b)
-                }
-                None => None,
-            };
-            let state = ResumeState {
-                step: done,
-                epoch: plan.epoch_of(step),
-                training_hash: spec.training_hash(),
-                inputs_digest: inputs.digest.clone(),
-                weight_dtype: premem_model::weights::dtype_name(kind).to_string(),
-                layout: optimizer.layout(),
-                premem_version: env!("CARGO_PKG_VERSION").to_string(),
-                init_digest: init_digest.clone(),
-            };
-            checkpoint::save(
-                &run,
-                rank,
-                &model,
-                &inputs.tokenizer,
-                &optimizer,
-                &state,
-                &checkpoint::Records {
-                    metrics: &metrics,
-                    baselines: baselines.as_ref(),
-                },
-                spec.checkpoint.max_shard_bytes,
-            )?;
-            if let Some(keep) = spec.checkpoint.keep_resume_states {
-                checkpoint::prune_resume_states(&run, keep)?;
-            }
-            tracing::info!(step = done, url = run.store().url(), "checkpoint published");
-            if let Some(observer) = observer {
-                observer.checkpoint(done);
-            }
-            metrics.clear();
-        }
-        if stop {
-            summary.interrupted = true;
-            break;
-        }
+        let stop = stop && step + 1 < self.plan.total_steps;
+        self.summary.interrupted = stop;
+        Ok(stop)
     }
-    if world > 1 {
-        // No rank returns before rank 0 has published the last checkpoint.
-        let mut barrier = Tensor::zeros([1], (Kind::Float, device));
-        collective
-            .all_reduce_sum(&mut barrier)
-            .map_err(TrainError::Collective)?;
-    }
-    progress.finish_and_clear();
-    summary.tokens_per_s =
-        tokens_done as f64 * world as f64 / run_started.elapsed().as_secs_f64().max(1e-9);
-    if let Some(observer) = observer {
-        observer.finished(&model);
-    }
-    Ok(summary)
-}
 
-fn trainable(model: &CausalLm) -> BTreeMap<String, Tensor> {
-    model.var_store().variables().into_iter().collect()
+    /// Rank 0 checkpoints after step `step` when one is due (or the run
+    /// stops): the monitor (when due), the baselines, then the checkpoint.
+    fn checkpoint_if_due(&mut self, step: u64, stop: bool) -> Result<()> {
+        let done = step + 1;
+        let every = &self.spec.checkpoint;
+        let due = done == self.plan.total_steps
+            || every.every_steps.is_some_and(|n| done.is_multiple_of(n))
+            || (every.every_epoch && self.plan.ends_epoch(step));
+        if !(due || stop) || !self.at.is_leader() {
+            return Ok(());
+        }
+        if due {
+            self.record_monitor(done)?;
+        }
+        // The probe runs on rank 0 alone; the other ranks meanwhile wait in
+        // the next step's all-reduce (no timeout).
+        let baselines = self.measure_baselines(done)?;
+        self.publish_checkpoint(step, baselines.as_ref())
+    }
+
+    /// Greedy train accuracy of the monitor examples (rank 0), into the
+    /// metrics and the summary.
+    fn record_monitor(&mut self, step: u64) -> Result<()> {
+        let monitor = self.monitor();
+        if monitor.examples.is_empty() {
+            return Ok(());
+        }
+        let accuracy = monitor.greedy_accuracy(&self.model, &self.inputs.tokenizer)?;
+        let examples = monitor.examples.len();
+        tracing::info!(step, accuracy, examples, "greedy train accuracy");
+        self.metrics.push(
+            json!({"step": step, "greedy_train_accuracy": accuracy, "monitor_examples": examples})
+                .to_string(),
+        );
+        self.summary.monitor.push((step, accuracy));
+        Ok(())
+    }
+
+    /// The monitor: the first `train.monitor_examples` of the plan's subset
+    /// on rank 0, none on the others.
+    fn monitor(&self) -> Monitor<'_> {
+        let t = &self.spec.train;
+        let examples = if self.at.is_leader() {
+            self.plan
+                .subset
+                .iter()
+                .take(t.monitor_examples)
+                .map(|&i| &self.inputs.data.examples[i])
+                .collect()
+        } else {
+            vec![]
+        };
+        Monitor {
+            examples,
+            template: &self.spec.prompt,
+            style: self.inputs.data.style,
+            max_new_tokens: t.monitor_max_new_tokens,
+            eos: self.inputs.eos,
+            pad: self.inputs.pad,
+        }
+    }
+
+    /// The baselines at checkpoint `done`, logged and into the metrics.
+    fn measure_baselines(&mut self, done: u64) -> Result<Option<CheckpointBaselines>> {
+        let Some(probe) = &self.probe else {
+            return Ok(None);
+        };
+        let b = probe.measure(
+            done,
+            &self.model,
+            &mut self.optimizer,
+            &self.inputs.tokenized,
+            self.inputs.pad,
+        )?;
+        tracing::info!(
+            step = done,
+            grad_variance = ?b.grad_variance,
+            distance_from_init = ?b.distance_from_init,
+            "baselines"
+        );
+        self.metrics.push(
+            json!({
+                "step": done,
+                "grad_variance": b.grad_variance,
+                "grad_norm_mean": b.grad_norm_mean,
+                "distance_from_init": b.distance_from_init,
+            })
+            .to_string(),
+        );
+        Ok(Some(b))
+    }
+
+    /// Writes the checkpoint after step `step` with the metrics since the
+    /// last one, and prunes old resume states.
+    fn publish_checkpoint(
+        &mut self,
+        step: u64,
+        baselines: Option<&CheckpointBaselines>,
+    ) -> Result<()> {
+        let done = step + 1;
+        let state = ResumeState {
+            step: done,
+            epoch: self.plan.epoch_of(step),
+            training_hash: self.spec.training_hash(),
+            inputs_digest: self.inputs.digest.clone(),
+            weight_dtype: premem_model::weights::dtype_name(self.at.kind).to_string(),
+            layout: self.optimizer.layout(),
+            premem_version: env!("CARGO_PKG_VERSION").to_string(),
+            init_digest: self.init_digest.clone(),
+        };
+        let records = checkpoint::Records {
+            metrics: &self.metrics,
+            baselines,
+        };
+        let c = &self.spec.checkpoint;
+        checkpoint::save(
+            &self.store,
+            self.at.rank,
+            &self.model,
+            &self.inputs.tokenizer,
+            &self.optimizer,
+            &state,
+            &records,
+            c.max_shard_bytes,
+        )?;
+        if let Some(keep) = c.keep_resume_states {
+            checkpoint::prune_resume_states(&self.store, keep)?;
+        }
+        tracing::info!(
+            step = done,
+            url = self.store.store().url(),
+            "checkpoint published"
+        );
+        if let Some(observer) = self.observer {
+            observer.checkpoint(done);
+        }
+        self.metrics.clear();
+        Ok(())
+    }
+
+    /// Ends the run on every rank: none returns before rank 0 has published
+    /// the last checkpoint.
+    fn finish(mut self) -> Result<TrainSummary> {
+        if self.at.world > 1 {
+            let mut barrier = Tensor::zeros([1], (Kind::Float, self.at.device));
+            self.collective.all_reduce_sum(&mut barrier)?;
+        }
+        self.progress.finish_and_clear();
+        let seconds = self.stepping_since.elapsed().as_secs_f64();
+        self.summary.tokens_per_s =
+            self.tokens_done as f64 * self.at.world as f64 / seconds.max(1e-9);
+        if let Some(observer) = self.observer {
+            observer.finished(&self.model);
+        }
+        Ok(self.summary)
+    }
 }
 
 fn progress_bar(enabled: bool, start: u64, total: u64) -> indicatif::ProgressBar {

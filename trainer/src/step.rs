@@ -11,7 +11,7 @@ use premem_model::CausalLm;
 use tch::{Kind, Tensor};
 
 use crate::collective::Collective;
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::optim::Optimizer;
 use premem_model::batch::{Batch, summed_nll};
 
@@ -49,12 +49,8 @@ pub fn train_step(
         tokens += batch.tokens;
     }
     optimizer.gather_grads();
-    collective
-        .all_reduce_sum(optimizer.grads_mut())
-        .map_err(TrainError::Collective)?;
-    collective
-        .all_reduce_sum(&mut loss_sum)
-        .map_err(TrainError::Collective)?;
+    collective.all_reduce_sum(optimizer.grads_mut())?;
+    collective.all_reduce_sum(&mut loss_sum)?;
     let grad_norm = optimizer.clip_grad_norm(settings.max_grad_norm);
     optimizer.step(settings.lr);
     Ok(StepOutput {

@@ -17,7 +17,9 @@ use premem_trainer::baselines::weights_digest;
 use premem_trainer::node::{NodeOptions, run_node};
 use premem_trainer::ring::{RingAborter, RingCollective, RingListener};
 use premem_trainer::run::{TrainObserver, train_observed};
-use premem_trainer::{Collective, SingleProcess, TrainError, TrainOptions, TrainSummary, train};
+use premem_trainer::{
+    Collective, CollectiveError, SingleProcess, TrainError, TrainOptions, TrainSummary, train,
+};
 use tch::Tensor;
 
 fn setup(dir: &Path) {
@@ -265,7 +267,10 @@ fn a_broken_off_two_rank_run_resumes_exactly() {
     });
     for outcome in &aborted {
         match &outcome.result {
-            Err(TrainError::Collective(message)) => assert!(message.contains("ring"), "{message}"),
+            Err(TrainError::Collective(error)) => {
+                let message = error.to_string();
+                assert!(message.contains("ring"), "{message}")
+            }
             other => panic!(
                 "expected a collective error, got {:?}",
                 other.as_ref().err()
@@ -321,11 +326,11 @@ impl Collective for Pretend {
     fn world_size(&self) -> usize {
         self.1
     }
-    fn all_reduce_sum(&mut self, _: &mut Tensor) -> Result<(), String> {
-        Err("no peers".into())
+    fn all_reduce_sum(&mut self, _: &mut Tensor) -> Result<(), CollectiveError> {
+        Err(CollectiveError::Io("no peers".into()))
     }
-    fn broadcast(&mut self, _: &mut Tensor, _: usize) -> Result<(), String> {
-        Err("no peers".into())
+    fn broadcast(&mut self, _: &mut Tensor, _: usize) -> Result<(), CollectiveError> {
+        Err(CollectiveError::Io("no peers".into()))
     }
 }
 

@@ -1,0 +1,318 @@
+//! The node's side of the coordinator protocol: register, rendezvous,
+//! heartbeat, checkpoint reports and the end of training. Each call retries
+//! what is worth retrying and says, in its error, which call failed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use premem_core::retry::RetryParams;
+use premem_proto::Client;
+use premem_proto::v1::{
+    Backend as WireBackend, RegisterTrainerReply, RegisterTrainerRequest, RendezvousReply,
+    RendezvousRequest, ReportCheckpointRequest, TrainerAction, TrainerFinishedRequest,
+    TrainerHeartbeatRequest,
+};
+use tonic::{Code, Status};
+
+use super::{Abort, NodeOptions};
+use crate::error::{Result, TrainError};
+use crate::run::TrainObserver;
+
+/// How often a rank asks whether its generation is complete.
+const RENDEZVOUS_POLL: Duration = Duration::from_millis(100);
+
+/// Telling the coordinator that training finished: five attempts, waits
+/// doubling from 500 ms.
+const FINISH_RETRY: RetryParams = RetryParams {
+    base_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(4),
+    max_attempts: Some(5),
+};
+
+pub(super) fn coordinator_error(address: &str, call: &str, status: &Status) -> TrainError {
+    TrainError::Node(format!(
+        "coordinator {address}: {call} failed: {:?}: {}",
+        status.code(),
+        status.message()
+    ))
+}
+
+/// Registers (or re-registers) this rank, retrying while the coordinator is
+/// unreachable, for up to `connect_timeout`.
+pub(super) async fn register(
+    client: &Client,
+    options: &NodeOptions,
+    ring_address: &str,
+    stop: &AtomicBool,
+) -> Result<RegisterTrainerReply> {
+    let address = &options.coordinator.address;
+    let started = Instant::now();
+    let mut backoff = RetryParams::COORDINATOR.backoff();
+    loop {
+        let request = RegisterTrainerRequest {
+            job: options.job.clone(),
+            rank: options.rank,
+            backend: WireBackend::Ring as i32,
+            ring_address: ring_address.to_string(),
+            nccl_unique_id: vec![],
+            trainer: options.trainer.clone(),
+        };
+        match client.clone().register_trainer(request).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status)
+                if status.code() == Code::Unavailable
+                    && started.elapsed() < options.connect_timeout
+                    && !stop.load(Ordering::SeqCst) =>
+            {
+                let retry_in = backoff
+                    .next_delay()
+                    .unwrap_or(RetryParams::COORDINATOR.max_delay);
+                tracing::warn!(
+                    coordinator = %address,
+                    error = %status.message(),
+                    ?retry_in,
+                    "coordinator unreachable; retrying"
+                );
+                tokio::time::sleep(retry_in).await;
+            }
+            Err(status) => return Err(coordinator_error(address, "RegisterTrainer", &status)),
+        }
+    }
+}
+
+/// Waits until every rank of `generation` has registered (and, with NCCL,
+/// rank 0 sent its id): the coordinator's answer, or `None` when the
+/// generation was superseded. `nccl`: this rank uses NCCL; rank 0 passes
+/// its ncclUniqueId.
+pub(super) async fn rendezvous(
+    client: &Client,
+    options: &NodeOptions,
+    generation: u64,
+    nccl: Option<&[u8]>,
+    stop: &AtomicBool,
+) -> Result<Option<RendezvousReply>> {
+    let address = &options.coordinator.address;
+    let started = Instant::now();
+    let mut unreachable_since: Option<Instant> = None;
+    let mut last_note = Instant::now();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(TrainError::Node(
+                "stopped while waiting for the other ranks".into(),
+            ));
+        }
+        let request = RendezvousRequest {
+            job: options.job.clone(),
+            rank: options.rank,
+            generation,
+            backend: if nccl.is_some() {
+                WireBackend::Nccl
+            } else {
+                WireBackend::Ring
+            } as i32,
+            nccl_unique_id: nccl.unwrap_or_default().to_vec(),
+            trainer: options.trainer.clone(),
+        };
+        match client.clone().rendezvous(request).await {
+            Ok(reply) => {
+                unreachable_since = None;
+                let reply = reply.into_inner();
+                if reply.ready {
+                    return Ok(Some(reply));
+                }
+            }
+            Err(status) if status.code() == Code::FailedPrecondition => return Ok(None),
+            Err(status) if status.code() == Code::Unavailable => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > options.connect_timeout {
+                    return Err(coordinator_error(address, "Rendezvous", &status));
+                }
+            }
+            Err(status) => return Err(coordinator_error(address, "Rendezvous", &status)),
+        }
+        if last_note.elapsed() > Duration::from_secs(30) {
+            last_note = Instant::now();
+            tracing::info!(
+                generation,
+                waited = ?started.elapsed(),
+                "waiting for the other ranks to register"
+            );
+        }
+        tokio::time::sleep(RENDEZVOUS_POLL).await;
+    }
+}
+
+/// Reports progress every `options.heartbeat` and acts on the answer:
+/// REGROUP aborts the ring (the training thread sees its collective fail),
+/// STOP sets the stop flag (train checkpoints and stops). An unreachable
+/// coordinator is logged; training goes on.
+pub(super) async fn heartbeat(
+    mut client: Client,
+    options: NodeOptions,
+    generation: u64,
+    shared: Arc<Shared>,
+    abort: Abort,
+    stop: Arc<AtomicBool>,
+) {
+    let address = options.coordinator.address.clone();
+    let mut ticker = tokio::time::interval(options.heartbeat.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unreachable = false;
+    loop {
+        ticker.tick().await;
+        let request = TrainerHeartbeatRequest {
+            job: options.job.clone(),
+            rank: options.rank,
+            generation,
+            step: shared.step.load(Ordering::SeqCst),
+            trainer: options.trainer.clone(),
+        };
+        match client.trainer_heartbeat(request).await {
+            Ok(reply) => {
+                if unreachable {
+                    tracing::info!(coordinator = %address, "coordinator reachable again");
+                    unreachable = false;
+                }
+                match reply.into_inner().action() {
+                    TrainerAction::Regroup => {
+                        tracing::info!(generation, "coordinator: the group changed");
+                        shared.regroup.store(true, Ordering::SeqCst);
+                        abort();
+                        return;
+                    }
+                    TrainerAction::Stop => {
+                        if !stop.swap(true, Ordering::SeqCst) {
+                            tracing::info!("coordinator: stop (checkpointing and stopping)");
+                        }
+                    }
+                    TrainerAction::Continue | TrainerAction::Unspecified => {}
+                }
+            }
+            Err(status) => {
+                if !unreachable {
+                    tracing::warn!(
+                        coordinator = %address,
+                        error = %status.message(),
+                        "heartbeat failed; training goes on"
+                    );
+                    unreachable = true;
+                }
+            }
+        }
+    }
+}
+
+/// Tells the coordinator this rank trained every step (a few attempts).
+pub(super) async fn finished(client: &Client, options: &NodeOptions, generation: u64, step: u64) {
+    let mut backoff = FINISH_RETRY.backoff();
+    for attempt in 1u32.. {
+        let request = TrainerFinishedRequest {
+            job: options.job.clone(),
+            rank: options.rank,
+            generation,
+            step,
+        };
+        let Err(status) = client.clone().trainer_finished(request).await else {
+            return;
+        };
+        tracing::warn!(
+            coordinator = %options.coordinator.address,
+            attempt,
+            error = %status.message(),
+            "could not report the end of training"
+        );
+        match backoff.next_delay() {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => return,
+        }
+    }
+}
+
+/// What the heartbeat task and the training thread share.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Steps completed, reported by the heartbeat.
+    pub step: AtomicU64,
+    /// Steps completed in this generation (any at all resets the failure count).
+    pub progressed: AtomicBool,
+    /// The coordinator asked this generation to regroup.
+    pub regroup: AtomicBool,
+}
+
+/// Reports training progress: the step to the heartbeat, and rank 0's
+/// published checkpoints to the coordinator (best effort, off the training
+/// thread).
+pub(super) struct Reporter {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    client: Client,
+    address: String,
+    job: String,
+    rank: u32,
+    generation: u64,
+    /// Reports still in flight, awaited (briefly) before the node returns.
+    reports: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Reporter {
+    pub fn new(
+        shared: Arc<Shared>,
+        runtime: tokio::runtime::Handle,
+        client: Client,
+        options: &NodeOptions,
+        generation: u64,
+    ) -> Reporter {
+        Reporter {
+            shared,
+            runtime,
+            client,
+            address: options.coordinator.address.clone(),
+            job: options.job.clone(),
+            rank: options.rank,
+            generation,
+            reports: Default::default(),
+        }
+    }
+
+    /// Waits a little for the checkpoint reports still in flight.
+    pub fn flush(&self) {
+        let reports = std::mem::take(&mut *self.reports.lock().expect("not poisoned"));
+        self.runtime.block_on(async {
+            for report in reports {
+                let _ = tokio::time::timeout(Duration::from_secs(5), report).await;
+            }
+        });
+    }
+}
+
+impl TrainObserver for Reporter {
+    fn step(&self, done: u64) {
+        self.shared.step.store(done, Ordering::SeqCst);
+        self.shared.progressed.store(true, Ordering::SeqCst);
+    }
+
+    fn checkpoint(&self, step: u64) {
+        let mut client = self.client.clone();
+        let request = ReportCheckpointRequest {
+            job: self.job.clone(),
+            rank: self.rank,
+            generation: self.generation,
+            step,
+        };
+        let address = self.address.clone();
+        let report = self.runtime.spawn(async move {
+            if let Err(status) = client.report_checkpoint(request).await {
+                tracing::warn!(
+                    coordinator = %address,
+                    step,
+                    error = %status.message(),
+                    "could not report the checkpoint (the coordinator also finds it in the store)"
+                );
+            }
+        });
+        let mut reports = self.reports.lock().expect("not poisoned");
+        reports.retain(|r| !r.is_finished());
+        reports.push(report);
+    }
+}
