@@ -15,11 +15,12 @@ mod coordinator;
 mod pool;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use premem_core::spec::{Backend, JobSpec};
+use premem_core::spec::{Backend, JobSpec, SpecError};
 use premem_proto::v1::RendezvousReply;
 use premem_proto::{Client, ClientConfig};
 
@@ -407,13 +408,13 @@ fn bind_ring(bind_host: &str) -> Result<(RingListener, String)> {
 
 /// The job spec the coordinator sent, parsed and validated.
 fn job_spec(address: &str, job: &str, json: &str) -> Result<JobSpec> {
-    let spec: JobSpec = serde_json::from_str(json).map_err(|e| {
-        TrainError::Node(format!(
-            "coordinator {address}: the job spec of '{job}' does not parse: {e}"
-        ))
-    })?;
-    spec.validate().map_err(TrainError::Config)?;
-    Ok(spec)
+    JobSpec::from_json(json, Path::new("spec_json")).map_err(|e| match e {
+        SpecError::Invalid { message, .. } => TrainError::Config(message),
+        SpecError::Parse { message, .. } => TrainError::Node(format!(
+            "coordinator {address}: the job spec of '{job}' does not parse: {message}"
+        )),
+        other => TrainError::Node(other.to_string()),
+    })
 }
 
 /// `cluster.backend` with `auto` resolved by `train.device`: NCCL on a
