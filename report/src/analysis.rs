@@ -116,9 +116,68 @@ pub struct Coverage {
     pub samples_per_example: Vec<u32>,
 }
 
+/// A checkpoint value the report compares with test accuracy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Metric {
+    #[serde(rename = "P-M train accuracy")]
+    Pm,
+    #[serde(rename = "train accuracy")]
+    TrainAccuracy,
+    #[serde(rename = "ATC")]
+    Atc,
+    #[serde(rename = "gradient variance")]
+    GradVariance,
+    #[serde(rename = "distance from init")]
+    DistanceFromInit,
+}
+
+impl Metric {
+    /// In the report's order: P-M first, then the baselines.
+    pub const ALL: [Metric; 5] = [
+        Metric::Pm,
+        Metric::TrainAccuracy,
+        Metric::Atc,
+        Metric::GradVariance,
+        Metric::DistanceFromInit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Pm => "P-M train accuracy",
+            Metric::TrainAccuracy => "train accuracy",
+            Metric::Atc => "ATC",
+            Metric::GradVariance => "gradient variance",
+            Metric::DistanceFromInit => "distance from init",
+        }
+    }
+
+    /// Whether it estimates accuracy itself (then it is compared with
+    /// `y = x` too).
+    pub fn accuracy_scale(self) -> bool {
+        matches!(self, Metric::Pm | Metric::TrainAccuracy | Metric::Atc)
+    }
+
+    /// Its value at a checkpoint.
+    pub fn of(self, c: &CheckpointSummary) -> Option<f64> {
+        match self {
+            Metric::Pm => c.pm,
+            Metric::TrainAccuracy => c.train_accuracy,
+            Metric::Atc => c.atc,
+            Metric::GradVariance => c.grad_variance,
+            Metric::DistanceFromInit => c.distance_from_init,
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct MetricCorrelation {
-    pub metric: String,
+    pub metric: Metric,
     /// (metric, test accuracy) pairs.
     pub points: Vec<(f64, f64)>,
     /// The metric estimates accuracy itself (compared with y = x too).
@@ -453,14 +512,15 @@ fn heatmap_ids(
     (0..limit).map(|k| ids[k * n / limit].0.clone()).collect()
 }
 
-fn correlation(metric: &str, points: Vec<(f64, f64)>, identity: bool) -> MetricCorrelation {
+fn correlation(metric: Metric, points: Vec<(f64, f64)>) -> MetricCorrelation {
+    let identity = metric.accuracy_scale();
     let points: Vec<(f64, f64)> = points
         .into_iter()
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
     let (x, y): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
     MetricCorrelation {
-        metric: metric.to_string(),
+        metric,
         accuracy_scale: identity,
         r2_identity: if identity { r2_identity(&x, &y) } else { None },
         fit: least_squares(&x, &y),
@@ -689,23 +749,17 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         .collect::<Result<Vec<_>>>()?;
     let atc = fit_atc(runs, &mut analyses, options.atc_reference.as_deref())?;
     let all: Vec<&CheckpointSummary> = analyses.iter().flat_map(|a| &a.checkpoints).collect();
-    let pairs = |f: &dyn Fn(&CheckpointSummary) -> Option<f64>| -> Vec<(f64, f64)> {
-        all.iter()
-            .filter_map(|c| Some((f(c)?, c.test_accuracy?)))
-            .collect()
-    };
-    let pm_vs_test = correlation("P-M train accuracy", pairs(&|c| c.pm), true);
-    let correlations = vec![
-        pm_vs_test.clone(),
-        correlation("train accuracy", pairs(&|c| c.train_accuracy), true),
-        correlation("ATC", pairs(&|c| c.atc), true),
-        correlation("gradient variance", pairs(&|c| c.grad_variance), false),
-        correlation(
-            "distance from init",
-            pairs(&|c| c.distance_from_init),
-            false,
-        ),
-    ];
+    let correlations: Vec<MetricCorrelation> = Metric::ALL
+        .into_iter()
+        .map(|metric| {
+            let pairs = all
+                .iter()
+                .filter_map(|c| Some((metric.of(c)?, c.test_accuracy?)))
+                .collect();
+            correlation(metric, pairs)
+        })
+        .collect();
+    let pm_vs_test = correlations[0].clone();
     let robustness = robustness(runs, &analyses, options.buckets);
     let notes = runs
         .iter()

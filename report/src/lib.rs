@@ -10,9 +10,11 @@
 //! is missing.
 
 pub mod analysis;
+pub mod charts;
+pub mod documents;
 pub mod load;
+mod markdown;
 pub mod plots;
-pub mod render;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -61,7 +63,7 @@ pub fn write_report(location: &str, out: &Path, options: &ReportOptions) -> Resu
     let mut files = vec![];
     files.extend(tables::write(&analysis, out)?);
     files.push(tables::write_provenance(&analysis, out)?);
-    files.extend(render::charts(&analysis, out)?);
-    files.extend(render::documents(location, &analysis, out)?);
+    files.extend(charts::write(&analysis, out)?);
+    files.extend(documents::write(location, &analysis, out)?);
     Ok(Written { files, analysis })
 }
