@@ -33,6 +33,7 @@
 
 mod generator;
 mod output;
+mod pool;
 mod select;
 mod spec;
 mod state;
@@ -41,10 +42,8 @@ use std::path::PathBuf;
 
 pub use generator::{Generated, generate};
 pub use output::write_outputs;
-pub use select::{
-    CandidatePool, Chosen, Drawn, ParentScores, choose_parents, draw, generator_parents,
-    heuristic_score,
-};
+pub use pool::{CandidatePool, Drawn, draw};
+pub use select::{Chosen, ParentScores, choose_parents, generator_parents, heuristic_score};
 pub use spec::{
     CurationSection, CurationSpec, GeneratorSpec, HeuristicKey, HeuristicSpec, IfdSpec,
     NewExamples, SourceSpec, Strategy,
