@@ -1,13 +1,24 @@
-//! `premem report`: reads a run's (or a sweep's) result files from the object
-//! store, computes P-M accuracy ([`premem_core::pm`]) and the baselines
-//! ([`premem_core::baselines`]) at every checkpoint, and writes `report.md`, a
-//! self-contained `report.html`, PNG and SVG charts, Parquet tables, and
-//! `provenance.json` (each run's premem version, git revision, input
-//! checksums and resolved spec).
+//! premem's reports (`premem report`): reads a run's (or a sweep's) result
+//! files from the object store, computes P-M accuracy ([`premem_core::pm`])
+//! and the baselines ([`premem_core::baselines`]) at every checkpoint, and
+//! writes `report.md`, a self-contained `report.html`, PNG and SVG charts,
+//! Parquet tables, and `provenance.json` (each run's premem version, git
+//! revision, input checksums and resolved spec).
 //!
 //! Nothing is averaged over fewer rows than expected: a checkpoint missing
 //! results for some examples gets no dataset value, and the report lists what
 //! is missing.
+//!
+//! [`write_report`] runs the stages in order, one module each:
+//!
+//! - [`load`](mod@load): a run or sweep as [`RunData`] (records, baselines, result rows);
+//! - [`analysis`]: the numbers ([`Analysis`]): threshold, per-run P-M and
+//!   checkpoint summaries, metrics against test accuracy, ATC, robustness;
+//! - [`tables`]: the Parquet tables and `provenance.json`;
+//! - [`charts`]: one chart per function, drawn by [`plots`] (which knows
+//!   nothing of P-M and also draws the curation report's chart);
+//! - [`documents`]: `report.md` (written section by section) and
+//!   `report.html` with the charts inlined.
 
 pub mod analysis;
 pub mod charts;
