@@ -212,26 +212,7 @@ impl PmTracker {
         {
             return Err(PmError::OutOfOrder { step, last });
         }
-        let mut batch: BTreeMap<&str, Observation> = BTreeMap::new();
-        for (id, o) in rows {
-            let bad = |what: String| PmError::BadValue {
-                id: id.to_string(),
-                step,
-                what,
-            };
-            if !(0.0..=1.0).contains(&o.accuracy) {
-                return Err(bad(format!("accuracy {} is not in [0, 1]", o.accuracy)));
-            }
-            if o.perplexity.is_nan() || o.perplexity < 1.0 - 1e-9 {
-                return Err(bad(format!("perplexity {} is not ≥ 1", o.perplexity)));
-            }
-            if batch.insert(id, o).is_some() {
-                return Err(PmError::Duplicate {
-                    id: id.to_string(),
-                    step,
-                });
-            }
-        }
+        let batch = checked_rows(step, rows)?;
         let mut per_example = BTreeMap::new();
         let (mut accuracy, mut memorized_count) = (0.0, 0usize);
         let mut incomplete_history = vec![];
@@ -269,6 +250,35 @@ impl PmTracker {
             incomplete_history,
         })
     }
+}
+
+/// A checkpoint's rows by id: accuracies in [0, 1], perplexities ≥ 1, each
+/// id once.
+fn checked_rows<'a>(
+    step: u64,
+    rows: impl IntoIterator<Item = (&'a str, Observation)>,
+) -> Result<BTreeMap<&'a str, Observation>, PmError> {
+    let mut batch: BTreeMap<&str, Observation> = BTreeMap::new();
+    for (id, o) in rows {
+        let bad = |what: String| PmError::BadValue {
+            id: id.to_string(),
+            step,
+            what,
+        };
+        if !(0.0..=1.0).contains(&o.accuracy) {
+            return Err(bad(format!("accuracy {} is not in [0, 1]", o.accuracy)));
+        }
+        if o.perplexity.is_nan() || o.perplexity < 1.0 - 1e-9 {
+            return Err(bad(format!("perplexity {} is not ≥ 1", o.perplexity)));
+        }
+        if batch.insert(id, o).is_some() {
+            return Err(PmError::Duplicate {
+                id: id.to_string(),
+                step,
+            });
+        }
+    }
+    Ok(batch)
 }
 
 /// `1 − Σ(y − x)² / Σ(y − ȳ)²`: how well `x` predicts `y` as the line

@@ -13,6 +13,7 @@ use arrow_array::builder::{Float64Builder, ListBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_schema::Schema;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -152,74 +153,67 @@ pub fn from_parquet(bytes: Bytes, location: &str) -> Result<Vec<ExampleResult>, 
     let mut rows = vec![];
     for batch in reader {
         let batch = batch.map_err(|e| error(e.to_string()))?;
-        let column = |name: &str| {
-            let want = expected
-                .field_with_name(name)
-                .expect("known column")
-                .data_type();
-            match batch.column_by_name(name) {
-                Some(c) if c.data_type() == want => Ok(c.clone()),
-                Some(c) => Err(error(format!(
-                    "column `{name}` has type {}, expected {want}",
-                    c.data_type()
-                ))),
-                None => Err(error(format!(
-                    "no column `{name}`: not a premem results file"
-                ))),
-            }
-        };
-        let (id, split, step, preamble) = (
-            column("id")?,
-            column("split")?,
-            column("checkpoint_step")?,
-            column("preamble")?,
-        );
-        let (n_correct, samples, accuracy) = (
-            column("n_correct")?,
-            column("samples")?,
-            column("accuracy")?,
-        );
-        let (nll, tokens, perplexity) = (
-            column("target_nll")?,
-            column("target_tokens")?,
-            column("target_perplexity")?,
-        );
-        let (mean_tokens, equal, confidences, texts) = (
-            column("mean_sample_tokens")?,
-            column("frac_equal_target")?,
-            column("sample_confidences")?,
-            column("sample_texts")?,
-        );
-        let confidences = confidences.as_list::<i32>();
-        let texts = texts.as_list::<i32>();
-        for i in 0..batch.num_rows() {
-            let sample_texts = texts.value(i);
-            rows.push(ExampleResult {
-                id: id.as_string::<i32>().value(i).to_string(),
-                split: split.as_string::<i32>().value(i).to_string(),
-                checkpoint_step: step.as_primitive::<UInt64Type>().value(i),
-                preamble: preamble.as_string::<i32>().value(i).to_string(),
-                n_correct: n_correct.as_primitive::<UInt32Type>().value(i),
-                samples: samples.as_primitive::<UInt32Type>().value(i),
-                accuracy: accuracy.as_primitive::<Float64Type>().value(i),
-                target_nll: nll.as_primitive::<Float64Type>().value(i),
-                target_tokens: tokens.as_primitive::<UInt64Type>().value(i),
-                target_perplexity: perplexity.as_primitive::<Float64Type>().value(i),
-                mean_sample_tokens: mean_tokens.as_primitive::<Float64Type>().value(i),
-                frac_equal_target: equal.as_primitive::<Float64Type>().value(i),
-                sample_confidences: confidences
-                    .value(i)
-                    .as_primitive::<Float64Type>()
-                    .iter()
-                    .map(|c| c.unwrap_or(f64::NAN))
-                    .collect(),
-                sample_texts: sample_texts
-                    .as_string::<i32>()
-                    .iter()
-                    .map(|s| s.unwrap_or_default().to_string())
-                    .collect(),
-            });
-        }
+        rows.extend(batch_rows(&batch, &expected).map_err(error)?);
     }
     Ok(rows)
+}
+
+/// The rows of one record batch whose columns have the names and types of
+/// `expected` (extra columns are ignored).
+fn batch_rows(batch: &RecordBatch, expected: &Schema) -> Result<Vec<ExampleResult>, String> {
+    let column = |name: &str| -> Result<&ArrayRef, String> {
+        let want = expected
+            .field_with_name(name)
+            .expect("known column")
+            .data_type();
+        match batch.column_by_name(name) {
+            Some(c) if c.data_type() == want => Ok(c),
+            Some(c) => Err(format!(
+                "column `{name}` has type {}, expected {want}",
+                c.data_type()
+            )),
+            None => Err(format!("no column `{name}`: not a premem results file")),
+        }
+    };
+    let id = column("id")?.as_string::<i32>();
+    let split = column("split")?.as_string::<i32>();
+    let step = column("checkpoint_step")?.as_primitive::<UInt64Type>();
+    let preamble = column("preamble")?.as_string::<i32>();
+    let n_correct = column("n_correct")?.as_primitive::<UInt32Type>();
+    let samples = column("samples")?.as_primitive::<UInt32Type>();
+    let accuracy = column("accuracy")?.as_primitive::<Float64Type>();
+    let nll = column("target_nll")?.as_primitive::<Float64Type>();
+    let tokens = column("target_tokens")?.as_primitive::<UInt64Type>();
+    let perplexity = column("target_perplexity")?.as_primitive::<Float64Type>();
+    let mean_tokens = column("mean_sample_tokens")?.as_primitive::<Float64Type>();
+    let equal = column("frac_equal_target")?.as_primitive::<Float64Type>();
+    let confidences = column("sample_confidences")?.as_list::<i32>();
+    let texts = column("sample_texts")?.as_list::<i32>();
+    let rows = (0..batch.num_rows()).map(|i| ExampleResult {
+        id: id.value(i).to_string(),
+        split: split.value(i).to_string(),
+        checkpoint_step: step.value(i),
+        preamble: preamble.value(i).to_string(),
+        n_correct: n_correct.value(i),
+        samples: samples.value(i),
+        accuracy: accuracy.value(i),
+        target_nll: nll.value(i),
+        target_tokens: tokens.value(i),
+        target_perplexity: perplexity.value(i),
+        mean_sample_tokens: mean_tokens.value(i),
+        frac_equal_target: equal.value(i),
+        sample_confidences: confidences
+            .value(i)
+            .as_primitive::<Float64Type>()
+            .iter()
+            .map(|c| c.unwrap_or(f64::NAN))
+            .collect(),
+        sample_texts: texts
+            .value(i)
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.unwrap_or_default().to_string())
+            .collect(),
+    });
+    Ok(rows.collect())
 }

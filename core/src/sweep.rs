@@ -203,65 +203,12 @@ impl SweepSpec {
             trainers: raw.sweep.trainers,
             evaluators: raw.sweep.evaluators,
         };
-        let (job, job_file) = match (raw.sweep.job, raw.job) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "give the base job either as `job = \"path\"` in [sweep] or as an inline [job] table, not both"
-                        .into(),
-                ));
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "no base job: give `job = \"path/to/job.toml\"` in [sweep] or an inline [job] table"
-                        .into(),
-                ));
-            }
-            (Some(path), None) => {
-                let file = PathBuf::from(&path);
-                let job = JobSpec::from_file(&file).map_err(|e| match e {
-                    SpecError::Parse { message, .. } => SpecError::Parse {
-                        path: origin.into(),
-                        message: format!("base job {}: {message}", file.display()),
-                    },
-                    other => invalid(format!("base job {other}")),
-                })?;
-                (job, Some(file))
-            }
-            (None, Some(inline)) => {
-                let job = inline.into_job(&sweep);
-                job.validate().map_err(|m| invalid(format!("[job]: {m}")))?;
-                (job, None)
-            }
-        };
-        let mut grid = BTreeMap::new();
-        for (path, values) in raw.grid {
-            let what = format!("grid axis \"{path}\"");
-            let toml::Value::Array(values) = values else {
-                return Err(invalid(format!(
-                    "{what} must be a list of values (write dotted paths in quotes: \"train.lr\" = [1e-4, 2e-4])"
-                )));
-            };
-            let values = values
-                .iter()
-                .map(|v| toml_to_json(v, &what))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(invalid)?;
-            grid.insert(path, values);
-        }
-        let mut list = Vec::new();
-        for (i, entry) in raw.list.into_iter().enumerate() {
-            let mut point = BTreeMap::new();
-            for (path, value) in entry {
-                let what = format!("[[list]] entry {} key \"{path}\"", i + 1);
-                point.insert(path, toml_to_json(&value, &what).map_err(invalid)?);
-            }
-            list.push(point);
-        }
+        let (job, job_file) = base_job(raw.sweep.job, raw.job, &sweep, origin)?;
         let spec = SweepSpec {
             sweep,
             job,
-            grid,
-            list,
+            grid: grid_of(raw.grid).map_err(invalid)?,
+            list: list_of(raw.list).map_err(invalid)?,
             origin: origin.into(),
             job_file,
         };
@@ -281,55 +228,21 @@ impl SweepSpec {
         self.check().map_err(invalid)?;
         let base = serde_json::to_value(&self.job)
             .map_err(|e| invalid(format!("the base job does not serialize: {e}")))?;
-
-        let mut points: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
-        for (path, values) in &self.grid {
-            points = points
-                .into_iter()
-                .flat_map(|point| {
-                    values.iter().map(move |v| {
-                        let mut p = point.clone();
-                        p.insert(path.clone(), v.clone());
-                        p
-                    })
-                })
-                .collect();
-        }
         let entries: Vec<BTreeMap<String, Value>> = if self.list.is_empty() {
             vec![BTreeMap::new()]
         } else {
             self.list.clone()
         };
-
-        let output = self.sweep.output.trim_end_matches('/');
         let mut runs = Vec::new();
         // id → (canonical spec, index into runs)
         let mut seen: HashMap<String, (String, usize)> = HashMap::new();
-        for point in &points {
+        for point in &self.grid_points() {
             for entry in &entries {
                 let mut overrides = point.clone();
                 overrides.extend(entry.iter().map(|(k, v)| (k.clone(), v.clone())));
-                let run_err =
-                    |m: String| invalid(format!("run {}: {m}", describe_overrides(&overrides)));
-                let mut value = base.clone();
-                for (path, v) in &overrides {
-                    *slot(&mut value, path, &format!("axis \"{path}\"")).map_err(&run_err)? =
-                        v.clone();
-                }
-                let mut spec: JobSpec = serde_json::from_value(value)
-                    .map_err(|e| run_err(format!("not a valid job spec: {e}")))?;
-                let canonical = canonical_without_name(&spec).map_err(&run_err)?;
-                let id = hex::encode(&Sha256::digest(canonical.as_bytes())[..6]);
-                let name = format!("{}-{id}", self.sweep.name);
-                spec.run.output = format!("{output}/{name}");
-                spec.run.name = name.clone();
-                spec.validate().map_err(&run_err)?;
-                if spec.cluster.trainers > self.sweep.trainers {
-                    return Err(run_err(format!(
-                        "cluster.trainers = {} exceeds sweep.trainers = {}: the run could never be scheduled",
-                        spec.cluster.trainers, self.sweep.trainers
-                    )));
-                }
+                let (id, spec, canonical) = self
+                    .resolve(&base, &overrides)
+                    .map_err(|m| invalid(format!("run {}: {m}", describe_overrides(&overrides))))?;
                 if let Some((other_canonical, index)) = seen.get(&id) {
                     let other: &SweepRun = &runs[*index];
                     let what = if *other_canonical == canonical {
@@ -346,7 +259,7 @@ impl SweepSpec {
                 seen.insert(id.clone(), (canonical, runs.len()));
                 runs.push(SweepRun {
                     id,
-                    name,
+                    name: spec.run.name.clone(),
                     overrides,
                     spec,
                 });
@@ -355,29 +268,58 @@ impl SweepSpec {
         Ok(runs)
     }
 
+    /// The cartesian product of the grid axes, in key order of the axes
+    /// (the last key varying fastest); one empty point without axes.
+    fn grid_points(&self) -> Vec<BTreeMap<String, Value>> {
+        let mut points: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
+        for (path, values) in &self.grid {
+            points = points
+                .into_iter()
+                .flat_map(|point| {
+                    values.iter().map(move |v| {
+                        let mut p = point.clone();
+                        p.insert(path.clone(), v.clone());
+                        p
+                    })
+                })
+                .collect();
+        }
+        points
+    }
+
+    /// The spec of the run with `overrides`: the base job (`base`, as JSON)
+    /// with them applied, named by its id and validated; with the id and the
+    /// canonical spec the id hashes.
+    fn resolve(
+        &self,
+        base: &Value,
+        overrides: &BTreeMap<String, Value>,
+    ) -> Result<(String, JobSpec, String), String> {
+        let mut value = base.clone();
+        for (path, v) in overrides {
+            *slot(&mut value, path, &format!("axis \"{path}\""))? = v.clone();
+        }
+        let mut spec: JobSpec =
+            serde_json::from_value(value).map_err(|e| format!("not a valid job spec: {e}"))?;
+        let canonical = canonical_without_name(&spec)?;
+        let id = hex::encode(&Sha256::digest(canonical.as_bytes())[..6]);
+        let name = format!("{}-{id}", self.sweep.name);
+        let output = self.sweep.output.trim_end_matches('/');
+        spec.run.output = format!("{output}/{name}");
+        spec.run.name = name;
+        spec.validate()?;
+        if spec.cluster.trainers > self.sweep.trainers {
+            return Err(format!(
+                "cluster.trainers = {} exceeds sweep.trainers = {}: the run could never be scheduled",
+                spec.cluster.trainers, self.sweep.trainers
+            ));
+        }
+        Ok((id, spec, canonical))
+    }
+
     /// The checks that do not need the runs resolved.
     fn check(&self) -> Result<(), String> {
-        let s = &self.sweep;
-        if s.name.is_empty()
-            || !s
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(format!(
-                "sweep.name {:?}: must be non-empty and only letters, digits, '-', '_' and '.' (it names run directories)",
-                s.name
-            ));
-        }
-        if s.output.trim().is_empty() {
-            return Err("sweep.output must not be empty".into());
-        }
-        if s.trainers == 0 || s.evaluators == 0 {
-            return Err(format!(
-                "sweep.trainers ({}) and sweep.evaluators ({}) must be at least 1",
-                s.trainers, s.evaluators
-            ));
-        }
+        check_section(&self.sweep)?;
         if self.grid.is_empty() && self.list.is_empty() {
             return Err("no runs: give [grid] axes or [[list]] entries".into());
         }
@@ -390,11 +332,12 @@ impl SweepSpec {
             }
             check_path(&base, path, &what)?;
         }
-        check_disjoint(
+        let axes = || {
             self.grid
                 .keys()
-                .map(|k| (k.as_str(), "grid axis".to_string())),
-        )?;
+                .map(|k| (k.as_str(), "grid axis".to_string()))
+        };
+        check_disjoint(axes())?;
         for (i, entry) in self.list.iter().enumerate() {
             let label = format!("[[list]] entry {}", i + 1);
             if entry.is_empty() {
@@ -406,18 +349,110 @@ impl SweepSpec {
                 check_path(&base, path, &format!("{label} key \"{path}\""))?;
             }
             check_disjoint(
-                self.grid
-                    .keys()
-                    .map(|k| (k.as_str(), "grid axis".to_string()))
-                    .chain(
-                        entry
-                            .keys()
-                            .map(|k| (k.as_str(), format!("key of {label}"))),
-                    ),
+                axes().chain(
+                    entry
+                        .keys()
+                        .map(|k| (k.as_str(), format!("key of {label}"))),
+                ),
             )?;
         }
         Ok(())
     }
+}
+
+/// The `[sweep]` values.
+fn check_section(s: &SweepSection) -> Result<(), String> {
+    if s.name.is_empty()
+        || !s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "sweep.name {:?}: must be non-empty and only letters, digits, '-', '_' and '.' (it names run directories)",
+            s.name
+        ));
+    }
+    if s.output.trim().is_empty() {
+        return Err("sweep.output must not be empty".into());
+    }
+    if s.trainers == 0 || s.evaluators == 0 {
+        return Err(format!(
+            "sweep.trainers ({}) and sweep.evaluators ({}) must be at least 1",
+            s.trainers, s.evaluators
+        ));
+    }
+    Ok(())
+}
+
+/// The base job: the file `sweep.job` (read and validated) or the inline
+/// `[job]` (completed and validated), exactly one of them; with the file.
+fn base_job(
+    path: Option<String>,
+    inline: Option<InlineJob>,
+    sweep: &SweepSection,
+    origin: &Path,
+) -> Result<(JobSpec, Option<PathBuf>), SpecError> {
+    let invalid = |message: String| SpecError::invalid(origin, message);
+    match (path, inline) {
+        (Some(_), Some(_)) => Err(invalid(
+            "give the base job either as `job = \"path\"` in [sweep] or as an inline [job] table, not both"
+                .into(),
+        )),
+        (None, None) => Err(invalid(
+            "no base job: give `job = \"path/to/job.toml\"` in [sweep] or an inline [job] table"
+                .into(),
+        )),
+        (Some(path), None) => {
+            let file = PathBuf::from(&path);
+            let job = JobSpec::from_file(&file).map_err(|e| match e {
+                SpecError::Parse { message, .. } => SpecError::Parse {
+                    path: origin.into(),
+                    message: format!("base job {}: {message}", file.display()),
+                },
+                other => invalid(format!("base job {other}")),
+            })?;
+            Ok((job, Some(file)))
+        }
+        (None, Some(inline)) => {
+            let job = inline.into_job(sweep);
+            job.validate().map_err(|m| invalid(format!("[job]: {m}")))?;
+            Ok((job, None))
+        }
+    }
+}
+
+/// The `[grid]` axes: each a list of values.
+fn grid_of(raw: toml::Table) -> Result<BTreeMap<String, Vec<Value>>, String> {
+    let mut grid = BTreeMap::new();
+    for (path, values) in raw {
+        let what = format!("grid axis \"{path}\"");
+        let toml::Value::Array(values) = values else {
+            return Err(format!(
+                "{what} must be a list of values (write dotted paths in quotes: \"train.lr\" = [1e-4, 2e-4])"
+            ));
+        };
+        let values = values
+            .iter()
+            .map(|v| toml_to_json(v, &what))
+            .collect::<Result<Vec<_>, _>>()?;
+        grid.insert(path, values);
+    }
+    Ok(grid)
+}
+
+/// The `[[list]]` entries, path → value each.
+fn list_of(raw: Vec<toml::Table>) -> Result<Vec<BTreeMap<String, Value>>, String> {
+    let mut list = Vec::new();
+    for (i, entry) in raw.into_iter().enumerate() {
+        let mut point = BTreeMap::new();
+        for (path, value) in entry {
+            let what = format!("[[list]] entry {} key \"{path}\"", i + 1);
+            point.insert(path, toml_to_json(&value, &what)?);
+        }
+        list.push(point);
+    }
+    Ok(list)
 }
 
 /// `"train.lr" = 0.001, "run.seed" = 0` for messages.

@@ -104,6 +104,43 @@ pub fn generate(
 
 /// Runs the command once: its stdout, or why the try failed.
 fn run_once(gen_spec: &GeneratorSpec, request: Vec<u8>) -> Result<Vec<u8>, String> {
+    let mut child = spawn(gen_spec)?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || {
+        // A command that exits without reading all of its input is judged by
+        // its exit status and output, not by the broken pipe.
+        let _ = stdin.write_all(&request);
+    });
+    let outputs = read_outputs(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(gen_spec.timeout_s);
+    let status = wait_until(&mut child, deadline)?;
+    // The pipes close once every process holding them is gone; a background
+    // process the command left behind may keep them open.
+    let grace = Instant::now() + Duration::from_secs(if status.is_some() { 10 } else { 2 });
+    let (stdout, stderr, closed) = collect_outputs(&outputs, grace);
+    let _ = writer.join();
+    let Some(status) = status else {
+        return Err(format!(
+            "timed out after {} s and was killed{}",
+            gen_spec.timeout_s,
+            stderr_tail(&stderr)
+        ));
+    };
+    if !status.success() {
+        return Err(format!("exited with {status}{}", stderr_tail(&stderr)));
+    }
+    if !closed {
+        kill_group(&mut child);
+        return Err(
+            "exited, but its output stayed open for 10 s (a background process holds it?)".into(),
+        );
+    }
+    Ok(stdout)
+}
+
+/// Starts the command with piped stdio, in its own process group (Unix) so
+/// that a timeout kills it and its children.
+fn spawn(gen_spec: &GeneratorSpec) -> Result<Child, String> {
     let mut cmd = Command::new(&gen_spec.command[0]);
     cmd.args(&gen_spec.command[1..])
         .stdin(Stdio::piped())
@@ -111,17 +148,15 @@ fn run_once(gen_spec: &GeneratorSpec, request: Vec<u8>) -> Result<Vec<u8>, Strin
         .stderr(Stdio::piped());
     #[cfg(unix)]
     {
-        // Its own process group: a timeout kills the command and its children.
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let writer = std::thread::spawn(move || {
-        // A command that exits without reading all of its input is judged by
-        // its exit status and output, not by the broken pipe.
-        let _ = stdin.write_all(&request);
-    });
+    cmd.spawn().map_err(|e| format!("cannot start: {e}"))
+}
+
+/// One thread per output stream, each sending `(is_stdout, bytes)` once its
+/// stream closes.
+fn read_outputs(child: &mut Child) -> mpsc::Receiver<(bool, Vec<u8>)> {
     let (tx, rx) = mpsc::channel::<(bool, Vec<u8>)>();
     for (is_stdout, stream) in [
         (
@@ -147,53 +182,44 @@ fn run_once(gen_spec: &GeneratorSpec, request: Vec<u8>) -> Result<Vec<u8>, Strin
             let _ = tx.send((is_stdout, buf));
         });
     }
-    drop(tx);
+    rx
+}
 
-    let deadline = Instant::now() + Duration::from_secs(gen_spec.timeout_s);
-    let status: Option<ExitStatus> = loop {
+/// The exit status, or `None` when the command ran past `deadline` (its
+/// process group is then killed).
+fn wait_until(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>, String> {
+    loop {
         match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
+            Ok(Some(status)) => return Ok(Some(status)),
             Ok(None) if Instant::now() >= deadline => {
-                kill_group(&mut child);
-                break None;
+                kill_group(child);
+                return Ok(None);
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => {
-                kill_group(&mut child);
+                kill_group(child);
                 return Err(format!("cannot wait for the command: {e}"));
             }
         }
-    };
-    // The pipes close once every process holding them is gone; a background
-    // process the command left behind may keep them open.
-    let grace = Instant::now() + Duration::from_secs(if status.is_some() { 10 } else { 2 });
+    }
+}
+
+/// Stdout and stderr as far as they came before `grace`, and whether both
+/// closed.
+fn collect_outputs(
+    outputs: &mpsc::Receiver<(bool, Vec<u8>)>,
+    grace: Instant,
+) -> (Vec<u8>, Vec<u8>, bool) {
     let (mut stdout, mut stderr, mut closed) = (vec![], vec![], 0);
     while closed < 2 {
         let left = grace.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
+        match outputs.recv_timeout(left) {
             Ok((true, buf)) => (stdout, closed) = (buf, closed + 1),
             Ok((false, buf)) => (stderr, closed) = (buf, closed + 1),
             Err(_) => break,
         }
     }
-    let _ = writer.join();
-    let Some(status) = status else {
-        return Err(format!(
-            "timed out after {} s and was killed{}",
-            gen_spec.timeout_s,
-            stderr_tail(&stderr)
-        ));
-    };
-    if !status.success() {
-        return Err(format!("exited with {status}{}", stderr_tail(&stderr)));
-    }
-    if closed < 2 {
-        kill_group(&mut child);
-        return Err(
-            "exited, but its output stayed open for 10 s (a background process holds it?)".into(),
-        );
-    }
-    Ok(stdout)
+    (stdout, stderr, closed == 2)
 }
 
 /// Kills the command's process group (Unix), then the command itself.
@@ -240,62 +266,15 @@ fn parse_output(
         }
         let bad =
             |message: String| format!("stdout line {}: {message}: {}", i + 1, excerpt(line, 200));
-        let row: Map<String, Value> = match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(bad("expected a JSON object".into())),
-            Err(e) => return Err(bad(format!("not valid JSON ({e})"))),
-        };
-        if let Some(key) = row
-            .keys()
-            .find(|k| !matches!(k.as_str(), "question" | "answer" | "parent_id" | "id"))
-        {
-            return Err(bad(format!(
-                "unknown key `{key}` (expected question, answer, parent_id, optional id)"
-            )));
-        }
-        let text_field = |key: &str| match row.get(key) {
-            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-            Some(Value::String(_)) => Err(bad(format!("`{key}` is empty"))),
-            Some(_) => Err(bad(format!("`{key}` must be a string"))),
-            None => Err(bad(format!("missing `{key}`"))),
-        };
-        let id_field = |key: &str| match row.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(bad(format!(
-                "`{key}` must be a non-empty string or a number"
-            ))),
-        };
-        let query = text_field("question")?;
-        let target = text_field("answer")?;
-        let parent = id_field("parent_id")?.ok_or_else(|| bad("missing `parent_id`".into()))?;
-        if !parent_ids.contains(parent.as_str()) {
-            return Err(bad(format!(
-                "parent_id '{parent}' is not one of the parents sent"
-            )));
-        }
-        let answer = gold_answer(&target, style).ok_or_else(|| {
-            bad(match style {
-                AnswerStyle::Gsm8k => "`answer` has no '#### <answer>' line".to_string(),
-                AnswerStyle::Math => "`answer` has no \\boxed{...} answer".to_string(),
-            })
-        })?;
-        let id = id_field("id")?.unwrap_or_else(|| Example::content_id(&query, &target));
+        let example = parse_line(line, parent_ids, style).map_err(bad)?;
+        let id = &example.id;
         if taken_ids.contains(id.as_str()) {
             return Err(bad(format!("id '{id}' is a parent's id")));
         }
         if !ids.insert(id.clone()) {
             return Err(bad(format!("id '{id}' appears twice")));
         }
-        examples.push(Example {
-            id,
-            query,
-            target,
-            answer,
-            parent_id: Some(parent),
-            meta: Default::default(),
-        });
+        examples.push(example);
     }
     if examples.len() != n {
         return Err(format!("wrote {} examples, expected {n}", examples.len()));
@@ -303,7 +282,62 @@ fn parse_output(
     Ok(examples)
 }
 
-#[cfg(all(test, unix))]
+/// One line of the generator's output as an example, or what is wrong with it.
+fn parse_line(
+    line: &str,
+    parent_ids: &BTreeSet<&str>,
+    style: AnswerStyle,
+) -> Result<Example, String> {
+    let row: Map<String, Value> = match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err("expected a JSON object".into()),
+        Err(e) => return Err(format!("not valid JSON ({e})")),
+    };
+    if let Some(key) = row
+        .keys()
+        .find(|k| !matches!(k.as_str(), "question" | "answer" | "parent_id" | "id"))
+    {
+        return Err(format!(
+            "unknown key `{key}` (expected question, answer, parent_id, optional id)"
+        ));
+    }
+    let text_field = |key: &str| match row.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(format!("`{key}` is empty")),
+        Some(_) => Err(format!("`{key}` must be a string")),
+        None => Err(format!("missing `{key}`")),
+    };
+    let id_field = |key: &str| match row.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(format!("`{key}` must be a non-empty string or a number")),
+    };
+    let query = text_field("question")?;
+    let target = text_field("answer")?;
+    let parent = id_field("parent_id")?.ok_or_else(|| "missing `parent_id`".to_string())?;
+    if !parent_ids.contains(parent.as_str()) {
+        return Err(format!(
+            "parent_id '{parent}' is not one of the parents sent"
+        ));
+    }
+    let answer = gold_answer(&target, style).ok_or_else(|| match style {
+        AnswerStyle::Gsm8k => "`answer` has no '#### <answer>' line".to_string(),
+        AnswerStyle::Math => "`answer` has no \\boxed{...} answer".to_string(),
+    })?;
+    let id = id_field("id")?.unwrap_or_else(|| Example::content_id(&query, &target));
+    Ok(Example {
+        id,
+        query,
+        target,
+        answer,
+        parent_id: Some(parent),
+        meta: Default::default(),
+    })
+}
+
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use std::path::Path;

@@ -1,7 +1,15 @@
 //! Curation (paper Algorithm 1, §5.2): the parts that need no model and no
 //! network. The driver (`premem curate curation.toml`) trains and evaluates;
-//! this module parses the spec, chooses parents, draws or generates new
-//! examples, keeps the state of a curation and writes its report.
+//! this crate holds the rest, one job per module:
+//!
+//! - `spec`: the curation file ([`CurationSpec`]), every check of it in
+//!   `spec/validate.rs` (an inline base job through `JobSpec::validate`);
+//! - `select`: the parents a strategy chooses ([`choose_parents`]) and the
+//!   order a generator gets them in ([`generator_parents`]);
+//! - `pool`: the candidate pool ([`CandidatePool`]) and the seeded [`draw`];
+//! - `generator`: new examples from a command ([`generate`]);
+//! - `state`: the state file a curation resumes from ([`CurationState`]);
+//! - `output`: the curation report ([`write_outputs`]).
 //!
 //! The loop, per strategy, for iterations `i = 1..=n` (1-based):
 //!
@@ -33,6 +41,7 @@
 
 mod generator;
 mod output;
+mod pool;
 mod select;
 mod spec;
 mod state;
@@ -41,10 +50,8 @@ use std::path::PathBuf;
 
 pub use generator::{Generated, generate};
 pub use output::write_outputs;
-pub use select::{
-    CandidatePool, Chosen, Drawn, ParentScores, choose_parents, draw, generator_parents,
-    heuristic_score,
-};
+pub use pool::{CandidatePool, Drawn, draw};
+pub use select::{Chosen, ParentScores, choose_parents, generator_parents, heuristic_score};
 pub use spec::{
     CurationSection, CurationSpec, GeneratorSpec, HeuristicKey, HeuristicSpec, IfdSpec,
     NewExamples, SourceSpec, Strategy,

@@ -38,7 +38,17 @@ pub fn write_outputs(state: &CurationState, out_dir: &Path) -> Result<Vec<PathBu
         write("curation.csv", summary_csv(state, &strategies))?,
         write("chosen.csv", chosen_csv(state, &strategies))?,
     ];
-    let chart = Lines {
+    files.extend(lines(
+        &out_dir.join("test-vs-examples"),
+        &chart(state, &strategies),
+    )?);
+    Ok(files)
+}
+
+/// Paper Fig. 6: test accuracy against training examples, one line per
+/// strategy.
+fn chart(state: &CurationState, strategies: &[Strategy]) -> Lines {
+    Lines {
         title: format!(
             "{}: test accuracy vs training examples",
             state.spec.curation.name
@@ -58,9 +68,7 @@ pub fn write_outputs(state: &CurationState, out_dir: &Path) -> Result<Vec<PathBu
             })
             .collect(),
         marker: None,
-    };
-    files.extend(lines(&out_dir.join("test-vs-examples"), &chart)?);
-    Ok(files)
+    }
 }
 
 /// The spec's strategies in its order, then any other the state holds.
@@ -153,9 +161,19 @@ fn csv_field(text: &str) -> String {
 }
 
 fn markdown(state: &CurationState, strategies: &[Strategy]) -> String {
+    let mut md = String::new();
+    header(&mut md, state, strategies);
+    summary(&mut md, state, strategies);
+    for s in strategies {
+        strategy_section(&mut md, state, *s);
+    }
+    md
+}
+
+/// The title, the settings and how each strategy chooses, the chart.
+fn header(md: &mut String, state: &CurationState, strategies: &[Strategy]) {
     let spec = &state.spec;
     let c = &spec.curation;
-    let mut md = String::new();
     let _ = writeln!(md, "# Curation: {}\n", c.name);
     let _ = writeln!(
         md,
@@ -185,7 +203,10 @@ fn markdown(state: &CurationState, strategies: &[Strategy]) -> String {
         md,
         "\n![test accuracy vs training examples](test-vs-examples.svg)\n"
     );
+}
 
+/// Per strategy: iterations done and its best test accuracy.
+fn summary(md: &mut String, state: &CurationState, strategies: &[Strategy]) {
     let _ = writeln!(md, "## Summary\n");
     let _ = writeln!(
         md,
@@ -202,42 +223,42 @@ fn markdown(state: &CurationState, strategies: &[Strategy]) -> String {
             md,
             "| {s} | {} / {} | {} | {} |",
             records.len(),
-            c.iterations,
+            state.spec.curation.iterations,
             num(best.map(|b| b.0)),
             best.map_or("—".into(), |b| b.1.to_string())
         );
     }
+}
 
-    for s in strategies {
-        let records = state.records(*s);
-        let _ = writeln!(md, "\n## {s}: {}\n", how_chosen(state, *s));
-        if records.is_empty() {
-            let _ = writeln!(md, "No iteration done yet.");
-            continue;
-        }
+/// A strategy's iterations as a table, then each in detail.
+fn strategy_section(md: &mut String, state: &CurationState, s: Strategy) {
+    let records = state.records(s);
+    let _ = writeln!(md, "\n## {s}: {}\n", how_chosen(state, s));
+    if records.is_empty() {
+        let _ = writeln!(md, "No iteration done yet.");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| iteration | train examples | test accuracy | P-M accuracy | parents | added | run |"
+    );
+    let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for r in records {
         let _ = writeln!(
             md,
-            "| iteration | train examples | test accuracy | P-M accuracy | parents | added | run |"
+            "| {} | {} | {} | {} | {} | {} | `{}` |",
+            r.iteration,
+            r.train_examples,
+            num(r.test_accuracy),
+            num(r.pm_accuracy),
+            r.chosen.len(),
+            r.added.len(),
+            cell(&r.run)
         );
-        let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-        for r in records {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | `{}` |",
-                r.iteration,
-                r.train_examples,
-                num(r.test_accuracy),
-                num(r.pm_accuracy),
-                r.chosen.len(),
-                r.added.len(),
-                cell(&r.run)
-            );
-        }
-        for r in records {
-            iteration_details(&mut md, state, *s, r);
-        }
     }
-    md
+    for r in records {
+        iteration_details(md, state, s, r);
+    }
 }
 
 fn iteration_details(md: &mut String, state: &CurationState, s: Strategy, r: &IterationRecord) {
@@ -254,44 +275,7 @@ fn iteration_details(md: &mut String, state: &CurationState, s: Strategy, r: &It
             }
         );
     } else {
-        let _ = writeln!(
-            md,
-            "Parents chosen: {}{}\n",
-            r.chosen.len(),
-            if r.chosen.len() > LISTED {
-                format!(" (the first {LISTED}; all in chosen.csv)")
-            } else {
-                String::new()
-            }
-        );
-        if !r.chosen.is_empty() {
-            let _ = writeln!(md, "| parent | {} |", score_name(state, s));
-            let _ = writeln!(md, "| --- | ---: |");
-            for c in r.chosen.iter().take(LISTED) {
-                let _ = writeln!(md, "| `{}` | {} |", cell(&c.id), num(Some(c.score)));
-            }
-        }
-        let shown: Vec<String> = r
-            .added
-            .iter()
-            .take(LISTED)
-            .map(|id| format!("`{}`", cell(id)))
-            .collect();
-        let more = if r.added.len() > LISTED {
-            format!(", ... ({} in all)", r.added.len())
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            md,
-            "\nAdded: {}{}{more}",
-            r.added.len(),
-            if shown.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", shown.join(", "))
-            }
-        );
+        chosen_and_added(md, state, s, r);
     }
     if !r.notes.is_empty() {
         let _ = writeln!(md, "\nNotes:\n");
@@ -305,6 +289,48 @@ fn iteration_details(md: &mut String, state: &CurationState, s: Strategy, r: &It
             let _ = writeln!(md, "- {}", f.replace('\n', " "));
         }
     }
+}
+
+/// The first [`LISTED`] parents with their scores, and the first added ids.
+fn chosen_and_added(md: &mut String, state: &CurationState, s: Strategy, r: &IterationRecord) {
+    let _ = writeln!(
+        md,
+        "Parents chosen: {}{}\n",
+        r.chosen.len(),
+        if r.chosen.len() > LISTED {
+            format!(" (the first {LISTED}; all in chosen.csv)")
+        } else {
+            String::new()
+        }
+    );
+    if !r.chosen.is_empty() {
+        let _ = writeln!(md, "| parent | {} |", score_name(state, s));
+        let _ = writeln!(md, "| --- | ---: |");
+        for c in r.chosen.iter().take(LISTED) {
+            let _ = writeln!(md, "| `{}` | {} |", cell(&c.id), num(Some(c.score)));
+        }
+    }
+    let shown: Vec<String> = r
+        .added
+        .iter()
+        .take(LISTED)
+        .map(|id| format!("`{}`", cell(id)))
+        .collect();
+    let more = if r.added.len() > LISTED {
+        format!(", ... ({} in all)", r.added.len())
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        md,
+        "\nAdded: {}{}{more}",
+        r.added.len(),
+        if shown.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", shown.join(", "))
+        }
+    );
 }
 
 /// `strategy,iteration,train_examples,test_accuracy,pm_accuracy,parents,added,run`.

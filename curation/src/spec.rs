@@ -26,7 +26,8 @@
 //! # generator = { command = ["python3", "examples/rephrase.py"], attempts = 3, timeout_s = 300 }
 //! ```
 
-use std::collections::BTreeSet;
+mod validate;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -247,10 +248,6 @@ impl GeneratorSpec {
     }
 }
 
-fn fraction_ok(f: f64) -> bool {
-    f > 0.0 && f <= 1.0
-}
-
 impl CurationSpec {
     pub fn from_file(path: &Path) -> Result<CurationSpec, SpecError> {
         Self::from_toml(&read_spec_file(path)?, path)
@@ -264,159 +261,9 @@ impl CurationSpec {
         Ok(spec)
     }
 
-    /// Checks every value; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        let c = &self.curation;
-        if c.name.trim().is_empty() {
-            return Err("curation.name must not be empty".into());
-        }
-        if c.output.trim().is_empty() {
-            return Err("curation.output must not be empty".into());
-        }
-        if let Ok(url) = url::Url::parse(&c.output)
-            && url.scheme().len() > 1
-        {
-            return Err(format!(
-                "curation.output = \"{}\": must be a local directory (data files of each iteration \
-                 go there and the trainers read them), not a URL",
-                c.output
-            ));
-        }
-        if c.iterations == 0 {
-            return Err("curation.iterations must be at least 1".into());
-        }
-        if !(c.threshold > 0.0 && c.threshold <= 1.0) {
-            return Err(format!(
-                "curation.threshold must be in (0, 1], got {}",
-                c.threshold
-            ));
-        }
-        match &c.new_examples {
-            NewExamples::Each(0) => {
-                return Err("curation.new_examples must be at least 1".into());
-            }
-            NewExamples::Each(_) => {}
-            NewExamples::PerIteration(list) => {
-                let adding = c.iterations as usize - 1;
-                if list.len() != adding {
-                    return Err(format!(
-                        "curation.new_examples: a list needs one number per iteration that adds \
-                         examples, iterations - 1 = {adding} (the last iteration's run is only \
-                         measured), got {} numbers",
-                        list.len()
-                    ));
-                }
-                if list.contains(&0) {
-                    return Err(format!(
-                        "curation.new_examples: every number must be at least 1, got {list:?}"
-                    ));
-                }
-            }
-        }
-        if c.strategies.is_empty() {
-            return Err(
-                "curation.strategies must name at least one of pm, iid, ifd, heuristic".into(),
-            );
-        }
-        let mut seen = BTreeSet::new();
-        for s in &c.strategies {
-            if !seen.insert(*s) {
-                return Err(format!("curation.strategies lists \"{s}\" twice"));
-            }
-        }
-        if c.trainers == 0 || c.evaluators == 0 {
-            return Err("curation.trainers and curation.evaluators must be at least 1".into());
-        }
-        match (&c.job, &self.job) {
-            (Some(_), Some(_)) => {
-                return Err(
-                    "give the base job either as curation.job (a path) or as a [job] table, not both"
-                        .into(),
-                );
-            }
-            (None, None) => {
-                return Err(
-                    "curation.job: give the base job spec (a path), or an inline [job] table"
-                        .into(),
-                );
-            }
-            (Some(path), None) if path.trim().is_empty() => {
-                return Err("curation.job must not be empty".into());
-            }
-            (None, Some(job)) => job.validate().map_err(|m| format!("job: {m}"))?,
-            (Some(_), None) => {}
-        }
-        if c.strategies.contains(&Strategy::Ifd) {
-            match &self.ifd {
-                None => {
-                    return Err(
-                        "[ifd]: the strategy \"ifd\" needs `fraction` (paper: 0.5 GSM8K, 0.75 MATH)"
-                            .into(),
-                    );
-                }
-                Some(ifd) if !fraction_ok(ifd.fraction) => {
-                    return Err(format!(
-                        "ifd.fraction must be in (0, 1], got {}",
-                        ifd.fraction
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        if c.strategies.contains(&Strategy::Heuristic) {
-            match &self.heuristic {
-                None => {
-                    return Err(
-                        "[heuristic]: the strategy \"heuristic\" needs `key` (lines or level) and \
-                         `fraction` (paper: 0.5 GSM8K, 0.75 MATH)"
-                            .into(),
-                    );
-                }
-                Some(h) if !fraction_ok(h.fraction) => {
-                    return Err(format!(
-                        "heuristic.fraction must be in (0, 1], got {}",
-                        h.fraction
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        let s = &self.source;
-        match (&s.pool, &s.generator) {
-            (Some(_), Some(_)) => {
-                return Err("[source]: give either `pool` or `generator`, not both".into());
-            }
-            (None, None) => {
-                return Err(
-                    "[source]: give `pool` (a candidate dataset keyed by parent_id) or `generator` \
-                     (a command)"
-                        .into(),
-                );
-            }
-            (Some(pool), None) if pool.path.trim().is_empty() => {
-                return Err("source.pool.path must not be empty".into());
-            }
-            (None, Some(g)) => {
-                if g.command.first().is_none_or(|p| p.trim().is_empty()) {
-                    return Err("source.generator.command must name a program".into());
-                }
-                if g.attempts == 0 {
-                    return Err("source.generator.attempts must be at least 1".into());
-                }
-                if g.timeout_s == 0 {
-                    return Err("source.generator.timeout_s must be at least 1".into());
-                }
-            }
-            (Some(_), None) => {}
-        }
-        Ok(())
-    }
-
     /// The base job: the inline `[job]`, or the file `curation.job` (read
-    /// and validated). Checks that it can serve a curation: a test split
-    /// (test accuracy is what curation compares), evaluation on, no
-    /// `eval.limit` (the P-M accuracy of every train example is needed), and
-    /// a trainer pool large enough for it. `origin` is the curation file.
+    /// and validated), checked for what a curation needs of it (see
+    /// `validate.rs`). `origin` is the curation file.
     pub fn base_job(&self, origin: &Path) -> Result<JobSpec, SpecError> {
         let (job, where_) = match (&self.job, &self.curation.job) {
             (Some(job), _) => (job.clone(), "[job]".to_string()),
@@ -431,29 +278,8 @@ impl CurationSpec {
                 ));
             }
         };
-        let invalid = |message: String| SpecError::invalid(origin, message);
-        if job.data.test.is_none() {
-            return Err(invalid(format!(
-                "{where_}: the base job needs data.test (curation compares test accuracy)"
-            )));
-        }
-        if !job.eval.enabled {
-            return Err(invalid(format!(
-                "{where_}: eval.enabled is false; curation needs the evaluation of every run"
-            )));
-        }
-        if let Some(limit) = job.eval.limit {
-            return Err(invalid(format!(
-                "{where_}: eval.limit = {limit}; curation needs the P-M accuracy of every train \
-                 example (remove the limit)"
-            )));
-        }
-        if self.curation.trainers < job.cluster.trainers {
-            return Err(invalid(format!(
-                "curation.trainers ({}) is fewer than the base job's cluster.trainers ({}): no run could start",
-                self.curation.trainers, job.cluster.trainers
-            )));
-        }
+        self.check_base_job(&job, &where_)
+            .map_err(|message| SpecError::invalid(origin, message))?;
         Ok(job)
     }
 

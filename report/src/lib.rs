@@ -1,18 +1,31 @@
-//! `premem report`: reads a run's (or a sweep's) result files from the object
-//! store, computes P-M accuracy ([`premem_core::pm`]) and the baselines
-//! ([`premem_core::baselines`]) at every checkpoint, and writes `report.md`, a
-//! self-contained `report.html`, PNG and SVG charts, Parquet tables, and
-//! `provenance.json` (each run's premem version, git revision, input
-//! checksums and resolved spec).
+//! premem's reports (`premem report`): reads a run's (or a sweep's) result
+//! files from the object store, computes P-M accuracy ([`premem_core::pm`])
+//! and the baselines ([`premem_core::baselines`]) at every checkpoint, and
+//! writes `report.md`, a self-contained `report.html`, PNG and SVG charts,
+//! Parquet tables, and `provenance.json` (each run's premem version, git
+//! revision, input checksums and resolved spec).
 //!
 //! Nothing is averaged over fewer rows than expected: a checkpoint missing
 //! results for some examples gets no dataset value, and the report lists what
 //! is missing.
+//!
+//! [`write_report`] runs the stages in order, one module each:
+//!
+//! - [`load`](mod@load): a run or sweep as [`RunData`] (records, baselines, result rows);
+//! - [`analysis`]: the numbers ([`Analysis`]): threshold, per-run P-M and
+//!   checkpoint summaries, metrics against test accuracy, ATC, robustness;
+//! - [`tables`]: the Parquet tables and `provenance.json`;
+//! - [`charts`]: one chart per function, drawn by [`plots`] (which knows
+//!   nothing of P-M and also draws the curation report's chart);
+//! - [`documents`]: `report.md` (written section by section) and
+//!   `report.html` with the charts inlined.
 
 pub mod analysis;
+pub mod charts;
+pub mod documents;
 pub mod load;
+mod markdown;
 pub mod plots;
-pub mod render;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -61,7 +74,7 @@ pub fn write_report(location: &str, out: &Path, options: &ReportOptions) -> Resu
     let mut files = vec![];
     files.extend(tables::write(&analysis, out)?);
     files.push(tables::write_provenance(&analysis, out)?);
-    files.extend(render::charts(&analysis, out)?);
-    files.extend(render::documents(location, &analysis, out)?);
+    files.extend(charts::write(&analysis, out)?);
+    files.extend(documents::write(location, &analysis, out)?);
     Ok(Written { files, analysis })
 }

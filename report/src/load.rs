@@ -68,9 +68,36 @@ fn load_run(run: &BlockingStore) -> Result<RunData> {
     let record = run.run(read_run_record(store))?;
     let published = run.run(published_steps(store, Area::Weights))?;
     let mut notes = vec![];
+    let baselines = load_baselines(run, &published, &mut notes)?;
+    let rows = load_results(run, &mut notes)?;
+    for step in rows.keys() {
+        if !published.contains(step) {
+            notes.push(format!(
+                "results for step {step} have no published checkpoint (removed?)"
+            ));
+        }
+    }
+    Ok(RunData {
+        name: record.name.clone(),
+        url: store.url().to_string(),
+        record,
+        published,
+        rows,
+        baselines,
+        notes,
+    })
+}
 
+/// The baseline files of the published checkpoints; an unreadable one is
+/// noted and left out.
+fn load_baselines(
+    run: &BlockingStore,
+    published: &[u64],
+    notes: &mut Vec<String>,
+) -> Result<BTreeMap<u64, CheckpointBaselines>> {
+    let store = run.store();
     let mut baselines = BTreeMap::new();
-    for &step in &published {
+    for &step in published {
         let path = format!("{}/{BASELINES_FILE}", step_prefix(Area::Weights, step));
         if !run.run(store.exists(&path))? {
             continue;
@@ -83,7 +110,16 @@ fn load_run(run: &BlockingStore) -> Result<RunData> {
             Err(e) => notes.push(format!("{}: unreadable, ignored: {e}", store.url_of(&path))),
         }
     }
+    Ok(baselines)
+}
 
+/// Every result row by checkpoint step; a directory under `results` that is
+/// not a step is noted and left out.
+fn load_results(
+    run: &BlockingStore,
+    notes: &mut Vec<String>,
+) -> Result<BTreeMap<u64, Vec<ExampleResult>>> {
+    let store = run.store();
     let mut rows: BTreeMap<u64, Vec<ExampleResult>> = BTreeMap::new();
     for dir in run.run(store.list_dirs("results"))? {
         let Some(step) = parse_step_name(&dir) else {
@@ -105,47 +141,45 @@ fn load_run(run: &BlockingStore) -> Result<RunData> {
             let bytes = run.run(store.get(&path))?;
             let file_rows = from_parquet(bytes, &url)?;
             for row in &file_rows {
-                let invalid = |message: String| ReportError::Invalid {
-                    location: url.clone(),
-                    message,
-                };
-                if row.checkpoint_step != step {
-                    return Err(invalid(format!(
-                        "example '{}' has checkpoint_step {} in the results of step {step}",
-                        row.id, row.checkpoint_step
-                    )));
-                }
-                if !file.starts_with(&row.split) {
-                    return Err(invalid(format!(
-                        "example '{}' of split '{}' in a file not named for that split",
-                        row.id, row.split
-                    )));
-                }
-                let key = (row.split.clone(), row.id.clone(), row.preamble.clone());
-                if let Some(other) = seen.insert(key, url.clone()) {
-                    return Err(invalid(format!(
-                        "example '{}' ({} split, preamble {:?}) also appears in {other}",
-                        row.id, row.split, row.preamble
-                    )));
-                }
+                check_row(row, step, &file, &url, &mut seen)?;
             }
             rows.entry(step).or_default().extend(file_rows);
         }
     }
-    for step in rows.keys() {
-        if !published.contains(step) {
-            notes.push(format!(
-                "results for step {step} have no published checkpoint (removed?)"
-            ));
-        }
+    Ok(rows)
+}
+
+/// A row belongs to the step and split its file is for, and appears in no
+/// other file of the step; `seen` maps each (split, id, preamble) to its file.
+fn check_row(
+    row: &ExampleResult,
+    step: u64,
+    file: &str,
+    url: &str,
+    seen: &mut BTreeMap<(String, String, String), String>,
+) -> Result<()> {
+    let invalid = |message: String| ReportError::Invalid {
+        location: url.to_string(),
+        message,
+    };
+    if row.checkpoint_step != step {
+        return Err(invalid(format!(
+            "example '{}' has checkpoint_step {} in the results of step {step}",
+            row.id, row.checkpoint_step
+        )));
     }
-    Ok(RunData {
-        name: record.name.clone(),
-        url: store.url().to_string(),
-        record,
-        published,
-        rows,
-        baselines,
-        notes,
-    })
+    if !file.starts_with(&row.split) {
+        return Err(invalid(format!(
+            "example '{}' of split '{}' in a file not named for that split",
+            row.id, row.split
+        )));
+    }
+    let key = (row.split.clone(), row.id.clone(), row.preamble.clone());
+    if let Some(other) = seen.insert(key, url.to_string()) {
+        return Err(invalid(format!(
+            "example '{}' ({} split, preamble {:?}) also appears in {other}",
+            row.id, row.split, row.preamble
+        )));
+    }
+    Ok(())
 }

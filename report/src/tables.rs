@@ -13,8 +13,9 @@ use arrow_array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray
 use premem_core::files::write_atomic;
 use premem_core::results::parquet_bytes;
 
-use super::analysis::Analysis;
+use super::analysis::{Analysis, CheckpointSummary, ExampleCheckpoint};
 use super::{ReportError, Result};
+use premem_core::pm::{Calibration, CalibrationPoint};
 
 fn write_batch(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result<PathBuf> {
     let error = |message: String| ReportError::Invalid {
@@ -30,123 +31,105 @@ fn write_batch(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
+/// Writes `examples.parquet`, `checkpoints.parquet` and, when p was
+/// calibrated, `calibration.parquet`; returns the files.
 pub fn write(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
-    let examples: Vec<_> = analysis.runs.iter().flat_map(|r| &r.examples).collect();
-    let strings = |f: &dyn Fn(usize) -> String, n: usize| {
-        Arc::new(StringArray::from_iter_values((0..n).map(f))) as ArrayRef
-    };
-    let n = examples.len();
-    let examples_file = write_batch(
+    let mut files = vec![
+        write_examples(analysis, out)?,
+        write_checkpoints(analysis, out)?,
+    ];
+    if let Some(c) = &analysis.calibration {
+        files.push(write_calibration(c, out)?);
+    }
+    Ok(files)
+}
+
+fn strings<T>(rows: &[&T], f: fn(&T) -> &str) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r))))
+}
+
+fn u64s<T>(rows: &[&T], f: fn(&T) -> u64) -> ArrayRef {
+    Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| f(r))))
+}
+
+fn f64s<T>(rows: &[&T], f: fn(&T) -> f64) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| f(r))))
+}
+
+/// Nulls where the value is missing.
+fn optional_f64s<T>(rows: &[&T], f: fn(&T) -> Option<f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter(rows.iter().map(|r| f(r))))
+}
+
+fn bools<T>(rows: &[&T], f: fn(&T) -> bool) -> ArrayRef {
+    Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(f(r)))))
+}
+
+/// One row per run, checkpoint and train example.
+fn write_examples(analysis: &Analysis, out: &Path) -> Result<PathBuf> {
+    let rows: Vec<&ExampleCheckpoint> = analysis.runs.iter().flat_map(|r| &r.examples).collect();
+    write_batch(
         &out.join("examples.parquet"),
         vec![
-            ("run", strings(&|i| examples[i].run.clone(), n)),
-            (
-                "step",
-                Arc::new(UInt64Array::from_iter_values(
-                    examples.iter().map(|e| e.step),
-                )),
-            ),
-            ("id", strings(&|i| examples[i].id.clone(), n)),
-            (
-                "accuracy",
-                Arc::new(Float64Array::from_iter_values(
-                    examples.iter().map(|e| e.accuracy),
-                )),
-            ),
-            (
-                "perplexity",
-                Arc::new(Float64Array::from_iter_values(
-                    examples.iter().map(|e| e.perplexity),
-                )),
-            ),
-            (
-                "memorized",
-                Arc::new(BooleanArray::from_iter(
-                    examples.iter().map(|e| Some(e.memorized)),
-                )),
-            ),
-            (
-                "masked_accuracy",
-                Arc::new(Float64Array::from_iter_values(
-                    examples.iter().map(|e| e.masked_accuracy),
-                )),
-            ),
-            (
-                "pm",
-                Arc::new(Float64Array::from_iter_values(
-                    examples.iter().map(|e| e.pm),
-                )),
-            ),
-            (
-                "incomplete_history",
-                Arc::new(BooleanArray::from_iter(
-                    examples.iter().map(|e| Some(e.incomplete_history)),
-                )),
-            ),
+            ("run", strings(&rows, |e| &e.run)),
+            ("step", u64s(&rows, |e| e.step)),
+            ("id", strings(&rows, |e| &e.id)),
+            ("accuracy", f64s(&rows, |e| e.accuracy)),
+            ("perplexity", f64s(&rows, |e| e.perplexity)),
+            ("memorized", bools(&rows, |e| e.memorized)),
+            ("masked_accuracy", f64s(&rows, |e| e.masked_accuracy)),
+            ("pm", f64s(&rows, |e| e.pm)),
+            ("incomplete_history", bools(&rows, |e| e.incomplete_history)),
         ],
-    )?;
+    )
+}
 
-    let checkpoints: Vec<_> = analysis.runs.iter().flat_map(|r| &r.checkpoints).collect();
-    let n = checkpoints.len();
-    let optional = |f: &dyn Fn(usize) -> Option<f64>| {
-        Arc::new(Float64Array::from_iter((0..n).map(f))) as ArrayRef
-    };
-    let counts = |f: &dyn Fn(usize) -> usize| {
-        Arc::new(UInt64Array::from_iter_values((0..n).map(|i| f(i) as u64))) as ArrayRef
-    };
-    let checkpoints_file = write_batch(
+/// One row per run and checkpoint; missing values are nulls.
+fn write_checkpoints(analysis: &Analysis, out: &Path) -> Result<PathBuf> {
+    let rows: Vec<&CheckpointSummary> = analysis.runs.iter().flat_map(|r| &r.checkpoints).collect();
+    write_batch(
         &out.join("checkpoints.parquet"),
         vec![
-            ("run", strings(&|i| checkpoints[i].run.clone(), n)),
-            (
-                "step",
-                Arc::new(UInt64Array::from_iter_values(
-                    checkpoints.iter().map(|c| c.step),
-                )),
-            ),
-            ("pm", optional(&|i| checkpoints[i].pm)),
-            (
-                "train_accuracy",
-                optional(&|i| checkpoints[i].train_accuracy),
-            ),
-            ("test_accuracy", optional(&|i| checkpoints[i].test_accuracy)),
+            ("run", strings(&rows, |c| &c.run)),
+            ("step", u64s(&rows, |c| c.step)),
+            ("pm", optional_f64s(&rows, |c| c.pm)),
+            ("train_accuracy", optional_f64s(&rows, |c| c.train_accuracy)),
+            ("test_accuracy", optional_f64s(&rows, |c| c.test_accuracy)),
             (
                 "memorized_fraction",
-                optional(&|i| checkpoints[i].memorized_fraction),
+                optional_f64s(&rows, |c| c.memorized_fraction),
             ),
             (
                 "median_train_perplexity",
-                optional(&|i| checkpoints[i].median_train_perplexity),
+                optional_f64s(&rows, |c| c.median_train_perplexity),
             ),
-            ("grad_variance", optional(&|i| checkpoints[i].grad_variance)),
+            ("grad_variance", optional_f64s(&rows, |c| c.grad_variance)),
             (
                 "distance_from_init",
-                optional(&|i| checkpoints[i].distance_from_init),
+                optional_f64s(&rows, |c| c.distance_from_init),
             ),
-            ("atc", optional(&|i| checkpoints[i].atc)),
-            ("train_examples", counts(&|i| checkpoints[i].train_examples)),
-            ("test_examples", counts(&|i| checkpoints[i].test_examples)),
-            ("missing_train", counts(&|i| checkpoints[i].missing_train)),
-            ("missing_test", counts(&|i| checkpoints[i].missing_test)),
+            ("atc", optional_f64s(&rows, |c| c.atc)),
+            ("train_examples", u64s(&rows, |c| c.train_examples as u64)),
+            ("test_examples", u64s(&rows, |c| c.test_examples as u64)),
+            ("missing_train", u64s(&rows, |c| c.missing_train as u64)),
+            ("missing_test", u64s(&rows, |c| c.missing_test as u64)),
         ],
-    )?;
-    let mut files = vec![examples_file, checkpoints_file];
-    if let Some(c) = &analysis.calibration {
-        let column = |f: &dyn Fn(&premem_core::pm::CalibrationPoint) -> Option<f64>| {
-            Arc::new(Float64Array::from_iter(c.curve.iter().map(f))) as ArrayRef
-        };
-        files.push(write_batch(
-            &out.join("calibration.parquet"),
-            vec![
-                ("p", column(&|q| Some(q.p))),
-                ("loglog", column(&|q| Some(q.loglog))),
-                ("mse", column(&|q| Some(q.mse))),
-                ("r2_identity", column(&|q| q.r2_identity)),
-                ("r2_fit", column(&|q| q.r2_fit)),
-            ],
-        )?);
-    }
-    Ok(files)
+    )
+}
+
+/// Every p of the grid with its error and R².
+fn write_calibration(c: &Calibration, out: &Path) -> Result<PathBuf> {
+    let rows: Vec<&CalibrationPoint> = c.curve.iter().collect();
+    write_batch(
+        &out.join("calibration.parquet"),
+        vec![
+            ("p", optional_f64s(&rows, |q| Some(q.p))),
+            ("loglog", optional_f64s(&rows, |q| Some(q.loglog))),
+            ("mse", optional_f64s(&rows, |q| Some(q.mse))),
+            ("r2_identity", optional_f64s(&rows, |q| q.r2_identity)),
+            ("r2_fit", optional_f64s(&rows, |q| q.r2_fit)),
+        ],
+    )
 }
 
 /// `provenance.json`: one object per run, in report order: its name, premem

@@ -1,290 +1,27 @@
-//! The report's charts (through [`super::plots`]) and documents: `report.md`
-//! and `report.html` (the same content, charts inlined as SVG, no external
-//! files).
+//! `report.md`: one function per section, in the order they appear.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
-use super::analysis::{Analysis, MetricCorrelation, ThresholdSource};
-use super::plots::{self, Bars, HeatCell, Heatmap, Lines, Scatter, Series};
-use super::{ReportError, Result};
+use super::analysis::{Analysis, ThresholdSource};
+use super::charts::heatmap_stems;
 
-/// A run name as part of a file name.
-fn file_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// The heatmap file stem of each run, unique even where run names differ
-/// only in characters a file name cannot keep.
-fn heatmap_stems(analysis: &Analysis) -> Vec<String> {
-    let stems: Vec<String> = analysis
-        .runs
-        .iter()
-        .map(|r| format!("heatmap-{}", file_safe(&r.name)))
-        .collect();
-    stems
-        .iter()
-        .enumerate()
-        .map(|(i, stem)| {
-            if stems.iter().filter(|s| *s == stem).count() > 1 {
-                format!("{stem}-{}", i + 1)
-            } else {
-                stem.clone()
-            }
-        })
-        .collect()
-}
-
-fn fmt(value: Option<f64>, digits: usize) -> String {
-    match value {
-        Some(v) if v.is_finite() => format!("{v:.digits$}"),
-        _ => "–".into(),
-    }
-}
-
-fn percent(value: Option<f64>) -> String {
-    match value {
-        Some(v) if v.is_finite() => format!("{:.1}%", 100.0 * v),
-        _ => "–".into(),
-    }
-}
-
-fn sci(value: Option<f64>) -> String {
-    match value {
-        Some(v) if v.is_finite() => format!("{v:.3e}"),
-        _ => "–".into(),
-    }
-}
-
-fn fit_notes(c: &MetricCorrelation) -> Vec<String> {
-    let mut notes = vec![];
-    if let Some(r2) = c.r2_identity {
-        notes.push(format!("R² vs y = x: {r2:.3}"));
-    }
-    if let Some(fit) = c.fit {
-        notes.push(format!("least-squares R²: {:.3}", fit.r2));
-    }
-    notes.push(format!("{} checkpoints", c.points.len()));
-    notes
-}
-
-/// Writes every chart; returns the files.
-pub fn charts(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = vec![];
-    for (run, stem) in analysis.runs.iter().zip(heatmap_stems(analysis)) {
-        let steps: Vec<u64> = run.checkpoints.iter().map(|c| c.step).collect();
-        let by_key: std::collections::HashMap<(u64, &str), &super::analysis::ExampleCheckpoint> =
-            run.examples
-                .iter()
-                .map(|e| ((e.step, e.id.as_str()), e))
-                .collect();
-        let cells = run
-            .heatmap_ids
-            .iter()
-            .map(|id| {
-                steps
-                    .iter()
-                    .map(|&step| {
-                        by_key.get(&(step, id.as_str())).map(|e| HeatCell {
-                            accuracy: e.accuracy,
-                            memorized: e.memorized,
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        let total = run
-            .examples
-            .iter()
-            .map(|e| e.id.as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        let shown = run.heatmap_ids.len();
-        files.extend(plots::heatmap(
-            &out.join(stem),
-            &Heatmap {
-                title: format!(
-                    "Learning progression: {} ({shown} of {total} train examples)",
-                    run.name
-                ),
-                rows: run.heatmap_ids.clone(),
-                steps,
-                cells,
-            },
-        )?);
-    }
-
-    let by_run = |f: &dyn Fn(&super::analysis::CheckpointSummary) -> Option<f64>| {
-        analysis
-            .runs
-            .iter()
-            .map(|run| Series {
-                label: run.name.clone(),
-                points: run
-                    .checkpoints
-                    .iter()
-                    .filter_map(|c| Some((f(c)?, c.test_accuracy?)))
-                    .collect(),
-            })
-            .collect::<Vec<_>>()
-    };
-    let pm = &analysis.pm_vs_test;
-    let mut notes = fit_notes(pm);
-    notes.push(format!("p: {}", analysis.threshold));
-    files.extend(plots::scatter(
-        &out.join("pm_vs_test"),
-        &Scatter {
-            title: "P-M train accuracy vs test accuracy".into(),
-            x_label: "P-M train accuracy".into(),
-            y_label: "test accuracy".into(),
-            series: by_run(&|c| c.pm),
-            identity: true,
-            fit: pm.fit.map(|f| (f.slope, f.intercept)),
-            notes,
-            x_range: Some((0.0, 1.0)),
-            y_range: Some((0.0, 1.0)),
-        },
-    )?);
-
-    let panels: Vec<Scatter> = analysis
-        .correlations
-        .iter()
-        .map(|c| {
-            let accuracy_scale = c.accuracy_scale;
-            let getter: &dyn Fn(&super::analysis::CheckpointSummary) -> Option<f64> =
-                match c.metric.as_str() {
-                    "P-M train accuracy" => &|c| c.pm,
-                    "train accuracy" => &|c| c.train_accuracy,
-                    "ATC" => &|c| c.atc,
-                    "gradient variance" => &|c| c.grad_variance,
-                    _ => &|c| c.distance_from_init,
-                };
-            let mut notes = fit_notes(c);
-            if let Some(r) = c.pearson {
-                notes.push(format!("Pearson r: {r:.3}"));
-            }
-            Scatter {
-                title: format!("{} vs test", c.metric),
-                x_label: c.metric.clone(),
-                y_label: "test accuracy".into(),
-                series: by_run(getter),
-                identity: accuracy_scale,
-                fit: c.fit.map(|f| (f.slope, f.intercept)),
-                notes,
-                x_range: accuracy_scale.then_some((0.0, 1.0)),
-                y_range: Some((0.0, 1.0)),
-            }
-        })
-        .collect();
-    files.extend(plots::scatter_grid(
-        &out.join("baselines"),
-        "Generalization metrics vs test accuracy",
-        &panels,
-        3,
-    )?);
-
-    if let Some(r) = &analysis.robustness {
-        let mut series = vec![(
-            "no preamble".to_string(),
-            r.buckets.iter().map(|b| b.base_accuracy).collect(),
-        )];
-        for (k, preamble) in r.preambles.iter().enumerate() {
-            series.push((
-                format!("preamble \"{preamble}\""),
-                r.buckets.iter().map(|b| b.preamble_accuracy[k]).collect(),
-            ));
-        }
-        files.extend(plots::bars(
-            &out.join("robustness"),
-            &Bars {
-                title: "Accuracy under preambles by P-M accuracy".into(),
-                x_label: "per-example P-M train accuracy".into(),
-                y_label: "train accuracy".into(),
-                categories: r
-                    .buckets
-                    .iter()
-                    .map(|b| format!("{:.1}–{:.1}", b.low, b.high))
-                    .collect(),
-                counts: r.buckets.iter().map(|b| b.examples).collect(),
-                series,
-            },
-        )?);
-    }
-
-    if let Some(c) = &analysis.calibration {
-        files.extend(plots::lines(
-            &out.join("calibration"),
-            &Lines {
-                title: "Calibration of the memorization threshold p".into(),
-                x_label: "p on the ln(ln perplexity) scale".into(),
-                y_label: "mean squared error, test − P-M".into(),
-                log_x: false,
-                series: vec![Series {
-                    label: format!("{} checkpoints", c.checkpoints_used),
-                    points: c.curve.iter().map(|p| (p.loglog, p.mse)).collect(),
-                }],
-                marker: Some((
-                    analysis.threshold.loglog(),
-                    format!(
-                        "p = {:.4} (ln ln {:.2})",
-                        analysis.threshold.perplexity(),
-                        analysis.threshold.loglog()
-                    ),
-                )),
-            },
-        )?);
-    }
-
-    let mut series = vec![];
-    for run in &analysis.runs {
-        let prefix = if analysis.runs.len() > 1 {
-            format!("{}: ", run.name)
-        } else {
-            String::new()
-        };
-        let points = |f: &dyn Fn(&super::analysis::CheckpointSummary) -> Option<f64>| {
-            run.checkpoints
-                .iter()
-                .filter_map(|c| Some((c.step as f64, f(c)?)))
-                .collect()
-        };
-        series.push(Series {
-            label: format!("{prefix}P-M train accuracy"),
-            points: points(&|c| c.pm),
-        });
-        series.push(Series {
-            label: format!("{prefix}test accuracy"),
-            points: points(&|c| c.test_accuracy),
-        });
-        series.push(Series {
-            label: format!("{prefix}train accuracy"),
-            points: points(&|c| c.train_accuracy),
-        });
-    }
-    files.extend(plots::lines(
-        &out.join("training"),
-        &Lines {
-            title: "Accuracy over training".into(),
-            x_label: "checkpoint step".into(),
-            y_label: "accuracy".into(),
-            log_x: false,
-            series,
-            marker: None,
-        },
-    )?);
-    Ok(files)
-}
-
-fn markdown(location: &str, a: &Analysis) -> String {
+pub(crate) fn markdown(location: &str, a: &Analysis) -> String {
     let mut md = String::new();
+    title(&mut md, location, a);
+    headline(&mut md, a);
+    checkpoints(&mut md, a);
+    learning_progression(&mut md, a);
+    baselines(&mut md, a);
+    robustness(&mut md, a);
+    calibration(&mut md, a);
+    missing(&mut md, a);
+    notes(&mut md, a);
+    tables(&mut md);
+    provenance(&mut md, a);
+    md
+}
+
+fn title(md: &mut String, location: &str, a: &Analysis) {
     let names: Vec<&str> = a.runs.iter().map(|r| r.name.as_str()).collect();
     let _ = writeln!(md, "# premem report\n");
     let _ = writeln!(
@@ -295,8 +32,31 @@ fn markdown(location: &str, a: &Analysis) -> String {
         names.join(", "),
         env!("CARGO_PKG_VERSION")
     );
+}
 
+/// The threshold, P-M against test accuracy, each run's latest values and
+/// coverage, how many gaps there are, and the two main charts.
+fn headline(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Headline\n");
+    threshold_line(md, a);
+    pm_vs_test_line(md, a);
+    latest_lines(md, a);
+    coverage_lines(md, a);
+    let missing = gaps(a);
+    if missing > 0 {
+        let _ = writeln!(
+            md,
+            "- **{missing} gaps in the results** (see [Missing or partial results](#missing-or-partial-results)): checkpoints with gaps have no dataset value."
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n![P-M train accuracy vs test accuracy](pm_vs_test.png)\n"
+    );
+    let _ = writeln!(md, "![Accuracy over training](training.png)\n");
+}
+
+fn threshold_line(md: &mut String, a: &Analysis) {
     let source = match &a.threshold_source {
         ThresholdSource::Given => "given".to_string(),
         ThresholdSource::Calibrated => {
@@ -316,6 +76,9 @@ fn markdown(location: &str, a: &Analysis) -> String {
         "- **Memorization threshold p**: {} — {source}. An example is memorized at a checkpoint when its target perplexity is below p.",
         a.threshold
     );
+}
+
+fn pm_vs_test_line(md: &mut String, a: &Analysis) {
     let pm = &a.pm_vs_test;
     let _ = writeln!(
         md,
@@ -333,6 +96,10 @@ fn markdown(location: &str, a: &Analysis) -> String {
             None => "– (needs at least 2 checkpoints with spread)".into(),
         }
     );
+}
+
+/// Per run, its last checkpoint with a dataset value.
+fn latest_lines(md: &mut String, a: &Analysis) {
     for run in &a.runs {
         if let Some(last) = run
             .checkpoints
@@ -352,6 +119,10 @@ fn markdown(location: &str, a: &Analysis) -> String {
             );
         }
     }
+}
+
+/// Per run, which examples its results cover and with what K.
+fn coverage_lines(md: &mut String, a: &Analysis) {
     for run in &a.runs {
         let c = &run.coverage;
         let of = |n: Option<usize>| n.map_or(String::new(), |n| format!(" of {n}"));
@@ -377,19 +148,14 @@ fn markdown(location: &str, a: &Analysis) -> String {
             );
         }
     }
-    let missing: usize = a.runs.iter().map(|r| r.missing.len()).sum();
-    if missing > 0 {
-        let _ = writeln!(
-            md,
-            "- **{missing} gaps in the results** (see [Missing or partial results](#missing-or-partial-results)): checkpoints with gaps have no dataset value."
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\n![P-M train accuracy vs test accuracy](pm_vs_test.png)\n"
-    );
-    let _ = writeln!(md, "![Accuracy over training](training.png)\n");
+}
 
+/// Results missing over all runs, one per line of their `missing`.
+fn gaps(a: &Analysis) -> usize {
+    a.runs.iter().map(|r| r.missing.len()).sum()
+}
+
+fn checkpoints(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Checkpoints\n");
     let _ = writeln!(
         md,
@@ -426,7 +192,9 @@ fn markdown(location: &str, a: &Analysis) -> String {
         }
         let _ = writeln!(md);
     }
+}
 
+fn learning_progression(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Learning progression\n");
     let _ = writeln!(
         md,
@@ -435,7 +203,9 @@ fn markdown(location: &str, a: &Analysis) -> String {
     for (run, stem) in a.runs.iter().zip(heatmap_stems(a)) {
         let _ = writeln!(md, "![Learning progression of {}]({stem}.png)\n", run.name);
     }
+}
 
+fn baselines(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Baselines vs test accuracy\n");
     let _ = writeln!(
         md,
@@ -481,7 +251,9 @@ fn markdown(location: &str, a: &Analysis) -> String {
         md,
         "![Generalization metrics vs test accuracy](baselines.png)\n"
     );
+}
 
+fn robustness(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Robustness\n");
     match &a.robustness {
         Some(r) => {
@@ -527,7 +299,9 @@ fn markdown(location: &str, a: &Analysis) -> String {
             );
         }
     }
+}
 
+fn calibration(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Calibration of p\n");
     match &a.calibration {
         Some(c) => {
@@ -569,9 +343,12 @@ fn markdown(location: &str, a: &Analysis) -> String {
             );
         }
     }
+}
 
+/// Missing results, then the other limits of the runs.
+fn missing(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Missing or partial results\n");
-    if missing == 0 {
+    if gaps(a) == 0 {
         let _ = writeln!(
             md,
             "None: every checkpoint has train and test results for every example seen at any checkpoint.\n"
@@ -593,18 +370,44 @@ fn markdown(location: &str, a: &Analysis) -> String {
             let _ = writeln!(md, "- {line}");
         }
     }
+}
+
+/// What loading noted (unreadable side files, orphan results), if anything.
+fn notes(md: &mut String, a: &Analysis) {
     if !a.notes.is_empty() {
         let _ = writeln!(md, "\n## Notes\n");
         for n in &a.notes {
             let _ = writeln!(md, "- {n}");
         }
     }
+}
+
+fn tables(md: &mut String) {
     let _ = writeln!(
         md,
         "\n## Tables\n\n- `examples.parquet`: per run, checkpoint and train example: accuracy, perplexity, memorized, masked accuracy, P-M.\n- `checkpoints.parquet`: per run and checkpoint: the columns of the tables above (nulls where missing).\n- `calibration.parquet`: every p of the grid with its error and R²."
     );
-    provenance(&mut md, a);
-    md
+}
+
+fn fmt(value: Option<f64>, digits: usize) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "–".into(),
+    }
+}
+
+fn percent(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{:.1}%", 100.0 * v),
+        _ => "–".into(),
+    }
+}
+
+fn sci(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{v:.3e}"),
+        _ => "–".into(),
+    }
 }
 
 /// The first 12 characters of a hash or revision.
@@ -652,67 +455,13 @@ fn provenance(md: &mut String, a: &Analysis) {
     );
 }
 
-/// `report.md` and `report.html`.
-pub fn documents(location: &str, analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {
-    let md = markdown(location, analysis);
-    let md_path = out.join("report.md");
-    write(&md_path, md.as_bytes())?;
-
-    let parser = pulldown_cmark::Parser::new_ext(&md, pulldown_cmark::Options::ENABLE_TABLES);
-    let mut body = String::new();
-    pulldown_cmark::html::push_html(&mut body, parser);
-    // Charts inline as SVG: the page needs no other file.
-    let mut inlined = String::with_capacity(body.len());
-    let mut rest = body.as_str();
-    while let Some(start) = rest.find("<img src=\"") {
-        inlined.push_str(&rest[..start]);
-        let after = &rest[start + 10..];
-        let end = after.find('"').unwrap_or(0);
-        let src = &after[..end];
-        let close = after.find("/>").map(|i| i + 2).unwrap_or(after.len());
-        let svg_path = out.join(Path::new(src).with_extension("svg"));
-        match std::fs::read_to_string(&svg_path) {
-            Ok(svg) => {
-                let svg = svg.trim_start_matches(|c| c != '<');
-                let svg = match svg.strip_prefix("<?xml") {
-                    Some(s) => &s[s.find("?>").map(|i| i + 2).unwrap_or(0)..],
-                    None => svg,
-                };
-                let _ = write!(inlined, "<div class=\"chart\">{svg}</div>");
-            }
-            Err(source) => {
-                return Err(ReportError::Io {
-                    path: svg_path,
-                    source,
-                });
-            }
-        }
-        rest = &after[close..];
-    }
-    inlined.push_str(rest);
-    let html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>premem report</title>\n<style>\nbody {{ font-family: sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }}\ntable {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}\nth, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; }}\nth {{ background: #f3f3f3; }}\n.chart svg {{ max-width: 100%; height: auto; }}\ncode {{ background: #f3f3f3; padding: 0 0.2em; }}\n</style></head><body>\n{inlined}</body></html>\n"
-    );
-    let html_path = out.join("report.html");
-    write(&html_path, html.as_bytes())?;
-    Ok(vec![md_path, html_path])
-}
-
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    premem_core::files::write_atomic(path, bytes).map_err(io)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::analysis::{ReportOptions, analyze};
-    use super::super::load::RunData;
-    use super::super::tables::write_provenance;
+    use crate::analysis::{ReportOptions, analyze};
+    use crate::load::RunData;
+    use crate::tables::write_provenance;
     use premem_core::checkpoint::RunRecord;
     use premem_core::spec::JobSpec;
 
