@@ -128,6 +128,37 @@ impl Tally {
     }
 }
 
+impl Tally {
+    /// Ended runs and their states on the top bar, tasks on the bottom one.
+    fn show(&self, bars: &mut Bars, what: &str, runs: usize, reachable: bool) {
+        bars.top.set_position(self.ended as u64);
+        bars.top.set_message(format!(
+            "{} training, {} evaluating, {} failed{}",
+            self.training,
+            self.evaluating,
+            self.failed,
+            if reachable {
+                ""
+            } else {
+                "; coordinator unreachable"
+            }
+        ));
+        bars.bottom.set_length(self.tasks_total);
+        bars.bottom.set_position(self.tasks_done);
+        bars.log(|| {
+            format!(
+                "{what}: {}/{runs} ended ({} training, {} evaluating, {} failed); tasks {}/{}",
+                self.ended,
+                self.training,
+                self.evaluating,
+                self.failed,
+                self.tasks_done,
+                self.tasks_total
+            )
+        });
+    }
+}
+
 impl Jobs {
     /// Waits until every job of `specs` ended, showing progress; resubmits a
     /// job the coordinator does not know (it lost its state) and waits out
@@ -168,32 +199,7 @@ impl Jobs {
                 ));
             }
             let t = Tally::of(&statuses);
-            bars.top.set_position(t.ended as u64);
-            bars.top.set_message(format!(
-                "{} training, {} evaluating, {} failed{}",
-                t.training,
-                t.evaluating,
-                t.failed,
-                if reachable {
-                    ""
-                } else {
-                    "; coordinator unreachable"
-                }
-            ));
-            bars.bottom.set_length(t.tasks_total);
-            bars.bottom.set_position(t.tasks_done);
-            bars.log(|| {
-                format!(
-                    "{what}: {}/{} ended ({} training, {} evaluating, {} failed); tasks {}/{}",
-                    t.ended,
-                    specs.len(),
-                    t.training,
-                    t.evaluating,
-                    t.failed,
-                    t.tasks_done,
-                    t.tasks_total
-                )
-            });
+            t.show(&mut bars, what, specs.len(), reachable);
             if t.ended == specs.len() {
                 break Ok(());
             }

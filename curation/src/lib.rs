@@ -1,6 +1,7 @@
-//! Curation (paper Algorithm 1, §5.2): the parts that need no model and no
-//! network. The driver (`premem curate curation.toml`) trains and evaluates;
-//! this crate holds the rest, one job per module:
+//! Curation (paper Algorithm 1, §5.2): everything but running the jobs and
+//! the model that scores IFD. The driver (`premem curate curation.toml`)
+//! submits each iteration's run to a coordinator and waits for it; this crate
+//! holds the rest, one job per module:
 //!
 //! - `spec`: the curation file ([`CurationSpec`]), every check of it in
 //!   `spec/validate.rs` (an inline base job through `JobSpec::validate`);
@@ -9,7 +10,10 @@
 //! - `pool`: the candidate pool ([`CandidatePool`]) and the seeded [`draw`];
 //! - `generator`: new examples from a command ([`generate`]);
 //! - `state`: the state file a curation resumes from ([`CurationState`]);
-//! - `output`: the curation report ([`write_outputs`]).
+//! - `output`: the curation report ([`write_outputs`]);
+//! - `iteration`: the loop's steps between runs: the job of an iteration
+//!   ([`iteration_job`]), what its run says ([`outcome_of`]), and what
+//!   follows it ([`Curation::finish_iteration`]).
 //!
 //! The loop, per strategy, for iterations `i = 1..=n` (1-based):
 //!
@@ -40,6 +44,7 @@
 //! exactly.
 
 mod generator;
+mod iteration;
 mod output;
 mod pool;
 mod select;
@@ -49,6 +54,7 @@ mod state;
 use std::path::PathBuf;
 
 pub use generator::{Generated, generate};
+pub use iteration::{Curation, IfdScores, RunOutcome, iteration_job, outcome_of};
 pub use output::write_outputs;
 pub use pool::{CandidatePool, Drawn, draw};
 pub use select::{Chosen, ParentScores, choose_parents, generator_parents, heuristic_score};
@@ -91,6 +97,20 @@ pub enum CurationError {
     State { path: PathBuf, message: String },
     #[error(transparent)]
     Plot(#[from] premem_report::plots::PlotError),
+    /// An iteration's run could not be read or analysed.
+    #[error("reading run {run}")]
+    Run {
+        run: String,
+        #[source]
+        source: premem_report::ReportError,
+    },
+    /// An iteration that cannot go on (its data is missing, its run has no
+    /// P-M accuracy, a new example reuses an id, ...).
+    #[error("{0}")]
+    Iteration(String),
+    /// The IFD scores of the `ifd` strategy could not be computed.
+    #[error("{0}")]
+    Scores(String),
 }
 
 /// A short excerpt of `text` for error messages: at most `max` characters.

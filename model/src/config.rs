@@ -328,6 +328,37 @@ impl ModelConfig {
     }
 
     fn validate(&self, origin: &Path) -> Result<()> {
+        self.validate_shapes(origin)?;
+        if !is_positive(self.rms_norm_eps) {
+            return Err(ModelError::config(
+                origin,
+                "field `rms_norm_eps` must be positive",
+            ));
+        }
+        for (field, cap) in [
+            ("attn_logit_softcapping", self.attn_logit_softcap),
+            ("final_logit_softcapping", self.final_logit_softcap),
+        ] {
+            if let Some(cap) = cap
+                && !is_positive(cap)
+            {
+                return Err(ModelError::config(
+                    origin,
+                    format!("field `{field}` must be positive or null, found {cap}"),
+                ));
+            }
+        }
+        if let Some(window) = self.layer_windows.iter().flatten().find(|w| **w <= 0) {
+            return Err(ModelError::config(
+                origin,
+                format!("field `sliding_window` must be positive, found {window}"),
+            ));
+        }
+        self.validate_special_tokens(origin)
+    }
+
+    /// Sizes are positive, heads divide evenly, rotary dimensions pair up.
+    fn validate_shapes(&self, origin: &Path) -> Result<()> {
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -364,31 +395,11 @@ impl ModelConfig {
                 ),
             ));
         }
-        if !is_positive(self.rms_norm_eps) {
-            return Err(ModelError::config(
-                origin,
-                "field `rms_norm_eps` must be positive",
-            ));
-        }
-        for (field, cap) in [
-            ("attn_logit_softcapping", self.attn_logit_softcap),
-            ("final_logit_softcapping", self.final_logit_softcap),
-        ] {
-            if let Some(cap) = cap
-                && !is_positive(cap)
-            {
-                return Err(ModelError::config(
-                    origin,
-                    format!("field `{field}` must be positive or null, found {cap}"),
-                ));
-            }
-        }
-        if let Some(window) = self.layer_windows.iter().flatten().find(|w| **w <= 0) {
-            return Err(ModelError::config(
-                origin,
-                format!("field `sliding_window` must be positive, found {window}"),
-            ));
-        }
+        Ok(())
+    }
+
+    /// BOS, EOS and pad ids are in the vocabulary.
+    fn validate_special_tokens(&self, origin: &Path) -> Result<()> {
         for id in self
             .bos_token_id
             .iter()

@@ -185,69 +185,15 @@ impl CausalLm {
         attention_mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let device = self.device();
-        let (batch, q_len) = input_ids.size2().map_err(|_| {
-            ModelError::Invalid(format!(
-                "input_ids must be [batch, seq], got {:?}",
-                input_ids.size()
-            ))
-        })?;
-        if let Some(mask) = attention_mask
-            && mask.size() != [batch, q_len]
-        {
-            return Err(ModelError::Invalid(format!(
-                "attention_mask is {:?}, input_ids {:?}",
-                mask.size(),
-                input_ids.size()
-            )));
-        }
-        let new_mask = match attention_mask {
-            Some(mask) => mask.to_device(device).to_kind(Kind::Int64),
-            None => Tensor::ones([batch, q_len], (Kind::Int64, device)),
-        };
-        let (full_mask, has_padding) = match cache.as_deref_mut() {
-            Some(cache) => {
-                if let Some(cached) = cache.key_mask()
-                    && cached.size()[0] != batch
-                {
-                    return Err(ModelError::Invalid(format!(
-                        "cache holds {} rows, input_ids has {batch}",
-                        cached.size()[0]
-                    )));
-                }
-                cache.extend_mask(&new_mask)
-            }
-            None => {
-                let padded = new_mask.eq(0).any().int64_value(&[]) != 0;
-                (new_mask.shallow_clone(), padded)
-            }
-        };
-        let kv_len = full_mask.size()[1];
-        // Positions count tokens: left padding shifts them, as in generate().
-        let positions =
-            (full_mask.cumsum(1, Kind::Int64) - 1)
-                .clamp_min(0)
-                .narrow(1, kv_len - q_len, q_len);
-        let key_mask = has_padding.then_some(&full_mask);
-
-        let ids = input_ids.to_device(device);
-        let mut xs =
-            Tensor::f_embedding(&self.embed_tokens, &ids, -1, false, false).map_err(|e| {
-                ModelError::Invalid(format!(
-                    "token ids must be in 0..{} (vocab_size): {e}",
-                    self.config.vocab_size
-                ))
-            })?;
-        if let Some(scale) = self.config.embedding_scale {
-            // transformers multiplies by the scale cast to the weight dtype.
-            let scale = Tensor::from(scale as f32)
-                .to_kind(self.kind())
-                .to_device(device);
-            xs *= scale;
-        }
-        let (cos, sin) = self.rotary.cos_sin(&positions, self.kind());
+        let (batch, q_len) = check_shapes(input_ids, attention_mask)?;
+        let keys = self.key_positions(attention_mask, batch, q_len, cache.as_deref_mut())?;
+        let kv_len = keys.mask.size()[1];
+        let key_mask = keys.has_padding.then_some(&keys.mask);
+        let mut xs = self.embed(input_ids)?;
+        let (cos, sin) = self.rotary.cos_sin(&keys.positions, self.kind());
         let (cos, sin) = (cos.unsqueeze(1), sin.unsqueeze(1));
 
+        let device = self.device();
         let mut masks: Vec<(Option<i64>, AttnMask)> = vec![];
         for layer in &self.layers {
             if !masks.iter().any(|(w, _)| *w == layer.window) {
@@ -265,10 +211,103 @@ impl CausalLm {
             xs = layer.forward(&xs, &cos, &sin, mask, layer_cache);
         }
         if let Some(cache) = cache {
-            cache.commit(full_mask, has_padding);
+            cache.commit(keys.mask, keys.has_padding);
         }
         Ok(self.norm.forward(&xs))
     }
+
+    /// The key mask over cached and new tokens, whether it has padding, and
+    /// the new tokens' positions (counting tokens: left padding shifts them,
+    /// as in generate()).
+    fn key_positions(
+        &self,
+        attention_mask: Option<&Tensor>,
+        batch: i64,
+        q_len: i64,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Keys> {
+        let device = self.device();
+        let new_mask = match attention_mask {
+            Some(mask) => mask.to_device(device).to_kind(Kind::Int64),
+            None => Tensor::ones([batch, q_len], (Kind::Int64, device)),
+        };
+        let (mask, has_padding) = match cache {
+            Some(cache) => {
+                if let Some(cached) = cache.key_mask()
+                    && cached.size()[0] != batch
+                {
+                    return Err(ModelError::Invalid(format!(
+                        "cache holds {} rows, input_ids has {batch}",
+                        cached.size()[0]
+                    )));
+                }
+                cache.extend_mask(&new_mask)
+            }
+            None => {
+                let padded = new_mask.eq(0).any().int64_value(&[]) != 0;
+                (new_mask.shallow_clone(), padded)
+            }
+        };
+        let kv_len = mask.size()[1];
+        let positions =
+            (mask.cumsum(1, Kind::Int64) - 1)
+                .clamp_min(0)
+                .narrow(1, kv_len - q_len, q_len);
+        Ok(Keys {
+            mask,
+            has_padding,
+            positions,
+        })
+    }
+
+    /// Token embeddings (scaled, for the families that scale them).
+    fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let device = self.device();
+        let ids = input_ids.to_device(device);
+        let mut xs =
+            Tensor::f_embedding(&self.embed_tokens, &ids, -1, false, false).map_err(|e| {
+                ModelError::Invalid(format!(
+                    "token ids must be in 0..{} (vocab_size): {e}",
+                    self.config.vocab_size
+                ))
+            })?;
+        if let Some(scale) = self.config.embedding_scale {
+            // transformers multiplies by the scale cast to the weight dtype.
+            let scale = Tensor::from(scale as f32)
+                .to_kind(self.kind())
+                .to_device(device);
+            xs *= scale;
+        }
+        Ok(xs)
+    }
+}
+
+/// The key side of one forward: see [`CausalLm::key_positions`].
+struct Keys {
+    mask: Tensor,
+    has_padding: bool,
+    positions: Tensor,
+}
+
+/// `(batch, seq)` of `input_ids`, which must be 2-d, with a mask of the
+/// same shape when one is given.
+fn check_shapes(input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<(i64, i64)> {
+    let (batch, q_len) = input_ids.size2().map_err(|_| {
+        ModelError::Invalid(format!(
+            "input_ids must be [batch, seq], got {:?}",
+            input_ids.size()
+        ))
+    })?;
+    if let Some(mask) = attention_mask
+        && mask.size() != [batch, q_len]
+    {
+        return Err(ModelError::Invalid(format!(
+            "attention_mask is {:?}, input_ids {:?}",
+            mask.size(),
+            input_ids.size()
+        )));
+    }
+    Ok((batch, q_len))
 }
 
 impl std::fmt::Debug for CausalLm {

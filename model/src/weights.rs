@@ -43,82 +43,97 @@ struct WeightIndex {
     weight_map: BTreeMap<String, String>,
 }
 
+/// A shard index and where it was read from.
+type IndexFile = (PathBuf, WeightIndex);
+
+/// The weight files of a model directory: the single file, or the shards
+/// its index names (with the index, to check against them).
+fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<IndexFile>)> {
+    let single = dir.join(WEIGHTS_FILE);
+    let index_path = dir.join(WEIGHTS_INDEX_FILE);
+    if single.is_file() {
+        return Ok((vec![single], None));
+    }
+    if !index_path.is_file() {
+        return Err(ModelError::Safetensors {
+            path: dir.to_path_buf(),
+            message: format!("neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} is there"),
+        });
+    }
+    let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+    let index: WeightIndex = serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
+        path: index_path.clone(),
+        message: format!("bad index: {e}"),
+    })?;
+    let mut files: Vec<PathBuf> = index.weight_map.values().map(|f| dir.join(f)).collect();
+    files.sort();
+    files.dedup();
+    Ok((files, Some((index_path, index))))
+}
+
 impl Checkpoint {
     /// Opens the weights of a model directory. Fails with the file's name when
     /// a file is missing, truncated or not safetensors, or when the index and
     /// the shards disagree.
     pub fn open(dir: &Path) -> Result<Checkpoint> {
-        let single = dir.join(WEIGHTS_FILE);
-        let index_path = dir.join(WEIGHTS_INDEX_FILE);
-        let (files, index) = if single.is_file() {
-            (vec![single], None)
-        } else if index_path.is_file() {
-            let text =
-                std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-            let index: WeightIndex =
-                serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
-                    path: index_path.clone(),
-                    message: format!("bad index: {e}"),
-                })?;
-            let mut files: Vec<PathBuf> = index.weight_map.values().map(|f| dir.join(f)).collect();
-            files.sort();
-            files.dedup();
-            (files, Some((index_path, index)))
-        } else {
-            return Err(ModelError::Safetensors {
-                path: dir.to_path_buf(),
-                message: format!("neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} is there"),
-            });
-        };
-
+        let (files, index) = weight_files(dir)?;
         let mut checkpoint = Checkpoint {
             dir: dir.to_path_buf(),
             shards: Vec::with_capacity(files.len()),
             tensors: BTreeMap::new(),
         };
         for path in files {
-            let file = File::open(&path).map_err(|e| ModelError::io(&path, e))?;
-            // SAFETY: the map is read-only; a file truncated underneath us
-            // would fault, as with any mmap reader (transformers included).
-            let mmap =
-                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
-            let shard_index = checkpoint.shards.len();
-            let parsed = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            for (name, view) in parsed.iter() {
-                let shape = view.shape().iter().map(|&d| d as i64).collect();
-                if let Some((other, ..)) = checkpoint
-                    .tensors
-                    .insert(name.to_string(), (shard_index, view.dtype(), shape))
-                {
-                    return Err(ModelError::Safetensors {
-                        path: path.clone(),
-                        message: format!(
-                            "tensor '{name}' is also in {}",
-                            checkpoint.shards[other].path.display()
-                        ),
-                    });
-                }
-            }
-            checkpoint.shards.push(Shard { path, mmap });
+            checkpoint.add_shard(path)?;
         }
         if let Some((index_path, index)) = index {
-            for (name, file) in &index.weight_map {
-                let found = checkpoint
-                    .tensors
-                    .get(name)
-                    .map(|(s, ..)| &checkpoint.shards[*s].path);
-                if found != Some(&dir.join(file)) {
-                    return Err(ModelError::Safetensors {
-                        path: index_path,
-                        message: format!("tensor '{name}' is listed in {file} but is not there"),
-                    });
-                }
-            }
+            checkpoint.check_index(&index_path, &index)?;
         }
         Ok(checkpoint)
+    }
+
+    /// Maps one weight file and records its tensors; a tensor that another
+    /// shard holds too is an error.
+    fn add_shard(&mut self, path: PathBuf) -> Result<()> {
+        let file = File::open(&path).map_err(|e| ModelError::io(&path, e))?;
+        // SAFETY: the map is read-only; a file truncated underneath us
+        // would fault, as with any mmap reader (transformers included).
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
+        let shard_index = self.shards.len();
+        let parsed = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        for (name, view) in parsed.iter() {
+            let shape = view.shape().iter().map(|&d| d as i64).collect();
+            if let Some((other, ..)) = self
+                .tensors
+                .insert(name.to_string(), (shard_index, view.dtype(), shape))
+            {
+                return Err(ModelError::Safetensors {
+                    path: path.clone(),
+                    message: format!(
+                        "tensor '{name}' is also in {}",
+                        self.shards[other].path.display()
+                    ),
+                });
+            }
+        }
+        self.shards.push(Shard { path, mmap });
+        Ok(())
+    }
+
+    /// Every tensor the index lists is in the shard it names.
+    fn check_index(&self, index_path: &Path, index: &WeightIndex) -> Result<()> {
+        for (name, file) in &index.weight_map {
+            let found = self.tensors.get(name).map(|(s, ..)| &self.shards[*s].path);
+            if found != Some(&self.dir.join(file)) {
+                return Err(ModelError::Safetensors {
+                    path: index_path.to_path_buf(),
+                    message: format!("tensor '{name}' is listed in {file} but is not there"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Tensor names and shapes in the checkpoint.

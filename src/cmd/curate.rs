@@ -10,15 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use premem_core::dataset::{DatasetFormat, DatasetSpec};
 use premem_core::{Dataset, Example, JobSpec};
 use premem_curation::{
-    CandidatePool, Chosen, CurationSpec, CurationState, IterationRecord, ParentScores, Strategy,
-    choose_parents, draw, generate, generator_parents, write_outputs,
+    CandidatePool, Curation, CurationError, CurationSpec, CurationState, Strategy, iteration_job,
+    write_outputs,
 };
 use premem_proto::ClientConfig;
 use premem_proto::v1;
-use premem_report::{ReportOptions, analyze, load};
 
 use crate::client::{ConnectArgs, Jobs, state_name};
 use crate::local_cluster::LocalCluster;
@@ -44,96 +42,6 @@ pub struct CurateArgs {
     /// Device of the IFD scoring model (strategy `ifd`): cpu, cuda, auto.
     #[arg(long, default_value = "auto")]
     device: String,
-}
-
-/// Iteration 1 trains on D alone for every strategy: one shared run.
-fn base_run(spec: &CurationSpec) -> (String, PathBuf) {
-    (
-        format!("{}-base-1", spec.curation.name),
-        spec.output_dir().join("base").join("run"),
-    )
-}
-
-/// The train file and run of iteration `i` of a strategy.
-fn iteration_paths(spec: &CurationSpec, s: Strategy, i: u32) -> (PathBuf, String, PathBuf) {
-    let dir = spec.iteration_dir(s, i);
-    (
-        dir.join("train.jsonl"),
-        spec.run_name(s, i),
-        dir.join("run"),
-    )
-}
-
-/// The job of iteration `i` of strategy `s`.
-/// Every iteration evaluates the first |D| examples of its train file
-/// (D itself: P-M accuracy is about D; the added examples are not
-/// evaluated) and the first |D| test examples.
-fn iteration_job(spec: &CurationSpec, job: &JobSpec, s: Strategy, i: u32) -> Result<JobSpec> {
-    let mut run = job.clone();
-    let d = Dataset::load(&job.data.train)?.len();
-    run.eval.limit = Some(d);
-    if i == 1 {
-        let (name, output) = base_run(spec);
-        run.run.name = name;
-        run.run.output = output.to_string_lossy().into_owned();
-        return Ok(run);
-    }
-    let (train, name, output) = iteration_paths(spec, s, i);
-    if !train.is_file() {
-        bail!(
-            "{}: the data of iteration {i} of '{}' is missing (it is written when iteration {} ends); delete {} to start over",
-            train.display(),
-            s.name(),
-            i - 1,
-            spec.state_path().display()
-        );
-    }
-    run.run.name = name;
-    run.run.output = output.to_string_lossy().into_owned();
-    run.data.train = DatasetSpec {
-        path: train.to_string_lossy().into_owned(),
-        format: DatasetFormat::Gsm8k,
-        fields: None,
-        answer_style: Some(job.data.train.answer_style()),
-    };
-    Ok(run)
-}
-
-/// What an evaluated run says: per-example P-M accuracy at its last
-/// checkpoint, and the run's P-M and test accuracy there.
-struct RunOutcome {
-    pm: BTreeMap<String, f64>,
-    pm_accuracy: Option<f64>,
-    test_accuracy: Option<f64>,
-    first_step: Option<u64>,
-}
-
-fn outcome_of(job: &JobSpec) -> Result<RunOutcome> {
-    let runs = load(&job.run.output).with_context(|| format!("reading run {}", job.run.output))?;
-    let options = ReportOptions {
-        threshold: Some(job.eval.threshold),
-        ..ReportOptions::default()
-    };
-    let analysis = analyze(&runs, &options)?;
-    let run = analysis.runs.first().context("the run has no analysis")?;
-    let last = run
-        .checkpoints
-        .iter()
-        .rev()
-        .find(|c| c.pm.is_some())
-        .with_context(|| format!("run {}: no checkpoint has P-M accuracy", job.run.output))?;
-    let pm = run
-        .examples
-        .iter()
-        .filter(|e| e.step == last.step)
-        .map(|e| (e.id.clone(), e.pm))
-        .collect();
-    Ok(RunOutcome {
-        pm,
-        pm_accuracy: last.pm,
-        test_accuracy: last.test_accuracy,
-        first_step: runs.first().and_then(|r| r.published.first().copied()),
-    })
 }
 
 /// IFD scores of D from the shared base run's first checkpoint (a briefly
@@ -253,8 +161,18 @@ fn run_iterations(
             run_round(&mut jobs, spec, job, &pending, &stop, &mut tick)?;
             for &(s, i) in &pending {
                 let run = iteration_job(spec, job, s, i)?;
-                let record =
-                    finish_iteration(spec, job, state, train, pool, s, i, &run, &args.device)?;
+                let curation = Curation {
+                    spec,
+                    job,
+                    state,
+                    train,
+                    pool,
+                };
+                let mut ifd = |base: &JobSpec, first_step: u64| {
+                    ifd_scores(spec, base, &train.examples, first_step, &args.device)
+                        .map_err(|e| CurationError::Scores(format!("{e:#}")))
+                };
+                let record = curation.finish_iteration(s, i, &run, &mut ifd)?;
                 println!(
                     "{} iteration {i}: {} train examples, test {}, P-M {}; {} parent(s), {} new example(s)",
                     s.name(),
@@ -345,88 +263,4 @@ fn run_round(
         }
     }
     Ok(())
-}
-
-/// Measures iteration `i` of strategy `s` (its run is done) and, unless it
-/// is the last, chooses parents and writes the next iteration's data.
-#[allow(clippy::too_many_arguments)]
-fn finish_iteration(
-    spec: &CurationSpec,
-    base_job: &JobSpec,
-    state: &CurationState,
-    train: &Dataset,
-    pool: Option<&CandidatePool>,
-    s: Strategy,
-    i: u32,
-    run: &JobSpec,
-    device: &str,
-) -> Result<IterationRecord> {
-    let outcome = outcome_of(run)?;
-    let current = Dataset::load(&run.data.train)?;
-    let mut record = IterationRecord {
-        iteration: i,
-        run: run.run.name.clone(),
-        train_examples: current.len(),
-        test_accuracy: outcome.test_accuracy,
-        pm_accuracy: outcome.pm_accuracy,
-        chosen: vec![],
-        added: vec![],
-        notes: vec![],
-        failures: vec![],
-    };
-    let wanted = spec.new_examples_after(i);
-    if i >= spec.curation.iterations || wanted == 0 {
-        return Ok(record);
-    }
-    let ifd = if s == Strategy::Ifd {
-        let base = iteration_job(spec, base_job, s, 1)?;
-        let first = outcome_of(&base)?
-            .first_step
-            .context("the base run has no checkpoint for IFD scores")?;
-        Some(ifd_scores(spec, &base, &train.examples, first, device)?)
-    } else {
-        None
-    };
-    let scores = ParentScores {
-        pm: outcome.pm.clone(),
-        ifd,
-    };
-    let chosen: Vec<Chosen> = choose_parents(s, &train.examples, &scores, spec)?;
-    let used = state.used(s);
-    let new: Vec<Example> = if let Some(pool) = pool {
-        let drawn = draw(pool, &chosen, &used, wanted, spec.curation.seed, i);
-        record.notes.extend(drawn.shortfall);
-        drawn.examples
-    } else if let Some(generator) = &spec.source.generator {
-        let parents = generator_parents(&chosen, &train.examples, spec.curation.seed, i)?;
-        let generated = generate(generator, &parents, wanted, spec.curation.seed, i)?;
-        record.failures = generated.failures;
-        generated.examples
-    } else {
-        bail!("the curation has neither a candidate pool nor a generator");
-    };
-    let existing: BTreeSet<&str> = current.examples.iter().map(|e| e.id.as_str()).collect();
-    if let Some(clash) = new.iter().find(|e| existing.contains(e.id.as_str())) {
-        bail!(
-            "{} iteration {i}: new example id '{}' is already in the training data; give new examples new ids",
-            s.name(),
-            clash.id
-        );
-    }
-    if new.is_empty() {
-        record.notes.push(format!(
-            "no new example after iteration {i}: {} parent(s) had no unused candidate",
-            chosen.len()
-        ));
-    }
-    record.added = new.iter().map(|e| e.id.clone()).collect();
-    record.chosen = chosen;
-    let (next, _, _) = iteration_paths(spec, s, i + 1);
-    std::fs::create_dir_all(next.parent().expect("a file in a directory"))?;
-    let mut examples = current.examples.clone();
-    examples.extend(new);
-    let tmp = next.with_extension("jsonl.tmp");
-    Dataset::write_gsm8k_jsonl(&examples, &tmp)?;
-    std::fs::rename(&tmp, &next).with_context(|| format!("writing {}", next.display()))?;
-    Ok(record)
 }

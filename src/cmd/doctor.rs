@@ -6,6 +6,13 @@ use premem_model::runtime;
 
 pub fn run() -> Result<()> {
     println!("premem {}", env!("CARGO_PKG_VERSION"));
+    libtorch();
+    cuda();
+    nccl();
+    Ok(())
+}
+
+fn libtorch() {
     match runtime::libtorch_dir() {
         Some(dir) => {
             let version = runtime::wheel_version(&dir)
@@ -15,7 +22,9 @@ pub fn run() -> Result<()> {
         None => println!("libtorch: {} (location unknown)", runtime::LIBTORCH_VERSION),
     }
     println!("cpu threads: {}", tch::get_num_threads());
+}
 
+fn cuda() {
     let cuda = runtime::init();
     match &cuda.result {
         Ok(()) => println!("libtorch_cuda: loaded from {}", cuda.candidate.display()),
@@ -40,33 +49,36 @@ pub fn run() -> Result<()> {
         }
         Err(why) => println!("  no CUDA driver: {why}"),
     }
+}
 
-    match runtime::nccl() {
-        Ok(nccl) => {
-            let (major, minor, patch) = nccl.version;
-            let path = nccl
-                .path
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            println!("nccl: {major}.{minor}.{patch} from {path}");
-            if nccl.version < runtime::MIN_NCCL_VERSION {
-                let (a, b, c) = runtime::MIN_NCCL_VERSION;
-                println!("  problem: premem needs NCCL >= {a}.{b}.{c}");
-            }
-            if nccl.mapped.len() > 1 {
-                println!(
-                    "  problem: several NCCL libraries are loaded and will clash: {}",
-                    nccl.mapped
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
+fn nccl() {
+    let nccl = match runtime::nccl() {
+        Ok(nccl) => nccl,
+        Err(why) => {
+            println!(
+                "nccl: not found (needed for multi-GPU training only; CPU ranks use the TCP ring)\n  why: {why}"
+            );
+            return;
         }
-        Err(why) => println!(
-            "nccl: not found (needed for multi-GPU training only; CPU ranks use the TCP ring)\n  why: {why}"
-        ),
+    };
+    let (major, minor, patch) = nccl.version;
+    let path = nccl
+        .path
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!("nccl: {major}.{minor}.{patch} from {path}");
+    if nccl.version < runtime::MIN_NCCL_VERSION {
+        let (a, b, c) = runtime::MIN_NCCL_VERSION;
+        println!("  problem: premem needs NCCL >= {a}.{b}.{c}");
     }
-    Ok(())
+    if nccl.mapped.len() > 1 {
+        println!(
+            "  problem: several NCCL libraries are loaded and will clash: {}",
+            nccl.mapped
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 }
