@@ -102,8 +102,8 @@ impl SamplingSpec {
             temperature: 0.0,
             top_p: 1.0,
             max_new_tokens,
-            preambles: vec![],
             keep_samples: 0,
+            ..SamplingSpec::default()
         }
     }
 
@@ -150,11 +150,12 @@ impl SamplingSpec {
     /// the same samples are drawn (K, temperature, top-p, length) and every
     /// wanted preamble was sampled. Kept texts do not change the rows' numbers.
     pub fn covers(&self, wanted: &SamplingSpec) -> bool {
-        self.samples == wanted.samples
-            && self.temperature == wanted.temperature
-            && self.top_p == wanted.top_p
-            && self.max_new_tokens == wanted.max_new_tokens
-            && wanted.preambles.iter().all(|p| self.preambles.contains(p))
+        let draws = |s: &SamplingSpec| SamplingSpec {
+            preambles: vec![],
+            keep_samples: 0,
+            ..s.clone()
+        };
+        draws(self) == draws(wanted) && wanted.preambles.iter().all(|p| self.preambles.contains(p))
     }
 
     /// One line for messages: `K=5 T=0.8 top-p=0.95 max-new-tokens=512 preambles=[]`.
