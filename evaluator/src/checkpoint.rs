@@ -10,7 +10,9 @@ use premem_core::checkpoint::{
     Area, MANIFEST, Manifest, download_published, published_steps, read_manifest_at, step_prefix,
 };
 use premem_core::{BlockingStore, Store};
+use premem_model::{CausalLm, Tokenizer};
 use sha2::{Digest, Sha256};
+use tch::{Device, Kind};
 
 use crate::error::{EvalError, Result};
 
@@ -19,6 +21,39 @@ pub struct LocalCheckpoint {
     pub dir: PathBuf,
     /// The training step, when the checkpoint carries a manifest.
     pub step: Option<u64>,
+}
+
+/// A checkpoint's model loaded for evaluation, with its tokenizer (checked
+/// to fit the vocabulary) and the EOS token that ends completions.
+pub struct LoadedModel {
+    pub model: CausalLm,
+    pub tokenizer: Tokenizer,
+    pub eos: i64,
+}
+
+impl LoadedModel {
+    /// Loads the model directory `dir` on `device` with weights of `kind`.
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel> {
+        let model = CausalLm::load(dir, device, kind)?;
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        tokenizer.check_fits(model.config().vocab_size)?;
+        let eos = *model.config().eos_token_ids.first().ok_or_else(|| {
+            EvalError::Invalid(format!(
+                "{}: config.json has no eos_token_id",
+                dir.display()
+            ))
+        })?;
+        Ok(LoadedModel {
+            model,
+            tokenizer,
+            eos,
+        })
+    }
+
+    /// The padding token: the config's, else EOS.
+    pub fn pad(&self) -> i64 {
+        self.model.config().pad_token_id.unwrap_or(self.eos)
+    }
 }
 
 /// Marks a cache entry whose download completed (it holds the location).

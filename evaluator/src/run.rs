@@ -11,9 +11,9 @@ use premem_core::answer::AnswerStyle;
 use premem_core::checkpoint::{Area, RunRecord, published_steps, read_run_record, step_prefix};
 use premem_core::results::{results_prefix, to_parquet};
 use premem_core::{BlockingStore, Dataset, Example, SamplingSpec, Split, Store};
-use premem_model::{CausalLm, Tokenizer};
 use tch::{Device, Kind};
 
+use crate::checkpoint::LoadedModel;
 use crate::error::{EvalError, Result};
 use crate::evaluate::{EvalSettings, Evaluator};
 
@@ -139,13 +139,6 @@ struct RunEval<'a> {
     options: &'a RunEvalOptions,
 }
 
-/// The model of one checkpoint, loaded once for all its splits.
-struct Loaded {
-    model: CausalLm,
-    tokenizer: Tokenizer,
-    eos: i64,
-}
-
 /// Evaluates the run at `location`; `progress(step, split, done, total)`.
 pub fn evaluate_run(
     location: &str,
@@ -250,7 +243,7 @@ impl RunEval<'_> {
     }
 
     /// The checkpoint at `step`, fetched into the cache and loaded.
-    fn load(&self, step: u64) -> Result<Loaded> {
+    fn load(&self, step: u64) -> Result<LoadedModel> {
         let prefix = step_prefix(Area::Weights, step);
         let source = if self.location.contains("://") {
             self.run.store().url_of(&prefix)
@@ -266,20 +259,7 @@ impl RunEval<'_> {
             .options
             .kind
             .unwrap_or_else(|| premem_model::default_kind(device));
-        let model = CausalLm::load(&checkpoint.dir, device, kind)?;
-        let tokenizer = Tokenizer::from_dir(&checkpoint.dir)?;
-        tokenizer.check_fits(model.config().vocab_size)?;
-        let eos = *model.config().eos_token_ids.first().ok_or_else(|| {
-            EvalError::Invalid(format!(
-                "{}: config.json has no eos_token_id",
-                checkpoint.dir.display()
-            ))
-        })?;
-        Ok(Loaded {
-            model,
-            tokenizer,
-            eos,
-        })
+        LoadedModel::load(&checkpoint.dir, device, kind)
     }
 
     /// Evaluates one split at one checkpoint and writes its settings, then
@@ -288,7 +268,7 @@ impl RunEval<'_> {
         &self,
         step: u64,
         input: &SplitInput,
-        loaded: &Loaded,
+        loaded: &LoadedModel,
         progress: &dyn Fn(u64, Split, usize, usize),
     ) -> Result<TaskReport> {
         let (run, store) = (&self.run, self.run.store());
@@ -299,7 +279,7 @@ impl RunEval<'_> {
             template: &self.record.spec.prompt,
             style: input.style,
             eos: loaded.eos,
-            pad: config.pad_token_id.unwrap_or(loaded.eos),
+            pad: loaded.pad(),
         };
         let recorded = Recorded::new(&self.options.sampling, input.split, input.examples.len());
         let settings = EvalSettings {

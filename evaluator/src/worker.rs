@@ -24,7 +24,6 @@ use premem_core::checkpoint::{RunRecord, read_run_record};
 use premem_core::results::{ResultsError, to_parquet};
 use premem_core::retry::RetryParams;
 use premem_core::{BlockingStore, Example, Split, Store};
-use premem_model::{CausalLm, Tokenizer};
 use premem_proto::v1::{
     CompleteTaskRequest, Completion, ExampleRow, FailTaskRequest, LeaseTaskReply, LeaseTaskRequest,
     RenewLeaseRequest, Task,
@@ -34,6 +33,7 @@ use tch::{Device, Kind};
 use tonic::{Code, Status};
 
 use crate::cache::CheckpointCache;
+use crate::checkpoint::LoadedModel;
 use crate::error::{EvalError, Result};
 use crate::evaluate::{EvalSettings, Evaluator, ExampleResult};
 use crate::run::{answer_style, split_examples};
@@ -52,9 +52,7 @@ struct Loaded {
     dir: PathBuf,
     device: Device,
     kind: Kind,
-    model: CausalLm,
-    tokenizer: Tokenizer,
-    eos: i64,
+    loaded: LoadedModel,
 }
 
 struct SplitExamples {
@@ -89,7 +87,7 @@ fn load_model<'a>(
     dir: &Path,
     device: Device,
     kind: Kind,
-) -> Result<&'a Loaded> {
+) -> Result<&'a LoadedModel> {
     let held = slot
         .as_ref()
         .is_some_and(|m| m.dir == dir && m.device == device && m.kind == kind);
@@ -97,15 +95,7 @@ fn load_model<'a>(
         // Free the old model before the new one takes its memory.
         *slot = None;
         let started = Instant::now();
-        let model = CausalLm::load(dir, device, kind)?;
-        let tokenizer = Tokenizer::from_dir(dir)?;
-        tokenizer.check_fits(model.config().vocab_size)?;
-        let eos = *model.config().eos_token_ids.first().ok_or_else(|| {
-            EvalError::Invalid(format!(
-                "{}: config.json has no eos_token_id",
-                dir.display()
-            ))
-        })?;
+        let loaded = LoadedModel::load(dir, device, kind)?;
         tracing::info!(
             dir = %dir.display(),
             seconds = started.elapsed().as_secs_f64(),
@@ -115,12 +105,10 @@ fn load_model<'a>(
             dir: dir.to_path_buf(),
             device,
             kind,
-            model,
-            tokenizer,
-            eos,
+            loaded,
         });
     }
-    Ok(slot.as_ref().expect("loaded"))
+    Ok(&slot.as_ref().expect("loaded").loaded)
 }
 
 /// The examples of a run's split, loaded unless the slot holds them.
@@ -173,14 +161,13 @@ pub fn evaluate_task(
     let checkpoint = cache.get(&task.run, task.step)?;
     let kind = kind.unwrap_or_else(|| premem_model::default_kind(device));
     let loaded = load_model(&mut models.model, &checkpoint.dir, device, kind)?;
-    let config = loaded.model.config();
     let evaluator = Evaluator {
         model: &loaded.model,
         tokenizer: &loaded.tokenizer,
         template: &record.spec.prompt,
         style,
         eos: loaded.eos,
-        pad: config.pad_token_id.unwrap_or(loaded.eos),
+        pad: loaded.pad(),
     };
     // The run's spec is the one source of the sampling settings.
     let eval = &record.spec.eval;
@@ -190,7 +177,7 @@ pub fn evaluate_task(
         seed: record.spec.run.seed,
         sampling: eval.sampling.for_split(split),
         batch_size: eval.batch_size,
-        max_length: config.max_position_embeddings as usize,
+        max_length: loaded.model.config().max_position_embeddings as usize,
     };
     let rows = evaluator
         .evaluate(&selected, &settings, &|_| {})

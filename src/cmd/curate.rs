@@ -15,6 +15,7 @@ use premem_curation::{
     CandidatePool, Curation, CurationError, CurationSpec, CurationState, Strategy, iteration_job,
     write_outputs,
 };
+use premem_evaluator::checkpoint::LoadedModel;
 use premem_proto::ClientConfig;
 use premem_proto::v1;
 
@@ -67,21 +68,14 @@ fn ifd_scores(
         dir.display()
     );
     let device = crate::device::parse_device(device)?;
-    let model = premem_model::CausalLm::load(&dir, device, premem_model::default_kind(device))?;
-    let tokenizer = premem_model::Tokenizer::from_dir(&dir)?;
-    let eos = *model
-        .config()
-        .eos_token_ids
-        .first()
-        .context("the checkpoint's config has no eos_token_id")?;
-    let pad = model.config().pad_token_id.unwrap_or(eos);
+    let loaded = LoadedModel::load(&dir, device, premem_model::default_kind(device))?;
     let refs: Vec<&Example> = train.iter().collect();
     let scores = premem_evaluator::ifd::ifd_scores(
-        &model,
-        &tokenizer,
+        &loaded.model,
+        &loaded.tokenizer,
         &base.prompt,
-        eos,
-        pad,
+        loaded.eos,
+        loaded.pad(),
         &refs,
         base.eval.batch_size,
         base.train.max_length,

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use premem_core::dataset::{DatasetFormat, DatasetSpec};
 use premem_core::spec::DEFAULT_EVAL_BATCH_SIZE;
 use premem_core::{Dataset, PromptTemplate, SamplingSpec, Split};
+use premem_evaluator::checkpoint::LoadedModel;
 use premem_evaluator::{EvalSettings, Evaluator, ExampleResult};
-use premem_model::{CausalLm, Tokenizer};
 
 use crate::device::{DType, parse_device};
 
@@ -78,14 +78,6 @@ pub struct EvalArgs {
     out: PathBuf,
 }
 
-/// A checkpoint loaded for evaluation.
-struct Loaded {
-    model: CausalLm,
-    tokenizer: Tokenizer,
-    eos: i64,
-    step: u64,
-}
-
 pub fn run(args: EvalArgs) -> Result<()> {
     let sampling = args.sampling.sampling()?.clone();
     let format = match args.format.as_str() {
@@ -104,7 +96,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(limit) = args.limit {
         examples.truncate(limit);
     }
-    let loaded = load(&args, device)?;
+    let (loaded, step) = load(&args, device)?;
     let template = PromptTemplate::default();
     let evaluator = Evaluator {
         model: &loaded.model,
@@ -112,11 +104,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         template: &template,
         style: dataset.style,
         eos: loaded.eos,
-        pad: loaded.model.config().pad_token_id.unwrap_or(loaded.eos),
+        pad: loaded.pad(),
     };
     let settings = EvalSettings {
         split: args.split,
-        checkpoint_step: loaded.step,
+        checkpoint_step: step,
         seed: args.seed,
         sampling,
         batch_size: args.sampling.batch_size,
@@ -139,25 +131,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint of `--checkpoint`, fetched and loaded on `device`.
-fn load(args: &EvalArgs, device: tch::Device) -> Result<Loaded> {
+/// The checkpoint of `--checkpoint`, fetched and loaded on `device`, and
+/// its step (for the seeds).
+fn load(args: &EvalArgs, device: tch::Device) -> Result<(LoadedModel, u64)> {
     let sampling = &args.sampling;
     let checkpoint = premem_evaluator::checkpoint::fetch(&args.checkpoint, &sampling.cache_dir)?;
-    let model = CausalLm::load(&checkpoint.dir, device, sampling.dtype.kind(device))?;
-    let tokenizer = Tokenizer::from_dir(&checkpoint.dir)?;
-    tokenizer.check_fits(model.config().vocab_size)?;
-    let eos = *model.config().eos_token_ids.first().with_context(|| {
-        format!(
-            "{}: config.json has no eos_token_id",
-            checkpoint.dir.display()
-        )
-    })?;
-    Ok(Loaded {
-        model,
-        tokenizer,
-        eos,
-        step: args.step.or(checkpoint.step).unwrap_or(0),
-    })
+    let loaded = LoadedModel::load(&checkpoint.dir, device, sampling.dtype.kind(device))?;
+    Ok((loaded, args.step.or(checkpoint.step).unwrap_or(0)))
 }
 
 fn print_summary(args: &EvalArgs, settings: &EvalSettings, rows: &[ExampleResult], seconds: f64) {

@@ -40,15 +40,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     println!(
-        "{} {}/{} steps, final loss {}, {:.0} tokens/s; output {}",
-        if summary.interrupted {
-            "stopped at"
-        } else {
-            "trained"
-        },
-        summary.steps,
-        summary.total_steps,
-        summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        "{}, {:.0} tokens/s; output {}",
+        summary.outcome(),
         summary.tokens_per_s,
         summary.output
     );

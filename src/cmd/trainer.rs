@@ -70,16 +70,6 @@ pub fn run(args: TrainerArgs) -> Result<()> {
     options.job = job;
     options.rank = rank;
     let summary = premem_trainer::node::run_node(&options)?;
-    println!(
-        "rank {rank}: {} {}/{} steps, final loss {}",
-        if summary.interrupted {
-            "stopped at"
-        } else {
-            "trained"
-        },
-        summary.steps,
-        summary.total_steps,
-        summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
-    );
+    println!("rank {rank}: {}", summary.outcome());
     Ok(())
 }

@@ -63,6 +63,23 @@ pub struct TrainSummary {
     pub output: String,
 }
 
+impl TrainSummary {
+    /// `trained 40/40 steps, final loss 1.2345` (or `stopped at …`).
+    pub fn outcome(&self) -> String {
+        format!(
+            "{} {}/{} steps, final loss {}",
+            if self.interrupted {
+                "stopped at"
+            } else {
+                "trained"
+            },
+            self.steps,
+            self.total_steps,
+            self.final_loss.map_or("-".into(), |l| format!("{l:.4}"))
+        )
+    }
+}
+
 /// Trains the job of `spec` as rank `collective.rank()` of
 /// `collective.world_size()`; see [`train_observed`].
 pub fn train(
