@@ -2,6 +2,7 @@
 //! `benches/train_throughput.py` (which runs the PyTorch + transformers loop on
 //! the same config, batch and sequence length and prints the ratio).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use premem_core::spec::OptimizerKind;
@@ -12,7 +13,7 @@ use premem_model::batch::{Batch, TokenizedExample};
 use premem_trainer::SingleProcess;
 use premem_trainer::error::Result;
 use premem_trainer::optim::{AdamConfig, Optimizer};
-use premem_trainer::step::{StepSettings, train_step};
+use premem_trainer::step::{StageClock, StepSettings, train_step_timed};
 
 #[derive(Clone, Debug)]
 pub struct BenchSettings {
@@ -23,6 +24,8 @@ pub struct BenchSettings {
     pub steps: usize,
     pub device: Device,
     pub kind: Kind,
+    /// Time each stage of a step too.
+    pub stages: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -33,6 +36,9 @@ pub struct BenchResult {
     pub tokens_per_s: f64,
     /// 6 * parameters * tokens/s (the usual training FLOP count, attention excluded).
     pub model_flops_per_s: f64,
+    /// Seconds per step in each stage (with `stages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<BTreeMap<&'static str, f64>>,
 }
 
 pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<BenchResult> {
@@ -48,21 +54,9 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
             weight_decay: 0.0,
         },
     );
-    tch::manual_seed(1);
-    let examples: Vec<TokenizedExample> = (0..settings.batch_size)
-        .map(|_| TokenizedExample {
-            tokens: Vec::<i64>::try_from(Tensor::randint(
-                vocab,
-                [settings.seq_len as i64],
-                (Kind::Int64, Device::Cpu),
-            ))
-            .expect("int64 tokens"),
-            prompt_len: 1,
-        })
-        .collect();
-    let loss_tokens: usize = examples.iter().map(|e| e.loss_tokens()).sum();
+    let examples = random_examples(vocab, settings);
     let settings_step = StepSettings {
-        global_loss_tokens: loss_tokens,
+        global_loss_tokens: examples.iter().map(|e| e.loss_tokens()).sum(),
         lr: 1e-5,
         max_grad_norm: Some(1.0),
     };
@@ -72,6 +66,7 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
         }
     };
     let mut timed = 0.0;
+    let mut clock = StageClock::new(settings.device);
     for step in 0..settings.warmup_steps + settings.steps {
         sync();
         let started = Instant::now();
@@ -79,27 +74,59 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
             let refs: Vec<&TokenizedExample> = chunk.iter().collect();
             Batch::collate(&refs, 0, settings.device)
         });
-        train_step(
+        let timing = settings.stages && step >= settings.warmup_steps;
+        train_step_timed(
             &model,
             &mut optimizer,
             micro_batches,
             &settings_step,
             &mut SingleProcess,
+            timing.then_some(&mut clock),
         )?;
         sync();
         if step >= settings.warmup_steps {
             timed += started.elapsed().as_secs_f64();
         }
     }
+    Ok(result(settings, optimizer.numel(), timed, &clock))
+}
+
+/// `batch_size` sequences of `seq_len` random tokens (seeded), the loss on
+/// all but the first.
+fn random_examples(vocab: i64, settings: &BenchSettings) -> Vec<TokenizedExample> {
+    tch::manual_seed(1);
+    (0..settings.batch_size)
+        .map(|_| TokenizedExample {
+            tokens: Vec::<i64>::try_from(Tensor::randint(
+                vocab,
+                [settings.seq_len as i64],
+                (Kind::Int64, Device::Cpu),
+            ))
+            .expect("int64 tokens"),
+            prompt_len: 1,
+        })
+        .collect()
+}
+
+/// The figures of `settings.steps` timed steps that took `timed` seconds.
+fn result(
+    settings: &BenchSettings,
+    parameters: i64,
+    timed: f64,
+    clock: &StageClock,
+) -> BenchResult {
+    let per_step = |s: f64| s / settings.steps.max(1) as f64;
     let tokens_per_step = settings.batch_size * settings.seq_len;
-    let seconds_per_step = timed / settings.steps.max(1) as f64;
+    let seconds_per_step = per_step(timed);
     let tokens_per_s = tokens_per_step as f64 / seconds_per_step;
-    let parameters = optimizer.numel();
-    Ok(BenchResult {
+    BenchResult {
         parameters,
         tokens_per_step,
         seconds_per_step,
         tokens_per_s,
         model_flops_per_s: 6.0 * parameters as f64 * tokens_per_s,
-    })
+        stages: settings
+            .stages
+            .then(|| clock.stages().map(|(k, s)| (k, per_step(s))).collect()),
+    }
 }

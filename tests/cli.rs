@@ -24,6 +24,53 @@ fn doctor_reports_libtorch_cuda_and_nccl() {
     assert!(stdout.contains("libtorch_cuda:"), "{stdout}");
     assert!(stdout.contains("cuda: available="), "{stdout}");
     assert!(stdout.contains("nccl:"), "{stdout}");
+    #[cfg(target_env = "gnu")]
+    assert!(
+        stdout.contains("host allocator: glibc keeps freed buffers under 1024 MiB"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_train_stages_account_for_the_step() {
+    let out = premem(&[
+        "bench",
+        "train",
+        "--config",
+        "benches/llama-tiny.json",
+        "--batch-size",
+        "4",
+        "--micro-batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--warmup-steps",
+        "1",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--stages",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let stages = result["stages"].as_object().expect("stages");
+    let names: Vec<&str> = stages.keys().map(String::as_str).collect();
+    let mut expected = premem_trainer::step::STAGES.to_vec();
+    expected.sort();
+    assert_eq!(names, expected);
+    let sum: f64 = stages.values().map(|v| v.as_f64().unwrap()).sum();
+    let step = result["seconds_per_step"].as_f64().unwrap();
+    // The stages cover the step but for collating the batches.
+    assert!(
+        sum <= step && sum > 0.8 * step,
+        "stages {sum} s of a {step} s step"
+    );
+    for stage in ["forward", "loss", "backward", "clip", "update"] {
+        assert!(stages[stage].as_f64().unwrap() > 0.0, "{stage}: {stdout}");
+    }
+    assert_eq!(result["tokens_per_step"], 4 * 32);
 }
 
 #[test]

@@ -120,6 +120,14 @@ impl Batch {
 /// (fp32, carries gradients).
 pub fn per_example_nll(model: &crate::CausalLm, batch: &Batch) -> crate::Result<Tensor> {
     let logits = model.forward(&batch.input_ids, Some(&batch.attention_mask), None)?;
+    Ok(nll_of_logits(&logits, batch))
+}
+
+/// Per-example NLL `[batch]` of `batch`'s labels under `logits` `[batch,
+/// seq, vocab]`, in fp32 (no copy when the logits are fp32 already). The
+/// loss mask decides what counts; it multiplies the per-position NLL
+/// `[batch, seq]`, never a vocabulary-sized tensor.
+pub fn nll_of_logits(logits: &Tensor, batch: &Batch) -> Tensor {
     let (rows, width, vocab) = logits.size3().expect("logits are [batch, seq, vocab]");
     let nll = logits
         .to_kind(Kind::Float)
@@ -131,7 +139,7 @@ pub fn per_example_nll(model: &crate::CausalLm, batch: &Batch) -> crate::Result<
             IGNORE,
             0.0,
         );
-    Ok((nll.view([rows, width]) * &batch.loss_mask).sum_dim_intlist(1, false, Kind::Float))
+    (nll.view([rows, width]) * &batch.loss_mask).sum_dim_intlist(1, false, Kind::Float)
 }
 
 /// Summed negative log-likelihood of the masked labels (a scalar that

@@ -27,10 +27,19 @@ pub struct CudaLoad {
 }
 
 static CUDA_LOAD: OnceLock<CudaLoad> = OnceLock::new();
+static HOST_MEMORY_KEPT: OnceLock<bool> = OnceLock::new();
 
-/// Loads `libtorch_cuda.so` if it can be, once; call before any tensor work.
+/// Host allocations below this size are served from the heap rather than by
+/// their own `mmap` (glibc's default threshold moves between 128 KiB and 32
+/// MiB), and the heap keeps up to this much free memory at its top rather
+/// than returning it to the kernel (default: twice the mmap threshold).
+const KEEP_BYTES: c_int = 1 << 30;
+
+/// Loads `libtorch_cuda.so` if it can be, once, and keeps freed host memory
+/// for reuse ([`keep_freed_host_memory`]); call before any tensor work.
 pub fn init() -> &'static CudaLoad {
     CUDA_LOAD.get_or_init(|| {
+        HOST_MEMORY_KEPT.get_or_init(keep_freed_host_memory);
         // Next to the libtorch_cpu.so this process already loaded, else by name
         // (run path and LD_LIBRARY_PATH).
         let candidate = libtorch_dir()
@@ -49,6 +58,39 @@ pub fn init() -> &'static CudaLoad {
         CudaLoad { candidate, result }
     })
 }
+
+/// Makes glibc's allocator keep the large buffers a training step frees
+/// (activations, logits, their gradients) for the next step instead of
+/// unmapping them: otherwise every step maps them again and the kernel zeroes
+/// each page on first touch, which cost a CPU training step about a tenth of
+/// its time (benches/README.md). Both limits are set: fixing the mmap
+/// threshold alone stops glibc from raising its trim threshold, and the heap
+/// then shrinks and regrows between the sampler's steps (half its speed).
+/// Buffers of 1 GiB and more still get their own mapping. Returns whether
+/// glibc took both settings.
+#[cfg(target_env = "gnu")]
+pub fn keep_freed_host_memory() -> bool {
+    // SAFETY: mallopt only sets parameters of the allocator; it is called
+    // once, at start-up, before any tensor work.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, KEEP_BYTES) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_BYTES) == 1
+    }
+}
+
+/// Not glibc: the allocator keeps its own policy.
+#[cfg(not(target_env = "gnu"))]
+pub fn keep_freed_host_memory() -> bool {
+    false
+}
+
+/// Whether [`init`] made the allocator keep freed host memory.
+pub fn host_memory_kept() -> bool {
+    HOST_MEMORY_KEPT.get().copied().unwrap_or(false)
+}
+
+/// The size below which freed host buffers are kept, in bytes.
+pub const HOST_KEEP_BYTES: u64 = KEEP_BYTES as u64;
 
 /// Resolves a device name: `auto` (CUDA when available), `cpu`, `cuda` or
 /// `cuda:N`; a CUDA index must exist on this host. Errors say what is wrong
@@ -222,4 +264,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn glibc_takes_both_allocator_settings() {
+        assert!(super::keep_freed_host_memory());
+    }
 }

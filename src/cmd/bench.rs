@@ -64,6 +64,10 @@ pub enum BenchCommand {
         /// Weight dtype: auto (bf16 with fp32 master on CUDA, f32 on the CPU), f32, bf16.
         #[arg(long, value_enum, default_value_t = DType::Auto)]
         dtype: DType,
+        /// Also time each stage of a step (forward, loss, backward, gather,
+        /// all_reduce, clip, update), synchronising the device between them.
+        #[arg(long)]
+        stages: bool,
     },
 }
 
@@ -143,6 +147,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             steps,
             device,
             dtype,
+            stages,
         } => {
             let device = parse_device(&device)?;
             if batch_size == 0 || micro_batch_size == 0 || seq_len < 2 || steps == 0 {
@@ -158,6 +163,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 steps,
                 device,
                 kind: dtype.kind(device),
+                stages,
             };
             let result = bench_train::bench_train(ModelConfig::from_file(&config)?, &settings)?;
             println!("{}", serde_json::to_string(&result)?);

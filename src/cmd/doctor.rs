@@ -26,6 +26,14 @@ fn libtorch() {
 
 fn cuda() {
     let cuda = runtime::init();
+    if runtime::host_memory_kept() {
+        println!(
+            "host allocator: glibc keeps freed buffers under {} MiB for reuse",
+            runtime::HOST_KEEP_BYTES >> 20
+        );
+    } else {
+        println!("host allocator: its own defaults (not glibc, or it refused the settings)");
+    }
     match &cuda.result {
         Ok(()) => println!("libtorch_cuda: loaded from {}", cuda.candidate.display()),
         Err(why) => println!("libtorch_cuda: not loaded, running on the CPU only\n  why: {why}"),

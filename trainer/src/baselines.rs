@@ -87,6 +87,7 @@ impl Probe {
         for (b, minibatch) in self.minibatches.iter().enumerate() {
             let tokens: usize = minibatch.iter().map(|&i| examples[i].loss_tokens()).sum();
             let scale = tokens.max(1) as f64;
+            optimizer.zero_grads();
             for micro in minibatch.chunks(self.micro_batch_size) {
                 let refs: Vec<&TokenizedExample> = micro.iter().map(|&i| &examples[i]).collect();
                 let batch = Batch::collate(&refs, pad, device);

@@ -7,13 +7,15 @@
 //! split. Then the gradients are gathered into the optimizer's flat buffer,
 //! all-reduced across ranks, clipped, and applied.
 
+use std::time::Instant;
+
 use premem_model::CausalLm;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::collective::Collective;
 use crate::error::Result;
 use crate::optim::Optimizer;
-use premem_model::batch::{Batch, summed_nll};
+use premem_model::batch::{Batch, nll_of_logits};
 
 #[derive(Clone, Copy, Debug)]
 pub struct StepOutput {
@@ -32,6 +34,58 @@ pub struct StepSettings {
     pub max_grad_norm: Option<f64>,
 }
 
+/// The stages of a step, in order.
+pub const STAGES: [&str; 7] = [
+    "forward",
+    "loss",
+    "backward",
+    "gather",
+    "all_reduce",
+    "clip",
+    "update",
+];
+
+/// Seconds spent in each of [`STAGES`], summed over the steps it timed; the
+/// device is synchronised at each stage boundary (benchmarks only: the
+/// synchronisations cost time on CUDA).
+pub struct StageClock {
+    device: Device,
+    last: Instant,
+    pub seconds: [f64; STAGES.len()],
+}
+
+impl StageClock {
+    pub fn new(device: Device) -> StageClock {
+        StageClock {
+            device,
+            last: Instant::now(),
+            seconds: [0.0; STAGES.len()],
+        }
+    }
+
+    fn sync(&self) {
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
+
+    /// Ends stage `STAGES[stage]`; an index past the stages only starts
+    /// the next one.
+    fn lap(&mut self, stage: usize) {
+        self.sync();
+        let now = Instant::now();
+        if let Some(seconds) = self.seconds.get_mut(stage) {
+            *seconds += (now - self.last).as_secs_f64();
+        }
+        self.last = now;
+    }
+
+    /// `(stage, seconds)` pairs.
+    pub fn stages(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        STAGES.iter().copied().zip(self.seconds.iter().copied())
+    }
+}
+
 pub fn train_step(
     model: &CausalLm,
     optimizer: &mut Optimizer,
@@ -39,20 +93,50 @@ pub fn train_step(
     settings: &StepSettings,
     collective: &mut dyn Collective,
 ) -> Result<StepOutput> {
+    train_step_timed(model, optimizer, micro_batches, settings, collective, None)
+}
+
+/// [`train_step`], with the time of each stage added to `clock` when given.
+/// Clearing the gradient bucket counts as part of "gather".
+pub fn train_step_timed(
+    model: &CausalLm,
+    optimizer: &mut Optimizer,
+    micro_batches: impl IntoIterator<Item = Batch>,
+    settings: &StepSettings,
+    collective: &mut dyn Collective,
+    mut clock: Option<&mut StageClock>,
+) -> Result<StepOutput> {
+    let mut lap = |stage: usize| {
+        if let Some(clock) = clock.as_deref_mut() {
+            clock.lap(stage);
+        }
+    };
+    lap(usize::MAX);
+    optimizer.zero_grads();
+    lap(3);
     let scale = settings.global_loss_tokens.max(1) as f64;
     let mut loss_sum = Tensor::zeros([1], (Kind::Float, model.device()));
     let mut tokens = 0usize;
     for batch in micro_batches {
-        let nll = summed_nll(model, &batch)?;
+        let logits = model.forward(&batch.input_ids, Some(&batch.attention_mask), None)?;
+        lap(0);
+        let nll = nll_of_logits(&logits, &batch).sum(Kind::Float);
+        drop(logits);
+        lap(1);
         (&nll / scale).backward();
+        lap(2);
         loss_sum += nll.detach();
         tokens += batch.tokens;
     }
     optimizer.gather_grads();
+    lap(3);
     collective.all_reduce_sum(optimizer.grads_mut())?;
     collective.all_reduce_sum(&mut loss_sum)?;
+    lap(4);
     let grad_norm = optimizer.clip_grad_norm(settings.max_grad_norm);
+    lap(5);
     optimizer.step(settings.lr);
+    lap(6);
     Ok(StepOutput {
         loss: loss_sum.double_value(&[0]) / scale,
         grad_norm,
