@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Training throughput: premem vs a plain PyTorch + transformers loop.
+"""Training throughput and memory: premem vs a plain PyTorch + transformers loop.
 
 Both train the same randomly initialised Llama config on random tokens with
 the same batch, sequence length and precision, AdamW and gradient clipping, and
-report tokens/s after warm-up. The script prints both and their ratio
-(premem / PyTorch), plus MFU when --peak-tflops is given.
+report tokens/s after warm-up. Each side runs in its own child process, and
+the script prints tokens/s, peak memory (peak RSS on the CPU, the most GPU
+memory the process held on CUDA, both read the same way for both sides) and
+premem/PyTorch, plus MFU when --peak-tflops is given. --stages adds the time
+of each stage of a step (device synchronised between stages).
 
   python3 benches/train_throughput.py --premem target/release/premem \
       --config benches/llama-0.5b.json --batch 8 --seq 1024 --device cuda --dtype bf16
@@ -16,14 +19,20 @@ master weights and moments. Both do the same matmuls in bf16.
 
 import argparse
 import json
+import os
 import subprocess
+import sys
+import threading
 import time
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+STAGES = ["forward", "loss", "backward", "gather", "all_reduce", "clip", "update"]
 
 
-def torch_loop(args) -> float:
+def torch_child(args) -> dict:
+    """The PyTorch + transformers loop (runs in the child process)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     config = AutoConfig.from_pretrained(args.config)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -34,32 +43,55 @@ def torch_loop(args) -> float:
     ids = torch.randint(config.vocab_size, (args.batch, args.seq), device=device)
     use_bf16 = args.dtype == "bf16"
     micro = args.micro_batch or args.batch
-
-    def step():
-        for chunk in ids.split(micro):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(input_ids=chunk, labels=chunk).loss
-            (loss * chunk.shape[0] / args.batch).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    stages = dict.fromkeys(STAGES, 0.0)
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    def mark(stage, since):
+        if args.stages:
+            sync()
+            now = time.perf_counter()
+            stages[stage] += now - since
+            return now
+        return since
+
+    def step():
+        t = time.perf_counter()
+        for chunk in ids.split(micro):
+            # What `model(input_ids=chunk, labels=chunk)` does, in two stages.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(input_ids=chunk).logits
+                t = mark("forward", t)
+                loss = model.loss_function(logits=logits, labels=chunk, vocab_size=config.vocab_size)
+                t = mark("loss", t)
+            (loss * chunk.shape[0] / args.batch).backward()
+            del logits, loss
+            t = mark("backward", t)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        t = mark("clip", t)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        mark("update", t)
+
     for _ in range(args.warmup):
         step()
     sync()
+    stages = dict.fromkeys(STAGES, 0.0)
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
     sync()
     seconds = (time.perf_counter() - start) / args.steps
-    return args.batch * args.seq / seconds
+    parameters = sum(p.numel() for p in model.parameters())
+    result = {"parameters": parameters, "tokens_per_s": args.batch * args.seq / seconds}
+    if args.stages:
+        result["stages"] = {k: v / args.steps for k, v in stages.items()}
+    return result
 
 
-def premem_run(args) -> dict:
+def premem_command(args) -> list:
     dtype = {"bf16": "bf16", "fp32": "f32"}[args.dtype]
     cmd = [
         args.premem, "bench", "train", "--config", args.config,
@@ -67,8 +99,72 @@ def premem_run(args) -> dict:
         "--seq-len", str(args.seq), "--warmup-steps", str(args.warmup), "--steps", str(args.steps),
         "--device", args.device, "--dtype", dtype,
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return cmd + (["--stages"] if args.stages else [])
+
+
+def torch_command(args) -> list:
+    return [sys.executable, os.path.abspath(__file__), "--torch-child"] + sys.argv[1:]
+
+
+def gpu_memory_mib(pid: int) -> int:
+    """GPU memory the process holds now, as nvidia-smi reports it (0 if none)."""
+    out = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True, text=True, check=False,
+    ).stdout
+    for line in out.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) == 2 and fields[0] == str(pid):
+            return int(fields[1])
+    return 0
+
+
+def run_child(cmd: list, device: str) -> dict:
+    """Runs one side; its JSON line plus peak RSS (and GPU memory on CUDA)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak_gpu = [0]
+    done = threading.Event()
+
+    def poll():
+        while not done.wait(0.2):
+            peak_gpu[0] = max(peak_gpu[0], gpu_memory_mib(proc.pid))
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    if device.startswith("cuda"):
+        watcher.start()
+    stdout = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    done.set()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[0]} failed with exit status {proc.returncode}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    result["minor_faults"] = usage.ru_minflt
+    result["system_s"] = usage.ru_stime
+    result["peak_gpu_mib"] = peak_gpu[0]
+    return result
+
+
+def report(args, p: dict, t: dict) -> None:
+    ratio = p["tokens_per_s"] / t["tokens_per_s"]
+    print(f"config {args.config}: {p['parameters'] / 1e6:.1f}M parameters, batch {args.batch} x seq {args.seq}, {args.dtype} on {args.device}")
+    for name, r in (("premem", p), ("pytorch", t)):
+        gpu = f", peak GPU {r['peak_gpu_mib']} MiB" if args.device.startswith("cuda") else ""
+        print(f"{name:8} {r['tokens_per_s']:12.1f} tokens/s, peak RSS {r['peak_rss_mb']:8.0f} MB{gpu}, "
+              f"{r['minor_faults']} minor faults, {r['system_s']:.1f} s system")
+    print(f"ratio premem/pytorch = {ratio:.3f}")
+    print(f"peak RSS premem/pytorch = {p['peak_rss_mb'] / t['peak_rss_mb']:.3f}")
+    if args.device.startswith("cuda") and t["peak_gpu_mib"]:
+        print(f"peak GPU memory premem/pytorch = {p['peak_gpu_mib'] / t['peak_gpu_mib']:.3f}")
+    if args.peak_tflops > 0:
+        flops = 6 * p["parameters"]
+        print(f"MFU premem {flops * p['tokens_per_s'] / (args.peak_tflops * 1e12):.1%}, "
+              f"pytorch {flops * t['tokens_per_s'] / (args.peak_tflops * 1e12):.1%}")
+    if args.stages:
+        print(f"{'stage (ms/step)':16} {'premem':>10} {'pytorch':>10}")
+        for stage in STAGES:
+            print(f"{stage:16} {p['stages'][stage] * 1e3:10.1f} {t['stages'][stage] * 1e3:10.1f}")
 
 
 def main() -> None:
@@ -83,18 +179,16 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="dense peak of the device, for MFU")
+    ap.add_argument("--stages", action="store_true", help="time each stage of a step (synchronised)")
+    ap.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    p = premem_run(args)
-    t = torch_loop(args)
-    ratio = p["tokens_per_s"] / t
-    print(f"config {args.config}: {p['parameters'] / 1e6:.1f}M parameters, batch {args.batch} x seq {args.seq}, {args.dtype} on {args.device}")
-    print(f"premem   {p['tokens_per_s']:12.0f} tokens/s")
-    print(f"pytorch  {t:12.0f} tokens/s")
-    print(f"ratio premem/pytorch = {ratio:.3f}")
-    if args.peak_tflops > 0:
-        flops = 6 * p["parameters"]
-        print(f"MFU premem {flops * p['tokens_per_s'] / (args.peak_tflops * 1e12):.1%}, pytorch {flops * t / (args.peak_tflops * 1e12):.1%}")
+    if args.torch_child:
+        print(json.dumps(torch_child(args)))
+        return
+    p = run_child(premem_command(args), args.device)
+    t = run_child(torch_command(args), args.device)
+    report(args, p, t)
 
 
 if __name__ == "__main__":

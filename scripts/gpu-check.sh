@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Every GPU check, in one run on a GPU host (benches/README.md, "GPU check";
+# each issue with a GPU acceptance point adds its checks here). Stage here:
+#
+#   scripts/gpu-check.sh --stage        # cargo build --release, copy into .gpu/
+#
+# then on the GPU host, from the repository root (with .gpu/ carried along):
+#
+#   scripts/gpu-check.sh                # all checks, results under ${OUT:-gpu-out}
+#
+# The host needs python3 with torch 2.11 and transformers (the reference
+# side), nvidia-smi, and no Rust toolchain: premem runs from .gpu/, linked
+# against the host's own libtorch (torch's lib/) and NCCL (torch's
+# nvidia/nccl/lib). CHECK_DEVICE=cpu runs the same script on a CPU host with
+# the tiny config, to test the script itself.
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+stage="$repo/.gpu"
+
+if [ "${1:-}" = "--stage" ]; then
+    set -e
+    cargo build --release --bin premem
+    mkdir -p "$stage"
+    cp target/release/premem "$stage/premem"
+    grep -qx '/.gpu' .git/info/exclude 2>/dev/null || echo '/.gpu' >> .git/info/exclude
+    echo "staged $stage/premem; carry .gpu to the GPU host"
+    exit 0
+fi
+
+out=${OUT:-gpu-out}
+device=${CHECK_DEVICE:-cuda}
+mkdir -p "$out"
+python=${PYTHON:-python3}
+[ -x "$stage/premem" ] || { echo "gpu-check: $stage/premem is missing: run scripts/gpu-check.sh --stage here first" >&2; exit 1; }
+
+torch_dir=$("$python" -c 'import os, torch; print(os.path.dirname(torch.__file__))') ||
+    { echo "gpu-check: '$python' cannot import torch" >&2; exit 1; }
+nccl="$stage/nccl-lib"
+mkdir -p "$nccl"
+nccl_so=$(ls "$torch_dir"/../nvidia/nccl/lib/libnccl.so* 2>/dev/null | head -n 1)
+[ -n "$nccl_so" ] && ln -sf "$(readlink -f "$nccl_so")" "$nccl/libnccl.so"
+export LD_LIBRARY_PATH="$torch_dir/lib:$nccl${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+premem="$stage/premem"
+
+failures=0
+# check NAME SECONDS COMMAND...: runs one check under a time limit, its output
+# in $out/NAME.log, and counts it failed on a non-zero exit.
+check() {
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: $*"
+    if timeout "$limit" "$@" > "$out/$name.log" 2>&1; then
+        tail -n 20 "$out/$name.log"
+    else
+        echo "!! $name failed (exit $?); last lines:"
+        tail -n 20 "$out/$name.log"
+        failures=$((failures + 1))
+    fi
+}
+
+check doctor 60 "$premem" doctor
+
+# Issue 16: the training step against PyTorch + transformers, bf16, with MFU
+# (H200 dense bf16 peak: 989 TFLOP/s) and peak GPU memory of both sides.
+if [ "$device" = cuda ]; then
+    dtype=bf16 peak=989
+    train_sizes="llama-0.5b:8:1024 llama-1b:4:1024"
+else
+    dtype=fp32 peak=0
+    train_sizes="llama-tiny:2:64"
+fi
+for size in $train_sizes; do
+    IFS=: read -r config batch seq <<< "$size"
+    check "train-$config" 300 "$python" benches/train_throughput.py --premem "$premem" \
+        --config "benches/$config.json" --batch "$batch" --seq "$seq" --device "$device" \
+        --dtype "$dtype" --warmup 3 --steps 10 --peak-tflops "$peak" --stages
+done
+
+echo "gpu-check: $failures check(s) failed; logs in $out/"
+[ "$failures" -eq 0 ]
