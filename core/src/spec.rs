@@ -159,6 +159,43 @@ pub struct TrainSpec {
     /// Tokens the monitor generates per example.
     #[serde(default = "monitor_tokens")]
     pub monitor_max_new_tokens: i64,
+    /// How the optimizer state (and under zero2 the gradient) is split over
+    /// the ranks. Not part of the training hash: a run may resume under
+    /// another sharding.
+    #[serde(default)]
+    pub sharding: Sharding,
+    /// Recompute activations in backward instead of keeping them. Not part
+    /// of the training hash.
+    #[serde(default)]
+    pub activation_checkpointing: ActivationCheckpointing,
+}
+
+/// `train.sharding`: ZeRO stages over the flat fp32 buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharding {
+    /// Every rank holds the whole master, moments and gradient.
+    None,
+    /// Master and moments split into one contiguous range per rank;
+    /// gradients all-reduced; updated parameters all-gathered.
+    Zero1,
+    /// As zero1, and gradients reduce-scattered: a rank holds only its range
+    /// of the fp32 gradient.
+    Zero2,
+    /// The least sharding the memory plan says fits.
+    #[default]
+    Auto,
+}
+
+/// `train.activation_checkpointing`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationCheckpointing {
+    /// Keep every activation backward needs.
+    #[default]
+    None,
+    /// Keep each decoder layer's input only; recompute the layer in backward.
+    Layers,
 }
 
 fn adamw() -> OptimizerKind {
