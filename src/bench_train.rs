@@ -9,7 +9,7 @@ use premem_core::spec::OptimizerKind;
 use premem_model::{CausalLm, ModelConfig};
 use tch::{Device, Kind, Tensor};
 
-use premem_model::batch::{Batch, TokenizedExample};
+use premem_model::batch::{Batch, LossOptions, TokenizedExample};
 use premem_trainer::SingleProcess;
 use premem_trainer::error::Result;
 use premem_trainer::optim::{AdamConfig, Optimizer};
@@ -26,6 +26,8 @@ pub struct BenchSettings {
     pub kind: Kind,
     /// Time each stage of a step too.
     pub stages: bool,
+    /// Activation checkpointing and the chunked loss.
+    pub loss: LossOptions,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -59,6 +61,7 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
         global_loss_tokens: examples.iter().map(|e| e.loss_tokens()).sum(),
         lr: 1e-5,
         max_grad_norm: Some(1.0),
+        loss: settings.loss,
     };
     let sync = || {
         if let Device::Cuda(i) = settings.device {

@@ -168,6 +168,11 @@ pub struct TrainSpec {
     /// of the training hash.
     #[serde(default)]
     pub activation_checkpointing: ActivationCheckpointing,
+    /// Score the completion tokens this many at a time, so the fp32 logits of
+    /// a whole micro-batch never exist (absent: all at once). Not part of
+    /// the training hash: it changes the loss's summation order only.
+    #[serde(default)]
+    pub loss_chunk_tokens: Option<usize>,
 }
 
 /// `train.sharding`: ZeRO stages over the flat fp32 buffers.
@@ -473,6 +478,9 @@ impl TrainSpec {
                 "train.monitor_max_new_tokens must be positive, got {}",
                 t.monitor_max_new_tokens
             ));
+        }
+        if t.loss_chunk_tokens == Some(0) {
+            return Err("train.loss_chunk_tokens must be positive (or absent)".into());
         }
         Ok(())
     }

@@ -142,6 +142,139 @@ pub fn nll_of_logits(logits: &Tensor, batch: &Batch) -> Tensor {
     (nll.view([rows, width]) * &batch.loss_mask).sum_dim_intlist(1, false, Kind::Float)
 }
 
+/// How a training step computes a micro-batch's loss and its gradient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossOptions {
+    /// Keep only each decoder layer's input and recompute the layer in
+    /// backward ([`crate::model::Recompute`]).
+    pub checkpoint_layers: bool,
+    /// Project and score the completion tokens this many at a time, each
+    /// chunk's backward run at once, so no fp32 logits of the whole
+    /// micro-batch exist; `None`: the whole micro-batch at once.
+    pub chunk_tokens: Option<usize>,
+}
+
+impl LossOptions {
+    /// The options a job's `[train]` section asks for.
+    pub fn of(train: &premem_core::spec::TrainSpec) -> LossOptions {
+        LossOptions {
+            checkpoint_layers: train.activation_checkpointing
+                == premem_core::spec::ActivationCheckpointing::Layers,
+            chunk_tokens: train.loss_chunk_tokens,
+        }
+    }
+}
+
+/// Where [`nll_backward`] is, for a caller timing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossPhase {
+    /// The forward done: the logits (with a chunked loss: the final hidden
+    /// states, the LM head being part of the loss).
+    Forward,
+    /// The loss computed (with a chunked loss: and back-propagated to the
+    /// final hidden states).
+    Loss,
+    /// Backward done: every parameter's gradient holds this micro-batch.
+    Backward,
+}
+
+/// Forward and backward of `summed NLL / scale` over `batch` under
+/// `options`; returns the summed NLL (fp32, detached). With default options
+/// this is exactly `(summed_nll(model, batch) / scale).backward()`.
+pub fn nll_backward(
+    model: &crate::CausalLm,
+    batch: &Batch,
+    scale: f64,
+    options: LossOptions,
+    mut phase: impl FnMut(LossPhase),
+) -> crate::Result<Tensor> {
+    let mask = Some(&batch.attention_mask);
+    let (hidden, recompute) = if options.checkpoint_layers {
+        let recompute = model.forward_checkpointed(&batch.input_ids, mask)?;
+        (recompute.hidden.shallow_clone(), Some(recompute))
+    } else {
+        (model.forward_hidden(&batch.input_ids, mask, None)?, None)
+    };
+    let nll = match options.chunk_tokens {
+        Some(chunk) => {
+            phase(LossPhase::Forward);
+            let nll = chunked_nll_backward(model, &hidden, batch, chunk, scale);
+            phase(LossPhase::Loss);
+            nll
+        }
+        None => {
+            let logits = model.logits(&hidden);
+            phase(LossPhase::Forward);
+            let nll = nll_of_logits(&logits, batch).sum(Kind::Float);
+            drop(logits);
+            phase(LossPhase::Loss);
+            (&nll / scale).backward();
+            nll.detach()
+        }
+    };
+    drop(hidden);
+    if let Some(recompute) = recompute {
+        recompute.backward();
+    }
+    phase(LossPhase::Backward);
+    Ok(nll)
+}
+
+/// The summed NLL of the completion tokens of `batch` under the LM head over
+/// `hidden`, `chunk` tokens at a time, with the backward of `NLL / scale`
+/// run per chunk into a detached copy of the hidden states and then through
+/// `hidden`'s graph in one go. Peak: one chunk's logits.
+fn chunked_nll_backward(
+    model: &crate::CausalLm,
+    hidden: &Tensor,
+    batch: &Batch,
+    chunk: usize,
+    scale: f64,
+) -> Tensor {
+    let width = hidden
+        .size()
+        .last()
+        .copied()
+        .expect("hidden is [batch, seq, hidden]");
+    let flat = hidden.detach().view([-1, width]);
+    let positions = batch.loss_mask.view([-1]).nonzero().squeeze_dim(1);
+    let positions = positions.to_device(flat.device());
+    let labels = batch
+        .labels
+        .view([-1])
+        .to_device(flat.device())
+        .index_select(0, &positions);
+    let selected = flat.index_select(0, &positions);
+    let grad_selected = selected.zeros_like();
+    let mut nll = Tensor::zeros([], (Kind::Float, flat.device()));
+    let n = positions.size()[0];
+    let mut start = 0;
+    while start < n {
+        let len = (chunk as i64).min(n - start);
+        let rows = selected
+            .narrow(0, start, len)
+            .detach()
+            .set_requires_grad(true);
+        let logits = model.logits(&rows).to_kind(Kind::Float);
+        let part = logits.cross_entropy_loss::<Tensor>(
+            &labels.narrow(0, start, len),
+            None,
+            tch::Reduction::Sum,
+            IGNORE,
+            0.0,
+        );
+        (&part / scale).backward();
+        grad_selected.narrow(0, start, len).copy_(&rows.grad());
+        nll += part.detach();
+        start += len;
+    }
+    if n > 0 {
+        let grad = flat.zeros_like().index_copy(0, &positions, &grad_selected);
+        (hidden * grad.view_as(hidden)).sum(Kind::Float).backward();
+    }
+    nll
+}
+
 /// Summed negative log-likelihood of the masked labels (a scalar that
 /// carries gradients), computed in fp32.
 pub fn summed_nll(model: &crate::CausalLm, batch: &Batch) -> crate::Result<Tensor> {

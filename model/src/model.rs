@@ -185,35 +185,74 @@ impl CausalLm {
         attention_mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (batch, q_len) = check_shapes(input_ids, attention_mask)?;
-        let keys = self.key_positions(attention_mask, batch, q_len, cache.as_deref_mut())?;
-        let kv_len = keys.mask.size()[1];
-        let key_mask = keys.has_padding.then_some(&keys.mask);
-        let mut xs = self.embed(input_ids)?;
-        let (cos, sin) = self.rotary.cos_sin(&keys.positions, self.kind());
-        let (cos, sin) = (cos.unsqueeze(1), sin.unsqueeze(1));
-
-        let device = self.device();
-        let mut masks: Vec<(Option<i64>, AttnMask)> = vec![];
-        for layer in &self.layers {
-            if !masks.iter().any(|(w, _)| *w == layer.window) {
-                let mask = AttnMask::build(key_mask, q_len, kv_len, layer.window, device);
-                masks.push((layer.window, mask));
-            }
-        }
+        let (mut xs, shared, keys) =
+            self.prepare(input_ids, attention_mask, cache.as_deref_mut())?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let mask = &masks
-                .iter()
-                .find(|(w, _)| *w == layer.window)
-                .expect("built above")
-                .1;
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            xs = layer.forward(&xs, &cos, &sin, mask, layer_cache);
+            xs = shared.forward(layer, &xs, layer_cache);
         }
         if let Some(cache) = cache {
             cache.commit(keys.mask, keys.has_padding);
         }
         Ok(self.norm.forward(&xs))
+    }
+
+    /// The embedded tokens, what every layer of this call shares (rotary
+    /// cos/sin, one mask per window setting) and the key side.
+    fn prepare(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<(Tensor, LayerInputs, Keys)> {
+        let (batch, q_len) = check_shapes(input_ids, attention_mask)?;
+        let keys = self.key_positions(attention_mask, batch, q_len, cache)?;
+        let kv_len = keys.mask.size()[1];
+        let key_mask = keys.has_padding.then_some(&keys.mask);
+        let xs = self.embed(input_ids)?;
+        let (cos, sin) = self.rotary.cos_sin(&keys.positions, self.kind());
+        let mut masks: Vec<(Option<i64>, AttnMask)> = vec![];
+        for layer in &self.layers {
+            if !masks.iter().any(|(w, _)| *w == layer.window) {
+                let mask = AttnMask::build(key_mask, q_len, kv_len, layer.window, self.device());
+                masks.push((layer.window, mask));
+            }
+        }
+        let shared = LayerInputs {
+            cos: cos.unsqueeze(1),
+            sin: sin.unsqueeze(1),
+            masks,
+        };
+        Ok((xs, shared, keys))
+    }
+
+    /// A forward that keeps only each decoder layer's input, for
+    /// [`Recompute::backward`] to recompute the layers from (activation
+    /// checkpointing). No cache.
+    pub fn forward_checkpointed(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Recompute<'_>> {
+        let (embedded, shared, _) = self.prepare(input_ids, attention_mask, None)?;
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut xs = embedded.detach();
+        tch::no_grad(|| {
+            for layer in &self.layers {
+                let next = shared.forward(layer, &xs, None);
+                inputs.push(std::mem::replace(&mut xs, next));
+            }
+        });
+        let last = xs.set_requires_grad(true);
+        let hidden = self.norm.forward(&last);
+        Ok(Recompute {
+            model: self,
+            embedded,
+            inputs,
+            shared,
+            last,
+            hidden,
+        })
     }
 
     /// The key mask over cached and new tokens, whether it has padding, and
@@ -279,6 +318,69 @@ impl CausalLm {
             xs *= scale;
         }
         Ok(xs)
+    }
+}
+
+/// What the decoder layers of one forward call share.
+struct LayerInputs {
+    cos: Tensor,
+    sin: Tensor,
+    /// One mask per distinct window setting.
+    masks: Vec<(Option<i64>, AttnMask)>,
+}
+
+impl LayerInputs {
+    fn forward(
+        &self,
+        layer: &DecoderLayer,
+        xs: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor {
+        let mask = &self
+            .masks
+            .iter()
+            .find(|(w, _)| *w == layer.window)
+            .expect("a mask per window setting")
+            .1;
+        layer.forward(xs, &self.cos, &self.sin, mask, cache)
+    }
+}
+
+/// A checkpointed forward ([`CausalLm::forward_checkpointed`]): the final
+/// hidden states, which carry gradients into the last layer's output, and
+/// each layer's input.
+pub struct Recompute<'m> {
+    model: &'m CausalLm,
+    /// The embedding output, with its graph (backward into the embeddings).
+    embedded: Tensor,
+    /// Layer `i`'s input, without graph.
+    inputs: Vec<Tensor>,
+    shared: LayerInputs,
+    /// The last layer's output, a leaf: backward through `hidden` fills its
+    /// gradient.
+    last: Tensor,
+    /// The final hidden states `[batch, seq, hidden]` (after the last norm).
+    pub hidden: Tensor,
+}
+
+impl Recompute<'_> {
+    /// After backward has run from `hidden`: back-propagates through the
+    /// layers, last to first, each recomputed from its saved input, then into
+    /// the embeddings. The surrogate `(output * grad_output).sum()` gives the
+    /// layer's parameters their gradient and its input the gradient for the
+    /// layer below. Does nothing when no gradient reached `hidden`.
+    pub fn backward(self) {
+        let mut grad = self.last.grad();
+        if !grad.defined() {
+            return;
+        }
+        for (layer, input) in self.model.layers.iter().zip(&self.inputs).rev() {
+            let input = input.detach().set_requires_grad(true);
+            let output = self.shared.forward(layer, &input, None);
+            (output * &grad).sum(Kind::Float).backward();
+            grad = input.grad();
+        }
+        (&self.embedded * grad).sum(Kind::Float).backward();
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use premem_core::SamplingSpec;
+use premem_model::batch::LossOptions;
 use premem_model::{CausalLm, ModelConfig, Prompt, Stop};
 use tch::{Device, Kind};
 
@@ -68,6 +69,13 @@ pub enum BenchCommand {
         /// all_reduce, clip, update), synchronising the device between them.
         #[arg(long)]
         stages: bool,
+        /// Keep only each decoder layer's input and recompute the layer in
+        /// backward (train.activation_checkpointing = "layers").
+        #[arg(long)]
+        activation_checkpointing: bool,
+        /// Score the loss this many tokens at a time (train.loss_chunk_tokens).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        loss_chunk_tokens: Option<u64>,
     },
 }
 
@@ -148,6 +156,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
             device,
             dtype,
             stages,
+            activation_checkpointing,
+            loss_chunk_tokens,
         } => {
             let device = parse_device(&device)?;
             if batch_size == 0 || micro_batch_size == 0 || seq_len < 2 || steps == 0 {
@@ -164,6 +174,10 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 device,
                 kind: dtype.kind(device),
                 stages,
+                loss: LossOptions {
+                    checkpoint_layers: activation_checkpointing,
+                    chunk_tokens: loss_chunk_tokens.map(|n| n as usize),
+                },
             };
             let result = bench_train::bench_train(ModelConfig::from_file(&config)?, &settings)?;
             println!("{}", serde_json::to_string(&result)?);

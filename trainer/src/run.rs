@@ -21,7 +21,7 @@ use premem_core::baselines::CheckpointBaselines;
 use premem_core::order::{DataPlan, rank_shard};
 use premem_core::spec::JobSpec;
 use premem_model::CausalLm;
-use premem_model::batch::{Batch, TokenizedExample};
+use premem_model::batch::{Batch, LossOptions, TokenizedExample};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -241,6 +241,7 @@ impl<'a> Run<'a> {
             global_loss_tokens: loss_tokens,
             lr: self.schedule.lr(step),
             max_grad_norm: self.spec.train.max_grad_norm,
+            loss: LossOptions::of(&self.spec.train),
         };
         let output = train_step(
             &self.model,

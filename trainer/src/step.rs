@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 use crate::collective::Collective;
 use crate::error::Result;
 use crate::optim::Optimizer;
-use premem_model::batch::{Batch, nll_of_logits};
+use premem_model::batch::{Batch, LossOptions, LossPhase, nll_backward};
 
 #[derive(Clone, Copy, Debug)]
 pub struct StepOutput {
@@ -32,6 +32,8 @@ pub struct StepSettings {
     pub global_loss_tokens: usize,
     pub lr: f64,
     pub max_grad_norm: Option<f64>,
+    /// Activation checkpointing and the chunked loss.
+    pub loss: LossOptions,
 }
 
 /// The stages of a step, in order.
@@ -118,14 +120,14 @@ pub fn train_step_timed(
     let mut loss_sum = Tensor::zeros([1], (Kind::Float, model.device()));
     let mut tokens = 0usize;
     for batch in micro_batches {
-        let logits = model.forward(&batch.input_ids, Some(&batch.attention_mask), None)?;
-        lap(0);
-        let nll = nll_of_logits(&logits, &batch).sum(Kind::Float);
-        drop(logits);
-        lap(1);
-        (&nll / scale).backward();
-        lap(2);
-        loss_sum += nll.detach();
+        let nll = nll_backward(model, &batch, scale, settings.loss, |phase| {
+            lap(match phase {
+                LossPhase::Forward => 0,
+                LossPhase::Loss => 1,
+                LossPhase::Backward => 2,
+            })
+        })?;
+        loss_sum += nll;
         tokens += batch.tokens;
     }
     optimizer.gather_grads();
