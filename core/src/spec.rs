@@ -776,4 +776,37 @@ micro_batch_size = 4
         b.train.lr = 2e-4;
         assert_ne!(a.training_hash(), b.training_hash());
     }
+
+    #[test]
+    fn memory_settings_parse_validate_and_stay_out_of_the_training_hash() {
+        let a = parse(MINIMAL).unwrap();
+        assert_eq!(a.train.sharding, Sharding::Auto);
+        assert_eq!(
+            a.train.activation_checkpointing,
+            ActivationCheckpointing::None
+        );
+        assert_eq!(a.train.loss_chunk_tokens, None);
+        let b = parse(&format!(
+            "{MINIMAL}sharding = \"zero2\"\nactivation_checkpointing = \"layers\"\nloss_chunk_tokens = 512\n"
+        ))
+        .unwrap();
+        assert_eq!(b.train.sharding, Sharding::Zero2);
+        assert_eq!(
+            b.train.activation_checkpointing,
+            ActivationCheckpointing::Layers
+        );
+        assert_eq!(b.train.loss_chunk_tokens, Some(512));
+        assert_eq!(a.training_hash(), b.training_hash());
+        let err = parse(&format!("{MINIMAL}loss_chunk_tokens = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.loss_chunk_tokens must be positive"),
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}sharding = \"zero3\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("zero3") && err.contains("zero2"), "{err}");
+    }
 }
