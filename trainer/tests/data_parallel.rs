@@ -332,6 +332,12 @@ impl Collective for Pretend {
     fn broadcast(&mut self, _: &mut Tensor, _: usize) -> Result<(), CollectiveError> {
         Err(CollectiveError::Io("no peers".into()))
     }
+    fn reduce_scatter_sum(&mut self, _: &Tensor, _: &mut Tensor) -> Result<(), CollectiveError> {
+        Err(CollectiveError::Io("no peers".into()))
+    }
+    fn all_gather(&mut self, _: &mut Tensor) -> Result<(), CollectiveError> {
+        Err(CollectiveError::Io("no peers".into()))
+    }
 }
 
 #[test]
