@@ -66,6 +66,7 @@ impl Placement {
         }
         let sharding = effective_sharding(spec, world);
         let partition = Partition::new(sharding, rank, world)?;
+        tracing::info!(rank, world, ?sharding, "optimizer sharding");
         Ok(Placement {
             rank,
             world,
