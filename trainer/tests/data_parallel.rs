@@ -50,8 +50,14 @@ fn spec(dir: &Path, output: &str, epochs: u64) -> JobSpec {
     spec_with(dir, output, epochs, 8, "")
 }
 
-/// [`spec`] with another global batch and `train_extra` lines in [train].
+/// [`spec`] with another global batch and `train_extra` lines in [train]
+/// (fp32 weights unless they say otherwise).
 fn spec_with(dir: &Path, output: &str, epochs: u64, batch: usize, train_extra: &str) -> JobSpec {
+    let precision = if train_extra.contains("precision") {
+        ""
+    } else {
+        "precision = \"fp32\""
+    };
     let text = format!(
         r#"
 [run]
@@ -71,7 +77,7 @@ schedule = {{ type = "cosine", warmup_fraction = 0.1 }}
 batch_size = {batch}
 micro_batch_size = 4
 epochs = {epochs}
-precision = "fp32"
+{precision}
 device = "cpu"
 {train_extra}
 monitor_examples = 2
@@ -790,4 +796,40 @@ fn a_four_rank_zero1_run_continues_on_two_ranks() {
     );
     eprintln!("4 ranks vs 4 then 2 ranks (zero1): final weights max abs diff {diff:e}");
     assert!(diff <= 1e-6, "max abs diff {diff}");
+}
+
+#[test]
+fn bf16_zero2_trains_like_unsharded_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    // No clipping: with two ranks the sums are the same bits, so the fp32
+    // masters and the bf16 weights rounded from them are too.
+    let bf16 = |sharding: &str| format!("precision = \"bf16\"\nsharding = \"{sharding}\"");
+    let steps = run_calm(2, &spec_with(tmp.path(), "none", 2, 8, &bf16("none")));
+    assert_eq!(
+        run_calm(2, &spec_with(tmp.path(), "zero2", 2, 8, &bf16("zero2"))),
+        steps
+    );
+    let bytes = |output: &str| std::fs::read(model_file(tmp.path(), output, steps)).unwrap();
+    assert!(
+        bytes("none") == bytes("zero2"),
+        "bf16 zero2 weights differ from none"
+    );
+    // Broken off after step 3 and resumed: the gathered fp32 master is
+    // restored range by range.
+    let cut = spec_with(tmp.path(), "cut", 2, 8, &bf16("zero2"));
+    let aborted = run_ranks(2, &cut, |rank, ring| {
+        let observer = Observer {
+            abort_after: (rank == 1).then(|| (3, ring.aborter())),
+            ..Default::default()
+        };
+        (TrainOptions::default(), observer)
+    });
+    assert_eq!(aborted[0].checkpoints, vec![2]);
+    let resumed = run_ranks(2, &cut, |_, _| (resume(), Observer::default()));
+    assert!(resumed.iter().all(|o| o.result.is_ok()));
+    assert!(
+        bytes("cut") == bytes("zero2"),
+        "resumed bf16 zero2 weights differ"
+    );
 }
