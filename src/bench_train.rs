@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 use premem_model::batch::{Batch, LossOptions, TokenizedExample};
 use premem_trainer::SingleProcess;
 use premem_trainer::error::Result;
-use premem_trainer::optim::{AdamConfig, Optimizer};
+use premem_trainer::optim::{AdamConfig, Optimizer, Partition};
 use premem_trainer::step::{StageClock, StepSettings, train_step_timed};
 
 #[derive(Clone, Debug)]
@@ -55,6 +55,7 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
             eps: 1e-8,
             weight_decay: 0.0,
         },
+        Partition::WHOLE,
     );
     let examples = random_examples(vocab, settings);
     let settings_step = StepSettings {

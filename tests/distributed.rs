@@ -89,12 +89,26 @@ fn assert_complete(run: &Path, steps: &[u64]) {
 
 #[test]
 fn a_killed_trainer_rank_rejoins_and_the_run_ends_as_if_undisturbed() {
+    killed_rank_ends_as_if_undisturbed("epochs = 6", "None");
+}
+
+/// As above with the optimizer state and gradients sharded: the state the
+/// killed rank held only its range of is gathered into the checkpoint.
+#[test]
+fn a_killed_zero2_rank_rejoins_and_the_run_ends_as_if_undisturbed() {
+    killed_rank_ends_as_if_undisturbed("epochs = 6\nsharding = \"zero2\"", "Zero2");
+}
+
+/// Two ranks train undisturbed, then again with rank 1 SIGKILLed after the
+/// first checkpoint and restarted: the final weights are the same bytes.
+/// The ranks log that they train with `sharding`.
+fn killed_rank_ends_as_if_undisturbed(train_extra: &str, sharding: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     synth_task(dir);
     let tail = "every_steps = 8\nbaselines = false\n\n[eval]\nenabled = false\n\n[cluster]\ntrainers = 2\n";
-    let calm = spec(dir, "calm", "epochs = 6", tail);
-    let hit = spec(dir, "hit", "epochs = 6", tail);
+    let calm = spec(dir, "calm", train_extra, tail);
+    let hit = spec(dir, "hit", train_extra, tail);
     let mut cluster = Cluster::start(dir);
 
     cluster.submit(&calm);
@@ -123,6 +137,12 @@ fn a_killed_trainer_rank_rejoins_and_the_run_ends_as_if_undisturbed() {
         cluster.log_text("trainer-0").contains("regroup"),
         "rank 0 never regrouped:\n{}",
         cluster.log_text("trainer-0")
+    );
+    let log = cluster.log_text("trainer-1");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("optimizer sharding") && l.contains(sharding)),
+        "rank 1 did not train with {sharding}:\n{log}"
     );
     let status = cluster.status("hit");
     let generation: u64 = status

@@ -87,6 +87,11 @@ impl CausalLm {
             .get("initializer_range")
             .and_then(|v| v.as_f64())
             .unwrap_or(0.02);
+        // libtorch draws from one global generator: ranks that are threads
+        // of one process (as in the trainer tests) would interleave their
+        // draws and get weights that depend on timing.
+        static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _only_us = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(seed);
         Self::build(config, device, kind, WeightInit::Random { std })
     }

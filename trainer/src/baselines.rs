@@ -95,7 +95,7 @@ impl Probe {
             }
             // The gradient of this minibatch's mean token loss, flat fp32.
             optimizer.gather_grads();
-            let g = optimizer.grads_mut().shallow_clone();
+            let g = optimizer.local_grads();
             norms += g.square().sum(Kind::Double).double_value(&[]).sqrt();
             let count = (b + 1) as f64;
             tch::no_grad(|| {

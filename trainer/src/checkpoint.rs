@@ -20,7 +20,6 @@ use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TrainError};
-use crate::optim::Optimizer;
 
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
@@ -149,7 +148,7 @@ pub fn save(
     rank: usize,
     model: &CausalLm,
     tokenizer: &Tokenizer,
-    optimizer: &Optimizer,
+    optimizer_state: &[(String, Tensor)],
     state: &ResumeState,
     records: &Records<'_>,
     max_shard_bytes: u64,
@@ -167,10 +166,9 @@ pub fn save(
 
     let resume = staging.join("resume");
     std::fs::create_dir(&resume).map_err(local_io(&resume))?;
-    let tensors: Vec<(String, Tensor)> = optimizer
-        .state_tensors()
-        .into_iter()
-        .map(|(name, t)| (name, t.to_device(Device::Cpu)))
+    let tensors: Vec<(String, Tensor)> = optimizer_state
+        .iter()
+        .map(|(name, t)| (name.clone(), t.to_device(Device::Cpu)))
         .collect();
     Tensor::write_safetensors(&tensors, resume.join(OPTIMIZER_FILE))?;
     let state_json = serde_json::to_vec_pretty(state).expect("state serialises");
@@ -204,6 +202,7 @@ pub fn resumable_steps(run: &BlockingStore) -> Result<Vec<u64>> {
 pub struct Restored {
     pub model: CausalLm,
     pub state: ResumeState,
+    /// The whole optimizer state, in host memory.
     pub optimizer_state: BTreeMap<String, Tensor>,
 }
 
@@ -237,10 +236,10 @@ pub fn load(
             url: url.clone(),
             message: format!("unreadable {STATE_FILE}: {e}"),
         })?;
+    // Left in host memory: each rank copies only its range to the device.
     let optimizer_state = Tensor::read_safetensors(resume.join(OPTIMIZER_FILE))
         .map_err(|e| in_checkpoint(e.into()))?
         .into_iter()
-        .map(|(name, t)| (name, t.to_device(device)))
         .collect();
     done_staging(&staging)?;
     Ok(Restored {

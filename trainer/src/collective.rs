@@ -58,6 +58,17 @@ pub trait Collective {
     fn all_reduce_sum(&mut self, tensor: &mut Tensor) -> Result<(), CollectiveError>;
     /// Overwrites `tensor` on every rank with rank `root`'s `tensor`.
     fn broadcast(&mut self, tensor: &mut Tensor, root: usize) -> Result<(), CollectiveError>;
+    /// `input` is `world_size()` equal pieces; `output` (one piece) gets,
+    /// on rank r, the sum over all ranks of their piece r. `output` may be
+    /// piece `rank()` of `input` itself.
+    fn reduce_scatter_sum(
+        &mut self,
+        input: &Tensor,
+        output: &mut Tensor,
+    ) -> Result<(), CollectiveError>;
+    /// In place: `tensor` is `world_size()` equal pieces; afterwards piece r
+    /// holds rank r's piece r on every rank.
+    fn all_gather(&mut self, tensor: &mut Tensor) -> Result<(), CollectiveError>;
 }
 
 /// World size 1: every collective is the identity.
@@ -77,6 +88,22 @@ impl Collective for SingleProcess {
     }
 
     fn broadcast(&mut self, _tensor: &mut Tensor, _root: usize) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+
+    fn reduce_scatter_sum(
+        &mut self,
+        input: &Tensor,
+        output: &mut Tensor,
+    ) -> Result<(), CollectiveError> {
+        if input.data_ptr() == output.data_ptr() {
+            return Ok(());
+        }
+        tch::no_grad(|| output.f_copy_(&input.reshape(output.size())))
+            .map_err(|e| CollectiveError::Tensor(e.to_string()))
+    }
+
+    fn all_gather(&mut self, _tensor: &mut Tensor) -> Result<(), CollectiveError> {
         Ok(())
     }
 }

@@ -5,7 +5,8 @@
 //!   per phase (start or resume, step, agree on stop, checkpoint when due,
 //!   finish); [`run::train`] and [`run::train_observed`] drive it;
 //! - [`step`]: one optimizer step (micro-batches, all-reduce, clip, update);
-//! - [`optim`]: Adam/AdamW over flat fp32 buffers;
+//! - [`optim`]: Adam/AdamW over flat fp32 buffers, optionally sharded over
+//!   the ranks (ZeRO-1/2, `train.sharding`);
 //! - [`schedule`]: learning-rate schedules;
 //! - [`checkpoint`]: publishing and restoring checkpoints;
 //! - [`baselines`]: gradient variance and distance from init at checkpoints;

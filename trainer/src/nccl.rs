@@ -586,6 +586,39 @@ impl Collective for NcclCollective {
             }
         })
     }
+
+    fn reduce_scatter_sum(
+        &mut self,
+        input: &Tensor,
+        output: &mut Tensor,
+    ) -> Result<(), CollectiveError> {
+        NcclCollective::reduce_scatter_sum(self, input, output)
+    }
+
+    fn all_gather(&mut self, tensor: &mut Tensor) -> Result<(), CollectiveError> {
+        self.all_gather_in_place(tensor)
+    }
+}
+
+impl NcclCollective {
+    /// The trait's in-place all-gather: rank r's piece of `tensor` is the
+    /// send buffer, at `recvbuff + rank * sendcount`, which NCCL documents
+    /// as its in-place form.
+    fn all_gather_in_place(&mut self, tensor: &mut Tensor) -> Result<(), CollectiveError> {
+        const OP: &str = "all_gather";
+        let (numel, world) = (tensor.numel(), self.world_size);
+        if !numel.is_multiple_of(world) {
+            return Err(CollectiveError::Tensor(format!(
+                "nccl {OP}: {numel} elements do not split into {world} equal pieces"
+            )));
+        }
+        let mut flat = tensor
+            .f_view([-1])
+            .map_err(|e| CollectiveError::Tensor(format!("nccl {OP}: {e}")))?;
+        let piece = (numel / world) as i64;
+        let mine = flat.narrow(0, self.rank as i64 * piece, piece);
+        NcclCollective::all_gather(self, &mine, &mut flat)
+    }
 }
 
 impl Drop for NcclCollective {

@@ -17,11 +17,26 @@
 //! The update is PyTorch's `torch.optim.Adam`/`AdamW` (single-tensor form),
 //! run over the flat buffers in cache-sized chunks with one reused scratch
 //! chunk: no full-size temporaries, the same arithmetic in the same order.
+//!
+//! Sharded ([`Partition`], ZeRO stages 1 and 2): the flat layout is padded
+//! to `world * ceil(n / world)` elements and rank r owns the range
+//! `[r * ceil(n / world), min(n, (r + 1) * ceil(n / world)))`; its master and
+//! moments hold that range only. The variables (any kind) are views into a
+//! flat weight buffer that each step's all-gather completes from every
+//! rank's updated range. zero1 all-reduces the whole fp32 gradient as
+//! unsharded training does; zero2 reduce-scatters the gradient bucket, in
+//! pieces cast to fp32, straight into this rank's fp32 range, so the only
+//! whole-size gradient is the `.grad` storage backward accumulates into.
+//! The update is elementwise, so a rank's range gets the same bits it would
+//! get in the whole buffer; see [`Optimizer::clip_grad_norm`] and
+//! [`Optimizer::reduce_grads`] for where sharded sums may round differently.
 
 use std::collections::BTreeMap;
 
-use premem_core::spec::OptimizerKind;
+use premem_core::spec::{OptimizerKind, Sharding};
 use tch::{Kind, Tensor};
+
+use crate::collective::{Collective, CollectiveError};
 
 #[derive(Clone, Copy, Debug)]
 pub struct AdamConfig {
@@ -43,22 +58,90 @@ struct Slot {
 /// scratch stay in cache across the update's passes).
 const CHUNK: i64 = 1 << 20;
 
+/// Elements per sharded exchange (all ranks' pieces together: 16 MiB of
+/// fp32), in the reduce-scatter of the gradient and the gather of the state.
+const EXCHANGE: i64 = 1 << 22;
+
+/// Which part of the flat buffers this rank keeps and updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Partition {
+    /// `None`, `Zero1` or `Zero2` (`Auto` is resolved before).
+    sharding: Sharding,
+    rank: usize,
+    world: usize,
+}
+
+impl Partition {
+    /// One process holding everything.
+    pub const WHOLE: Partition = Partition {
+        sharding: Sharding::None,
+        rank: 0,
+        world: 1,
+    };
+
+    /// Rank `rank` of `world` under `sharding`, which must be resolved
+    /// (`run::effective_sharding`): `auto` is refused.
+    pub fn new(sharding: Sharding, rank: usize, world: usize) -> Result<Partition, OptimizerError> {
+        if sharding == Sharding::Auto {
+            return Err(OptimizerError::Mismatch(
+                "train.sharding = auto reached the optimizer unresolved".into(),
+            ));
+        }
+        if world == 0 || rank >= world {
+            return Err(OptimizerError::Mismatch(format!(
+                "rank {rank} of a world of {world} ranks"
+            )));
+        }
+        Ok(Partition {
+            sharding,
+            rank,
+            world,
+        })
+    }
+
+    pub fn sharding(&self) -> Sharding {
+        self.sharding
+    }
+
+    fn sharded(&self) -> bool {
+        matches!(self.sharding, Sharding::Zero1 | Sharding::Zero2)
+    }
+
+    /// The ranks over which the flat buffers are split (1 unsharded).
+    fn ways(&self) -> i64 {
+        if self.sharded() { self.world as i64 } else { 1 }
+    }
+}
+
 pub struct Optimizer {
     config: AdamConfig,
     slots: Vec<Slot>,
-    /// fp32 parameters; the variables are views into it when `shared`.
+    partition: Partition,
+    /// Parameters in the layout.
+    numel: i64,
+    /// Elements of each rank's range: `ceil(numel / world)` sharded,
+    /// `numel` otherwise. Whole-layout buffers hold `ways * shard_len`.
+    shard_len: i64,
+    /// Sharded: the whole flat layout in the variables' kind, which the
+    /// variables are views into and the all-gather fills.
+    weights: Option<Tensor>,
+    /// fp32 parameters of this rank's range; when `shared` a view into the
+    /// weights (unsharded: the variables are views into it).
     master: Tensor,
     shared: bool,
-    /// The flat fp32 gradient; the variables' `.grad`s are views into it
-    /// when `shared`.
+    /// The fp32 gradient the update reads: the whole layout (the
+    /// variables' `.grad`s are views into it when `shared` and not zero2),
+    /// or under zero2 this rank's range only.
     grads: Tensor,
-    /// Not `shared`: the flat gradient in the variables' kind, which their
-    /// `.grad`s are views into.
+    /// The flat gradient bucket the `.grad`s are views into when it is not
+    /// `grads`: weights of another kind than fp32, or zero2.
     var_grads: Option<Tensor>,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     /// Working memory of the update: two chunks.
     scratch: Tensor,
+    /// zero2: the fp32 pieces of one reduce-scatter.
+    staging: Option<Tensor>,
     /// Optimizer steps taken.
     steps: i64,
 }
@@ -99,9 +182,17 @@ impl Update {
     }
 }
 
+/// The buffers of a new optimizer: `(weights, master, grads, var_grads)`.
+type Buffers = (Option<Tensor>, Tensor, Tensor, Option<Tensor>);
+
 impl Optimizer {
-    /// Takes over the trainable `variables` (name -> tensor).
-    pub fn new(variables: BTreeMap<String, Tensor>, config: AdamConfig) -> Optimizer {
+    /// Takes over the trainable `variables` (name -> tensor); this rank
+    /// keeps the part `partition` gives it.
+    pub fn new(
+        variables: BTreeMap<String, Tensor>,
+        config: AdamConfig,
+        partition: Partition,
+    ) -> Optimizer {
         let mut slots = Vec::with_capacity(variables.len());
         let mut offset = 0;
         for (name, var) in variables {
@@ -118,24 +209,90 @@ impl Optimizer {
         }
         let device = slots.first().map_or(tch::Device::Cpu, |s| s.var.device());
         let shared = slots.iter().all(|s| s.var.kind() == Kind::Float);
-        let flat = |init: f64| Tensor::full([offset], init, (Kind::Float, device));
         let var_kind = slots.first().map_or(Kind::Float, |s| s.var.kind());
-        let var_grads = (!shared).then(|| Tensor::zeros([offset], (var_kind, device)));
+        let ways = partition.ways();
+        let shard_len = (offset + ways - 1) / ways;
+        let shard = || Tensor::zeros([shard_len], (Kind::Float, device));
+        let (weights, master, grads, var_grads) =
+            Self::buffers(partition, offset, shard_len, shared, (var_kind, device));
+        let staging = (partition.sharding == Sharding::Zero2).then(|| {
+            Tensor::zeros(
+                [exchange_piece(partition, shard_len) * partition.ways()],
+                (Kind::Float, device),
+            )
+        });
         let mut optimizer = Optimizer {
             config,
             slots,
-            master: flat(0.0),
+            partition,
+            numel: offset,
+            shard_len,
+            weights,
+            master,
             shared,
-            grads: flat(0.0),
+            grads,
             var_grads,
-            exp_avg: flat(0.0),
-            exp_avg_sq: flat(0.0),
-            scratch: Tensor::zeros([2, CHUNK.min(offset.max(1))], (Kind::Float, device)),
+            exp_avg: shard(),
+            exp_avg_sq: shard(),
+            scratch: Tensor::zeros([2, CHUNK.min(shard_len.max(1))], (Kind::Float, device)),
+            staging,
             steps: 0,
         };
         optimizer.master_from_variables();
         optimizer.bind_grads();
         optimizer
+    }
+
+    /// Allocates the parameter and gradient buffers of `numel` parameters
+    /// split in ranges of `shard_len` (see the fields).
+    fn buffers(
+        partition: Partition,
+        numel: i64,
+        shard_len: i64,
+        shared: bool,
+        (var_kind, device): (Kind, tch::Device),
+    ) -> Buffers {
+        let whole = shard_len * partition.ways();
+        let fp32 = |n: i64| Tensor::zeros([n], (Kind::Float, device));
+        if !partition.sharded() {
+            let var_grads = (!shared).then(|| Tensor::zeros([numel], (var_kind, device)));
+            return (None, fp32(numel), fp32(numel), var_grads);
+        }
+        let weights = Tensor::zeros([whole], (var_kind, device));
+        let start = partition.rank as i64 * shard_len;
+        let master = if shared {
+            weights.narrow(0, start, shard_len)
+        } else {
+            fp32(shard_len)
+        };
+        let (grads, var_grads) = if partition.sharding == Sharding::Zero2 {
+            let bucket = Tensor::zeros([whole], (var_kind, device));
+            (fp32(shard_len), Some(bucket))
+        } else {
+            let bucket = (!shared).then(|| Tensor::zeros([whole], (var_kind, device)));
+            (fp32(whole), bucket)
+        };
+        (Some(weights), master, grads, var_grads)
+    }
+
+    /// The first element of this rank's range (0 unsharded: the range is
+    /// the whole layout on every rank).
+    fn shard_start(&self) -> i64 {
+        if self.partition.sharded() {
+            self.partition.rank as i64 * self.shard_len
+        } else {
+            0
+        }
+    }
+
+    /// Elements of this rank's range that are parameters (not padding).
+    fn owned_len(&self) -> i64 {
+        (self.numel - self.shard_start()).clamp(0, self.shard_len)
+    }
+
+    /// Whether the gradient is reduce-scattered (zero2).
+    fn reduce_scatters(&self) -> bool {
+        self.partition.sharding == Sharding::Zero2
     }
 
     /// The flat buffer the variables' `.grad`s are views into.
@@ -175,23 +332,41 @@ impl Optimizer {
         })
     }
 
-    /// Copies the variables into the master buffer and, when shared, makes
-    /// them views of it.
+    /// Copies the variables into the buffer that holds them whole (the
+    /// weights sharded, else the master) and makes them views of it when
+    /// sharded or shared; a sharded non-fp32 master then takes its range.
     fn master_from_variables(&mut self) {
+        let home = self
+            .weights
+            .as_ref()
+            .unwrap_or(&self.master)
+            .shallow_clone();
+        let views = self.shared || self.weights.is_some();
         tch::no_grad(|| {
             for slot in &mut self.slots {
-                let mut view = self.master.narrow(0, slot.offset, slot.numel);
+                let mut view = home.narrow(0, slot.offset, slot.numel);
                 view.copy_(&slot.var.reshape([-1]));
-                if self.shared {
+                if views {
                     slot.var.set_data(&view.view(slot.shape.as_slice()));
                 }
+            }
+            if self.weights.is_some() && !self.shared {
+                let range = home.narrow(0, self.shard_start(), self.shard_len);
+                self.master.copy_(&range);
             }
         });
     }
 
-    /// Writes the fp32 master into non-fp32 variables (rounding to their kind).
+    /// Writes the fp32 master into non-fp32 variables (rounding to their
+    /// kind); sharded, into this rank's range of the weights only.
     fn variables_from_master(&mut self) {
+        let (start, owned) = (self.shard_start(), self.owned_len());
         tch::no_grad(|| {
+            if let Some(weights) = &self.weights {
+                let mut range = weights.narrow(0, start, owned);
+                range.copy_(&self.master.narrow(0, 0, owned));
+                return;
+            }
             for slot in &mut self.slots {
                 let fp32 = self
                     .master
@@ -202,19 +377,46 @@ impl Optimizer {
         });
     }
 
+    /// After the variables were overwritten from outside (another rank's
+    /// broadcast of a fresh start): a sharded non-fp32 master takes its
+    /// range of them again. (Elsewhere the master is the variables, or
+    /// holds more than they do and must not be rounded to them.)
+    pub fn master_from_weights(&mut self) {
+        if self.weights.is_some() && !self.shared {
+            self.master_from_variables();
+        }
+    }
+
     /// Number of parameters.
     pub fn numel(&self) -> i64 {
-        self.master.numel() as i64
+        self.numel
+    }
+
+    pub fn partition(&self) -> Partition {
+        self.partition
     }
 
     pub fn steps(&self) -> i64 {
         self.steps
     }
 
-    /// The flat fp32 gradient, complete after [`Optimizer::gather_grads`];
-    /// the distributed runtime all-reduces it in place.
-    pub fn grads_mut(&mut self) -> &mut Tensor {
-        &mut self.grads
+    /// This rank's own gradient (not summed over ranks) of every parameter,
+    /// in fp32, after [`Optimizer::gather_grads`]: the fp32 buffer itself,
+    /// or under zero2 its fp32 bucket or a cast of its bucket in another
+    /// kind (a whole-size temporary: the baselines probe at checkpoints is
+    /// its only user).
+    pub fn local_grads(&self) -> Tensor {
+        let whole = if self.reduce_scatters() {
+            let bucket = self.grad_bucket();
+            if bucket.kind() == Kind::Float {
+                bucket.shallow_clone()
+            } else {
+                bucket.to_kind(Kind::Float)
+            }
+        } else {
+            self.grads.shallow_clone()
+        };
+        whole.narrow(0, 0, self.numel)
     }
 
     /// Clears the gradients before a step's backward passes.
@@ -236,9 +438,49 @@ impl Optimizer {
             self.copy_unbound_grads();
             self.bind_grads();
         }
-        if let Some(var_grads) = &self.var_grads {
+        // zero2 casts the bucket piece by piece as it reduce-scatters it.
+        if let Some(var_grads) = &self.var_grads
+            && !self.reduce_scatters()
+        {
             tch::no_grad(|| self.grads.copy_(var_grads));
         }
+    }
+
+    /// Sums the gathered gradients over the ranks: the whole fp32 gradient
+    /// all-reduced in place, or under zero2 the bucket reduce-scattered into
+    /// this rank's fp32 range, `EXCHANGE` elements at a time, each piece
+    /// cast to fp32 first. The ring sums a piece of rank r's range starting
+    /// at rank r + 1 and its all-reduce sums a chunk of its own chunking
+    /// starting at the chunk's index: with two ranks the sums are the same
+    /// bits (two terms commute), with more an element may be added up in
+    /// another order and differ in its last bit from the all-reduce's.
+    pub fn reduce_grads(&mut self, collective: &mut dyn Collective) -> Result<(), CollectiveError> {
+        if !self.reduce_scatters() {
+            return collective.all_reduce_sum(&mut self.grads);
+        }
+        let bucket = self.grad_bucket().shallow_clone();
+        let staging = self
+            .staging
+            .as_ref()
+            .expect("zero2 has staging")
+            .shallow_clone();
+        let (ways, len) = (self.partition.ways(), self.shard_len);
+        let piece = exchange_piece(self.partition, len);
+        let mut start = 0;
+        while start < len {
+            let n = piece.min(len - start);
+            let stage = staging.narrow(0, 0, ways * n);
+            tch::no_grad(|| {
+                for i in 0..ways {
+                    let mut to = stage.narrow(0, i * n, n);
+                    to.copy_(&bucket.narrow(0, i * len + start, n));
+                }
+            });
+            let mut out = self.grads.narrow(0, start, n);
+            collective.reduce_scatter_sum(&stage, &mut out)?;
+            start += n;
+        }
+        Ok(())
     }
 
     /// Copies into the bucket the gradients that are not views of it (zeros
@@ -258,42 +500,100 @@ impl Optimizer {
         });
     }
 
-    /// The global gradient norm; scales gradients down to `max_norm` when it
-    /// is exceeded (`torch.nn.utils.clip_grad_norm_`).
-    pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> f64 {
-        let norm = self.grads.norm().double_value(&[]);
+    /// The global gradient norm of the reduced gradients; scales them down
+    /// to `max_norm` when it is exceeded (`torch.nn.utils.clip_grad_norm_`).
+    /// With the whole gradient on every rank (unsharded, zero1) it is the
+    /// norm of the whole buffer, the same bits whatever the sharding. Under
+    /// zero2 each rank takes the norm of its range (accumulated in f64,
+    /// rounded to f32 for the exchange) and every rank adds the squares of
+    /// all ranks' norms in f64 in rank order: the same value on every rank.
+    /// It differs from the whole-buffer fp32 norm by that norm's own
+    /// rounding (libtorch accumulates it in fp32: 1e-4 relative measured
+    /// at 4M elements), so with clipping active the clip coefficient,
+    /// and the weights, differ in low bits from an unsharded run.
+    pub fn clip_grad_norm(
+        &mut self,
+        max_norm: Option<f64>,
+        collective: &mut dyn Collective,
+    ) -> Result<f64, CollectiveError> {
+        let norm = if self.reduce_scatters() {
+            self.sharded_grad_norm(collective)?
+        } else {
+            self.grads.narrow(0, 0, self.numel).norm().double_value(&[])
+        };
         if let Some(max_norm) = max_norm {
             let coef = max_norm / (norm + 1e-6);
             if coef < 1.0 {
                 let _ = self.grads.g_mul_scalar_(coef);
             }
         }
-        norm
+        Ok(norm)
     }
 
-    /// One Adam/AdamW update with learning rate `lr` from the gathered grads.
-    pub fn step(&mut self, lr: f64) {
+    /// zero2's gradient norm: every rank's range norm, exchanged exactly
+    /// (each in its own slot, the others adding zeros), combined in f64.
+    fn sharded_grad_norm(&self, collective: &mut dyn Collective) -> Result<f64, CollectiveError> {
+        let own = self
+            .grads
+            .narrow(0, 0, self.owned_len())
+            .norm_scalaropt_dtype(2.0, Kind::Double)
+            .to_kind(Kind::Float);
+        let ways = self.partition.ways();
+        let mut norms = Tensor::zeros([ways], (Kind::Float, self.grads.device()));
+        tch::no_grad(|| {
+            norms
+                .narrow(0, self.partition.rank as i64, 1)
+                .copy_(&own.view([1]))
+        });
+        collective.all_reduce_sum(&mut norms)?;
+        let norms = Vec::<f32>::try_from(&norms.to_device(tch::Device::Cpu))
+            .map_err(|e| CollectiveError::Tensor(format!("reading the range norms: {e}")))?;
+        Ok(norms
+            .iter()
+            .map(|&n| f64::from(n).powi(2))
+            .sum::<f64>()
+            .sqrt())
+    }
+
+    /// One Adam/AdamW update with learning rate `lr` from the reduced grads
+    /// of this rank's range; sharded, the updated weights are then
+    /// all-gathered from every rank.
+    pub fn step(
+        &mut self,
+        lr: f64,
+        collective: &mut dyn Collective,
+    ) -> Result<(), CollectiveError> {
         self.steps += 1;
         let update = Update::new(&self.config, lr, self.steps);
-        let n = self.numel();
+        let n = self.owned_len();
+        let grads = if self.reduce_scatters() {
+            self.grads.shallow_clone()
+        } else {
+            self.grads.narrow(0, self.shard_start(), self.shard_len)
+        };
         tch::no_grad(|| {
             let mut start = 0;
             while start < n {
                 let len = CHUNK.min(n - start);
-                self.update_chunk(&update, start, len);
+                self.update_chunk(&update, &grads, start, len);
                 start += len;
             }
         });
         if !self.shared {
             self.variables_from_master();
         }
+        match &mut self.weights {
+            Some(weights) => collective.all_gather(weights),
+            None => Ok(()),
+        }
     }
 
-    /// The update of elements `start .. start + len`: PyTorch's single-tensor
-    /// Adam/AdamW, each operation into the chunk or the scratch in place.
-    fn update_chunk(&mut self, u: &Update, start: i64, len: i64) {
+    /// The update of elements `start .. start + len` of this rank's range
+    /// (`grads`: its gradient): PyTorch's single-tensor Adam/AdamW, each
+    /// operation into the chunk or the scratch in place.
+    fn update_chunk(&mut self, u: &Update, grads: &Tensor, start: i64, len: i64) {
         let at = |t: &Tensor| t.narrow(0, start, len);
-        let (mut param, grads) = (at(&self.master), at(&self.grads));
+        let (mut param, grads) = (at(&self.master), at(grads));
         let (mut exp_avg, mut exp_avg_sq) = (at(&self.exp_avg), at(&self.exp_avg_sq));
         let mut tmp = self.scratch.get(0).narrow(0, 0, len);
         let grad = match (u.kind, u.weight_decay != 0.0) {
@@ -325,9 +625,10 @@ impl Optimizer {
         let _ = param.g_sub_(&tmp);
     }
 
-    /// The state to save: the moments and, for non-fp32 weights, the fp32
-    /// master (fp32 weights are saved with the model).
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+    /// This rank's state: the moments and, for non-fp32 weights, the fp32
+    /// master (fp32 weights are saved with the model); sharded, of its
+    /// range only.
+    fn own_state(&self) -> Vec<(String, Tensor)> {
         let mut state = vec![
             ("exp_avg".to_string(), self.exp_avg.shallow_clone()),
             ("exp_avg_sq".to_string(), self.exp_avg_sq.shallow_clone()),
@@ -336,6 +637,78 @@ impl Optimizer {
             state.push(("master".to_string(), self.master.shallow_clone()));
         }
         state
+    }
+
+    /// The state every rank holds the same of, for rank 0 to broadcast at
+    /// the start: all of it unsharded, none sharded (each rank restored its
+    /// own range from the same checkpoint, or starts from zeros).
+    pub fn replicated_state(&self) -> Vec<(String, Tensor)> {
+        if self.partition.sharded() {
+            vec![]
+        } else {
+            self.own_state()
+        }
+    }
+
+    /// The state to save, whole, on rank 0 (`None` on the other ranks).
+    /// Unsharded: the buffers themselves, and no collective. Sharded: every
+    /// rank must call this; the ranges are all-gathered piece by piece into
+    /// host memory on rank 0, so a checkpoint has one layout whatever the
+    /// sharding and world size that wrote it, and device memory never
+    /// holds a whole-size moment.
+    pub fn gather_state(
+        &self,
+        collective: &mut dyn Collective,
+    ) -> Result<Option<Vec<(String, Tensor)>>, CollectiveError> {
+        let leader = self.partition.rank == 0;
+        if !self.partition.sharded() {
+            return Ok(leader.then(|| self.own_state()));
+        }
+        let mut whole = vec![];
+        for (name, range) in self.own_state() {
+            let gathered = self.gather_range(&range, collective)?;
+            whole.extend(gathered.map(|t| (name, t)));
+        }
+        Ok(leader.then_some(whole))
+    }
+
+    /// Every rank's `range` (a `shard_len` buffer) concatenated, as a host
+    /// tensor of `numel` elements on rank 0.
+    fn gather_range(
+        &self,
+        range: &Tensor,
+        collective: &mut dyn Collective,
+    ) -> Result<Option<Tensor>, CollectiveError> {
+        let (ways, len, numel) = (self.partition.ways(), self.shard_len, self.numel);
+        let rank = self.partition.rank as i64;
+        let piece = exchange_piece(self.partition, len);
+        let staging = Tensor::zeros([ways * piece], (Kind::Float, range.device()));
+        let whole = (rank == 0).then(|| Tensor::zeros([numel], (Kind::Float, tch::Device::Cpu)));
+        let mut start = 0;
+        while start < len {
+            let n = piece.min(len - start);
+            let mut stage = staging.narrow(0, 0, ways * n);
+            tch::no_grad(|| {
+                stage
+                    .narrow(0, rank * n, n)
+                    .copy_(&range.narrow(0, start, n))
+            });
+            collective.all_gather(&mut stage)?;
+            for i in 0..ways {
+                let at = i * len + start;
+                let Some(whole) = &whole else { break };
+                let kept = n.min(numel - at);
+                if kept > 0 {
+                    tch::no_grad(|| {
+                        whole
+                            .narrow(0, at, kept)
+                            .copy_(&stage.narrow(0, i * n, kept))
+                    });
+                }
+            }
+            start += n;
+        }
+        Ok(whole)
     }
 
     /// Parameter names and shapes in buffer order, saved beside the state so
@@ -347,8 +720,9 @@ impl Optimizer {
             .collect()
     }
 
-    /// Restores state saved by [`Optimizer::state_tensors`] after `steps`
-    /// steps. The variables must already hold the checkpoint's weights.
+    /// Restores state saved by [`Optimizer::gather_state`] (whole, from any
+    /// sharding and world size) after `steps` steps, keeping this rank's
+    /// range. The variables must already hold the checkpoint's weights.
     pub fn restore(
         &mut self,
         layout: &[(String, Vec<i64>)],
@@ -360,13 +734,14 @@ impl Optimizer {
                 "parameter names or shapes differ from the saved layout".into(),
             ));
         }
+        let (start, owned) = (self.shard_start(), self.owned_len());
         let get = |name: &str| {
             state
                 .get(name)
                 .ok_or_else(|| OptimizerError::Mismatch(format!("'{name}' is missing")))
                 .and_then(|t| {
-                    if t.size() == [self.master.numel() as i64] {
-                        Ok(t)
+                    if t.size() == [self.numel] {
+                        Ok(t.narrow(0, start, owned))
                     } else {
                         Err(OptimizerError::Mismatch(format!(
                             "'{name}' has shape {:?}",
@@ -376,15 +751,17 @@ impl Optimizer {
                 })
         };
         tch::no_grad(|| -> Result<(), OptimizerError> {
-            self.exp_avg.f_copy_(get("exp_avg")?)?;
-            self.exp_avg_sq.f_copy_(get("exp_avg_sq")?)?;
+            self.exp_avg.narrow(0, 0, owned).f_copy_(&get("exp_avg")?)?;
+            self.exp_avg_sq
+                .narrow(0, 0, owned)
+                .f_copy_(&get("exp_avg_sq")?)?;
             Ok(())
         })?;
         if self.shared {
             self.master_from_variables();
         } else {
             let master = get("master")?;
-            tch::no_grad(|| self.master.f_copy_(master))?;
+            tch::no_grad(|| self.master.narrow(0, 0, owned).f_copy_(&master))?;
             self.variables_from_master();
         }
         self.steps = steps;
@@ -392,9 +769,15 @@ impl Optimizer {
     }
 }
 
+/// Elements of each rank's piece in one sharded exchange (at least one).
+fn exchange_piece(partition: Partition, shard_len: i64) -> i64 {
+    (EXCHANGE / partition.ways()).clamp(1, shard_len.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collective::SingleProcess;
 
     fn variables(values: &[&[f32]]) -> BTreeMap<String, Tensor> {
         values
@@ -450,13 +833,14 @@ mod tests {
                 eps: 1e-8,
                 weight_decay: wd,
             },
+            Partition::WHOLE,
         );
         // loss = sum(p0^2): grad 2 * p0, recomputed from the updated weights.
         for _ in 0..3 {
             opt.zero_grads();
             (&x * &x).sum(Kind::Float).backward();
             opt.gather_grads();
-            opt.step(0.1);
+            opt.step(0.1, &mut SingleProcess).unwrap();
         }
         (x.double_value(&[0]), x.double_value(&[1]))
     }
@@ -481,7 +865,7 @@ mod tests {
         let vars = variables(&[&[1.0, 2.0, 3.0]]);
         let x = vars["p0"].shallow_clone();
         let config = plain_adamw();
-        let mut opt = Optimizer::new(vars, config);
+        let mut opt = Optimizer::new(vars, config, Partition::WHOLE);
         assert_eq!(opt.grads.abs().sum(Kind::Float).double_value(&[]), 0.0);
         // Two micro-batches accumulate into the bucket: 2x + 1x.
         (&x * &x).sum(Kind::Float).backward();
@@ -499,24 +883,26 @@ mod tests {
             Vec::<f32>::try_from(&x.grad()).unwrap(),
             vec![2.0, 4.0, 6.0]
         );
-        let norm = opt.clip_grad_norm(Some(1.0));
+        let norm = opt.clip_grad_norm(Some(1.0), &mut SingleProcess).unwrap();
         assert!((norm - 56f64.sqrt()).abs() < 1e-5);
         assert!((opt.grads.norm().double_value(&[]) - 1.0).abs() < 1e-5);
-        opt.step(0.01);
+        opt.step(0.01, &mut SingleProcess).unwrap();
         assert!(
             x.double_value(&[0]) < 1.0,
             "the variable moved with the master"
         );
 
         let saved: BTreeMap<String, Tensor> = opt
-            .state_tensors()
+            .gather_state(&mut SingleProcess)
+            .unwrap()
+            .unwrap()
             .into_iter()
             .map(|(k, v)| (k, v.copy()))
             .collect();
         let layout = opt.layout();
         let fresh_vars =
             BTreeMap::from([("p0".to_string(), x.detach().copy().set_requires_grad(true))]);
-        let mut again = Optimizer::new(fresh_vars, config);
+        let mut again = Optimizer::new(fresh_vars, config, Partition::WHOLE);
         again.restore(&layout, &saved, opt.steps()).unwrap();
         assert!(again.exp_avg_sq.equal(&opt.exp_avg_sq) && again.master.equal(&opt.master));
         let bad = vec![("q".to_string(), vec![3])];
@@ -558,12 +944,12 @@ mod tests {
                 weight_decay: wd,
             };
             let vars = BTreeMap::from([("w".to_string(), init.copy().set_requires_grad(true))]);
-            let mut opt = Optimizer::new(vars, config);
+            let mut opt = Optimizer::new(vars, config, Partition::WHOLE);
             let (mut p, mut m, mut v) = (init.copy(), init.zeros_like(), init.zeros_like());
             for step in 1..=3 {
                 let g = Tensor::randn([n], (Kind::Float, tch::Device::Cpu));
                 opt.grads.copy_(&g);
-                opt.step(1e-3);
+                opt.step(1e-3, &mut SingleProcess).unwrap();
                 let u = Update::new(&config, 1e-3, step);
                 tch::no_grad(|| reference_step(&mut p, &g, &mut m, &mut v, &u));
             }
@@ -584,6 +970,7 @@ mod tests {
         let mut opt = Optimizer::new(
             BTreeMap::from([("w".to_string(), w.shallow_clone())]),
             config,
+            Partition::WHOLE,
         );
         opt.zero_grads();
         (&w * &w).sum(Kind::Float).backward();
@@ -598,7 +985,7 @@ mod tests {
             Vec::<f32>::try_from(&opt.grads).unwrap(),
             vec![2.0, -4.0, 6.0]
         );
-        opt.step(0.5);
+        opt.step(0.5, &mut SingleProcess).unwrap();
         // Adam's first step moves each weight by lr against its gradient's sign.
         let expected = Tensor::from_slice(&[0.5f32, -1.5, 2.5]);
         assert!(opt.master.allclose(&expected, 1e-6, 1e-6, false));
@@ -613,7 +1000,7 @@ mod tests {
         let vars = variables(&[&[1.0, 2.0], &[3.0]]);
         let (x, y) = (vars["p0"].shallow_clone(), vars["p1"].shallow_clone());
         let config = plain_adamw();
-        let mut opt = Optimizer::new(vars, config);
+        let mut opt = Optimizer::new(vars, config, Partition::WHOLE);
         // Another owner of the grad gives it memory of its own.
         let mut grad = x.grad();
         grad.set_data(&Tensor::from_slice(&[7.0f32, 8.0]));
@@ -626,5 +1013,233 @@ mod tests {
         );
         assert!(opt.grads_bound());
         assert_eq!(x.grad().data_ptr(), opt.grads.data_ptr());
+    }
+}
+
+#[cfg(test)]
+mod sharded_tests {
+    use super::*;
+    use crate::collective::SingleProcess;
+    use crate::ring::with_ring;
+
+    /// More than one exchange per range, and a range start that is not a
+    /// multiple of any SIMD width.
+    const N: i64 = EXCHANGE + 1001;
+
+    fn config() -> AdamConfig {
+        AdamConfig {
+            kind: OptimizerKind::Adamw,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
+    }
+
+    /// A deterministic pseudo-random vector (no global RNG: ranks are
+    /// threads).
+    fn seeded(seed: i64) -> Tensor {
+        let i = Tensor::arange(N, (Kind::Float, tch::Device::Cpu));
+        ((&i * (0.618_034 + seed as f64)).sin() * (&i * 0.001).cos()) * 2.0
+    }
+
+    /// Two variables of `kind` cut from one random vector (layout `a`, `b`).
+    fn variables(kind: Kind) -> BTreeMap<String, Tensor> {
+        let init = seeded(1).to_kind(kind);
+        let cut = 1234;
+        BTreeMap::from([
+            (
+                "a".to_string(),
+                init.narrow(0, 0, cut).copy().set_requires_grad(true),
+            ),
+            (
+                "b".to_string(),
+                init.narrow(0, cut, N - cut).copy().set_requires_grad(true),
+            ),
+        ])
+    }
+
+    /// Backward of `sum(w * g)` over the layout: the gradient is `g`
+    /// (rounded to the variables' kind).
+    fn backward_with(opt: &Optimizer, g: &Tensor) {
+        let loss: Tensor = opt
+            .slots
+            .iter()
+            .map(|s| (&s.var * g.narrow(0, s.offset, s.numel)).sum(Kind::Float))
+            .sum();
+        loss.backward();
+    }
+
+    fn flat_weights(opt: &Optimizer) -> Tensor {
+        let parts: Vec<Tensor> = opt
+            .slots
+            .iter()
+            .map(|s| s.var.detach().reshape([-1]))
+            .collect();
+        Tensor::cat(&parts, 0).to_kind(Kind::Float)
+    }
+
+    /// Two steps on one process whose gradient is the two ranks' sum: the
+    /// weights, the norms it clips with and the norms in f64.
+    fn unsharded(kind: Kind) -> (Tensor, Vec<f64>, Vec<f64>) {
+        let mut opt = Optimizer::new(variables(kind), config(), Partition::WHOLE);
+        let (mut norms, mut exact_norms) = (vec![], vec![]);
+        for step in 0..2 {
+            let mut sum = Tensor::zeros([N], (Kind::Float, tch::Device::Cpu));
+            for rank in 0..2 {
+                opt.zero_grads();
+                backward_with(&opt, &seeded(10 * step + rank));
+                opt.gather_grads();
+                sum += &opt.grads;
+            }
+            opt.grads.copy_(&sum);
+            let exact = opt.grads.norm_scalaropt_dtype(2.0, Kind::Double);
+            exact_norms.push(exact.double_value(&[]));
+            norms.push(opt.clip_grad_norm(None, &mut SingleProcess).unwrap());
+            opt.step(1e-2, &mut SingleProcess).unwrap();
+        }
+        (flat_weights(&opt), norms, exact_norms)
+    }
+
+    /// The same two steps on two ring ranks under `sharding`; checks what
+    /// each rank's optimizer allocated.
+    fn sharded(kind: Kind, sharding: Sharding) -> Vec<(Tensor, Vec<f64>)> {
+        with_ring(2, |rank, ring| {
+            let partition = Partition::new(sharding, rank, 2).unwrap();
+            let mut opt = Optimizer::new(variables(kind), config(), partition);
+            let mut norms = vec![];
+            for step in 0..2 {
+                opt.zero_grads();
+                backward_with(&opt, &seeded(10 * step + rank as i64));
+                opt.gather_grads();
+                opt.reduce_grads(ring).unwrap();
+                norms.push(opt.clip_grad_norm(None, ring).unwrap());
+                opt.step(1e-2, ring).unwrap();
+            }
+            assert_one_range(&opt, kind, sharding);
+            (flat_weights(&opt), norms)
+        })
+    }
+
+    /// Master and moments hold `ceil(N / 2)` elements; under zero2 the fp32
+    /// gradient does too, and the only whole-size gradient is the bucket
+    /// the `.grad`s are views into (in the weights' kind).
+    fn assert_one_range(opt: &Optimizer, kind: Kind, sharding: Sharding) {
+        let half = (N + 1) / 2;
+        for (name, t) in [
+            ("master", &opt.master),
+            ("exp_avg", &opt.exp_avg),
+            ("exp_avg_sq", &opt.exp_avg_sq),
+        ] {
+            assert_eq!(t.numel() as i64, half, "{name}");
+        }
+        if sharding != Sharding::Zero2 {
+            return;
+        }
+        assert_eq!(opt.grads.numel() as i64, half, "fp32 gradient");
+        let bucket = opt.var_grads.as_ref().expect("a bucket");
+        assert_eq!(bucket.kind(), kind);
+        assert_eq!(
+            opt.slots[0].var.grad().data_ptr(),
+            bucket.data_ptr(),
+            "the .grads are the bucket"
+        );
+        let staging = opt.staging.as_ref().expect("staging");
+        assert!(
+            (staging.numel() as i64) <= EXCHANGE,
+            "staging {}",
+            staging.numel()
+        );
+        assert!(opt.scratch.numel() as i64 <= 2 * CHUNK);
+        if kind != Kind::Float {
+            // No fp32 tensor of the optimizer spans the layout.
+            let fp32 = [
+                &opt.master,
+                &opt.grads,
+                &opt.exp_avg,
+                &opt.exp_avg_sq,
+                staging,
+                &opt.scratch,
+            ];
+            assert!(fp32.iter().all(|t| (t.numel() as i64) < N));
+            assert_ne!(opt.weights.as_ref().unwrap().kind(), Kind::Float);
+        }
+    }
+
+    #[test]
+    fn sharded_steps_match_the_unsharded_step_and_keep_one_range() {
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let (want, fp32_norms, exact_norms) = unsharded(kind);
+            for sharding in [Sharding::Zero1, Sharding::Zero2] {
+                for (rank, (got, norms)) in sharded(kind, sharding).into_iter().enumerate() {
+                    // Two terms commute: the sums, and so the weights, are the same bits.
+                    assert!(
+                        got.equal(&want),
+                        "{kind:?} {sharding:?} rank {rank}: weights differ"
+                    );
+                    if sharding == Sharding::Zero1 {
+                        assert_eq!(norms, fp32_norms, "{kind:?} zero1: the whole-buffer norm");
+                        continue;
+                    }
+                    // zero2 accumulates in f64 (libtorch's whole-buffer fp32
+                    // norm is 1e-4 off at this size).
+                    for (got, exact) in norms.iter().zip(&exact_norms) {
+                        assert!(
+                            (got - exact).abs() <= 1e-6 * exact,
+                            "{kind:?} zero2 norm {got} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_state_gathers_whole_and_restores_on_another_world_size() {
+        // Three ranks, bf16 (the master is state), gathered on rank 0.
+        let gathered = with_ring(3, |rank, ring| {
+            let partition = Partition::new(Sharding::Zero2, rank, 3).unwrap();
+            let mut opt = Optimizer::new(variables(Kind::BFloat16), config(), partition);
+            opt.zero_grads();
+            backward_with(&opt, &seeded(5 + rank as i64));
+            opt.gather_grads();
+            opt.reduce_grads(ring).unwrap();
+            opt.clip_grad_norm(Some(1.0), ring).unwrap();
+            opt.step(1e-2, ring).unwrap();
+            let state = opt.gather_state(ring).unwrap();
+            assert_eq!(state.is_some(), rank == 0);
+            state.map(|s| (s, flat_weights(&opt), opt.layout()))
+        });
+        let (state, weights, layout) = gathered.into_iter().next().flatten().unwrap();
+        let state: BTreeMap<String, Tensor> = state.into_iter().collect();
+        assert_eq!(state["master"].size(), [N]);
+        // Restored on two ranks: each takes its range. (Tensors are not
+        // Sync: the threads take copies under a lock.)
+        let shared = std::sync::Mutex::new((state, weights));
+        with_ring(2, |rank, _| {
+            let (state, weights) = {
+                let guard = shared.lock().unwrap();
+                let state: BTreeMap<String, Tensor> =
+                    guard.0.iter().map(|(k, v)| (k.clone(), v.copy())).collect();
+                (state, guard.1.copy())
+            };
+            let partition = Partition::new(Sharding::Zero1, rank, 2).unwrap();
+            let vars: BTreeMap<String, Tensor> = variables(Kind::BFloat16);
+            let mut opt = Optimizer::new(vars, config(), partition);
+            opt.restore(&layout, &state, 1).unwrap();
+            let (start, owned) = (opt.shard_start(), opt.owned_len());
+            assert!(
+                opt.master
+                    .narrow(0, 0, owned)
+                    .equal(&state["master"].narrow(0, start, owned))
+            );
+            assert!(
+                opt.exp_avg_sq
+                    .narrow(0, 0, owned)
+                    .equal(&state["exp_avg_sq"].narrow(0, start, owned))
+            );
+            // This rank's range of the weights follows the restored master.
+            let mine = flat_weights(&opt).narrow(0, start, owned);
+            assert!(mine.equal(&weights.narrow(0, start, owned)));
+        });
     }
 }

@@ -9,6 +9,14 @@
 //!   chunks. Each chunk is summed in a fixed order around the ring and then
 //!   copied to every rank, so the same inputs always give the same bits, on
 //!   every rank.
+//! - `reduce_scatter_sum` (CPU fp32): the same reduce-scatter over `W` equal
+//!   pieces, rotated so that rank r ends with piece r; piece r is summed
+//!   from rank r + 1 round to rank r. The all-reduce's chunks (`n * c / W`)
+//!   start at rank c instead, so past two ranks an element may be summed in
+//!   another order by the two (two terms commute: with two ranks the bits
+//!   agree).
+//! - `all_gather` (any dtype, in place): each rank's piece passed round the
+//!   ring, overwriting.
 //! - `broadcast` (any dtype): the raw bytes flow from the root around the ring
 //!   in blocks, each rank forwarding a block as soon as it has it.
 //!
@@ -657,18 +665,8 @@ fn ring_all_reduce(
     let n = data.len();
     let mut out = Vec::new();
     let mut input = Vec::new();
-    // Reduce-scatter: after step s, chunk (rank - s - 1) holds the sum over
-    // ranks rank - s - 1 .. rank; at the end rank r owns chunk (r + 1).
-    for s in 0..world - 1 {
-        let send = chunk(n, world, (rank + world - s) % world);
-        let recv = chunk(n, world, (rank + 2 * world - s - 1) % world);
-        encode(&data[send], &mut out);
-        input.resize(recv.len() * 4, 0);
-        exchange(links, OP_REDUCE_SCATTER, &out, &mut input)?;
-        for (x, bytes) in data[recv].iter_mut().zip(input.chunks_exact(4)) {
-            *x += f32::from_le_bytes(bytes.try_into().expect("4 bytes"));
-        }
-    }
+    // Reduce-scatter: at the end rank r owns chunk (r + 1).
+    reduce_scatter_steps(links, rank, world, data, |c| chunk(n, world, c), 0)?;
     // All-gather: pass the finished chunks around, overwriting.
     for s in 0..world - 1 {
         let send = chunk(n, world, (rank + 1 + world - s) % world);
@@ -679,6 +677,71 @@ fn ring_all_reduce(
         for (x, bytes) in data[recv].iter_mut().zip(input.chunks_exact(4)) {
             *x = f32::from_le_bytes(bytes.try_into().expect("4 bytes"));
         }
+    }
+    Ok(())
+}
+
+/// The reduce-scatter half of a ring all-reduce over the `world` parts
+/// `part(0..world)` of `data`: at step s, rank r sends part
+/// (r - s - shift) and adds what it receives into part (r - s - shift - 1).
+/// At the end rank r holds the sum of part (r + 1 - shift), added up in
+/// ring order from rank r + 1 round to rank r: the same inputs always give
+/// the same bits.
+fn reduce_scatter_steps(
+    links: &Links,
+    rank: usize,
+    world: usize,
+    data: &mut [f32],
+    part: impl Fn(usize) -> std::ops::Range<usize>,
+    shift: usize,
+) -> Result<(), CollectiveError> {
+    let mut out = Vec::new();
+    let mut input = Vec::new();
+    for s in 0..world - 1 {
+        let send = part((rank + 2 * world - s - shift) % world);
+        let recv = part((rank + 2 * world - s - shift - 1) % world);
+        encode(&data[send], &mut out);
+        input.resize(recv.len() * 4, 0);
+        exchange(links, OP_REDUCE_SCATTER, &out, &mut input)?;
+        for (x, bytes) in data[recv].iter_mut().zip(input.chunks_exact(4)) {
+            *x += f32::from_le_bytes(bytes.try_into().expect("4 bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// Reduce-scatter over `world` equal pieces of `data`: rank r ends with the
+/// sum of piece r (started at rank r + 1, ended at rank r).
+fn ring_reduce_scatter(
+    links: &Links,
+    rank: usize,
+    world: usize,
+    data: &mut [f32],
+) -> Result<(), CollectiveError> {
+    let piece = data.len() / world;
+    reduce_scatter_steps(links, rank, world, data, |p| p * piece..(p + 1) * piece, 1)
+}
+
+/// All-gather over `world` equal pieces of `bytes`: rank r starts with
+/// piece r and passes each finished piece on, overwriting.
+fn ring_all_gather(
+    links: &Links,
+    rank: usize,
+    world: usize,
+    bytes: &mut [u8],
+) -> Result<(), CollectiveError> {
+    let piece = bytes.len() / world;
+    let at = |p: usize| p * piece..(p + 1) * piece;
+    let (mut out, mut input) = (Vec::new(), vec![0u8; piece]);
+    for s in 0..world - 1 {
+        let (send, recv) = (
+            at((rank + world - s) % world),
+            at((rank + 2 * world - s - 1) % world),
+        );
+        out.clear();
+        out.extend_from_slice(&bytes[send]);
+        exchange(links, OP_ALL_GATHER, &out, &mut input)?;
+        bytes[recv].copy_from_slice(&input);
     }
     Ok(())
 }
@@ -780,6 +843,63 @@ impl Collective for RingCollective {
         }
         Ok(())
     }
+
+    fn reduce_scatter_sum(
+        &mut self,
+        input: &Tensor,
+        output: &mut Tensor,
+    ) -> Result<(), CollectiveError> {
+        check_cpu_f32("reduce-scatter", input)?;
+        check_cpu_f32("reduce-scatter", output)?;
+        let piece = output.numel();
+        check_pieces("reduce-scatter", input, piece * self.world)?;
+        self.check_usable()?;
+        let mut values: Vec<f32> = Vec::<f32>::try_from(&input.reshape([-1]))
+            .map_err(|e| CollectiveError::Tensor(format!("reading the tensor: {e}")))?;
+        if let Some(links) = &self.links {
+            let result = ring_reduce_scatter(links, self.rank, self.world, &mut values);
+            result.map_err(|e| self.fail(e))?;
+        }
+        let mine = &values[self.rank * piece..(self.rank + 1) * piece];
+        write_back(output, &f32_bytes(mine))
+    }
+
+    fn all_gather(&mut self, tensor: &mut Tensor) -> Result<(), CollectiveError> {
+        self.check_usable()?;
+        if self.world == 1 {
+            return Ok(());
+        }
+        let whole = tensor.numel().next_multiple_of(self.world);
+        check_pieces("all-gather", tensor, whole)?;
+        let mut bytes = tensor_bytes(tensor)?;
+        let Some(links) = &self.links else {
+            return Ok(());
+        };
+        let result = ring_all_gather(links, self.rank, self.world, &mut bytes);
+        result.map_err(|e| self.fail(e))?;
+        write_back(tensor, &bytes)
+    }
+}
+
+fn check_cpu_f32(op: &str, tensor: &Tensor) -> Result<(), CollectiveError> {
+    let (kind, device) = (tensor.kind(), tensor.device());
+    if kind != Kind::Float || device != Device::Cpu {
+        return Err(CollectiveError::Tensor(format!(
+            "the ring {op} takes CPU float32 tensors, got {kind:?} on {device:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a tensor that is not `numel` elements (one equal piece per rank).
+fn check_pieces(op: &str, tensor: &Tensor, numel: usize) -> Result<(), CollectiveError> {
+    if tensor.numel() != numel {
+        return Err(CollectiveError::Tensor(format!(
+            "ring {op}: {} elements, expected {numel} (one equal piece per rank)",
+            tensor.numel()
+        )));
+    }
+    Ok(())
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -788,39 +908,41 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// Runs `f(rank, collective)` on `world` connected ranks, one thread each
+/// (the unit tests of this crate).
+#[cfg(test)]
+pub(crate) fn with_ring<T: Send>(
+    world: usize,
+    f: impl Fn(usize, &mut RingCollective) -> T + Sync,
+) -> Vec<T> {
+    let listeners: Vec<RingListener> = (0..world)
+        .map(|_| RingListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = listeners
+            .iter()
+            .enumerate()
+            .map(|(rank, listener)| {
+                let (addresses, f) = (&addresses, &f);
+                scope.spawn(move || {
+                    let mut ring = listener
+                        .connect(rank, addresses, 7, Duration::from_secs(10))
+                        .unwrap();
+                    f(rank, &mut ring)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Runs `f(rank, collective)` on `world` connected ranks, one thread each.
-    fn with_ring<T: Send>(
-        world: usize,
-        f: impl Fn(usize, &mut RingCollective) -> T + Sync,
-    ) -> Vec<T> {
-        let listeners: Vec<RingListener> = (0..world)
-            .map(|_| RingListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let addresses: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().to_string())
-            .collect();
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = listeners
-                .iter()
-                .enumerate()
-                .map(|(rank, listener)| {
-                    let (addresses, f) = (&addresses, &f);
-                    scope.spawn(move || {
-                        let mut ring = listener
-                            .connect(rank, addresses, 7, Duration::from_secs(10))
-                            .unwrap();
-                        f(rank, &mut ring)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        })
-    }
 
     fn input(rank: usize, n: usize) -> Vec<f32> {
         (0..n)
@@ -854,6 +976,50 @@ mod tests {
                     let want: f32 = (0..world).map(|r| input(r, n)[i]).sum();
                     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn reduce_scatter_and_all_gather_split_and_join_equal_pieces() {
+        for world in [2, 3] {
+            let piece = 5;
+            let results = with_ring(world, |rank, ring| {
+                let input = Tensor::from_slice(&input(rank, piece * world));
+                let mut mine = Tensor::zeros([piece as i64], (Kind::Float, Device::Cpu));
+                ring.reduce_scatter_sum(&input, &mut mine).unwrap();
+                // bf16 pieces, each rank's filled with rank + 1.
+                let mut joined = Tensor::zeros([3 * world as i64], (Kind::BFloat16, Device::Cpu));
+                let _ = joined
+                    .narrow(0, 3 * rank as i64, 3)
+                    .fill_(rank as f64 + 1.0);
+                ring.all_gather(&mut joined).unwrap();
+                let bad = ring.reduce_scatter_sum(
+                    &input,
+                    &mut Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+                );
+                assert!(
+                    bad.unwrap_err()
+                        .to_string()
+                        .contains("one equal piece per rank")
+                );
+                (
+                    Vec::<f32>::try_from(&mine).unwrap(),
+                    Vec::<f32>::try_from(&joined.to_kind(Kind::Float)).unwrap(),
+                )
+            });
+            let want_joined: Vec<f32> = (0..world).flat_map(|r| [r as f32 + 1.0; 3]).collect();
+            for (rank, (mine, joined)) in results.iter().enumerate() {
+                for (j, got) in mine.iter().enumerate() {
+                    let want: f32 = (0..world)
+                        .map(|r| input(r, piece * world)[rank * piece + j])
+                        .sum();
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "world {world} rank {rank}: {got} vs {want}"
+                    );
+                }
+                assert_eq!(joined, &want_joined, "world {world} rank {rank}");
             }
         }
     }

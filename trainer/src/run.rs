@@ -35,6 +35,7 @@ use crate::schedule::LrSchedule;
 use crate::step::{StepOutput, StepSettings, train_step};
 use inputs::Inputs;
 pub(crate) use inputs::train_device;
+pub use start::effective_sharding;
 use start::{Begun, Placement};
 
 #[derive(Clone, Debug, Default)]
@@ -335,16 +336,20 @@ impl<'a> Run<'a> {
         let due = done == self.plan.total_steps
             || every.every_steps.is_some_and(|n| done.is_multiple_of(n))
             || (every.every_epoch && self.plan.ends_epoch(step));
-        if !(due || stop) || !self.at.is_leader() {
+        if !(due || stop) {
             return Ok(());
         }
+        // Sharded, every rank sends its range of the optimizer state.
+        let Some(optimizer_state) = self.optimizer.gather_state(&mut *self.collective)? else {
+            return Ok(());
+        };
         if due {
             self.record_monitor(done)?;
         }
         // The probe runs on rank 0 alone; the other ranks meanwhile wait in
         // the next step's all-reduce (no timeout).
         let baselines = self.measure_baselines(done)?;
-        self.publish_checkpoint(step, baselines.as_ref())
+        self.publish_checkpoint(step, baselines.as_ref(), &optimizer_state)
     }
 
     /// Greedy train accuracy of the monitor examples (rank 0), into the
@@ -425,6 +430,7 @@ impl<'a> Run<'a> {
         &mut self,
         step: u64,
         baselines: Option<&CheckpointBaselines>,
+        optimizer_state: &[(String, Tensor)],
     ) -> Result<()> {
         let done = step + 1;
         let state = ResumeState {
@@ -447,7 +453,7 @@ impl<'a> Run<'a> {
             self.at.rank,
             &self.model,
             &self.inputs.tokenizer,
-            &self.optimizer,
+            optimizer_state,
             &state,
             &records,
             c.max_shard_bytes,

@@ -5,7 +5,9 @@
 //! backward of (summed NLL of its completion tokens / completion tokens of the
 //! whole global batch), so gradients add up to the global mean whatever the
 //! split. Then the gradients are gathered into the optimizer's flat buffer,
-//! all-reduced across ranks, clipped, and applied.
+//! summed across ranks (all-reduced, or reduce-scattered under zero2),
+//! clipped, and applied (sharded: each rank updates its range and the
+//! weights are all-gathered, within "update").
 
 use std::time::Instant;
 
@@ -132,12 +134,12 @@ pub fn train_step_timed(
     }
     optimizer.gather_grads();
     lap(3);
-    collective.all_reduce_sum(optimizer.grads_mut())?;
+    optimizer.reduce_grads(collective)?;
     collective.all_reduce_sum(&mut loss_sum)?;
     lap(4);
-    let grad_norm = optimizer.clip_grad_norm(settings.max_grad_norm);
+    let grad_norm = optimizer.clip_grad_norm(settings.max_grad_norm, collective)?;
     lap(5);
-    optimizer.step(settings.lr);
+    optimizer.step(settings.lr, collective)?;
     lap(6);
     Ok(StepOutput {
         loss: loss_sum.double_value(&[0]) / scale,

@@ -6,7 +6,7 @@ use premem_core::spec::OptimizerKind;
 use premem_model::batch::{Batch, TokenizedExample, summed_nll};
 use premem_model::{CausalLm, ModelConfig};
 use premem_trainer::baselines::Probe;
-use premem_trainer::optim::{AdamConfig, Optimizer};
+use premem_trainer::optim::{AdamConfig, Optimizer, Partition};
 use tch::{Device, Kind, Tensor};
 
 fn tiny_model(seed: i64) -> CausalLm {
@@ -40,6 +40,7 @@ fn optimizer(model: &CausalLm) -> Optimizer {
             eps: 1e-8,
             weight_decay: 0.0,
         },
+        Partition::WHOLE,
     )
 }
 

@@ -47,6 +47,17 @@ fn setup(dir: &Path) {
 /// Global batch 8 (4 per rank of two), 4 steps an epoch, a checkpoint every
 /// 2 steps.
 fn spec(dir: &Path, output: &str, epochs: u64) -> JobSpec {
+    spec_with(dir, output, epochs, 8, "")
+}
+
+/// [`spec`] with another global batch and `train_extra` lines in [train]
+/// (fp32 weights unless they say otherwise).
+fn spec_with(dir: &Path, output: &str, epochs: u64, batch: usize, train_extra: &str) -> JobSpec {
+    let precision = if train_extra.contains("precision") {
+        ""
+    } else {
+        "precision = \"fp32\""
+    };
     let text = format!(
         r#"
 [run]
@@ -63,11 +74,12 @@ optimizer = "adamw"
 weight_decay = 0.01
 lr = 3e-3
 schedule = {{ type = "cosine", warmup_fraction = 0.1 }}
-batch_size = 8
+batch_size = {batch}
 micro_batch_size = 4
 epochs = {epochs}
-precision = "fp32"
+{precision}
 device = "cpu"
+{train_extra}
 monitor_examples = 2
 monitor_max_new_tokens = 8
 [checkpoint]
@@ -330,6 +342,12 @@ impl Collective for Pretend {
         Err(CollectiveError::Io("no peers".into()))
     }
     fn broadcast(&mut self, _: &mut Tensor, _: usize) -> Result<(), CollectiveError> {
+        Err(CollectiveError::Io("no peers".into()))
+    }
+    fn reduce_scatter_sum(&mut self, _: &Tensor, _: &mut Tensor) -> Result<(), CollectiveError> {
+        Err(CollectiveError::Io("no peers".into()))
+    }
+    fn all_gather(&mut self, _: &mut Tensor) -> Result<(), CollectiveError> {
         Err(CollectiveError::Io("no peers".into()))
     }
 }
@@ -625,5 +643,193 @@ fn an_unreachable_coordinator_is_named() {
     assert!(
         error.contains(&address) && error.contains("RegisterTrainer"),
         "{error}"
+    );
+}
+
+/// `(step, loss, grad_norm)` of every step, from the run's metrics files.
+fn step_metrics(dir: &Path, output: &str) -> Vec<(u64, f64, f64)> {
+    let mut rows = vec![];
+    for entry in std::fs::read_dir(dir.join(output).join("metrics")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let (Some(loss), Some(norm)) = (v["loss"].as_f64(), v["grad_norm"].as_f64()) {
+                rows.push((v["step"].as_u64().unwrap(), loss, norm));
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    rows
+}
+
+/// Trains `spec` undisturbed on `world` ranks; checks that every rank
+/// ends with the same weights and returns the steps trained.
+fn run_calm(world: usize, spec: &JobSpec) -> u64 {
+    let outcomes = run_ranks(world, spec, |_, _| {
+        (TrainOptions::default(), Observer::default())
+    });
+    for outcome in &outcomes {
+        outcome.result.as_ref().unwrap();
+        assert_eq!(outcome.digest, outcomes[0].digest, "ranks differ");
+    }
+    outcomes[0].result.as_ref().unwrap().steps
+}
+
+/// Global batch 12 (splits over 2 and 3 ranks), clipping at 0.5.
+fn sharded_spec(dir: &Path, output: &str, sharding: &str) -> JobSpec {
+    let extra = format!("sharding = \"{sharding}\"\nmax_grad_norm = 0.5");
+    spec_with(dir, output, 2, 12, &extra)
+}
+
+#[test]
+fn zero1_and_zero2_train_like_unsharded_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    for world in [2, 3] {
+        let none = format!("none-{world}");
+        let steps = run_calm(world, &sharded_spec(tmp.path(), &none, "none"));
+        let want = step_metrics(tmp.path(), &none);
+        assert_eq!(want.len() as u64, steps);
+        assert!(want.iter().any(|r| r.2 > 0.5), "clipping is exercised");
+        for sharding in ["zero1", "zero2"] {
+            let output = format!("{sharding}-{world}");
+            assert_eq!(
+                run_calm(world, &sharded_spec(tmp.path(), &output, sharding)),
+                steps
+            );
+            let got = step_metrics(tmp.path(), &output);
+            let (a, b) = (
+                model_file(tmp.path(), &none, steps),
+                model_file(tmp.path(), &output, steps),
+            );
+            let diff = max_abs_diff(&a, &b);
+            let loss = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g.1 - w.1).abs())
+                .fold(0.0, f64::max);
+            let norm = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g.2 / w.2 - 1.0).abs())
+                .fold(0.0, f64::max);
+            eprintln!(
+                "{sharding} on {world} ranks vs none: weights {diff:e}, loss {loss:e}, relative grad norm {norm:e}"
+            );
+            if sharding == "zero1" {
+                // The same all-reduce, norm and elementwise update: the same bits.
+                assert!(
+                    std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+                    "zero1 weights differ"
+                );
+                assert_eq!(got, want, "zero1 metrics");
+            } else {
+                // The norm is summed from the ranges (in f64), and with more
+                // than two ranks the reduce-scatter adds in another order.
+                assert!(diff <= 1e-6, "zero2 weights {diff}");
+                assert!(loss <= 1e-6, "zero2 loss {loss}");
+                assert!(norm <= 1e-5, "zero2 grad norm {norm}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_broken_off_zero2_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let zero2 = "sharding = \"zero2\"";
+    let steps = run_calm(2, &spec_with(tmp.path(), "full", 2, 8, zero2));
+    assert_eq!(steps, 8);
+    // Rank 1's ring fails after step 3: step 2's checkpoint is the newest.
+    let cut = spec_with(tmp.path(), "cut", 2, 8, zero2);
+    let aborted = run_ranks(2, &cut, |rank, ring| {
+        let observer = Observer {
+            abort_after: (rank == 1).then(|| (3, ring.aborter())),
+            ..Default::default()
+        };
+        (TrainOptions::default(), observer)
+    });
+    assert!(aborted.iter().all(|o| o.result.is_err()));
+    assert_eq!(aborted[0].checkpoints, vec![2]);
+    let resumed = run_ranks(2, &cut, |_, _| (resume(), Observer::default()));
+    for outcome in &resumed {
+        let summary = outcome.result.as_ref().unwrap();
+        assert_eq!((summary.resumed_from, summary.steps), (Some(2), 8));
+    }
+    let (a, b) = (
+        std::fs::read(model_file(tmp.path(), "full", 8)).unwrap(),
+        std::fs::read(model_file(tmp.path(), "cut", 8)).unwrap(),
+    );
+    assert!(a == b, "final weights differ");
+}
+
+#[test]
+fn a_four_rank_zero1_run_continues_on_two_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    let zero1 = "sharding = \"zero1\"";
+    assert_eq!(run_calm(4, &spec_with(tmp.path(), "four", 2, 8, zero1)), 8);
+    // Stopped after step 4 on four ranks, continued on two.
+    let cut = spec_with(tmp.path(), "cut", 2, 8, zero1);
+    let stopped = run_ranks(4, &cut, |rank, _| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let observer = Observer {
+            stop_after: (rank == 3).then(|| (4, stop.clone())),
+            ..Default::default()
+        };
+        let options = TrainOptions {
+            stop: Some(stop),
+            ..Default::default()
+        };
+        (options, observer)
+    });
+    assert_eq!(stopped[0].result.as_ref().unwrap().steps, 4);
+    let resumed = run_ranks(2, &cut, |_, _| (resume(), Observer::default()));
+    for outcome in &resumed {
+        let summary = outcome.result.as_ref().unwrap();
+        assert_eq!((summary.resumed_from, summary.steps), (Some(4), 8));
+    }
+    let diff = max_abs_diff(
+        &model_file(tmp.path(), "four", 8),
+        &model_file(tmp.path(), "cut", 8),
+    );
+    eprintln!("4 ranks vs 4 then 2 ranks (zero1): final weights max abs diff {diff:e}");
+    assert!(diff <= 1e-6, "max abs diff {diff}");
+}
+
+#[test]
+fn bf16_zero2_trains_like_unsharded_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    // No clipping: with two ranks the sums are the same bits, so the fp32
+    // masters and the bf16 weights rounded from them are too.
+    let bf16 = |sharding: &str| format!("precision = \"bf16\"\nsharding = \"{sharding}\"");
+    let steps = run_calm(2, &spec_with(tmp.path(), "none", 2, 8, &bf16("none")));
+    assert_eq!(
+        run_calm(2, &spec_with(tmp.path(), "zero2", 2, 8, &bf16("zero2"))),
+        steps
+    );
+    let bytes = |output: &str| std::fs::read(model_file(tmp.path(), output, steps)).unwrap();
+    assert!(
+        bytes("none") == bytes("zero2"),
+        "bf16 zero2 weights differ from none"
+    );
+    // Broken off after step 3 and resumed: the gathered fp32 master is
+    // restored range by range.
+    let cut = spec_with(tmp.path(), "cut", 2, 8, &bf16("zero2"));
+    let aborted = run_ranks(2, &cut, |rank, ring| {
+        let observer = Observer {
+            abort_after: (rank == 1).then(|| (3, ring.aborter())),
+            ..Default::default()
+        };
+        (TrainOptions::default(), observer)
+    });
+    assert_eq!(aborted[0].checkpoints, vec![2]);
+    let resumed = run_ranks(2, &cut, |_, _| (resume(), Observer::default()));
+    assert!(resumed.iter().all(|o| o.result.is_ok()));
+    assert!(
+        bytes("cut") == bytes("zero2"),
+        "resumed bf16 zero2 weights differ"
     );
 }

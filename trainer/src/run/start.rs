@@ -9,7 +9,7 @@ use std::path::Path;
 
 use premem_core::checkpoint::{self as layout, Area};
 use premem_core::order::DataPlan;
-use premem_core::spec::JobSpec;
+use premem_core::spec::{JobSpec, Sharding};
 use premem_core::{BlockingStore, Store};
 use premem_model::CausalLm;
 use tch::{Device, Kind, Tensor};
@@ -21,7 +21,7 @@ use crate::baselines::{Probe, weights_digest};
 use crate::checkpoint;
 use crate::collective::Collective;
 use crate::error::{Result, TrainError};
-use crate::optim::{AdamConfig, Optimizer};
+use crate::optim::{AdamConfig, Optimizer, Partition};
 
 /// Where and how this rank trains.
 #[derive(Clone, Copy)]
@@ -32,6 +32,18 @@ pub(super) struct Placement {
     /// The weights' element type.
     pub kind: Kind,
     pub adam: AdamConfig,
+    /// This rank's part of the optimizer's buffers.
+    pub partition: Partition,
+}
+
+/// The sharding this run trains with: `train.sharding`, with `auto` taken
+/// as `none` until the memory plan decides it. The one place `auto` is
+/// resolved; `world` is for the plan.
+pub fn effective_sharding(spec: &JobSpec, _world: usize) -> Sharding {
+    match spec.train.sharding {
+        Sharding::Auto => Sharding::None,
+        chosen => chosen,
+    }
 }
 
 impl Placement {
@@ -52,9 +64,13 @@ impl Placement {
                 t.batch_size
             )));
         }
+        let sharding = effective_sharding(spec, world);
+        let partition = Partition::new(sharding, rank, world)?;
+        tracing::info!(rank, world, ?sharding, "optimizer sharding");
         Ok(Placement {
             rank,
             world,
+            partition,
             device,
             kind: weight_kind(t.precision, device),
             adam: AdamConfig {
@@ -124,8 +140,12 @@ pub(super) fn begin(
         begun,
         &format!("restore step {start}"),
     )?;
+    let mut begun = begun;
     if at.world > 1 {
         sync_from_leader(&begun.model, &begun.optimizer, collective)?;
+        if begun.resumed.is_none() {
+            begun.optimizer.master_from_weights();
+        }
     }
     Ok((inputs, plan, begun))
 }
@@ -201,7 +221,7 @@ fn fresh_start(
     minibatches: Option<Vec<Vec<usize>>>,
 ) -> Result<Begun> {
     let model = initial_model(spec, inputs, at.device, at.kind)?;
-    let optimizer = Optimizer::new(trainable(&model), at.adam);
+    let optimizer = Optimizer::new(trainable(&model), at.adam, at.partition);
     let (probe, init_digest) = match minibatches {
         Some(minibatches) => (
             Some(Probe::new(
@@ -265,7 +285,7 @@ fn begin_follower(spec: &JobSpec, start: u64, inputs: &Inputs, at: Placement) ->
         (restored.model, restored.optimizer)
     } else {
         let model = initial_model(spec, inputs, at.device, at.kind)?;
-        let optimizer = Optimizer::new(trainable(&model), at.adam);
+        let optimizer = Optimizer::new(trainable(&model), at.adam, at.partition);
         (model, optimizer)
     };
     Ok(Begun {
@@ -326,7 +346,7 @@ fn restore_step(
             state.weight_dtype, spec.train.precision
         )));
     }
-    let mut optimizer = Optimizer::new(trainable(&restored.model), at.adam);
+    let mut optimizer = Optimizer::new(trainable(&restored.model), at.adam, at.partition);
     optimizer
         .restore(&state.layout, &restored.optimizer_state, state.step as i64)
         .map_err(|e| refuse(e.to_string()))?;
@@ -394,10 +414,11 @@ fn sync_from_leader(
     tch::no_grad(|| {
         // Sorted by name: the same order on every rank. With fp32 weights the
         // optimizer's master buffer is the weights; otherwise its fp32 master
-        // is among the state tensors.
+        // is among the state tensors, unless sharded (each rank holds its
+        // own range of the state).
         let tensors = trainable(model)
             .into_values()
-            .chain(optimizer.state_tensors().into_iter().map(|(_, t)| t));
+            .chain(optimizer.replicated_state().into_iter().map(|(_, t)| t));
         for mut tensor in tensors {
             collective.broadcast(&mut tensor, 0)?;
         }
