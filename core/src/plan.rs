@@ -322,6 +322,14 @@ pub fn check_job(
     Ok(Some(plan.check(&shape, &spec.run.name)?))
 }
 
+/// Checks a job against the memory its spec declares (`train.gpu_memory`),
+/// where no device can be asked: the coordinator on SubmitJob, a sweep
+/// submitted to a remote cluster.
+pub fn check_declared(spec: &JobSpec) -> Result<Option<Stage>, Refusal> {
+    let memory = spec.train.gpu_memory;
+    check_job(spec, spec_wants_cuda(spec, memory.is_some()), memory)
+}
+
 /// Whether a job's trainers run on CUDA, as far as the spec says without a
 /// device at hand: `cuda`/`cuda:N`, or `auto` when the caller knows a GPU
 /// (`gpu_present`).

@@ -72,6 +72,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(config) => JobSpec::from_file(config)?,
         None => default_job()?,
     };
+    crate::fit::check_local(&spec)?;
     let name = spec.run.name.clone();
     let workdir = args
         .workdir

@@ -111,6 +111,14 @@ pub fn evaluator_lines(plan: &JobPlan, e: &EvaluatorPlan) -> String {
     );
     row(&mut out, "logits", [gib(e.logits)]);
     row(&mut out, "total", [gib(e.total())]);
+    if let Some(usable) = plan.usable() {
+        let fits = if e.total() <= usable { "yes" } else { "no" };
+        row(
+            &mut out,
+            &format!("fits in {} GiB", gib(usable)),
+            [fits.to_string()],
+        );
+    }
     out
 }
 
