@@ -606,9 +606,16 @@ def premem_binary() -> str | None:
 
 def check_spec_with_premem(binary: str, r: Rendered, facts: dict[str, Any]) -> None:
     """`premem sweep --dry-run` parses and validates the spec like a submit
-    would; a job spec is wrapped as the base job of a one-run sweep whose
+    would, and checks each run fits its GPUs; a job spec is wrapped as the base job of a one-run sweep whose
     trainer pool is the StatefulSet, so it also checks the run fits the pool."""
     with tempfile.TemporaryDirectory(prefix="premem-chart-") as tmp:
+        # The dry run also checks that every run fits the GPUs the spec
+        # declares (train.gpu_memory): it sizes the model from its
+        # config.json, which examples/configs holds for the paper's models.
+        for config in (ROOT / "examples" / "configs").glob("*.json"):
+            model = Path(tmp) / "models" / config.stem
+            model.mkdir(parents=True)
+            shutil.copy(config, model / "config.json")
         spec_path = Path(tmp) / facts["spec_file"]
         spec_path.write_text(facts["spec_text"])
         target = spec_path
