@@ -38,6 +38,12 @@ pub struct TrainerArgs {
     /// No progress bar on rank 0 (log lines instead).
     #[arg(long)]
     no_progress: bool,
+    /// This process's index among the trainer ranks of its host (0..GPUs):
+    /// with train.device auto or cuda it trains on cuda:LOCAL_RANK. `premem
+    /// run` sets it for each rank; on Kubernetes, a pod with several GPUs
+    /// sets it for each of its trainers.
+    #[arg(long, env = "PREMEM_LOCAL_RANK")]
+    local_rank: Option<usize>,
 }
 
 pub fn run(args: TrainerArgs) -> Result<()> {
@@ -51,6 +57,7 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         stop: Some(stop_flag()?),
         heartbeat: Duration::from_secs_f64(args.heartbeat),
         connect_timeout: Duration::from_secs(600),
+        local_rank: args.local_rank,
     };
     let (Some(job), Some(rank)) = (args.job.clone(), args.rank) else {
         options.trainer = args.name.clone().unwrap_or_else(host_name);
