@@ -13,6 +13,7 @@ mod client;
 mod cmd;
 mod device;
 mod fit;
+mod host_ranks;
 mod local_cluster;
 mod process;
 mod watch;

@@ -42,11 +42,21 @@ pub struct TrainerArgs {
     /// with train.device auto or cuda it trains on cuda:LOCAL_RANK. `premem
     /// run` sets it for each rank; on Kubernetes, a pod with several GPUs
     /// sets it for each of its trainers.
-    #[arg(long, env = "PREMEM_LOCAL_RANK")]
+    #[arg(long, env = "PREMEM_LOCAL_RANK", conflicts_with = "local_ranks")]
     local_rank: Option<usize>,
+    /// Start this many pool trainers, one per GPU of the host (local ranks
+    /// 0..N, named <name>-<local rank>), pass SIGTERM on to them and wait for
+    /// all: the launcher of a pod that holds every GPU of a node.
+    #[arg(long, conflicts_with = "job", value_parser = clap::value_parser!(u16).range(1..))]
+    local_ranks: Option<u16>,
 }
 
 pub fn run(args: TrainerArgs) -> Result<()> {
+    if let Some(ranks) = args.local_ranks {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let name = args.name.clone().unwrap_or_else(host_name);
+        return crate::host_ranks::run(&argv, &name, ranks as usize);
+    }
     let mut options = premem_trainer::node::NodeOptions {
         coordinator: args.connect.config()?,
         job: String::new(),
