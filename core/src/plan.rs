@@ -288,6 +288,27 @@ pub fn resolve_sharding(
     }
 }
 
+/// [`resolve_sharding`] for a trainer rank that knows its world size, its
+/// device (`cuda`) and that device's total memory (`None` on the CPU):
+/// sizes the model from its config.json. The one call the trainer needs
+/// to resolve `train.sharding = "auto"`.
+pub fn resolve_sharding_for_rank(
+    spec: &JobSpec,
+    world_size: usize,
+    cuda: bool,
+    gpu_memory: Option<ByteSize>,
+) -> Result<Stage, PlanError> {
+    if let Some(stage) = Stage::of(spec.train.sharding) {
+        return Ok(stage);
+    }
+    let shape = ModelShape::for_model(&spec.model)?;
+    let mut sized = spec.clone();
+    sized.cluster.trainers = world_size.max(1);
+    let kind = WeightKind::for_precision(spec.train.precision, cuda);
+    let settings = PlanSettings::for_job(&sized, kind);
+    Ok(resolve_sharding(&shape, &settings, gpu_memory))
+}
+
 /// Why a job is not started: its model cannot be sized, or it does not fit.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -483,6 +504,58 @@ mod tests {
             resolve_sharding(&shape, &paper_settings(8, Sharding::Zero1), memory),
             Stage::Zero1
         );
+    }
+
+    #[test]
+    fn a_rank_resolves_auto_from_the_jobs_config_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("llama.json");
+        std::fs::write(&config, shape::tests::LLAMA3_8B).unwrap();
+        let text = format!(
+            r#"
+[run]
+name = "j"
+output = "out"
+[model]
+config = "{}"
+tokenizer = "tokenizer.json"
+[data.train]
+path = "train.jsonl"
+format = "gsm8k"
+[train]
+lr = 1e-5
+schedule = {{ type = "constant" }}
+batch_size = 128
+micro_batch_size = 4
+activation_checkpointing = "layers"
+"#,
+            config.display()
+        );
+        let mut spec = JobSpec::from_toml(&text, Path::new("job.toml")).unwrap();
+        let gpu = Some(ByteSize(80 * GIB));
+        assert_eq!(
+            resolve_sharding_for_rank(&spec, 8, true, gpu).unwrap(),
+            Stage::Zero2
+        );
+        assert_eq!(
+            resolve_sharding_for_rank(&spec, 16, true, gpu).unwrap(),
+            Stage::Zero1
+        );
+        assert_eq!(
+            resolve_sharding_for_rank(&spec, 8, false, None).unwrap(),
+            Stage::None
+        );
+        spec.train.sharding = Sharding::Zero1;
+        assert_eq!(
+            resolve_sharding_for_rank(&spec, 8, true, gpu).unwrap(),
+            Stage::Zero1
+        );
+        spec.train.sharding = Sharding::Auto;
+        spec.model.config = Some("absent.json".into());
+        let err = resolve_sharding_for_rank(&spec, 8, true, gpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absent.json"), "{err}");
     }
 
     #[test]

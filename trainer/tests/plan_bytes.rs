@@ -13,7 +13,7 @@ use premem_model::{CausalLm, ModelConfig};
 use premem_trainer::optim::{AdamConfig, Optimizer};
 use tch::{Device, Kind, Tensor};
 
-const CONFIGS: [&str; 5] = [
+const CONFIGS: [&str; 6] = [
     r#"{"model_type": "llama", "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}"#,
     r#"{"model_type": "llama", "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
@@ -23,9 +23,12 @@ const CONFIGS: [&str; 5] = [
         "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 1}"#,
     r#"{"model_type": "mistral", "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "head_dim": 16}"#,
+        "head_dim": 16, "attention_bias": true, "mlp_bias": true}"#,
     r#"{"model_type": "gemma2", "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
         "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1}"#,
+    r#"{"model_type": "gemma2", "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "head_dim": 8,
+        "attention_bias": true, "tie_word_embeddings": false}"#,
 ];
 
 /// Bytes of the union of the tensors' memory: views into one buffer count

@@ -97,7 +97,12 @@ impl ModelShape {
                 )));
             }
         };
-        let attention_bias = hf.attention_bias.unwrap_or(false);
+        // model/src/families: Llama and Gemma2 read `attention_bias` (q/k/v
+        // and o), Qwen2 always has a q/k/v bias, Mistral none; only Llama
+        // reads `mlp_bias`.
+        let family = hf.model_type.as_str();
+        let attention_bias =
+            matches!(family, "llama" | "gemma2") && hf.attention_bias.unwrap_or(false);
         let shape = ModelShape {
             vocab_size: hf.vocab_size,
             hidden_size: hf.hidden_size,
@@ -111,9 +116,9 @@ impl ModelShape {
                 hf.hidden_size / hf.num_attention_heads.max(1)
             }),
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(gemma2),
-            qkv_bias: hf.model_type == "qwen2" || attention_bias,
-            o_bias: attention_bias && hf.model_type != "qwen2" && hf.model_type != "mistral",
-            mlp_bias: hf.model_type == "llama" && hf.mlp_bias.unwrap_or(false),
+            qkv_bias: family == "qwen2" || attention_bias,
+            o_bias: attention_bias,
+            mlp_bias: family == "llama" && hf.mlp_bias.unwrap_or(false),
             norms_per_layer: if gemma2 { 4 } else { 2 },
             eager_attention: gemma2 && hf.attn_logit_softcapping.is_some(),
         };
