@@ -12,6 +12,8 @@ mod bench_train;
 mod client;
 mod cmd;
 mod device;
+mod fit;
+mod host_ranks;
 mod local_cluster;
 mod process;
 mod watch;
@@ -62,6 +64,11 @@ enum Command {
     /// Measure throughput (see benches/README.md).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Print the GPU memory a job needs per trainer rank and per evaluator
+    /// (weights, gradients, fp32 master, moments, activations, logits, KV
+    /// cache) under each sharding, the ZeRO paper's figures beside them, and
+    /// the sharding `auto` picks; exits non-zero when the job does not fit.
+    Plan(cmd::plan::PlanArgs),
     /// Finetune a model as a job spec (TOML) says; checkpoints and metrics go
     /// to the spec's run.output. SIGTERM or Ctrl-C checkpoints and stops.
     Train(cmd::train::TrainArgs),
@@ -117,6 +124,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Model(command) => cmd::model::run(command),
         Command::Data(command) => cmd::data::run(command),
+        Command::Plan(args) => cmd::plan::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Bench(command) => cmd::bench::run(command),
         Command::Eval(args) => cmd::eval::run(args),

@@ -398,6 +398,46 @@ async fn every_call_needs_the_right_token() {
     running.stop().await.unwrap();
 }
 
+/// Llama-3-8B's config.json (the keys that size it).
+const LLAMA3_8B: &str = r#"{"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
+    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "tie_word_embeddings": false}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_does_not_fit_its_declared_gpus_is_refused_before_any_rank_starts() {
+    let fixture = Fixture::new();
+    std::fs::write(fixture.dir.path().join("llama3-8b.json"), LLAMA3_8B).unwrap();
+    let running = start(fixture.options()).await.unwrap();
+    let mut client = connect(&running);
+    let mut spec = fixture.spec(2);
+    spec["model"]["config"] = fixture.path("llama3-8b.json").into();
+    spec["train"]["device"] = "cuda".into();
+    spec["train"]["precision"] = "bf16".into();
+    spec["train"]["gpu_memory"] = "80GiB".into();
+    spec["train"]["batch_size"] = 8.into();
+    spec["cluster"]["trainers"] = 1.into();
+    let refused = client
+        .submit_job(v1::SubmitJobRequest {
+            spec_json: spec.to_string(),
+        })
+        .await
+        .map(tonic::Response::into_inner);
+    for part in [
+        "job 'grpc-job' does not fit in 80.00 GiB",
+        "sharding: zero2 (auto: none fits, the most sharded) needs",
+        "72.00 GiB usable",
+        "settings that would fit:",
+        "cluster.trainers = 4",
+    ] {
+        assert_refused(refused.clone(), Code::FailedPrecondition, part);
+    }
+    // Eight ranks under zero2 fit: the same job is taken.
+    spec["cluster"]["trainers"] = 8.into();
+    spec["train"]["sharding"] = "zero2".into();
+    assert!(submit(&mut client, spec.to_string()).await.created);
+    running.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitting_is_idempotent_and_bad_specs_are_refused() {
     let fixture = Fixture::new();

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod files;
 pub mod order;
+pub mod plan;
 pub mod pm;
 pub mod provenance;
 pub mod results;

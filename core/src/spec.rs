@@ -173,10 +173,18 @@ pub struct TrainSpec {
     /// the training hash: it changes the loss's summation order only.
     #[serde(default)]
     pub loss_chunk_tokens: Option<usize>,
+    /// Memory of each trainer's and evaluator's GPU (`"80GiB"`, `"141GB"`),
+    /// for the memory plan where the device cannot be asked: the
+    /// coordinator, a planning machine without the GPUs. A trainer with a
+    /// CUDA device uses the device's own figure. Not part of the training
+    /// hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<crate::plan::ByteSize>,
 }
 
 /// `train.sharding`: ZeRO stages over the flat fp32 buffers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Sharding {
     /// Every rank holds the whole master, moments and gradient.
@@ -194,6 +202,7 @@ pub enum Sharding {
 
 /// `train.activation_checkpointing`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ActivationCheckpointing {
     /// Keep every activation backward needs.

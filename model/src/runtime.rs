@@ -117,6 +117,29 @@ pub fn parse_device(name: &str) -> Result<tch::Device, String> {
     Ok(device)
 }
 
+/// The device name one of several ranks on a host uses: with a local rank
+/// (its index among the host's ranks) and `train.device` `auto` or `cuda`,
+/// the GPU of that index, `cuda:{local_rank}`, so that the ranks of a
+/// multi-GPU host each take their own GPU. `cpu`, `cuda:N`, and `auto` on
+/// a host without CUDA devices (`cuda_devices` = 0) stay as they are.
+pub fn local_device_name(device: &str, local_rank: Option<usize>, cuda_devices: usize) -> String {
+    match (device, local_rank) {
+        ("cuda", Some(rank)) => format!("cuda:{rank}"),
+        ("auto", Some(rank)) if cuda_devices > 0 => format!("cuda:{rank}"),
+        _ => device.to_string(),
+    }
+}
+
+/// CUDA devices libtorch sees (0 without CUDA).
+pub fn cuda_device_count() -> usize {
+    init();
+    if tch::Cuda::is_available() {
+        tch::Cuda::device_count() as usize
+    } else {
+        0
+    }
+}
+
 /// The directory of the `libtorch_cpu.so` mapped into this process.
 pub fn libtorch_dir() -> Option<PathBuf> {
     loaded_library("libtorch_cpu.so").and_then(|p| p.parent().map(Path::to_path_buf))

@@ -11,6 +11,7 @@ pub mod evaluator;
 pub mod generate;
 pub mod jobs;
 pub mod model;
+pub mod plan;
 pub mod report;
 pub mod run;
 pub mod sweep;

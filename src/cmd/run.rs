@@ -72,6 +72,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(config) => JobSpec::from_file(config)?,
         None => default_job()?,
     };
+    crate::fit::check_local(&spec)?;
     let name = spec.run.name.clone();
     let workdir = args
         .workdir
@@ -117,6 +118,23 @@ fn drive(
     jobs.watch_job(&spec.run.name, stop, &mut || cluster.supervise())
 }
 
+/// Whether the trainer ranks go one per GPU of this host (`--local-rank`:
+/// rank r on cuda:r): a CUDA host and `train.device` `auto` or `cuda`. A
+/// host with fewer GPUs than ranks is refused rather than doubling ranks up
+/// on a GPU the memory plan sized for one.
+fn one_rank_per_gpu(spec: &JobSpec) -> Result<bool> {
+    let gpus = premem_model::runtime::cuda_device_count();
+    let placed = gpus > 0 && matches!(spec.train.device.as_str(), "auto" | "cuda");
+    if placed && spec.cluster.trainers > gpus {
+        bail!(
+            "job '{}': cluster.trainers is {} but this host has {gpus} CUDA device(s); premem run places one rank per GPU (lower cluster.trainers, or run the ranks on several hosts with premem trainer)",
+            spec.run.name,
+            spec.cluster.trainers
+        );
+    }
+    Ok(placed)
+}
+
 /// The spec's trainer ranks and (when it evaluates) evaluators.
 fn add_workers(args: &RunArgs, spec: &JobSpec, cluster: &mut LocalCluster) -> Result<()> {
     let name = &spec.run.name;
@@ -124,8 +142,9 @@ fn add_workers(args: &RunArgs, spec: &JobSpec, cluster: &mut LocalCluster) -> Re
     // ranks (which run together) and give each evaluator one thread, rather
     // than letting each libtorch take every core.
     let threads = cores() / spec.cluster.trainers.max(1);
+    let on_gpus = one_rank_per_gpu(spec)?;
     for rank in 0..spec.cluster.trainers {
-        let args = vec![
+        let mut args = vec![
             "trainer".to_string(),
             "--job".into(),
             name.clone(),
@@ -133,6 +152,9 @@ fn add_workers(args: &RunArgs, spec: &JobSpec, cluster: &mut LocalCluster) -> Re
             rank.to_string(),
             "--no-progress".into(),
         ];
+        if on_gpus {
+            args.extend(["--local-rank".into(), rank.to_string()]);
+        }
         cluster.add(
             &format!("trainer rank {rank}"),
             &format!("trainer-{rank}"),

@@ -34,7 +34,7 @@ pub struct SweepArgs {
     /// Skip the report at the end.
     #[arg(long)]
     no_report: bool,
-    /// Print the runs and exit.
+    /// Print the runs, check that each fits its GPUs, and exit.
     #[arg(long)]
     dry_run: bool,
     /// Submit to the coordinator of --coordinator (a running cluster) and
@@ -78,10 +78,19 @@ pub fn run(args: SweepArgs) -> Result<()> {
     for run in &runs {
         println!("  {}  {}", run.name, overrides_text(run));
     }
+    let specs: Vec<JobSpec> = runs.iter().map(|r| r.spec.clone()).collect();
+    // Before anything starts: every run must fit (a remote cluster's GPUs
+    // are known only as the spec declares them; its coordinator checks too).
+    for spec in &specs {
+        if args.remote {
+            premem_core::plan::check_declared(spec)?;
+        } else {
+            crate::fit::check_local(spec)?;
+        }
+    }
     if args.dry_run {
         return Ok(());
     }
-    let specs: Vec<JobSpec> = runs.iter().map(|r| r.spec.clone()).collect();
     let stop = stop_flag()?;
     let statuses = if args.remote {
         run_remote(&args, &specs, &stop)?

@@ -21,6 +21,7 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let spec = premem_core::JobSpec::from_file(&args.config)?;
+    crate::fit::check_single_process(&spec)?;
     // First signal: finish the step, checkpoint, stop. A second one exits
     // at once (code 130).
     let stop = stop_flag()?;

@@ -38,9 +38,25 @@ pub struct TrainerArgs {
     /// No progress bar on rank 0 (log lines instead).
     #[arg(long)]
     no_progress: bool,
+    /// This process's index among the trainer ranks of its host (0..GPUs):
+    /// with train.device auto or cuda it trains on cuda:LOCAL_RANK. `premem
+    /// run` sets it for each rank; on Kubernetes, a pod with several GPUs
+    /// sets it for each of its trainers.
+    #[arg(long, env = "PREMEM_LOCAL_RANK", conflicts_with = "local_ranks")]
+    local_rank: Option<usize>,
+    /// Start this many pool trainers, one per GPU of the host (local ranks
+    /// 0..N, named <name>-<local rank>), pass SIGTERM on to them and wait for
+    /// all: the launcher of a pod that holds every GPU of a node.
+    #[arg(long, conflicts_with = "job", value_parser = clap::value_parser!(u16).range(1..))]
+    local_ranks: Option<u16>,
 }
 
 pub fn run(args: TrainerArgs) -> Result<()> {
+    if let Some(ranks) = args.local_ranks {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let name = args.name.clone().unwrap_or_else(host_name);
+        return crate::host_ranks::run(&argv, &name, ranks as usize);
+    }
     let mut options = premem_trainer::node::NodeOptions {
         coordinator: args.connect.config()?,
         job: String::new(),
@@ -51,6 +67,7 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         stop: Some(stop_flag()?),
         heartbeat: Duration::from_secs_f64(args.heartbeat),
         connect_timeout: Duration::from_secs(600),
+        local_rank: args.local_rank,
     };
     let (Some(job), Some(rank)) = (args.job.clone(), args.rank) else {
         options.trainer = args.name.clone().unwrap_or_else(host_name);

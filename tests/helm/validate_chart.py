@@ -450,16 +450,20 @@ def check_flow(r: Rendered) -> dict[str, Any]:
                 "job mode: PREMEM_RANK is not the pod-index label",
             )
     else:
-        check(world <= replicas, f"pool mode: runs of {world} ranks never fit a pool of {replicas}")
+        per_pod = int(v["trainer"].get("ranksPerPod", 1))
+        check(world <= replicas * per_pod, f"pool mode: runs of {world} ranks never fit a pool of {replicas} x {per_pod}")
+        if per_pod > 1:
+            check(f"--local-ranks {per_pod}" in targv, f"pool mode: {per_pod} ranks a pod but no --local-ranks: {targv}")
         check(
             "--name $(POD_NAME)" in targv and "--job" not in targv,
             f"pool mode: trainer args are not `--name $(POD_NAME)`: {targv}",
         )
     check("--bind-host $(POD_IP)" in targv, f"trainer: the ring listener does not bind the pod IP: {targv}")
     if kind == "sweep":
+        pool = replicas * int(v["trainer"].get("ranksPerPod", 1))
         check(
-            spec["sweep"]["trainers"] == replicas,
-            f"sweep.trainers {spec['sweep']['trainers']} != trainer.replicas {replicas}",
+            spec["sweep"]["trainers"] == pool,
+            f"sweep.trainers {spec['sweep']['trainers']} != trainer.replicas x ranksPerPod {pool}",
         )
         check(
             spec["sweep"]["evaluators"] == v["evaluator"]["replicas"],
@@ -606,9 +610,16 @@ def premem_binary() -> str | None:
 
 def check_spec_with_premem(binary: str, r: Rendered, facts: dict[str, Any]) -> None:
     """`premem sweep --dry-run` parses and validates the spec like a submit
-    would; a job spec is wrapped as the base job of a one-run sweep whose
+    would, and checks each run fits its GPUs; a job spec is wrapped as the base job of a one-run sweep whose
     trainer pool is the StatefulSet, so it also checks the run fits the pool."""
     with tempfile.TemporaryDirectory(prefix="premem-chart-") as tmp:
+        # The dry run also checks that every run fits the GPUs the spec
+        # declares (train.gpu_memory): it sizes the model from its
+        # config.json, which examples/configs holds for the paper's models.
+        for config in (ROOT / "examples" / "configs").glob("*.json"):
+            model = Path(tmp) / "models" / config.stem
+            model.mkdir(parents=True)
+            shutil.copy(config, model / "config.json")
         spec_path = Path(tmp) / facts["spec_file"]
         spec_path.write_text(facts["spec_text"])
         target = spec_path
@@ -637,7 +648,11 @@ def check_spec_with_premem(binary: str, r: Rendered, facts: dict[str, Any]) -> N
 # The value sets ----------------------------------------------------------
 
 
-OVERRIDES = {"evaluator": {"replicas": 7}, "trainer": {"gpus": 4, "replicas": 4}, "image": {"tag": "x"}}
+OVERRIDES = {
+    "evaluator": {"replicas": 7},
+    "trainer": {"gpus": 4, "replicas": 4, "ranksPerPod": 1},
+    "image": {"tag": "x"},
+}
 
 
 def value_sets(gpu: dict[str, Any]) -> list[tuple[str, dict[str, Any], Callable[[Rendered], None] | None]]:
@@ -669,11 +684,21 @@ def value_sets(gpu: dict[str, Any]) -> list[tuple[str, dict[str, Any], Callable[
     def gpu_sweep(r: Rendered) -> None:
         tr = r.component("StatefulSet", "trainer")
         tc = tr["spec"]["template"]["spec"]["containers"][0]
-        check(tr["spec"]["replicas"] * gpu_limit(tc) == 16, "the GPU sweep does not use 2 nodes x 8 GPUs")
+        check(
+            tr["spec"]["replicas"] == 1 and gpu_limit(tc) == 8,
+            "the GPU sweep does not run on one pod holding an 8-GPU node",
+        )
+        targv = " ".join(tc["command"] + tc.get("args", []))
+        check("--local-ranks 8" in targv, f"the GPU sweep's pod does not start 8 local ranks: {targv}")
         _, spec, _ = spec_of(r)
         check(
-            world_size("sweep", spec) == 16 and spec["job"]["cluster"].get("backend") == "nccl",
-            "the GPU sweep's runs are not 16 NCCL ranks",
+            world_size("sweep", spec) == 8 and spec["job"]["cluster"].get("backend") == "nccl",
+            "the GPU sweep's runs are not 8 NCCL ranks",
+        )
+        train = spec["job"]["train"]
+        check(
+            train.get("sharding") in ("auto", "zero2") and train.get("activation_checkpointing") == "layers",
+            f"the GPU sweep is not sized by the memory plan (sharding, checkpointing): {train}",
         )
         ec = r.component("Deployment", "evaluator")["spec"]["template"]["spec"]["containers"][0]
         check(gpu_limit(ec) == 1, "the GPU sweep's evaluators have no GPU")
@@ -749,6 +774,12 @@ def refused(chart_values: dict[str, Any]) -> list[tuple[str, dict[str, Any], str
             "would never start",
         ),
         ("an unknown spec.kind", {"spec": {"kind": "curation"}}, "spec.kind must be"),
+        (
+            "several ranks a pod in job mode",
+            {"trainer": {"mode": "job", "replicas": 2, "ranksPerPod": 2}},
+            'ranksPerPod > 1 needs trainer.mode "pool"',
+        ),
+        ("ranks a pod != GPUs a pod", {"trainer": {"ranksPerPod": 8, "gpus": 4}}, "trainer.gpus must be 8"),
         ("an unknown trainer.mode", {"trainer": {"mode": "gang"}}, "trainer.mode must be"),
         ("TLS without a Secret", {"coordinator": {"tls": {"enabled": True}}}, "tls.secretName"),
         ("an untemplated world size", {"spec": {"tpl": False}}, "not a number"),

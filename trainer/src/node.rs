@@ -59,6 +59,10 @@ pub struct NodeOptions {
     /// How long to keep trying an unreachable coordinator (when registering)
     /// and to wait for the ring's neighbours to connect.
     pub connect_timeout: Duration,
+    /// This process's index among the ranks of its host: with
+    /// `train.device` `auto` or `cuda` it trains on `cuda:{local_rank}`
+    /// (`premem_model::runtime::local_device_name`).
+    pub local_rank: Option<usize>,
 }
 
 /// Runs one rank of `options.job` until the job's training is done (or the
@@ -161,11 +165,18 @@ impl<'a> Node<'a> {
             &self.ring_address,
             &self.stop,
         ))?;
-        let spec = job_spec(
+        let mut spec = job_spec(
             &options.coordinator.address,
             &options.job,
             &registered.spec_json,
         )?;
+        // Placed once, where the spec enters the rank: everything after
+        // (backend, NCCL, the model) reads the one device.
+        spec.train.device = premem_model::runtime::local_device_name(
+            &spec.train.device,
+            options.local_rank,
+            premem_model::runtime::cuda_device_count(),
+        );
         tracing::info!(
             rank = options.rank,
             generation = registered.generation,

@@ -93,6 +93,19 @@ impl Service {
     }
 }
 
+/// Refuses a job that does not fit the GPUs its spec declares
+/// (`train.gpu_memory`) before any trainer loads a weight; reads the model's
+/// config.json, so off the runtime threads.
+async fn check_fits(spec: JobSpec) -> Result<JobSpec, ServiceError> {
+    tokio::task::spawn_blocking(move || {
+        premem_core::plan::check_declared(&spec)
+            .map(|_| spec)
+            .map_err(|e| Refusal::Precondition(e.to_string()).into())
+    })
+    .await
+    .map_err(|e| ServiceError::internal("planning the job's memory", e))?
+}
+
 #[tonic::async_trait]
 impl Coordinator for Service {
     async fn submit_job(
@@ -102,6 +115,7 @@ impl Coordinator for Service {
         let spec_json = request.into_inner().spec_json;
         let spec = validate::spec(&spec_json)?;
         let name = spec.run.name.clone();
+        let spec = check_fits(spec).await?;
         let job = self.build(spec, spec_json).await?;
         self.check_run_writable(&name, &job.spec.run.output).await?;
         let spec_json = job.spec_json.clone();

@@ -163,7 +163,17 @@ of a sweep's base job; 1 (the default) when absent. */}}
 {{- fail (printf "the spec's %strainers is %q, not a number (with spec.tpl false, write the number itself)" (ternary "job.cluster." "cluster." (eq .Values.spec.kind "sweep")) $worldText) }}
 {{- end }}
 {{- $world := $worldText | atoi }}
-{{- $replicas := int .Values.trainer.replicas }}
+{{- $perPod := int (.Values.trainer.ranksPerPod | default 1) }}
+{{- if lt $perPod 1 }}
+{{- fail (printf "trainer.ranksPerPod must be at least 1, not %d" $perPod) }}
+{{- end }}
+{{- if and (gt $perPod 1) (ne (int .Values.trainer.gpus) 0) (ne (int .Values.trainer.gpus) $perPod) }}
+{{- fail (printf "trainer.ranksPerPod %d: each rank takes one GPU of its pod, so trainer.gpus must be %d (or 0 for CPU ranks), not %d" $perPod $perPod (int .Values.trainer.gpus)) }}
+{{- end }}
+{{- if and (gt $perPod 1) (eq .Values.trainer.mode "job") }}
+{{- fail "trainer.ranksPerPod > 1 needs trainer.mode \"pool\" (a pod's ranks are pool trainers named <pod>-<local rank>)" }}
+{{- end }}
+{{- $replicas := mul (int .Values.trainer.replicas) $perPod }}
 {{- if eq .Values.trainer.mode "job" }}
 {{- if eq .Values.spec.kind "sweep" }}
 {{- fail "trainer.mode \"job\" runs one job: a sweep needs trainer.mode \"pool\"" }}
@@ -175,7 +185,7 @@ of a sweep's base job; 1 (the default) when absent. */}}
 {{- fail (printf "trainer.mode \"job\": the spec's cluster.trainers (%d) must equal trainer.replicas (%d)" $world $replicas) }}
 {{- end }}
 {{- else if gt $world $replicas }}
-{{- fail (printf "the spec's runs need %d trainer ranks but the pool has trainer.replicas = %d: they would never start" $world $replicas) }}
+{{- fail (printf "the spec's runs need %d trainer ranks but the pool has %d (trainer.replicas x trainer.ranksPerPod): they would never start" $world $replicas) }}
 {{- end }}
 {{- if and .Values.coordinator.tls.enabled (not .Values.coordinator.tls.secretName) }}
 {{- fail "coordinator.tls.enabled needs coordinator.tls.secretName" }}
