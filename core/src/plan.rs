@@ -54,10 +54,6 @@ pub enum PlanError {
 /// buffers, cuBLAS workspaces and the caching allocator's fragmentation.
 pub const HEADROOM_FRACTION: f64 = 0.10;
 
-/// Tokens per chunk of the chunked loss: the logits of this many tokens (and
-/// their gradient) exist at a time instead of the whole micro-batch's.
-pub const LOSS_CHUNK_TOKENS: u64 = 1024;
-
 /// Elements of the optimizer's update scratch (trainer/src/optim.rs: two
 /// chunks of 2^20 fp32 values).
 const UPDATE_SCRATCH_ELEMENTS: u64 = 2 << 20;
@@ -384,10 +380,12 @@ mod tests {
             rank_batch: 128 / world,
             max_length: 1024,
             kind: WeightKind::Bf16,
+            loss_chunk_tokens: Some(1024),
             eval: Some(EvalLoad {
                 batch_size: 16,
                 samples: 5,
                 sequence: 1024 + 512,
+                scored: 1024,
             }),
         }
     }

@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use premem_core::plan::{ModelShape, ModelStates, Stage, WeightKind};
-use premem_core::spec::OptimizerKind;
+use premem_core::spec::{OptimizerKind, Sharding};
 use premem_model::{CausalLm, ModelConfig};
-use premem_trainer::optim::{AdamConfig, Optimizer};
+use premem_trainer::optim::{AdamConfig, Optimizer, Partition};
 use tch::{Device, Kind, Tensor};
 
 const CONFIGS: [&str; 6] = [
@@ -58,8 +58,9 @@ fn held_bytes(model: &CausalLm, optimizer: &mut Optimizer) -> u64 {
     let variables = model.var_store().variables();
     let mut tensors: Vec<Tensor> = variables.values().map(Tensor::shallow_clone).collect();
     tensors.extend(variables.values().map(Tensor::grad));
-    tensors.extend(optimizer.state_tensors().into_iter().map(|(_, t)| t));
-    tensors.push(optimizer.grads_mut().shallow_clone());
+    // Unsharded: the replicated state is all of it, the local gradient the fp32 buffer.
+    tensors.extend(optimizer.replicated_state().into_iter().map(|(_, t)| t));
+    tensors.push(optimizer.local_grads());
     distinct_bytes(&tensors)
 }
 
@@ -80,7 +81,8 @@ fn plan_bytes_equal_the_tensors_of_a_model_and_its_optimizer() {
             let model_config = ModelConfig::from_json_str(text, Path::new("config.json")).unwrap();
             let model = CausalLm::random(model_config, Device::Cpu, kind, 0);
             let variables = model.var_store().variables().into_iter().collect();
-            let mut optimizer = Optimizer::new(variables, config);
+            let partition = Partition::new(Sharding::None, 0, 1).unwrap();
+            let mut optimizer = Optimizer::new(variables, config, partition);
             assert_eq!(shape.parameters() as i64, optimizer.numel(), "{text}");
             let planned = ModelStates::new(shape.parameters(), weights, Stage::None, 1).total();
             assert_eq!(

@@ -28,25 +28,44 @@ fn training_alternative(shape: &ModelShape, plan: &JobPlan) -> Option<String> {
     let s = &plan.settings;
     let batch = s.rank_batch * s.world_size;
     for checkpointing in [s.checkpointing, ActivationCheckpointing::Layers] {
-        for micro in divisors_down(batch).filter(|m| *m <= s.micro_batch_size) {
-            let trial = PlanSettings {
-                checkpointing,
-                micro_batch_size: micro,
-                ..s.clone()
-            };
-            if let Some(stage) = fitting_stage(shape, plan, trial) {
-                let checkpointing = match checkpointing {
-                    ActivationCheckpointing::None => "none",
-                    ActivationCheckpointing::Layers => "layers",
+        for loss_chunk_tokens in [s.loss_chunk_tokens, Some(SUGGESTED_LOSS_CHUNK)] {
+            for micro in divisors_down(batch).filter(|m| *m <= s.micro_batch_size) {
+                let trial = PlanSettings {
+                    checkpointing,
+                    loss_chunk_tokens,
+                    micro_batch_size: micro,
+                    ..s.clone()
                 };
-                return Some(format!(
-                    "train.sharding = \"{}\" (or \"auto\"), train.activation_checkpointing = \"{checkpointing}\", train.micro_batch_size = {micro}",
-                    stage.name()
-                ));
+                if let Some(stage) = fitting_stage(shape, plan, trial) {
+                    return Some(describe(stage, checkpointing, loss_chunk_tokens, micro));
+                }
             }
         }
     }
     None
+}
+
+/// The chunk of the chunked loss a refusal suggests.
+const SUGGESTED_LOSS_CHUNK: u64 = 1024;
+
+/// The `[train]` settings of a fitting alternative, as a user writes them.
+fn describe(
+    stage: Stage,
+    checkpointing: ActivationCheckpointing,
+    loss_chunk_tokens: Option<u64>,
+    micro: u64,
+) -> String {
+    let checkpointing = match checkpointing {
+        ActivationCheckpointing::None => "none",
+        ActivationCheckpointing::Layers => "layers",
+    };
+    let chunk = loss_chunk_tokens
+        .map(|c| format!(", train.loss_chunk_tokens = {c}"))
+        .unwrap_or_default();
+    format!(
+        "train.sharding = \"{}\" (or \"auto\"), train.activation_checkpointing = \"{checkpointing}\"{chunk}, train.micro_batch_size = {micro}",
+        stage.name()
+    )
 }
 
 /// The fewest ranks (a divisor of the batch, at most 1024) that fit with

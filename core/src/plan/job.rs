@@ -5,8 +5,8 @@
 use std::fmt::Write;
 
 use super::{
-    ByteSize, HEADROOM_FRACTION, LOSS_CHUNK_TOKENS, ModelShape, ModelStates, Stage,
-    UPDATE_SCRATCH_ELEMENTS, WeightKind, activation_bytes, logits_bytes,
+    ByteSize, HEADROOM_FRACTION, ModelShape, ModelStates, Stage, UPDATE_SCRATCH_ELEMENTS,
+    WeightKind, activation_bytes, logits_bytes,
 };
 use crate::spec::{ActivationCheckpointing, JobSpec, Sharding};
 
@@ -24,6 +24,9 @@ pub struct PlanSettings {
     /// every sequence is this long.
     pub max_length: u64,
     pub kind: WeightKind,
+    /// `train.loss_chunk_tokens`: the loss's logits exist for this many
+    /// tokens at a time (`None`: the whole micro-batch's).
+    pub loss_chunk_tokens: Option<u64>,
     /// The evaluator's load; `None` when checkpoints are not evaluated.
     pub eval: Option<EvalLoad>,
 }
@@ -37,6 +40,9 @@ pub struct EvalLoad {
     pub samples: u64,
     /// Prompt tokens at most (the job's `train.max_length`) plus new tokens.
     pub sequence: u64,
+    /// Tokens per example of the perplexity pass (`train.max_length`): its
+    /// logits cover a whole batch of examples at once.
+    pub scored: u64,
 }
 
 impl PlanSettings {
@@ -54,10 +60,12 @@ impl PlanSettings {
             rank_batch: t.batch_size as u64 / world.max(1),
             max_length: t.max_length as u64,
             kind,
+            loss_chunk_tokens: t.loss_chunk_tokens.map(|n| n as u64),
             eval: e.enabled.then(|| EvalLoad {
                 batch_size: e.batch_size as u64,
                 samples: e.sampling.samples as u64,
                 sequence: t.max_length as u64 + e.sampling.max_new_tokens.max(0) as u64,
+                scored: t.max_length as u64,
             }),
         }
     }
@@ -100,7 +108,10 @@ impl RankPlan {
             states: ModelStates::new(params, settings.kind, stage, settings.world_size),
             activations: acts(settings.checkpointing),
             activations_other: acts(other),
-            logits_chunk: logits_bytes(shape, tokens.min(LOSS_CHUNK_TOKENS)),
+            logits_chunk: logits_bytes(
+                shape,
+                settings.loss_chunk_tokens.map_or(tokens, |c| tokens.min(c)),
+            ),
             logits_full: logits_bytes(shape, tokens),
             scratch: 4 * UPDATE_SCRATCH_ELEMENTS.min(params),
         }
@@ -128,7 +139,7 @@ impl EvaluatorPlan {
         EvaluatorPlan {
             weights: shape.parameters() * a,
             kv_cache: shape.num_layers * 2 * shape.kv_dim() * a * rows * load.sequence,
-            logits: logits_bytes(shape, rows.max(LOSS_CHUNK_TOKENS)),
+            logits: logits_bytes(shape, rows.max(load.batch_size * load.scored)),
         }
     }
 

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use premem_core::checkpoint::{self as layout, Area};
 use premem_core::order::DataPlan;
+use premem_core::plan::{self, ByteSize};
 use premem_core::spec::{JobSpec, Sharding};
 use premem_core::{BlockingStore, Store};
 use premem_model::CausalLm;
@@ -36,14 +37,29 @@ pub(super) struct Placement {
     pub partition: Partition,
 }
 
-/// The sharding this run trains with: `train.sharding`, with `auto` taken
-/// as `none` until the memory plan decides it. The one place `auto` is
-/// resolved; `world` is for the plan.
-pub fn effective_sharding(spec: &JobSpec, _world: usize) -> Sharding {
-    match spec.train.sharding {
-        Sharding::Auto => Sharding::None,
-        chosen => chosen,
+/// The sharding this run trains with: `train.sharding`, with `auto`
+/// resolved by the memory plan (`premem_core::plan`) for GPUs of
+/// `train.gpu_memory`, else of this rank's device; with neither (the CPU)
+/// `auto` is `none`. The one place `auto` is resolved. Every rank must see
+/// the same memory to agree: give `train.gpu_memory` when the GPUs differ.
+pub fn effective_sharding(spec: &JobSpec, world: usize, device: Device) -> Result<Sharding> {
+    if spec.train.sharding != Sharding::Auto {
+        return Ok(spec.train.sharding);
     }
+    let device_memory = || match device {
+        Device::Cuda(i) => premem_model::runtime::cuda_devices()
+            .ok()?
+            .into_iter()
+            .find(|d| d.index == i)
+            .map(|d| ByteSize(d.total_memory_bytes)),
+        _ => None,
+    };
+    let Some(memory) = spec.train.gpu_memory.or_else(device_memory) else {
+        return Ok(Sharding::None);
+    };
+    let stage = plan::resolve_sharding_for_rank(spec, world, device.is_cuda(), Some(memory))
+        .map_err(|e| TrainError::Config(format!("train.sharding = \"auto\": {e}")))?;
+    Ok(stage.sharding())
 }
 
 impl Placement {
@@ -64,7 +80,7 @@ impl Placement {
                 t.batch_size
             )));
         }
-        let sharding = effective_sharding(spec, world);
+        let sharding = effective_sharding(spec, world, device)?;
         let partition = Partition::new(sharding, rank, world)?;
         tracing::info!(rank, world, ?sharding, "optimizer sharding");
         Ok(Placement {
