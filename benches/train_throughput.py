@@ -157,6 +157,13 @@ def report(args, p: dict, t: dict) -> None:
     print(f"peak RSS premem/pytorch = {p['peak_rss_mb'] / t['peak_rss_mb']:.3f}")
     if args.device.startswith("cuda") and t["peak_gpu_mib"]:
         print(f"peak GPU memory premem/pytorch = {p['peak_gpu_mib'] / t['peak_gpu_mib']:.3f}")
+    if p.get("planned_rank_bytes"):
+        planned = p["planned_rank_bytes"] / 2**30
+        if args.device.startswith("cuda"):
+            measured, what = p["peak_gpu_mib"] / 1024, "peak GPU memory"
+        else:
+            measured, what = p["peak_rss_mb"] * 1e6 / 2**30, "peak RSS (with the process's fixed cost)"
+        print(f"memory plan {planned:.2f} GiB, premem {what} {measured:.2f} GiB (measured/plan = {measured / planned:.3f})")
     if args.peak_tflops > 0:
         flops = 6 * p["parameters"]
         print(f"MFU premem {flops * p['tokens_per_s'] / (args.peak_tflops * 1e12):.1%}, "

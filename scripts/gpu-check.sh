@@ -78,5 +78,19 @@ for size in $train_sizes; do
         --dtype "$dtype" --warmup 3 --steps 10 --peak-tflops "$peak" --stages
 done
 
+# Issue 17: zero1/zero2 take their code paths at world size 1 and agree with
+# none on the device; the 1B run above prints the memory plan beside the
+# measured peak GPU memory (acceptance: within 15 %).
+if [ "$device" = cuda ]; then small=llama-0.5b; else small=llama-tiny; fi
+for sharding in none zero1 zero2; do
+    check "shard-$sharding" 300 "$premem" bench train --config "benches/$small.json" --batch-size 4 \
+        --micro-batch-size 2 --seq-len 256 --warmup-steps 0 --steps 3 --device "$device" --sharding "$sharding"
+done
+check shard-agree 30 "$python" -c '
+import json, sys
+loss = {s: json.loads(open(f"'"$out"'/shard-{s}.log").read().strip().splitlines()[-1])["final_loss"] for s in ("none", "zero1", "zero2")}
+print(loss)
+sys.exit(0 if all(abs(v - loss["none"]) <= 1e-4 * abs(loss["none"]) for v in loss.values()) else 1)'
+
 echo "gpu-check: $failures check(s) failed; logs in $out/"
 [ "$failures" -eq 0 ]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use premem_core::spec::OptimizerKind;
+use premem_core::spec::{OptimizerKind, Sharding};
 use premem_model::{CausalLm, ModelConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -28,6 +28,12 @@ pub struct BenchSettings {
     pub stages: bool,
     /// Activation checkpointing and the chunked loss.
     pub loss: LossOptions,
+    /// How the optimizer's buffers are split (one rank: zero1/zero2 run
+    /// their code paths over the whole range).
+    pub sharding: Sharding,
+    /// The memory plan's bytes for this setting, reported beside the
+    /// measured peak.
+    pub planned_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -41,6 +47,12 @@ pub struct BenchResult {
     /// Seconds per step in each stage (with `stages`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages: Option<BTreeMap<&'static str, f64>>,
+    /// Mean loss of the last step (compares shardings at one rank).
+    pub final_loss: f64,
+    /// The memory plan's bytes of one rank for this setting
+    /// (`premem_core::plan`), to compare with the measured peak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned_rank_bytes: Option<u64>,
 }
 
 pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<BenchResult> {
@@ -55,7 +67,7 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
             eps: 1e-8,
             weight_decay: 0.0,
         },
-        Partition::WHOLE,
+        Partition::new(settings.sharding, 0, 1)?,
     );
     let examples = random_examples(vocab, settings);
     let settings_step = StepSettings {
@@ -71,6 +83,7 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
     };
     let mut timed = 0.0;
     let mut clock = StageClock::new(settings.device);
+    let mut final_loss = f64::NAN;
     for step in 0..settings.warmup_steps + settings.steps {
         sync();
         let started = Instant::now();
@@ -79,20 +92,23 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
             Batch::collate(&refs, 0, settings.device)
         });
         let timing = settings.stages && step >= settings.warmup_steps;
-        train_step_timed(
+        final_loss = train_step_timed(
             &model,
             &mut optimizer,
             micro_batches,
             &settings_step,
             &mut SingleProcess,
             timing.then_some(&mut clock),
-        )?;
+        )?
+        .loss;
         sync();
         if step >= settings.warmup_steps {
             timed += started.elapsed().as_secs_f64();
         }
     }
-    Ok(result(settings, optimizer.numel(), timed, &clock))
+    let mut result = result(settings, optimizer.numel(), timed, &clock);
+    result.final_loss = final_loss;
+    Ok(result)
 }
 
 /// `batch_size` sequences of `seq_len` random tokens (seeded), the loss on
@@ -132,5 +148,7 @@ fn result(
         stages: settings
             .stages
             .then(|| clock.stages().map(|(k, s)| (k, per_step(s))).collect()),
+        final_loss: f64::NAN,
+        planned_rank_bytes: settings.planned_bytes,
     }
 }

@@ -74,6 +74,48 @@ fn bench_train_stages_account_for_the_step() {
 }
 
 #[test]
+fn bench_train_shardings_agree_at_one_rank_and_report_the_plan() {
+    let run = |sharding: &str| -> serde_json::Value {
+        let out = premem(&[
+            "bench",
+            "train",
+            "--config",
+            "benches/llama-tiny.json",
+            "--batch-size",
+            "2",
+            "--micro-batch-size",
+            "1",
+            "--seq-len",
+            "16",
+            "--warmup-steps",
+            "0",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--sharding",
+            sharding,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_str(text(&out.stdout).trim()).expect("one JSON line")
+    };
+    let none = run("none");
+    let loss = none["final_loss"].as_f64().unwrap();
+    assert!(loss > 0.0);
+    // 4.2M fp32 parameters: weights, .grad bucket and two moments at least.
+    let planned = none["planned_rank_bytes"].as_u64().unwrap();
+    assert!(planned >= 16 * 4_196_608, "{planned}");
+    for sharding in ["zero1", "zero2"] {
+        let other = run(sharding);
+        let got = other["final_loss"].as_f64().unwrap();
+        assert!(
+            (got - loss).abs() <= 1e-6 * loss,
+            "{sharding}: {got} vs {loss}"
+        );
+    }
+}
+
+#[test]
 fn generate_prints_one_completion_per_prompt_and_sample() {
     let out = premem(&[
         "generate",

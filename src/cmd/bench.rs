@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use premem_core::SamplingSpec;
+use premem_core::plan::{ModelShape, PlanSettings, RankPlan, Stage, WeightKind};
+use premem_core::spec::{ActivationCheckpointing, Sharding};
 use premem_model::batch::LossOptions;
 use premem_model::{CausalLm, ModelConfig, Prompt, Stop};
 use tch::{Device, Kind};
@@ -45,38 +47,7 @@ pub enum BenchCommand {
     },
     /// Training steps on random tokens (AdamW, clipping, the real step):
     /// tokens/s after warm-up. Prints one JSON line.
-    Train {
-        /// A Hugging Face config.json (the model is randomly initialised).
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long, default_value_t = 8)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 8)]
-        micro_batch_size: usize,
-        #[arg(long, default_value_t = 512)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 3)]
-        warmup_steps: usize,
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
-        /// auto, cpu, cuda or cuda:N.
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// Weight dtype: auto (bf16 with fp32 master on CUDA, f32 on the CPU), f32, bf16.
-        #[arg(long, value_enum, default_value_t = DType::Auto)]
-        dtype: DType,
-        /// Also time each stage of a step (forward, loss, backward, gather,
-        /// all_reduce, clip, update), synchronising the device between them.
-        #[arg(long)]
-        stages: bool,
-        /// Keep only each decoder layer's input and recompute the layer in
-        /// backward (train.activation_checkpointing = "layers").
-        #[arg(long)]
-        activation_checkpointing: bool,
-        /// Score the loss this many tokens at a time (train.loss_chunk_tokens).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-        loss_chunk_tokens: Option<u64>,
-    },
+    Train(TrainBench),
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -146,42 +117,119 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 })
             );
         }
-        BenchCommand::Train {
-            config,
-            batch_size,
-            micro_batch_size,
-            seq_len,
-            warmup_steps,
-            steps,
-            device,
-            dtype,
-            stages,
-            activation_checkpointing,
-            loss_chunk_tokens,
-        } => {
-            let device = parse_device(&device)?;
-            if batch_size == 0 || micro_batch_size == 0 || seq_len < 2 || steps == 0 {
-                bail!(
-                    "--batch-size, --micro-batch-size and --steps must be positive, --seq-len at least 2"
-                );
-            }
-            let settings = bench_train::BenchSettings {
-                batch_size,
-                micro_batch_size,
-                seq_len,
-                warmup_steps,
-                steps,
-                device,
-                kind: dtype.kind(device),
-                stages,
-                loss: LossOptions {
-                    checkpoint_layers: activation_checkpointing,
-                    chunk_tokens: loss_chunk_tokens.map(|n| n as usize),
-                },
-            };
-            let result = bench_train::bench_train(ModelConfig::from_file(&config)?, &settings)?;
-            println!("{}", serde_json::to_string(&result)?);
-        }
+        BenchCommand::Train(args) => args.run()?,
     }
     Ok(())
+}
+
+/// `premem bench train`.
+#[derive(clap::Args)]
+pub struct TrainBench {
+    /// A Hugging Face config.json (the model is randomly initialised).
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 8)]
+    pub micro_batch_size: usize,
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup_steps: usize,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Weight dtype: auto (bf16 with fp32 master on CUDA, f32 on the CPU), f32, bf16.
+    #[arg(long, value_enum, default_value_t = DType::Auto)]
+    pub dtype: DType,
+    /// Also time each stage of a step (forward, loss, backward, gather,
+    /// all_reduce, clip, update), synchronising the device between them.
+    #[arg(long)]
+    pub stages: bool,
+    /// Keep only each decoder layer's input and recompute the layer in
+    /// backward (train.activation_checkpointing = "layers").
+    #[arg(long)]
+    pub activation_checkpointing: bool,
+    /// Score the loss this many tokens at a time (train.loss_chunk_tokens).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub loss_chunk_tokens: Option<u64>,
+    /// Optimizer sharding to run (one rank: zero1 and zero2 take their
+    /// code paths over the whole range).
+    #[arg(long, value_enum, default_value_t = BenchSharding::None)]
+    pub sharding: BenchSharding,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum BenchSharding {
+    None,
+    Zero1,
+    Zero2,
+}
+
+impl TrainBench {
+    fn run(self) -> Result<()> {
+        let device = parse_device(&self.device)?;
+        if self.batch_size == 0 || self.micro_batch_size == 0 || self.seq_len < 2 || self.steps == 0
+        {
+            bail!(
+                "--batch-size, --micro-batch-size and --steps must be positive, --seq-len at least 2"
+            );
+        }
+        let sharding = match self.sharding {
+            BenchSharding::None => Sharding::None,
+            BenchSharding::Zero1 => Sharding::Zero1,
+            BenchSharding::Zero2 => Sharding::Zero2,
+        };
+        let kind = self.dtype.kind(device);
+        let loss = LossOptions {
+            checkpoint_layers: self.activation_checkpointing,
+            chunk_tokens: self.loss_chunk_tokens.map(|n| n as usize),
+        };
+        let settings = bench_train::BenchSettings {
+            batch_size: self.batch_size,
+            micro_batch_size: self.micro_batch_size,
+            seq_len: self.seq_len,
+            warmup_steps: self.warmup_steps,
+            steps: self.steps,
+            device,
+            kind,
+            stages: self.stages,
+            loss,
+            sharding,
+            planned_bytes: Some(self.planned_bytes(sharding, kind, loss)?),
+        };
+        let result = bench_train::bench_train(ModelConfig::from_file(&self.config)?, &settings)?;
+        println!("{}", serde_json::to_string(&result)?);
+        Ok(())
+    }
+
+    /// What the memory plan says one rank of this setting holds.
+    fn planned_bytes(&self, sharding: Sharding, kind: Kind, loss: LossOptions) -> Result<u64> {
+        let text = std::fs::read_to_string(&self.config)
+            .with_context(|| format!("reading {}", self.config.display()))?;
+        let shape = ModelShape::from_config_json(&text, &self.config)?;
+        let settings = PlanSettings {
+            world_size: 1,
+            sharding,
+            checkpointing: if loss.checkpoint_layers {
+                ActivationCheckpointing::Layers
+            } else {
+                ActivationCheckpointing::None
+            },
+            micro_batch_size: self.micro_batch_size as u64,
+            rank_batch: self.batch_size as u64,
+            max_length: self.seq_len as u64,
+            kind: if kind == Kind::Float {
+                WeightKind::Fp32
+            } else {
+                WeightKind::Bf16
+            },
+            loss_chunk_tokens: loss.chunk_tokens.map(|n| n as u64),
+            eval: None,
+        };
+        let stage = Stage::of(sharding).expect("a concrete sharding");
+        Ok(RankPlan::new(&shape, &settings, stage).total())
+    }
 }
