@@ -155,17 +155,10 @@ pub struct TrainBench {
     /// Score the loss this many tokens at a time (train.loss_chunk_tokens).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub loss_chunk_tokens: Option<u64>,
-    /// Optimizer sharding to run (one rank: zero1 and zero2 take their
-    /// code paths over the whole range).
-    #[arg(long, value_enum, default_value_t = BenchSharding::None)]
-    pub sharding: BenchSharding,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum BenchSharding {
-    None,
-    Zero1,
-    Zero2,
+    /// Optimizer sharding to run: none, zero1 or zero2 (one rank: zero1 and
+    /// zero2 take their code paths over the whole range).
+    #[arg(long, value_enum, default_value_t = Sharding::None)]
+    pub sharding: Sharding,
 }
 
 impl TrainBench {
@@ -177,10 +170,11 @@ impl TrainBench {
                 "--batch-size, --micro-batch-size and --steps must be positive, --seq-len at least 2"
             );
         }
-        let sharding = match self.sharding {
-            BenchSharding::None => Sharding::None,
-            BenchSharding::Zero1 => Sharding::Zero1,
-            BenchSharding::Zero2 => Sharding::Zero2,
+        let sharding = self.sharding;
+        let Some(stage) = Stage::of(sharding) else {
+            bail!(
+                "--sharding auto is for jobs (the memory plan decides it); give none, zero1 or zero2"
+            );
         };
         let kind = self.dtype.kind(device);
         let loss = LossOptions {
@@ -198,7 +192,7 @@ impl TrainBench {
             stages: self.stages,
             loss,
             sharding,
-            planned_bytes: Some(self.planned_bytes(sharding, kind, loss)?),
+            planned_bytes: Some(self.planned_bytes(stage, kind, loss)?),
         };
         let result = bench_train::bench_train(ModelConfig::from_file(&self.config)?, &settings)?;
         println!("{}", serde_json::to_string(&result)?);
@@ -206,13 +200,13 @@ impl TrainBench {
     }
 
     /// What the memory plan says one rank of this setting holds.
-    fn planned_bytes(&self, sharding: Sharding, kind: Kind, loss: LossOptions) -> Result<u64> {
+    fn planned_bytes(&self, stage: Stage, kind: Kind, loss: LossOptions) -> Result<u64> {
         let text = std::fs::read_to_string(&self.config)
             .with_context(|| format!("reading {}", self.config.display()))?;
         let shape = ModelShape::from_config_json(&text, &self.config)?;
         let settings = PlanSettings {
             world_size: 1,
-            sharding,
+            sharding: stage.sharding(),
             checkpointing: if loss.checkpoint_layers {
                 ActivationCheckpointing::Layers
             } else {
@@ -229,7 +223,6 @@ impl TrainBench {
             loss_chunk_tokens: loss.chunk_tokens.map(|n| n as u64),
             eval: None,
         };
-        let stage = Stage::of(sharding).expect("a concrete sharding");
         Ok(RankPlan::new(&shape, &settings, stage).total())
     }
 }
