@@ -169,7 +169,8 @@ pub struct TrainSpec {
     #[serde(default)]
     pub activation_checkpointing: ActivationCheckpointing,
     /// Score the completion tokens this many at a time, so the fp32 logits of
-    /// a whole micro-batch never exist (absent: all at once). Not part of
+    /// a whole micro-batch never exist (absent: all at once); the
+    /// evaluators' perplexity pass scores its batches so too. Not part of
     /// the training hash: it changes the loss's summation order only.
     #[serde(default)]
     pub loss_chunk_tokens: Option<usize>,
@@ -192,8 +193,8 @@ pub enum Sharding {
     /// Master and moments split into one contiguous range per rank;
     /// gradients all-reduced; updated parameters all-gathered.
     Zero1,
-    /// As zero1, and gradients reduce-scattered: a rank holds only its range
-    /// of the fp32 gradient.
+    /// As zero1, and gradients reduce-scattered (summed in fp32): a rank
+    /// holds only its range of the reduced gradient, in the weights' kind.
     Zero2,
     /// The least sharding the memory plan says fits.
     #[default]

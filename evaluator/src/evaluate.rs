@@ -10,7 +10,9 @@
 use premem_core::answer::{AnswerStyle, is_correct};
 pub use premem_core::results::ExampleResult;
 use premem_core::{Example, PromptTemplate, SamplingSpec, Split};
-use premem_model::batch::{Batch, TokenizedExample, per_example_nll, tokenize};
+use premem_model::batch::{
+    Batch, TokenizedExample, per_example_nll, per_example_nll_chunked, tokenize,
+};
 use premem_model::{CausalLm, Prompt, Stop, Tokenizer, generate, mix_seed};
 use sha2::{Digest, Sha256};
 
@@ -32,6 +34,10 @@ pub struct EvalSettings {
     pub batch_size: usize,
     /// Longer prompt + target sequences are cut for the perplexity.
     pub max_length: usize,
+    /// Score the targets this many tokens at a time, so the perplexity
+    /// pass never holds the logits of a whole batch (the job's
+    /// `train.loss_chunk_tokens`; absent: all at once).
+    pub loss_chunk_tokens: Option<usize>,
 }
 
 impl EvalSettings {
@@ -44,6 +50,7 @@ impl EvalSettings {
             sampling: SamplingSpec::default(),
             batch_size: 16,
             max_length: 4096,
+            loss_chunk_tokens: None,
         }
     }
 
@@ -141,7 +148,10 @@ impl Evaluator<'_> {
             .collect::<Result<_>>()?;
         let refs: Vec<&TokenizedExample> = tokenized.iter().collect();
         let batch = Batch::collate(&refs, self.pad, self.model.device());
-        let nll = tch::no_grad(|| per_example_nll(self.model, &batch))?;
+        let nll = tch::no_grad(|| match settings.loss_chunk_tokens {
+            Some(chunk) => per_example_nll_chunked(self.model, &batch, chunk),
+            None => per_example_nll(self.model, &batch),
+        })?;
         let nll = Vec::<f64>::try_from(nll.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))?;
         Ok(nll
             .into_iter()

@@ -289,6 +289,7 @@ impl RunEval<'_> {
             sampling: recorded.sampling.clone(),
             batch_size: self.options.batch_size,
             max_length: config.max_position_embeddings as usize,
+            loss_chunk_tokens: self.record.spec.train.loss_chunk_tokens,
         };
         let refs: Vec<&Example> = input.examples.iter().collect();
         let total = refs.len();

@@ -178,6 +178,7 @@ pub fn evaluate_task(
         sampling: eval.sampling.for_split(split),
         batch_size: eval.batch_size,
         max_length: loaded.model.config().max_position_embeddings as usize,
+        loss_chunk_tokens: record.spec.train.loss_chunk_tokens,
     };
     let rows = evaluator
         .evaluate(&selected, &settings, &|_| {})

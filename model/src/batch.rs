@@ -123,6 +123,54 @@ pub fn per_example_nll(model: &crate::CausalLm, batch: &Batch) -> crate::Result<
     Ok(nll_of_logits(&logits, batch))
 }
 
+/// [`per_example_nll`] for scoring (no graph), with the LM head projecting
+/// and scoring `chunk` completion tokens at a time, so the logits of the
+/// whole batch never exist: peak one chunk's logits. An example's NLL is
+/// its tokens' NLLs added in position order, which may differ in its last
+/// bits from the whole-batch sum.
+pub fn per_example_nll_chunked(
+    model: &crate::CausalLm,
+    batch: &Batch,
+    chunk: usize,
+) -> crate::Result<Tensor> {
+    let hidden = model.forward_hidden(&batch.input_ids, Some(&batch.attention_mask), None)?;
+    let (rows, width, dim) = hidden.size3()?;
+    let flat = hidden.view([-1, dim]);
+    let device = flat.device();
+    let positions = batch
+        .loss_mask
+        .view([-1])
+        .nonzero()
+        .squeeze_dim(1)
+        .to_device(device);
+    let labels = batch
+        .labels
+        .view([-1])
+        .to_device(device)
+        .index_select(0, &positions);
+    let owners = positions.floor_divide_scalar(width);
+    let mut nll = Tensor::zeros([rows], (Kind::Float, device));
+    let n = positions.size()[0];
+    let mut start = 0;
+    while start < n {
+        let len = (chunk as i64).min(n - start);
+        let at = positions.narrow(0, start, len);
+        let logits = model
+            .logits(&flat.index_select(0, &at))
+            .to_kind(Kind::Float);
+        let part = logits.cross_entropy_loss::<Tensor>(
+            &labels.narrow(0, start, len),
+            None,
+            tch::Reduction::None,
+            IGNORE,
+            0.0,
+        );
+        let _ = nll.index_add_(0, &owners.narrow(0, start, len), &part);
+        start += len;
+    }
+    Ok(nll)
+}
+
 /// Per-example NLL `[batch]` of `batch`'s labels under `logits` `[batch,
 /// seq, vocab]`, in fp32 (no copy when the logits are fp32 already). The
 /// loss mask decides what counts; it multiplies the per-position NLL

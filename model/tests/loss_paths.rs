@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use premem_model::batch::{Batch, LossOptions, TokenizedExample, nll_backward};
+use premem_model::batch::{
+    Batch, LossOptions, TokenizedExample, nll_backward, per_example_nll, per_example_nll_chunked,
+};
 use premem_model::{CausalLm, ModelConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -127,5 +129,26 @@ fn the_default_path_is_the_summed_nll_backward() {
     assert_eq!(nll.double_value(&[]), loss);
     for (name, want) in &grads {
         assert!(vars[name].grad().equal(want), "{name}: not bit-identical");
+    }
+}
+
+#[test]
+fn the_chunked_perplexity_pass_gives_each_examples_nll() {
+    for family in ["llama", "gemma2"] {
+        let model = model(family);
+        let whole = tch::no_grad(|| per_example_nll(&model, &batch())).unwrap();
+        let want = Vec::<f64>::try_from(whole.to_kind(Kind::Double)).unwrap();
+        // Chunks that split a row, that split the rows apart, and one of all.
+        for chunk in [1, 3, 5, 100] {
+            let got = tch::no_grad(|| per_example_nll_chunked(&model, &batch(), chunk)).unwrap();
+            let got = Vec::<f64>::try_from(got.to_kind(Kind::Double)).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-6 * w.abs(),
+                    "{family} chunk {chunk}: {g} vs {w}"
+                );
+            }
+        }
     }
 }

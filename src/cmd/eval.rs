@@ -73,6 +73,10 @@ pub struct EvalArgs {
     /// Evaluate only the first N examples.
     #[arg(long)]
     limit: Option<usize>,
+    /// Score the targets' perplexity N tokens at a time, so the logits of a
+    /// whole batch never exist (a job's `train.loss_chunk_tokens`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    loss_chunk_tokens: Option<u64>,
     /// The Parquet file to write.
     #[arg(long, default_value = "results.parquet")]
     out: PathBuf,
@@ -113,6 +117,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         sampling,
         batch_size: args.sampling.batch_size,
         max_length: loaded.model.config().max_position_embeddings as usize,
+        loss_chunk_tokens: args.loss_chunk_tokens.map(|n| n as usize),
     };
     let bar = indicatif::ProgressBar::new(examples.len() as u64);
     bar.set_style(

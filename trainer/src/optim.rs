@@ -25,8 +25,16 @@
 //! flat weight buffer that each step's all-gather completes from every
 //! rank's updated range. zero1 all-reduces the whole fp32 gradient as
 //! unsharded training does; zero2 reduce-scatters the gradient bucket, in
-//! pieces cast to fp32, straight into this rank's fp32 range, so the only
-//! whole-size gradient is the `.grad` storage backward accumulates into.
+//! pieces cast to fp32 and summed in fp32, into this rank's range of the
+//! gradient. With fp32 weights the range is fp32. With bf16 weights it is a
+//! 2-byte buffer, so that a rank holds 2/N bytes per parameter of reduced
+//! gradient as in the ZeRO paper's 2Ψ + 14Ψ/N, and the fp32 sum is still
+//! kept exactly: its high 16 bits go to the range, its low 16 bits to this
+//! rank's own part of the `.grad` bucket, which the reduce-scatter has just
+//! read and nothing reads again before the next step clears it
+//! ([`Optimizer::reduce_grads`]); the update and the norm join the halves
+//! back into fp32 chunk by chunk. The only whole-size gradient is the
+//! `.grad` storage backward accumulates into.
 //! The update is elementwise, so a rank's range gets the same bits it would
 //! get in the whole buffer; see [`Optimizer::clip_grad_norm`] and
 //! [`Optimizer::reduce_grads`] for where sharded sums may round differently.
@@ -138,10 +146,14 @@ pub struct Optimizer {
     var_grads: Option<Tensor>,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    /// Working memory of the update: two chunks.
+    /// Working memory of the update: three chunks.
     scratch: Tensor,
-    /// zero2: the fp32 pieces of one reduce-scatter.
+    /// zero2: the fp32 pieces of one reduce-scatter, and for a gradient
+    /// range in another kind one more piece the fp32 sum lands in.
     staging: Option<Tensor>,
+    /// A clip coefficient the update applies as it joins a gradient kept in
+    /// halves (zero2, bf16 weights) back into fp32.
+    pending_scale: Option<f64>,
     /// Optimizer steps taken.
     steps: i64,
 }
@@ -216,8 +228,9 @@ impl Optimizer {
         let (weights, master, grads, var_grads) =
             Self::buffers(partition, offset, shard_len, shared, (var_kind, device));
         let staging = (partition.sharding == Sharding::Zero2).then(|| {
+            let pieces = staging_pieces(partition, var_kind);
             Tensor::zeros(
-                [exchange_piece(partition, shard_len) * partition.ways()],
+                [exchange_piece(pieces, shard_len) * pieces],
                 (Kind::Float, device),
             )
         });
@@ -234,8 +247,9 @@ impl Optimizer {
             var_grads,
             exp_avg: shard(),
             exp_avg_sq: shard(),
-            scratch: Tensor::zeros([2, CHUNK.min(shard_len.max(1))], (Kind::Float, device)),
+            scratch: Tensor::zeros([3, CHUNK.min(shard_len.max(1))], (Kind::Float, device)),
             staging,
+            pending_scale: None,
             steps: 0,
         };
         optimizer.master_from_variables();
@@ -267,7 +281,8 @@ impl Optimizer {
         };
         let (grads, var_grads) = if partition.sharding == Sharding::Zero2 {
             let bucket = Tensor::zeros([whole], (var_kind, device));
-            (fp32(shard_len), Some(bucket))
+            let range = Tensor::zeros([shard_len], (var_kind, device));
+            (range, Some(bucket))
         } else {
             let bucket = (!shared).then(|| Tensor::zeros([whole], (var_kind, device)));
             (fp32(whole), bucket)
@@ -448,8 +463,9 @@ impl Optimizer {
 
     /// Sums the gathered gradients over the ranks: the whole fp32 gradient
     /// all-reduced in place, or under zero2 the bucket reduce-scattered into
-    /// this rank's fp32 range, `EXCHANGE` elements at a time, each piece
-    /// cast to fp32 first. The ring sums a piece of rank r's range starting
+    /// this rank's range, `EXCHANGE` elements at a time, each piece cast to
+    /// fp32 first; a range of another kind takes the fp32 sum's high half
+    /// and the bucket's piece this rank just sent its low half. The ring sums a piece of rank r's range starting
     /// at rank r + 1 and its all-reduce sums a chunk of its own chunking
     /// starting at the chunk's index: with two ranks the sums are the same
     /// bits (two terms commute), with more an element may be added up in
@@ -465,7 +481,7 @@ impl Optimizer {
             .expect("zero2 has staging")
             .shallow_clone();
         let (ways, len) = (self.partition.ways(), self.shard_len);
-        let piece = exchange_piece(self.partition, len);
+        let piece = exchange_piece(staging_pieces(self.partition, self.grads.kind()), len);
         let mut start = 0;
         while start < len {
             let n = piece.min(len - start);
@@ -476,8 +492,15 @@ impl Optimizer {
                     to.copy_(&bucket.narrow(0, i * len + start, n));
                 }
             });
-            let mut out = self.grads.narrow(0, start, n);
-            collective.reduce_scatter_sum(&stage, &mut out)?;
+            let mut range = self.grads.narrow(0, start, n);
+            if range.kind() == Kind::Float {
+                collective.reduce_scatter_sum(&stage, &mut range)?;
+            } else {
+                let mut sum = staging.narrow(0, ways * n, n);
+                collective.reduce_scatter_sum(&stage, &mut sum)?;
+                let low = bucket.narrow(0, self.shard_start() + start, n);
+                tch::no_grad(|| split_fp32(&sum, &range, &low));
+            }
             start += n;
         }
         Ok(())
@@ -523,8 +546,10 @@ impl Optimizer {
         };
         if let Some(max_norm) = max_norm {
             let coef = max_norm / (norm + 1e-6);
-            if coef < 1.0 {
+            if coef < 1.0 && self.grads.kind() == Kind::Float {
                 let _ = self.grads.g_mul_scalar_(coef);
+            } else if coef < 1.0 {
+                self.pending_scale = Some(coef);
             }
         }
         Ok(norm)
@@ -533,11 +558,7 @@ impl Optimizer {
     /// zero2's gradient norm: every rank's range norm, exchanged exactly
     /// (each in its own slot, the others adding zeros), combined in f64.
     fn sharded_grad_norm(&self, collective: &mut dyn Collective) -> Result<f64, CollectiveError> {
-        let own = self
-            .grads
-            .narrow(0, 0, self.owned_len())
-            .norm_scalaropt_dtype(2.0, Kind::Double)
-            .to_kind(Kind::Float);
+        let own = Tensor::from(self.range_norm() as f32);
         let ways = self.partition.ways();
         let mut norms = Tensor::zeros([ways], (Kind::Float, self.grads.device()));
         tch::no_grad(|| {
@@ -553,6 +574,52 @@ impl Optimizer {
             .map(|&n| f64::from(n).powi(2))
             .sum::<f64>()
             .sqrt())
+    }
+
+    /// The f64 norm of this rank's range of the reduced gradient: of the
+    /// buffer itself in fp32, else chunk by chunk of its fp32 halves joined.
+    fn range_norm(&self) -> f64 {
+        let n = self.owned_len();
+        if self.grads.kind() == Kind::Float {
+            let range = self.grads.narrow(0, 0, n);
+            return range
+                .norm_scalaropt_dtype(2.0, Kind::Double)
+                .double_value(&[]);
+        }
+        let (mut squares, mut start) = (0.0, 0);
+        while start < n {
+            let len = CHUNK.min(n - start);
+            let chunk = tch::no_grad(|| self.fp32_grad_chunk(&self.grads, (start, len), None));
+            let norm = chunk
+                .norm_scalaropt_dtype(2.0, Kind::Double)
+                .double_value(&[]);
+            squares += norm * norm;
+            start += len;
+        }
+        squares.sqrt()
+    }
+
+    /// Elements `start .. start + len` of `grads` (this rank's range of the
+    /// reduced gradient) in fp32: a view of an fp32 buffer, or its two
+    /// halves joined into the third scratch chunk and scaled by `scale`.
+    fn fp32_grad_chunk(
+        &self,
+        grads: &Tensor,
+        (start, len): (i64, i64),
+        scale: Option<f64>,
+    ) -> Tensor {
+        if grads.kind() == Kind::Float {
+            return grads.narrow(0, start, len);
+        }
+        let joined = self.scratch.get(2).narrow(0, 0, len);
+        let low = self
+            .grad_bucket()
+            .narrow(0, self.shard_start() + start, len);
+        join_fp32(&grads.narrow(0, start, len), &low, &joined);
+        if let Some(scale) = scale {
+            let _ = joined.shallow_clone().g_mul_scalar_(scale);
+        }
+        joined
     }
 
     /// One Adam/AdamW update with learning rate `lr` from the reduced grads
@@ -571,11 +638,12 @@ impl Optimizer {
         } else {
             self.grads.narrow(0, self.shard_start(), self.shard_len)
         };
+        let scale = self.pending_scale.take();
         tch::no_grad(|| {
             let mut start = 0;
             while start < n {
                 let len = CHUNK.min(n - start);
-                self.update_chunk(&update, &grads, start, len);
+                self.update_chunk(&update, &grads, (start, len), scale);
                 start += len;
             }
         });
@@ -589,11 +657,19 @@ impl Optimizer {
     }
 
     /// The update of elements `start .. start + len` of this rank's range
-    /// (`grads`: its gradient): PyTorch's single-tensor Adam/AdamW, each
-    /// operation into the chunk or the scratch in place.
-    fn update_chunk(&mut self, u: &Update, grads: &Tensor, start: i64, len: i64) {
+    /// (`grads`: its gradient, read through [`Optimizer::fp32_grad_chunk`]):
+    /// PyTorch's single-tensor Adam/AdamW, each operation into the chunk or
+    /// the scratch in place.
+    fn update_chunk(
+        &mut self,
+        u: &Update,
+        grads: &Tensor,
+        (start, len): (i64, i64),
+        scale: Option<f64>,
+    ) {
         let at = |t: &Tensor| t.narrow(0, start, len);
-        let (mut param, grads) = (at(&self.master), at(grads));
+        let mut param = at(&self.master);
+        let grads = self.fp32_grad_chunk(grads, (start, len), scale);
         let (mut exp_avg, mut exp_avg_sq) = (at(&self.exp_avg), at(&self.exp_avg_sq));
         let mut tmp = self.scratch.get(0).narrow(0, 0, len);
         let grad = match (u.kind, u.weight_decay != 0.0) {
@@ -650,6 +726,26 @@ impl Optimizer {
         }
     }
 
+    /// Every buffer of the model states this rank's optimizer holds: the
+    /// flat weights, gradients, master and moments (views the variables and
+    /// their `.grad`s are, not the update's scratch): what the memory plan
+    /// counts as model states.
+    pub fn model_state_tensors(&self) -> Vec<Tensor> {
+        let buffers = [
+            self.weights.as_ref(),
+            Some(&self.master),
+            Some(&self.grads),
+            self.var_grads.as_ref(),
+            Some(&self.exp_avg),
+            Some(&self.exp_avg_sq),
+        ];
+        buffers
+            .into_iter()
+            .flatten()
+            .map(Tensor::shallow_clone)
+            .collect()
+    }
+
     /// The state to save, whole, on rank 0 (`None` on the other ranks).
     /// Unsharded: the buffers themselves, and no collective. Sharded: every
     /// rank must call this; the ranges are all-gathered piece by piece into
@@ -681,7 +777,7 @@ impl Optimizer {
     ) -> Result<Option<Tensor>, CollectiveError> {
         let (ways, len, numel) = (self.partition.ways(), self.shard_len, self.numel);
         let rank = self.partition.rank as i64;
-        let piece = exchange_piece(self.partition, len);
+        let piece = exchange_piece(ways, len);
         let staging = Tensor::zeros([ways * piece], (Kind::Float, range.device()));
         let whole = (rank == 0).then(|| Tensor::zeros([numel], (Kind::Float, tch::Device::Cpu)));
         let mut start = 0;
@@ -769,9 +865,43 @@ impl Optimizer {
     }
 }
 
-/// Elements of each rank's piece in one sharded exchange (at least one).
-fn exchange_piece(partition: Partition, shard_len: i64) -> i64 {
-    (EXCHANGE / partition.ways()).clamp(1, shard_len.max(1))
+// The split below reads fp32 bit patterns as two int16 halves, low first.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "zero2 assumes little-endian fp32"
+);
+
+/// The 16-bit halves of little-endian fp32 values: `[n, 2]` int16 views,
+/// column 0 the low half, column 1 the high half.
+fn halves(fp32: &Tensor) -> Tensor {
+    fp32.view_dtype(Kind::Int16).view([-1, 2])
+}
+
+/// Writes the bits of the fp32 `values` into two 2-byte buffers of their
+/// length: the high halves into `high`, the low halves into `low`.
+fn split_fp32(values: &Tensor, high: &Tensor, low: &Tensor) {
+    let halves = halves(values);
+    high.view_dtype(Kind::Int16).copy_(&halves.select(1, 1));
+    low.view_dtype(Kind::Int16).copy_(&halves.select(1, 0));
+}
+
+/// The inverse of [`split_fp32`]: the fp32 values into `out`.
+fn join_fp32(high: &Tensor, low: &Tensor, out: &Tensor) {
+    let halves = halves(out);
+    halves.select(1, 1).copy_(&high.view_dtype(Kind::Int16));
+    halves.select(1, 0).copy_(&low.view_dtype(Kind::Int16));
+}
+
+/// Elements of each piece of `pieces` in one sharded exchange (at least
+/// one): together at most `EXCHANGE` unless a range is shorter.
+fn exchange_piece(pieces: i64, shard_len: i64) -> i64 {
+    (EXCHANGE / pieces).clamp(1, shard_len.max(1))
+}
+
+/// The fp32 pieces of zero2's staging: one per rank, and one the sum of a
+/// range kept in `kind` lands in when `kind` is not fp32.
+fn staging_pieces(partition: Partition, kind: Kind) -> i64 {
+    partition.ways() + i64::from(kind != Kind::Float)
 }
 
 #[cfg(test)]
@@ -1120,9 +1250,10 @@ mod sharded_tests {
         })
     }
 
-    /// Master and moments hold `ceil(N / 2)` elements; under zero2 the fp32
-    /// gradient does too, and the only whole-size gradient is the bucket
-    /// the `.grad`s are views into (in the weights' kind).
+    /// Master and moments hold `ceil(N / 2)` elements; under zero2 the
+    /// reduced gradient does too, in a buffer of the weights' size (bf16:
+    /// the fp32 sums' high halves), and the only whole-size gradient is the
+    /// bucket the `.grad`s are views into.
     fn assert_one_range(opt: &Optimizer, kind: Kind, sharding: Sharding) {
         let half = (N + 1) / 2;
         for (name, t) in [
@@ -1135,7 +1266,8 @@ mod sharded_tests {
         if sharding != Sharding::Zero2 {
             return;
         }
-        assert_eq!(opt.grads.numel() as i64, half, "fp32 gradient");
+        assert_eq!(opt.grads.numel() as i64, half, "reduced gradient");
+        assert_eq!(opt.grads.kind(), kind, "reduced gradient");
         let bucket = opt.var_grads.as_ref().expect("a bucket");
         assert_eq!(bucket.kind(), kind);
         assert_eq!(
@@ -1149,7 +1281,7 @@ mod sharded_tests {
             "staging {}",
             staging.numel()
         );
-        assert!(opt.scratch.numel() as i64 <= 2 * CHUNK);
+        assert!(opt.scratch.numel() as i64 <= 3 * CHUNK);
         if kind != Kind::Float {
             // No fp32 tensor of the optimizer spans the layout.
             let fp32 = [
@@ -1190,6 +1322,39 @@ mod sharded_tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn zero2_clips_a_bf16_range_from_its_exact_fp32_sum() {
+        // One step, clipped hard; the clip coefficient shows in the first
+        // moment, (1 - beta1) * clipped gradient.
+        let max_norm = 1e-3;
+        let bf16 = |t: Tensor| t.to_kind(Kind::BFloat16).to_kind(Kind::Float);
+        // Each rank's `.grad` is its vector in bf16; the sum is fp32.
+        let sum = bf16(seeded(7)) + bf16(seeded(8));
+        let norm = sum
+            .norm_scalaropt_dtype(2.0, Kind::Double)
+            .double_value(&[]);
+        let want = &sum * (0.1 * max_norm / (norm + 1e-6));
+        let moments = with_ring(2, |rank, ring| {
+            let partition = Partition::new(Sharding::Zero2, rank, 2).unwrap();
+            let mut opt = Optimizer::new(variables(Kind::BFloat16), config(), partition);
+            opt.zero_grads();
+            backward_with(&opt, &seeded(7 + rank as i64));
+            opt.gather_grads();
+            opt.reduce_grads(ring).unwrap();
+            let got = opt.clip_grad_norm(Some(max_norm), ring).unwrap();
+            assert!((got - norm).abs() <= 1e-6 * norm, "{got} vs {norm}");
+            opt.step(1e-2, ring).unwrap();
+            let (start, owned) = (opt.shard_start(), opt.owned_len());
+            (start, opt.exp_avg.narrow(0, 0, owned).copy())
+        });
+        for (start, got) in moments {
+            let want = want.narrow(0, start, got.numel() as i64);
+            let err = (&got - &want).abs().max().double_value(&[]);
+            let scale = want.abs().max().double_value(&[]);
+            assert!(err <= 1e-6 * scale, "exp_avg off by {err} (scale {scale})");
         }
     }
 

@@ -1,14 +1,15 @@
 //! The memory plan's model-state bytes against the tensors a real model and
 //! optimizer hold: for each family's switches (tied or not, biases, Gemma2's
 //! norms and head_dim), in fp32 and bf16, the plan's parameter count equals
-//! the var store's and its bytes for sharding `none` equal the distinct
-//! memory of the weights, their `.grad`s, the optimizer state and the flat
-//! fp32 gradient.
+//! the var store's and its bytes for each sharding equal the distinct
+//! memory of the weights, their `.grad`s, the optimizer state and the
+//! reduced gradient of a rank (rank 0 of 8 when sharded: building its
+//! optimizer needs no collective).
 
 use std::path::Path;
 
 use premem_core::plan::{ModelShape, ModelStates, Stage, WeightKind};
-use premem_core::spec::{OptimizerKind, Sharding};
+use premem_core::spec::OptimizerKind;
 use premem_model::{CausalLm, ModelConfig};
 use premem_trainer::optim::{AdamConfig, Optimizer, Partition};
 use tch::{Device, Kind, Tensor};
@@ -54,15 +55,15 @@ fn distinct_bytes(tensors: &[Tensor]) -> u64 {
     total as u64
 }
 
-fn held_bytes(model: &CausalLm, optimizer: &mut Optimizer) -> u64 {
+fn held_bytes(model: &CausalLm, optimizer: &Optimizer) -> u64 {
     let variables = model.var_store().variables();
     let mut tensors: Vec<Tensor> = variables.values().map(Tensor::shallow_clone).collect();
     tensors.extend(variables.values().map(Tensor::grad));
-    // Unsharded: the replicated state is all of it, the local gradient the fp32 buffer.
-    tensors.extend(optimizer.replicated_state().into_iter().map(|(_, t)| t));
-    tensors.push(optimizer.local_grads());
+    tensors.extend(optimizer.model_state_tensors());
     distinct_bytes(&tensors)
 }
+
+const WORLD: usize = 8;
 
 #[test]
 fn plan_bytes_equal_the_tensors_of_a_model_and_its_optimizer() {
@@ -78,18 +79,30 @@ fn plan_bytes_equal_the_tensors_of_a_model_and_its_optimizer() {
             (Kind::Float, WeightKind::Fp32),
             (Kind::BFloat16, WeightKind::Bf16),
         ] {
-            let model_config = ModelConfig::from_json_str(text, Path::new("config.json")).unwrap();
-            let model = CausalLm::random(model_config, Device::Cpu, kind, 0);
-            let variables = model.var_store().variables().into_iter().collect();
-            let partition = Partition::new(Sharding::None, 0, 1).unwrap();
-            let mut optimizer = Optimizer::new(variables, config, partition);
-            assert_eq!(shape.parameters() as i64, optimizer.numel(), "{text}");
-            let planned = ModelStates::new(shape.parameters(), weights, Stage::None, 1).total();
-            assert_eq!(
-                planned,
-                held_bytes(&model, &mut optimizer),
-                "{kind:?} {text}"
-            );
+            for stage in Stage::ALL {
+                let model_config =
+                    ModelConfig::from_json_str(text, Path::new("config.json")).unwrap();
+                let model = CausalLm::random(model_config, Device::Cpu, kind, 0);
+                let variables = model.var_store().variables().into_iter().collect();
+                let world = if stage == Stage::None { 1 } else { WORLD };
+                let partition = Partition::new(stage.sharding(), 0, world).unwrap();
+                let optimizer = Optimizer::new(variables, config, partition);
+                assert_eq!(shape.parameters() as i64, optimizer.numel(), "{text}");
+                let planned =
+                    ModelStates::new(shape.parameters(), weights, stage, world as u64).total();
+                let held = held_bytes(&model, &optimizer);
+                // Sharded buffers are padded to a multiple of the world
+                // size: at most WORLD - 1 elements of each of five buffers.
+                let padding = if stage == Stage::None {
+                    0
+                } else {
+                    5 * 4 * (WORLD as u64 - 1)
+                };
+                assert!(
+                    held >= planned && held - planned <= padding,
+                    "{kind:?} {stage:?} {text}: planned {planned}, held {held}"
+                );
+            }
         }
     }
 }

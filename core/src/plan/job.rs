@@ -41,8 +41,18 @@ pub struct EvalLoad {
     /// Prompt tokens at most (the job's `train.max_length`) plus new tokens.
     pub sequence: u64,
     /// Tokens per example of the perplexity pass (`train.max_length`): its
-    /// logits cover a whole batch of examples at once.
+    /// logits cover a whole batch of examples at once, or with
+    /// `train.loss_chunk_tokens` a chunk of that many tokens.
     pub scored: u64,
+    pub chunk_tokens: Option<u64>,
+}
+
+impl EvalLoad {
+    /// Tokens whose logits the perplexity pass holds at once.
+    pub fn scored_tokens(&self) -> u64 {
+        let batch = self.batch_size * self.scored;
+        self.chunk_tokens.map_or(batch, |chunk| chunk.min(batch))
+    }
 }
 
 impl PlanSettings {
@@ -66,6 +76,7 @@ impl PlanSettings {
                 samples: e.sampling.samples as u64,
                 sequence: t.max_length as u64 + e.sampling.max_new_tokens.max(0) as u64,
                 scored: t.max_length as u64,
+                chunk_tokens: t.loss_chunk_tokens.map(|n| n as u64),
             }),
         }
     }
@@ -139,7 +150,7 @@ impl EvaluatorPlan {
         EvaluatorPlan {
             weights: shape.parameters() * a,
             kv_cache: shape.num_layers * 2 * shape.kv_dim() * a * rows * load.sequence,
-            logits: logits_bytes(shape, rows.max(load.batch_size * load.scored)),
+            logits: logits_bytes(shape, rows.max(load.scored_tokens())),
         }
     }
 

@@ -34,7 +34,7 @@ pub fn ranks_table(plan: &JobPlan) -> String {
     let states: [(&str, StateField); 5] = [
         ("weights", |s| s.weights),
         (".grad bucket (weights' kind)", |s| s.param_grads),
-        ("fp32 gradient", |s| s.fp32_grads),
+        ("reduced gradient", |s| s.reduced_grads),
         ("fp32 master", |s| s.master),
         ("Adam moments (fp32)", |s| s.moments),
     ];
@@ -93,7 +93,7 @@ pub fn paper_table(plan: &JobPlan) -> String {
         "premem's extra gradient buffer",
         plan.ranks.map(|r| gib(r.states.beyond_paper(r.stage))),
     );
-    out += "  (the paper counts one gradient: premem's bf16 .grad bucket under none and zero1 and its\n   fp32 shard under zero2, 4/N where the paper's fp16 shard is 2/N; the extra buffer is the\n   fp32 gradient the collective runs on, or under zero2 the full .grad bucket backward fills)\n";
+    out += "  (the paper counts one gradient: premem's bf16 .grad bucket under none and zero1 and its\n   bf16 range of the reduced gradient under zero2; the extra buffer is the fp32 gradient the\n   all-reduce runs on, or under zero2 the full .grad bucket backward fills)\n";
     out
 }
 
