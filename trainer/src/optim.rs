@@ -416,7 +416,10 @@ impl Optimizer {
     }
 
     /// This rank's own gradient (not summed over ranks) of every parameter,
-    /// in fp32, after [`Optimizer::gather_grads`]: the fp32 buffer itself,
+    /// in fp32, after [`Optimizer::gather_grads`] and before
+    /// [`Optimizer::reduce_grads`] (which sums it in place, or under zero2
+    /// with bf16 weights reuses this rank's part of the bucket): the fp32
+    /// buffer itself,
     /// or under zero2 its fp32 bucket or a cast of its bucket in another
     /// kind (a whole-size temporary: the baselines probe at checkpoints is
     /// its only user).
