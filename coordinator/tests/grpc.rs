@@ -486,6 +486,29 @@ async fn submitting_is_idempotent_and_bad_specs_are_refused() {
         Code::NotFound,
         "missing",
     );
+    // Names that are not one path component (issue 18, finding 7).
+    let huge = "n".repeat(10_000);
+    for name in ["a/b", "../escape", "", "x\ny", huge.as_str()] {
+        let mut named = fixture.spec(2);
+        named["run"]["name"] = name.into();
+        assert_refused(
+            client.submit_job(bad(named.to_string())).await,
+            Code::InvalidArgument,
+            "run.name",
+        );
+    }
+    // An unbounded trainer name (finding 14): refused, with a short reply.
+    let long = client
+        .register_trainer(v1::RegisterTrainerRequest {
+            job: JOB.into(),
+            rank: 0,
+            backend: Backend::Ring as i32,
+            ring_address: "127.0.0.1:1".into(),
+            nccl_unique_id: vec![],
+            trainer: "t".repeat(1 << 20),
+        })
+        .await;
+    assert_refused(long, Code::InvalidArgument, "trainer name too long");
     // The job survives it all, and a cancelled job hands out no tasks.
     fixture.publish(4);
     wait_for_tasks(&mut client, 3).await;

@@ -423,6 +423,32 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The most passes over the data a job may ask for (`train.epochs`,
+/// `train.keep_steps_of_epochs`): far beyond any finetuning run, and small
+/// enough that the step count of any dataset fits in 64 bits.
+pub const MAX_EPOCHS: u64 = 1_000_000;
+
+/// The longest name of a job or sweep (a sweep's runs add 13 characters).
+pub const MAX_NAME_LEN: usize = 100;
+
+/// Checks a name that becomes a directory and a file name (a job's
+/// `run.name`, a sweep's `sweep.name`): 1 to [`MAX_NAME_LEN`] ASCII letters,
+/// digits, '-', '_' and '.', starting with a letter or a digit (so never
+/// `.` or `..`). `key` names the setting in the message.
+pub fn check_name(key: &str, name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let starts_well = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if name.len() > MAX_NAME_LEN || !starts_well || !name.chars().all(allowed) {
+        let shown: String = name.chars().take(40).collect();
+        let more = if name.chars().count() > 40 { "..." } else { "" };
+        return Err(format!(
+            "{key} {shown:?}{more}: must be 1 to {MAX_NAME_LEN} letters, digits, '-', '_' and '.', \
+             starting with a letter or a digit (it names directories and files)"
+        ));
+    }
+    Ok(())
+}
+
 impl ModelSpec {
     fn validate(&self) -> Result<(), String> {
         match (&self.base, &self.config) {
@@ -465,8 +491,12 @@ impl TrainSpec {
                 t.batch_size, t.micro_batch_size
             ));
         }
-        if t.epochs == 0 || t.keep_steps_of_epochs == Some(0) {
-            return Err("train.epochs and train.keep_steps_of_epochs must be positive".into());
+        let epochs = [Some(t.epochs), t.keep_steps_of_epochs];
+        if epochs.iter().flatten().any(|&e| e == 0 || e > MAX_EPOCHS) {
+            return Err(format!(
+                "train.epochs and train.keep_steps_of_epochs must be 1 to {MAX_EPOCHS}, got {} and {:?}",
+                t.epochs, t.keep_steps_of_epochs
+            ));
         }
         if let Some(norm) = t.max_grad_norm
             && norm.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
@@ -546,6 +576,7 @@ impl JobSpec {
     /// Checks every value that parses but cannot be used; the message names
     /// the key. Called once, where a spec enters a process (its parse).
     pub fn validate(&self) -> Result<(), String> {
+        check_name("run.name", &self.run.name)?;
         self.model.validate()?;
         if !(self.data.fraction > 0.0 && self.data.fraction <= 1.0) {
             return Err(format!(
@@ -706,6 +737,52 @@ micro_batch_size = 4
 
     fn parse(text: &str) -> Result<JobSpec, SpecError> {
         JobSpec::from_toml(text, Path::new("job.toml"))
+    }
+
+    #[test]
+    fn names_that_are_not_one_path_component_are_refused() {
+        let named =
+            |name: &str| parse(&MINIMAL.replace("name = \"t\"", &format!("name = {name:?}")));
+        for good in ["t", "gsm8k-llama3-8b_lr1e-5.v2", &"a".repeat(MAX_NAME_LEN)] {
+            assert_eq!(named(good).unwrap().run.name, good);
+        }
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        let huge = "b".repeat(10_000);
+        for bad in [
+            "",
+            "a/b",
+            "../escape",
+            ".hidden",
+            "x\ny",
+            "sp ace",
+            "é",
+            &long,
+            &huge,
+        ] {
+            let err = named(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("run.name") && err.contains("letters, digits"),
+                "{bad:?}: {err}"
+            );
+            // The message shows a bounded prefix of the name.
+            assert!(err.len() < 400, "{err}");
+        }
+    }
+
+    #[test]
+    fn epochs_are_bounded() {
+        for (text, ok) in [
+            ("epochs = 1_000_000", true),
+            ("epochs = 1_000_001", false),
+            ("epochs = 18446744073709551615", false),
+            ("keep_steps_of_epochs = 0", false),
+        ] {
+            let spec = parse(&MINIMAL.replace("[train]", &format!("[train]\n{text}")));
+            assert_eq!(spec.is_ok(), ok, "{text}: {spec:?}");
+            if let Err(e) = spec {
+                assert!(e.to_string().contains("must be 1 to 1000000"), "{e}");
+            }
+        }
     }
 
     #[test]

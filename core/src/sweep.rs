@@ -203,6 +203,8 @@ impl SweepSpec {
             trainers: raw.sweep.trainers,
             evaluators: raw.sweep.evaluators,
         };
+        // Before the base job, which takes the sweep's name as its own.
+        check_section(&sweep).map_err(invalid)?;
         let (job, job_file) = base_job(raw.sweep.job, raw.job, &sweep, origin)?;
         let spec = SweepSpec {
             sweep,
@@ -362,15 +364,13 @@ impl SweepSpec {
 
 /// The `[sweep]` values.
 fn check_section(s: &SweepSection) -> Result<(), String> {
-    if s.name.is_empty()
-        || !s
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    crate::spec::check_name("sweep.name", &s.name)?;
+    // A run is named "<sweep.name>-<12 hex digits>".
+    let longest = crate::spec::MAX_NAME_LEN - 13;
+    if s.name.len() > longest {
         return Err(format!(
-            "sweep.name {:?}: must be non-empty and only letters, digits, '-', '_' and '.' (it names run directories)",
-            s.name
+            "sweep.name: at most {longest} characters (its runs add \"-\" and a 12-digit id), got {}",
+            s.name.len()
         ));
     }
     if s.output.trim().is_empty() {

@@ -161,6 +161,7 @@ impl Coordinator for Service {
     ) -> Result<Response<v1::RegisterTrainerReply>, Status> {
         let r = request.into_inner();
         validate::registration(&r)?;
+        validate::peer_name("trainer", &r.trainer)?;
         let registered = self.lock().register(
             &r.job,
             r.rank,
@@ -192,6 +193,7 @@ impl Coordinator for Service {
     ) -> Result<Response<v1::RendezvousReply>, Status> {
         let r = request.get_ref();
         let nccl = validate::rendezvous_nccl(r)?;
+        validate::peer_name("trainer", &r.trainer)?;
         let rendezvous = self.lock().rendezvous(
             &r.job,
             r.rank,
@@ -208,6 +210,7 @@ impl Coordinator for Service {
         request: Request<v1::TrainerHeartbeatRequest>,
     ) -> Result<Response<v1::TrainerHeartbeatReply>, Status> {
         let r = request.get_ref();
+        validate::peer_name("trainer", &r.trainer)?;
         let (action, generation) = self.lock().heartbeat(
             &r.job,
             r.rank,
@@ -263,6 +266,7 @@ impl Coordinator for Service {
         request: Request<v1::AssignTrainerRequest>,
     ) -> Result<Response<v1::AssignTrainerReply>, Status> {
         let trainer = &request.get_ref().trainer;
+        validate::peer_name("trainer", trainer)?;
         let assignment = self.lock().assign(trainer, Instant::now())?;
         Ok(Response::new(reply::assignment(
             assignment,
@@ -276,7 +280,7 @@ impl Coordinator for Service {
     ) -> Result<Response<v1::LeaseTaskReply>, Status> {
         let started = Instant::now();
         let evaluator = &request.get_ref().evaluator;
-        validate::evaluator_name(evaluator)?;
+        validate::peer_name("evaluator", evaluator)?;
         let reply = {
             let mut state = self.lock();
             let lease_ttl = state.timing.lease_ttl;

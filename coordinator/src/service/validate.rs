@@ -47,9 +47,22 @@ pub fn rendezvous_nccl(r: &v1::RendezvousRequest) -> Refused<Option<&[u8]>> {
     Ok((r.backend() == v1::Backend::Nccl).then_some(r.nccl_unique_id.as_slice()))
 }
 
-pub fn evaluator_name(evaluator: &str) -> Refused<()> {
-    if evaluator.len() > 256 {
-        return Err(Refusal::Invalid("evaluator name too long".into()));
+/// The longest name a trainer or evaluator may give itself.
+pub const MAX_PEER_NAME: usize = 256;
+
+/// A trainer's or evaluator's name for itself (`role`): it is logged and
+/// echoed in replies, so it is bounded and has no control characters.
+pub fn peer_name(role: &str, name: &str) -> Refused<()> {
+    if name.len() > MAX_PEER_NAME {
+        return Err(Refusal::Invalid(format!(
+            "{role} name too long: {} bytes, at most {MAX_PEER_NAME}",
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Refusal::Invalid(format!(
+            "{role} name has control characters"
+        )));
     }
     Ok(())
 }
