@@ -15,6 +15,7 @@ mod device;
 mod fit;
 mod host_ranks;
 mod local_cluster;
+mod panics;
 mod process;
 mod watch;
 
@@ -105,6 +106,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    panics::install();
     // Before any tensor work: registers CUDA when libtorch_cuda.so loads.
     runtime::init();
     premem_core::provenance::set_git_revision(env!("PREMEM_GIT_REVISION"));
@@ -143,7 +145,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                premem_core::error_text::concise(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }

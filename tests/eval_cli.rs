@@ -62,7 +62,16 @@ fn eval_reads_the_newest_checkpoint_of_a_run_and_writes_parquet() {
 
     let out = run_args(&["--samples", "0"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--samples must be at least 1"));
+    assert!(text(&out.stderr).contains("--samples must be 1 to 1024, got 0"));
+    // Issue 18, finding 12: a libtorch allocation panic before.
+    let out = run_args(&["--samples", "100000000"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--samples must be 1 to 1024, got 100000000")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
     let out = run_args(&["--samples", "3", "--ids", "train-00001,nope"]);
     assert!(
         text(&out.stderr).contains("train.jsonl: no example with id 'nope'"),

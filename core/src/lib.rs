@@ -9,6 +9,7 @@ pub mod answer;
 pub mod baselines;
 pub mod checkpoint;
 pub mod dataset;
+pub mod error_text;
 pub mod files;
 pub mod order;
 pub mod plan;

@@ -20,6 +20,11 @@ pub const DEFAULT_TEMPERATURE: f64 = 0.8;
 pub const DEFAULT_TOP_P: f64 = 0.95;
 pub const DEFAULT_MAX_NEW_TOKENS: i64 = 512;
 pub const DEFAULT_KEEP_SAMPLES: usize = 1;
+/// The most samples per example (K): far beyond pass@k curves, and small
+/// enough that a batch's rows are an allocation a GPU can answer.
+pub const MAX_SAMPLES: usize = 1024;
+/// The longest sample in tokens: beyond every context window in use.
+pub const MAX_NEW_TOKENS: i64 = 1 << 20;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
@@ -110,8 +115,11 @@ impl SamplingSpec {
     /// The one check of every setting.
     pub fn validate(&self) -> Result<(), SamplingError> {
         let bad = |field, problem: String| Err(SamplingError { field, problem });
-        if self.samples == 0 {
-            return bad("samples", "must be at least 1".into());
+        if self.samples == 0 || self.samples > MAX_SAMPLES {
+            return bad(
+                "samples",
+                format!("must be 1 to {MAX_SAMPLES}, got {}", self.samples),
+            );
         }
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return bad(
@@ -122,10 +130,10 @@ impl SamplingSpec {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("top_p", format!("must be in (0, 1], got {}", self.top_p));
         }
-        if self.max_new_tokens < 1 {
+        if !(1..=MAX_NEW_TOKENS).contains(&self.max_new_tokens) {
             return bad(
                 "max_new_tokens",
-                format!("must be at least 1, got {}", self.max_new_tokens),
+                format!("must be 1 to {MAX_NEW_TOKENS}, got {}", self.max_new_tokens),
             );
         }
         if self.preambles.iter().any(|p| p.trim().is_empty()) {
@@ -199,8 +207,16 @@ mod tests {
                     samples: 0,
                     ..Default::default()
                 },
-                "eval.samples must be at least 1",
-                "--samples must be at least 1",
+                "eval.samples must be 1 to 1024, got 0",
+                "--samples must be 1 to 1024, got 0",
+            ),
+            (
+                SamplingSpec {
+                    samples: 100_000_000,
+                    ..Default::default()
+                },
+                "eval.samples must be 1 to 1024, got 100000000",
+                "--samples must be 1 to 1024, got 100000000",
             ),
             (
                 SamplingSpec {
@@ -223,8 +239,8 @@ mod tests {
                     max_new_tokens: 0,
                     ..Default::default()
                 },
-                "eval.max_new_tokens must be at least 1, got 0",
-                "--max-new-tokens must be at least 1, got 0",
+                "eval.max_new_tokens must be 1 to 1048576, got 0",
+                "--max-new-tokens must be 1 to 1048576, got 0",
             ),
             (
                 SamplingSpec {
@@ -248,7 +264,7 @@ mod tests {
         }
         .validate()
         .unwrap_err();
-        assert_eq!(err.to_string(), "samples (K) must be at least 1");
+        assert_eq!(err.to_string(), "samples (K) must be 1 to 1024, got 0");
     }
 
     #[test]

@@ -850,7 +850,10 @@ micro_batch_size = 4
         let err = parse(&format!("{MINIMAL}\n[eval]\nsamples = 0\n"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("eval.samples must be at least 1"), "{err}");
+        assert!(
+            err.contains("eval.samples must be 1 to 1024, got 0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -211,7 +211,10 @@ fn bad_input_is_a_clear_error() {
         .evaluate(&[&examples[0]], &settings(0, 4), &|_| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("samples (K) must be at least 1"), "{err}");
+    assert!(
+        err.contains("samples (K) must be 1 to 1024, got 0"),
+        "{err}"
+    );
 
     let dataset = premem_core::Dataset {
         path: "train.jsonl".into(),

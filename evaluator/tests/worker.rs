@@ -310,7 +310,10 @@ fn bad_tasks_are_clear_errors() {
     task.split = "train".into();
     // The sampling settings come from the run's spec.
     run.edit_spec(|spec| spec.eval.sampling.samples = 0);
-    check(&task, &["samples (K) must be at least 1", &task.task_id]);
+    check(
+        &task,
+        &["samples (K) must be 1 to 1024, got 0", &task.task_id],
+    );
     run.edit_spec(|spec| spec.eval.sampling.samples = 1);
     task.result_file = "../elsewhere.parquet".into();
     check(&task, &["not a path inside the run"]);

@@ -80,7 +80,11 @@ pub fn rows(request: &v1::CompleteTaskRequest) -> Vec<Row> {
         .collect()
 }
 
-/// A failure's message as the log and the job's status keep it.
+/// A failure's message as the log and the job's status keep it: without
+/// libtorch's C++ stack, at most 4000 characters.
 pub fn failure_message(message: &str) -> String {
-    message.chars().take(4000).collect()
+    premem_core::error_text::concise(message)
+        .chars()
+        .take(4000)
+        .collect()
 }
