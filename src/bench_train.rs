@@ -70,7 +70,8 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
         Partition::new(settings.sharding, 0, 1)?,
     );
     let examples = random_examples(vocab, settings);
-    let settings_step = StepSettings {
+    let mut settings_step = StepSettings {
+        step: 0,
         global_loss_tokens: examples.iter().map(|e| e.loss_tokens()).sum(),
         lr: 1e-5,
         max_grad_norm: Some(1.0),
@@ -92,6 +93,7 @@ pub fn bench_train(config: ModelConfig, settings: &BenchSettings) -> Result<Benc
             Batch::collate(&refs, 0, settings.device)
         });
         let timing = settings.stages && step >= settings.warmup_steps;
+        settings_step.step = step as u64 + 1;
         final_loss = train_step_timed(
             &model,
             &mut optimizer,

@@ -180,3 +180,113 @@ fn a_broken_base_model_fails_before_the_output_is_claimed() {
     );
     assert_nothing_written(&output);
 }
+
+/// No published checkpoint (no MANIFEST.json) anywhere under `output`
+/// from step `from` on, and finite weights in those before it.
+fn assert_nothing_published(output: &Path, from: u64) {
+    for manifest in walk(output)
+        .into_iter()
+        .filter(|p| p.ends_with("MANIFEST.json"))
+    {
+        let dir = manifest.parent().unwrap();
+        let step: u64 = dir
+            .to_string_lossy()
+            .rsplit("step-")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(step < from, "published at step {step}: {}", dir.display());
+        let weights = dir.join("model.safetensors");
+        for (name, t) in tch::Tensor::read_safetensors(&weights).unwrap_or_default() {
+            assert!(
+                t.isfinite().all().int64_value(&[]) == 1,
+                "{name} of step {step}"
+            );
+        }
+    }
+}
+
+/// The step an error line "error: step N: ..." names.
+fn failed_step(stderr: &str) -> u64 {
+    let at = stderr.find("error: step ").expect("an error naming a step") + "error: step ".len();
+    stderr[at..].split(':').next().unwrap().parse().unwrap()
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+/// Issue 18, finding 10: a learning rate that overflows the weights stops
+/// the run with an error naming the step, and nothing is published (before:
+/// exit 0 and NaN checkpoints).
+#[test]
+fn a_diverging_run_stops_with_an_error_and_publishes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_task(tmp.path());
+    for (name, checkpoint) in [("every", "every_steps = 1"), ("end", "")] {
+        let output = tmp.path().join(name);
+        let spec = job_spec(tmp.path(), &output, "", checkpoint);
+        let text = std::fs::read_to_string(&spec).unwrap();
+        std::fs::write(&spec, text.replace("lr = 3e-3", "lr = 1e300")).unwrap();
+        let (code, stderr) = train(&spec);
+        assert_eq!(code, 1, "{stderr}");
+        // Checkpointing every step, the first overflowed weights are
+        // refused; else the loss they give.
+        let named = stderr.contains(": weight") && stderr.contains("non-finite values")
+            || stderr.contains(": the loss is NaN");
+        assert!(named && stderr.contains("train.lr"), "{name}: {stderr}");
+        assert_nothing_published(&output, failed_step(&stderr));
+    }
+}
+
+/// Finding 10: a base model with a NaN tensor stops at the first step.
+#[test]
+fn a_base_model_with_a_nan_weight_stops_at_step_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_task(tmp.path());
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("model/fixtures/llama");
+    for name in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture.join(name), base.join(name)).unwrap();
+    }
+    let mut tensors = tch::Tensor::read_safetensors(fixture.join("model.safetensors")).unwrap();
+    let (_, first) = tensors
+        .iter_mut()
+        .find(|(name, _)| name.contains("layers.0.mlp"))
+        .unwrap();
+    let _ = first.get(0).get(0).fill_(f64::NAN);
+    tch::Tensor::write_safetensors(&tensors, base.join("model.safetensors")).unwrap();
+    let output = tmp.path().join("out");
+    let spec = job_spec(tmp.path(), &output, "", "");
+    let original = std::fs::read_to_string(&spec).unwrap();
+    let (start, end) = (
+        original.find("[model]").unwrap(),
+        original.find("[data.train]").unwrap(),
+    );
+    let with_base = format!(
+        "{}[model]\nbase = \"{}\"\n\n{}",
+        &original[..start],
+        base.display(),
+        &original[end..]
+    );
+    std::fs::write(&spec, with_base).unwrap();
+    let (code, stderr) = train(&spec);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("step 1: the loss is NaN"), "{stderr}");
+    assert_nothing_published(&output, 1);
+}

@@ -39,6 +39,23 @@ pub enum TrainError {
     Node(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A non-finite loss or gradient norm: the run stops before the update.
+    #[error(
+        "step {step}: the loss is {loss} and the gradient norm {grad_norm}: training stopped \
+         before this step's update, and nothing of it is saved or published (a train.lr too \
+         large, or a base model with non-finite weights?)"
+    )]
+    Diverged {
+        step: u64,
+        loss: f64,
+        grad_norm: f64,
+    },
+    /// Weights that are not finite where a checkpoint would publish them.
+    #[error(
+        "step {step}: weight {name} holds non-finite values: the checkpoint is not published \
+         (a train.lr too large?)"
+    )]
+    NonFiniteWeights { step: u64, name: String },
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -28,7 +28,7 @@ use tch::{Kind, Tensor};
 use crate::baselines::Probe;
 use crate::checkpoint::{self, ResumeState};
 use crate::collective::Collective;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::monitor::Monitor;
 use crate::optim::Optimizer;
 use crate::schedule::LrSchedule;
@@ -239,6 +239,7 @@ impl<'a> Run<'a> {
             Batch::collate(&examples, inputs.pad, device)
         });
         let settings = StepSettings {
+            step: step + 1,
             global_loss_tokens: loss_tokens,
             lr: self.schedule.lr(step),
             max_grad_norm: self.spec.train.max_grad_norm,
@@ -339,6 +340,8 @@ impl<'a> Run<'a> {
         if !(due || stop) {
             return Ok(());
         }
+        // Every rank holds the same weights: all refuse together.
+        self.check_finite_weights(done)?;
         // Sharded, every rank sends its range of the optimizer state.
         let Some(optimizer_state) = self.optimizer.gather_state(&mut *self.collective)? else {
             return Ok(());
@@ -350,6 +353,20 @@ impl<'a> Run<'a> {
         // the next step's all-reduce (no timeout).
         let baselines = self.measure_baselines(done)?;
         self.publish_checkpoint(step, baselines.as_ref(), &optimizer_state)
+    }
+
+    /// Refuses to checkpoint weights that are not finite (a step whose loss
+    /// and gradient were finite can still overflow them, e.g. with a huge
+    /// learning rate); the first such weight in name order is named.
+    fn check_finite_weights(&self, done: u64) -> Result<()> {
+        let variables: std::collections::BTreeMap<String, Tensor> =
+            self.model.var_store().variables().into_iter().collect();
+        for (name, weight) in variables {
+            if weight.isfinite().all().int64_value(&[]) == 0 {
+                return Err(TrainError::NonFiniteWeights { step: done, name });
+            }
+        }
+        Ok(())
     }
 
     /// Greedy train accuracy of the monitor examples (rank 0), into the

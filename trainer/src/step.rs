@@ -15,7 +15,7 @@ use premem_model::CausalLm;
 use tch::{Device, Kind, Tensor};
 
 use crate::collective::Collective;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::optim::Optimizer;
 use premem_model::batch::{Batch, LossOptions, LossPhase, nll_backward};
 
@@ -30,6 +30,8 @@ pub struct StepOutput {
 }
 
 pub struct StepSettings {
+    /// The step being trained, 1-based (for messages).
+    pub step: u64,
     /// Completion tokens in the global batch (all ranks).
     pub global_loss_tokens: usize,
     pub lr: f64,
@@ -139,10 +141,19 @@ pub fn train_step_timed(
     lap(4);
     let grad_norm = optimizer.clip_grad_norm(settings.max_grad_norm, collective)?;
     lap(5);
+    // Both are sums over every rank: all ranks stop here together.
+    let loss = loss_sum.double_value(&[0]) / scale;
+    if !(loss.is_finite() && grad_norm.is_finite()) {
+        return Err(TrainError::Diverged {
+            step: settings.step,
+            loss,
+            grad_norm,
+        });
+    }
     optimizer.step(settings.lr, collective)?;
     lap(6);
     Ok(StepOutput {
-        loss: loss_sum.double_value(&[0]) / scale,
+        loss,
         grad_norm,
         tokens,
     })
