@@ -326,3 +326,53 @@ fn wrong_credentials_fail_at_the_start_naming_the_bucket() {
     assert!(!stderr.contains(wrong));
     assert!(!s3.file("runs/denied").exists());
 }
+
+/// Issue 18, finding 10: an endpoint that accepts connections and never
+/// answers fails the start within the store timeout, naming the bucket
+/// (before: object_store's retries stalled it for 181 s).
+#[test]
+fn an_endpoint_that_never_answers_fails_within_the_store_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_task(dir);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and holds every connection, reading nothing, answering nothing.
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for socket in listener.incoming() {
+            held.push(socket);
+        }
+    });
+    let spec = s3_job(dir, "runs/silent", 1);
+    let started = Instant::now();
+    let out = premem()
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("PREMEM_STORE_TIMEOUT", "3")
+        .args(["train", "--config", spec.to_str().unwrap(), "--no-progress"])
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(BUCKET), "{stderr}");
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "took {elapsed:?}: {stderr}"
+    );
+    // A timeout that is not a number is named.
+    let out = premem()
+        .env("PREMEM_STORE_TIMEOUT", "soon")
+        .args(["train", "--config", spec.to_str().unwrap(), "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("PREMEM_STORE_TIMEOUT=\"soon\""),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -290,3 +290,17 @@ fn a_base_model_with_a_nan_weight_stops_at_step_one() {
     assert!(stderr.contains("step 1: the loss is NaN"), "{stderr}");
     assert_nothing_published(&output, 1);
 }
+
+/// Finding 10: an in-memory output would be lost at exit: refused at start.
+#[test]
+fn a_memory_output_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_task(tmp.path());
+    let spec = job_spec(tmp.path(), Path::new("memory:///run"), "", "");
+    let (code, stderr) = train(&spec);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("memory:///run") && stderr.contains("keeps nothing past the process"),
+        "{stderr}"
+    );
+}

@@ -20,6 +20,7 @@ pub mod retry;
 pub mod sampling;
 pub mod spec;
 pub mod store;
+pub mod store_client;
 pub mod sweep;
 pub mod synth;
 pub mod template;
