@@ -304,3 +304,23 @@ fn a_memory_output_is_refused() {
         "{stderr}"
     );
 }
+
+/// Finding 13: a max_length past the model's context is refused before
+/// training (before: trained, and the evaluators then refused the examples).
+#[test]
+fn a_max_length_past_the_models_context_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_task(tmp.path());
+    let output = tmp.path().join("out");
+    let spec = job_spec(tmp.path(), &output, "", "");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("max_length = 256", "max_length = 513")).unwrap();
+    let (code, stderr) = train(&spec);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("train.max_length 513 is above the model's context")
+            && stderr.contains("tiny.json has max_position_embeddings 512"),
+        "{stderr}"
+    );
+    assert_nothing_written(&output);
+}

@@ -11,7 +11,7 @@ use premem_core::answer::{AnswerStyle, is_correct};
 pub use premem_core::results::ExampleResult;
 use premem_core::{Example, PromptTemplate, SamplingSpec, Split};
 use premem_model::batch::{
-    Batch, TokenizedExample, per_example_nll, per_example_nll_chunked, tokenize,
+    Batch, LengthLimit, TokenizedExample, per_example_nll, per_example_nll_chunked, tokenize,
 };
 use premem_model::{CausalLm, Prompt, Stop, Tokenizer, generate, mix_seed};
 use sha2::{Digest, Sha256};
@@ -141,7 +141,7 @@ impl Evaluator<'_> {
                     self.template,
                     self.tokenizer,
                     self.eos,
-                    settings.max_length,
+                    LengthLimit::context(settings.max_length),
                 )?
                 .0)
             })

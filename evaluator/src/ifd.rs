@@ -9,7 +9,7 @@
 //! e.g. BOS), or EOS when it adds none.
 
 use premem_core::{Example, PromptTemplate};
-use premem_model::batch::{Batch, TokenizedExample, per_example_nll, tokenize};
+use premem_model::batch::{Batch, LengthLimit, TokenizedExample, per_example_nll, tokenize};
 use premem_model::{CausalLm, Tokenizer};
 
 use crate::error::{EvalError, Result};
@@ -45,7 +45,13 @@ pub fn ifd_scores(
         let mut conditioned = Vec::with_capacity(chunk.len());
         let mut unconditioned = Vec::with_capacity(chunk.len());
         for example in chunk {
-            let (mut c, _) = tokenize(example, template, tokenizer, eos, max_length)?;
+            let (mut c, _) = tokenize(
+                example,
+                template,
+                tokenizer,
+                eos,
+                LengthLimit::train(max_length),
+            )?;
             // The unconditioned sequence must fit too: score only the
             // completion tokens both cover.
             let keep = c.loss_tokens().min(max_length - start.len());

@@ -23,15 +23,40 @@ impl TokenizedExample {
     }
 }
 
+/// The most tokens an example may have, and the setting that says so
+/// (named in errors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LengthLimit {
+    pub tokens: usize,
+    pub setting: &'static str,
+}
+
+impl LengthLimit {
+    /// A job's `train.max_length` (training, and scoring a job's data).
+    pub fn train(tokens: usize) -> LengthLimit {
+        LengthLimit {
+            tokens,
+            setting: "train.max_length",
+        }
+    }
+
+    /// The model's context window (evaluation: no setting of its own).
+    pub fn context(tokens: usize) -> LengthLimit {
+        LengthLimit {
+            tokens,
+            setting: "the model's context (max_position_embeddings)",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    #[error(
-        "example '{id}': the prompt alone has {tokens} tokens, train.max_length is {max_length}"
-    )]
+    #[error("example '{id}': the prompt alone has {tokens} tokens, {setting} is {max_length}")]
     PromptTooLong {
         id: String,
         tokens: usize,
         max_length: usize,
+        setting: &'static str,
     },
     #[error("example '{id}': the prompt template renders to no tokens")]
     EmptyPrompt { id: String },
@@ -39,15 +64,16 @@ pub enum BatchError {
     Model(#[from] crate::ModelError),
 }
 
-/// Tokenizes an example; completions longer than `max_length` allows are cut
+/// Tokenizes an example; completions longer than `limit` allows are cut
 /// (the caller counts them). Returns the example and whether it was cut.
 pub fn tokenize(
     example: &Example,
     template: &PromptTemplate,
     tokenizer: &Tokenizer,
     eos: i64,
-    max_length: usize,
+    limit: LengthLimit,
 ) -> Result<(TokenizedExample, bool), BatchError> {
+    let max_length = limit.tokens;
     let mut tokens = tokenizer.encode(&template.render_prompt(example), true)?;
     let prompt_len = tokens.len();
     if prompt_len == 0 {
@@ -60,6 +86,7 @@ pub fn tokenize(
             id: example.id.clone(),
             tokens: prompt_len,
             max_length,
+            setting: limit.setting,
         });
     }
     tokens.extend(tokenizer.encode(&template.render_completion(example), false)?);

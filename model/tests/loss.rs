@@ -1,7 +1,7 @@
 //! The loss covers the completion (answer tokens + EOS) and nothing else.
 
 use premem_core::{Example, PromptTemplate};
-use premem_model::batch::{Batch, TokenizedExample, summed_nll, tokenize};
+use premem_model::batch::{Batch, LengthLimit, TokenizedExample, summed_nll, tokenize};
 use premem_model::{CausalLm, ModelConfig, Tokenizer};
 use tch::{Device, Kind};
 
@@ -91,7 +91,7 @@ fn the_completion_ends_with_eos_and_is_what_the_loss_covers() {
         meta: Default::default(),
     };
     let template = PromptTemplate::default();
-    let (t, cut) = tokenize(&example, &template, &tokenizer, 2, 1024).unwrap();
+    let (t, cut) = tokenize(&example, &template, &tokenizer, 2, LengthLimit::train(1024)).unwrap();
     assert!(!cut);
     assert_eq!(*t.tokens.last().unwrap(), 2);
     let prompt = tokenizer.encode("How many clips?\nAnswer:", true).unwrap();
@@ -101,12 +101,34 @@ fn the_completion_ends_with_eos_and_is_what_the_loss_covers() {
     assert_eq!(t.prompt_len, prompt.len());
     assert_eq!(t.loss_tokens(), completion.len() + 1);
 
-    let (short, cut) = tokenize(&example, &template, &tokenizer, 2, prompt.len() + 3).unwrap();
+    let (short, cut) = tokenize(
+        &example,
+        &template,
+        &tokenizer,
+        2,
+        LengthLimit::train(prompt.len() + 3),
+    )
+    .unwrap();
     assert!(cut && short.tokens.len() == prompt.len() + 3);
-    let err = tokenize(&example, &template, &tokenizer, 2, prompt.len())
+    let err = tokenize(
+        &example,
+        &template,
+        &tokenizer,
+        2,
+        LengthLimit::train(prompt.len()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("example 'e': the prompt alone has"), "{err}");
+    assert!(err.contains("train.max_length is"), "{err}");
+    let limit = LengthLimit::context(prompt.len());
+    let err = tokenize(&example, &template, &tokenizer, 2, limit)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("example 'e': the prompt alone has"), "{err}");
+    assert!(
+        err.contains("max_position_embeddings") && !err.contains("train."),
+        "{err}"
+    );
 
     // Gradients flow from the answer tokens into the model.
     let model = tiny_model();

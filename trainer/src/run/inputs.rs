@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use premem_core::Dataset;
 use premem_core::spec::{JobSpec, Precision};
-use premem_model::batch::{TokenizedExample, tokenize};
+use premem_model::batch::{LengthLimit, TokenizedExample, tokenize};
 use premem_model::{ModelConfig, Tokenizer};
 use tch::{Device, Kind};
 
@@ -43,6 +43,7 @@ pub(super) fn load_inputs(spec: &JobSpec) -> Result<Inputs> {
     let digest = spec.inputs_digest()?;
     let (config_path, tokenizer_path) = model_files(spec);
     let config = ModelConfig::from_file(&config_path)?;
+    check_context(spec, &config, &config_path)?;
     let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
     tokenizer.check_fits(config.vocab_size)?;
     let eos = *config.eos_token_ids.first().ok_or_else(|| {
@@ -86,6 +87,20 @@ fn model_files(spec: &JobSpec) -> (PathBuf, PathBuf) {
     }
 }
 
+/// `train.max_length` within the model's context: past it the model has
+/// no positions, and the evaluators would refuse what was trained.
+fn check_context(spec: &JobSpec, config: &ModelConfig, path: &Path) -> Result<()> {
+    let context = config.max_position_embeddings as usize;
+    if spec.train.max_length > context {
+        return Err(TrainError::Config(format!(
+            "train.max_length {} is above the model's context: {} has max_position_embeddings {context}",
+            spec.train.max_length,
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 fn tokenize_all(
     spec: &JobSpec,
     data: &Dataset,
@@ -95,7 +110,13 @@ fn tokenize_all(
     let mut tokenized = Vec::with_capacity(data.len());
     let mut truncated = 0usize;
     for example in &data.examples {
-        let (t, cut) = tokenize(example, &spec.prompt, tokenizer, eos, spec.train.max_length)?;
+        let (t, cut) = tokenize(
+            example,
+            &spec.prompt,
+            tokenizer,
+            eos,
+            LengthLimit::train(spec.train.max_length),
+        )?;
         truncated += cut as usize;
         tokenized.push(t);
     }
