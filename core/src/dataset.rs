@@ -112,6 +112,13 @@ pub struct DatasetSpec {
     /// How final answers are marked (default: gsm8k, or math for `math`).
     #[serde(default)]
     pub answer_style: Option<AnswerStyle>,
+    /// Leave out the examples whose gold answer is empty (MATH has two with
+    /// an empty `\boxed{}`): no sample can be scored correct on them.
+    /// Without it they are kept and listed in a warning at load. Absent
+    /// from the serialized spec when false, so ids and hashes of existing
+    /// specs do not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_empty_answers: bool,
 }
 
 impl DatasetSpec {
@@ -250,6 +257,7 @@ impl Dataset {
             }
             examples.push(example);
         }
+        let examples = empty_answers_out(examples, spec, &path);
         if examples.is_empty() {
             return Err(DatasetError::Empty { path });
         }
@@ -336,6 +344,50 @@ fn example_from_row(
         parent_id,
         meta,
     })
+}
+
+/// The ids of examples whose gold answer is empty (blank).
+pub fn empty_answer_ids(examples: &[Example]) -> Vec<&str> {
+    examples
+        .iter()
+        .filter(|e| e.answer.trim().is_empty())
+        .map(|e| e.id.as_str())
+        .collect()
+}
+
+/// `examples` without those of empty gold answer when the spec drops them;
+/// either way a warning lists them (the first ten ids).
+fn empty_answers_out(examples: Vec<Example>, spec: &DatasetSpec, path: &Path) -> Vec<Example> {
+    let empty = empty_answer_ids(&examples);
+    if empty.is_empty() {
+        return examples;
+    }
+    let shown = empty
+        .iter()
+        .take(10)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let count = empty.len();
+    let file = path.display();
+    if spec.drop_empty_answers {
+        tracing::warn!(
+            count,
+            ids = shown,
+            "{file}: examples with an empty gold answer dropped"
+        );
+        return examples
+            .into_iter()
+            .filter(|e| !e.answer.trim().is_empty())
+            .collect();
+    }
+    tracing::warn!(
+        count,
+        ids = shown,
+        "{file}: examples with an empty gold answer can never be scored correct \
+         (drop_empty_answers = true in the dataset's spec leaves them out)"
+    );
+    examples
 }
 
 fn required_text(row: &Map<String, Value>, column: &str) -> Result<String, String> {

@@ -12,6 +12,7 @@ fn spec(path: &Path, format: DatasetFormat) -> DatasetSpec {
         format,
         fields: None,
         answer_style: None,
+        drop_empty_answers: false,
     }
 }
 
@@ -244,4 +245,32 @@ fn parquet_maps_fields_and_names_bad_rows() {
         msg.contains("garbage.parquet: not a readable Parquet file"),
         "{msg}"
     );
+}
+
+/// Issue 18, finding 13: MATH examples with an empty `\boxed{}` are listed
+/// (before: loaded without a word, never scorable) and can be dropped.
+#[test]
+fn empty_gold_answers_are_listed_and_can_be_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        r#"{"problem": "1+1?", "solution": "It is $\\boxed{2}$."}"#,
+        r#"{"problem": "Nothing?", "solution": "So $\\boxed{}$."}"#,
+        r#"{"problem": "Blank?", "solution": "So $\\boxed{ }$."}"#,
+    ];
+    let path = write(dir.path(), "math.jsonl", &rows.join("\n"));
+    let kept = Dataset::load(&spec(&path, DatasetFormat::Math)).unwrap();
+    assert_eq!(kept.len(), 3);
+    let empty = premem_core::dataset::empty_answer_ids(&kept.examples);
+    assert_eq!(empty.len(), 2);
+    assert!(!empty.contains(&kept.examples[0].id.as_str()));
+    let dropped = Dataset::load(&DatasetSpec {
+        drop_empty_answers: true,
+        ..spec(&path, DatasetFormat::Math)
+    })
+    .unwrap();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped.examples[0].answer, "2");
+    // Serialized specs stay as they were unless the option is set.
+    let text = serde_json::to_string(&spec(&path, DatasetFormat::Math)).unwrap();
+    assert!(!text.contains("drop_empty_answers"), "{text}");
 }

@@ -67,6 +67,7 @@ pub fn iteration_job(spec: &CurationSpec, job: &JobSpec, s: Strategy, i: u32) ->
         format: DatasetFormat::Gsm8k,
         fields: None,
         answer_style: Some(job.data.train.answer_style()),
+        drop_empty_answers: job.data.train.drop_empty_answers,
     };
     Ok(run)
 }

@@ -230,6 +230,7 @@ mod tests {
             format: premem_core::dataset::DatasetFormat::Gsm8k,
             fields: None,
             answer_style: None,
+            drop_empty_answers: false,
         }
     }
 

@@ -95,6 +95,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         format,
         fields: None,
         answer_style: None,
+        drop_empty_answers: false,
     })?;
     let mut examples = premem_evaluator::select(&dataset, args.ids.as_deref())?;
     if let Some(limit) = args.limit {
