@@ -1,7 +1,7 @@
 //! Checkpoints are verified against their manifests before `premem eval`
-//! and `premem eval-run` read them, and plain Hugging Face directories are
-//! read with a warning: real (tiny, CPU) training runs, real `premem`
-//! processes.
+//! and `premem eval-run` read them, plain Hugging Face directories are read
+//! with a warning, and `premem report` warns of non-finite perplexities:
+//! real (tiny, CPU) training runs, real `premem` processes.
 
 mod common;
 
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{job_spec, run, synth_task, text};
 use premem_core::checkpoint::{MANIFEST, Manifest};
+use premem_core::results::{read_parquet, write_parquet};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -157,4 +158,50 @@ fn a_plain_model_directory_is_read_with_a_warning_as_a_path_or_a_file_url() {
     let url = format!("file://{}", plain.display());
     let stderr = success(&eval(tmp.path(), &data, &url));
     assert!(stderr.contains(&warning), "{stderr}");
+}
+
+#[test]
+fn report_warns_of_non_finite_perplexities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (output, _) = trained_run(tmp.path());
+    let out = run(&[
+        "eval-run",
+        "--run",
+        output.to_str().unwrap(),
+        "--splits",
+        "train",
+        "--limit",
+        "4",
+        "--samples",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--cache-dir",
+        tmp.path().join("cache").to_str().unwrap(),
+    ]);
+    success(&out);
+    let path = output.join("results/step-00000016/train.parquet");
+    let mut rows = read_parquet(&path).unwrap();
+    rows[0].target_perplexity = f64::INFINITY;
+    rows[1].target_perplexity = f64::INFINITY;
+    write_parquet(&path, &rows).unwrap();
+
+    let report = tmp.path().join("report");
+    let out = run(&[
+        "report",
+        output.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    success(&out);
+    let warning = "step 16: 2 of 4 result rows have a non-finite target perplexity";
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("warning: run `test` {warning}")),
+        "{stdout}"
+    );
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains(warning), "{md}");
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains(warning), "{html}");
 }
