@@ -205,3 +205,30 @@ fn report_warns_of_non_finite_perplexities() {
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
     assert!(html.contains(warning), "{html}");
 }
+
+#[test]
+fn generate_and_model_convert_refuse_a_corrupt_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (output, _) = trained_run(tmp.path());
+    let copy = tmp.path().join("copy");
+    copy_dir(&output.join("checkpoints/step-00000016"), &copy);
+    flip_a_byte(&copy.join("model.safetensors"));
+    let model = copy.to_str().unwrap();
+    let out = run(&[
+        "generate", "--model", model, "--prompt", "Natalia", "--device", "cpu",
+    ]);
+    let stderr = failure(&out);
+    assert!(stderr.contains("model.safetensors is corrupt"), "{stderr}");
+    let converted = tmp.path().join("converted");
+    let out = run(&[
+        "model",
+        "convert",
+        "--model",
+        model,
+        "--out",
+        converted.to_str().unwrap(),
+    ]);
+    let stderr = failure(&out);
+    assert!(stderr.contains("model.safetensors is corrupt"), "{stderr}");
+    assert!(!converted.exists());
+}

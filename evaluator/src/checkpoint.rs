@@ -56,6 +56,10 @@ impl LoadedModel {
     }
 }
 
+/// Where checkpoints are downloaded (and verified-markers kept) unless the
+/// command is told otherwise (`--cache-dir`).
+pub const DEFAULT_CACHE_DIR: &str = ".premem-cache/checkpoints";
+
 /// Marks a cache entry whose download completed (it holds the location).
 pub(crate) const COMPLETE: &str = ".complete";
 
@@ -81,7 +85,7 @@ fn fetch_dir(location: &str, cache_dir: &Path) -> Result<LocalCheckpoint> {
         return Err(error("no such directory"));
     }
     if dir.join("config.json").is_file() {
-        return model_dir(dir, cache_dir);
+        return open_model_dir(dir, cache_dir);
     }
     if !dir.join(Area::Weights.dir()).is_dir() {
         return Err(error(
@@ -92,14 +96,18 @@ fn fetch_dir(location: &str, cache_dir: &Path) -> Result<LocalCheckpoint> {
 }
 
 /// A model directory read in place: verified against its `MANIFEST.json`
-/// when it has one (a published checkpoint), else accepted as a plain
-/// Hugging Face directory, with a warning that nothing is verified.
-fn model_dir(dir: &Path, cache_dir: &Path) -> Result<LocalCheckpoint> {
+/// when it has one (a published checkpoint; markers in `cache_dir`), else
+/// accepted as a plain Hugging Face directory, with a warning that nothing
+/// is verified.
+pub fn open_model_dir(dir: &Path, cache_dir: &Path) -> Result<LocalCheckpoint> {
     if !dir.join(MANIFEST).exists() {
-        tracing::warn!(
-            "{} has no {MANIFEST}: its files are not verified",
-            dir.display()
-        );
+        // A directory that is not there is the loader's to name.
+        if dir.is_dir() {
+            tracing::warn!(
+                "{} has no {MANIFEST}: its files are not verified",
+                dir.display()
+            );
+        }
         return Ok(LocalCheckpoint {
             dir: dir.to_path_buf(),
             step: None,
@@ -128,7 +136,7 @@ fn fetch_published(location: &str, cache_dir: &Path) -> Result<LocalCheckpoint> 
                 // in place, as the directory itself would be.
                 let dir = Path::new(root.store().url());
                 if location.starts_with("file://") && dir.join("config.json").is_file() {
-                    return model_dir(dir, cache_dir);
+                    return open_model_dir(dir, cache_dir);
                 }
                 return Err(error(format!(
                     "neither a published checkpoint (no {MANIFEST}) nor a run output with published checkpoints"
