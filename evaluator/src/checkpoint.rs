@@ -56,42 +56,68 @@ impl LoadedModel {
     }
 }
 
+/// Where checkpoints are downloaded (and verified-markers kept) unless the
+/// command is told otherwise (`--cache-dir`).
+pub const DEFAULT_CACHE_DIR: &str = ".premem-cache/checkpoints";
+
 /// Marks a cache entry whose download completed (it holds the location).
 pub(crate) const COMPLETE: &str = ".complete";
 
+/// The checkpoint at `location`, local: a model directory read in place
+/// (verified against its `MANIFEST.json`, see [`crate::verify`]), or a
+/// published checkpoint or run output downloaded into `cache_dir`
+/// (verified as it is downloaded).
 pub fn fetch(location: &str, cache_dir: &Path) -> Result<LocalCheckpoint> {
-    let error = |message: String| EvalError::Checkpoint {
-        location: location.to_string(),
-        message,
-    };
     if !location.contains("://") {
-        let dir = Path::new(location);
-        if !dir.is_dir() {
-            return Err(error("no such directory".into()));
-        }
-        if !dir.join("config.json").is_file() && !dir.join(Area::Weights.dir()).is_dir() {
-            return Err(error(
-                "neither a model directory (no config.json) nor a run output (no checkpoints/)"
-                    .into(),
-            ));
-        }
-        if !dir.join("config.json").is_file() {
-            return fetch_published(location, cache_dir);
-        }
-        let step = match std::fs::read(dir.join(MANIFEST)) {
-            Ok(bytes) => Some(
-                serde_json::from_slice::<Manifest>(&bytes)
-                    .map_err(|e| error(format!("unreadable {MANIFEST}: {e}")))?
-                    .step,
-            ),
-            Err(_) => None,
-        };
-        return Ok(LocalCheckpoint {
-            dir: dir.to_path_buf(),
-            step,
-        });
+        return fetch_dir(location, cache_dir);
     }
     fetch_published(location, cache_dir)
+}
+
+/// A local directory: a model directory, or a run output.
+fn fetch_dir(location: &str, cache_dir: &Path) -> Result<LocalCheckpoint> {
+    let error = |message: &str| EvalError::Checkpoint {
+        location: location.to_string(),
+        message: message.into(),
+    };
+    let dir = Path::new(location);
+    if !dir.is_dir() {
+        return Err(error("no such directory"));
+    }
+    if dir.join("config.json").is_file() {
+        return open_model_dir(dir, cache_dir);
+    }
+    if !dir.join(Area::Weights.dir()).is_dir() {
+        return Err(error(
+            "neither a model directory (no config.json) nor a run output (no checkpoints/)",
+        ));
+    }
+    fetch_published(location, cache_dir)
+}
+
+/// A model directory read in place: verified against its `MANIFEST.json`
+/// when it has one (a published checkpoint; markers in `cache_dir`), else
+/// accepted as a plain Hugging Face directory, with a warning that nothing
+/// is verified.
+pub fn open_model_dir(dir: &Path, cache_dir: &Path) -> Result<LocalCheckpoint> {
+    if !dir.join(MANIFEST).exists() {
+        // A directory that is not there is the loader's to name.
+        if dir.is_dir() {
+            tracing::warn!(
+                "{} has no {MANIFEST}: its files are not verified",
+                dir.display()
+            );
+        }
+        return Ok(LocalCheckpoint {
+            dir: dir.to_path_buf(),
+            step: None,
+        });
+    }
+    let manifest = crate::verify::verify_dir(dir, cache_dir)?;
+    Ok(LocalCheckpoint {
+        dir: dir.to_path_buf(),
+        step: Some(manifest.step),
+    })
 }
 
 /// A published checkpoint, or the newest one of a run output.
@@ -106,6 +132,12 @@ fn fetch_published(location: &str, cache_dir: &Path) -> Result<LocalCheckpoint> 
         false => {
             let steps = root.run(published_steps(root.store(), Area::Weights))?;
             let Some(newest) = steps.last() else {
+                // A plain model directory given as a file:// URL is read
+                // in place, as the directory itself would be.
+                let dir = Path::new(root.store().url());
+                if location.starts_with("file://") && dir.join("config.json").is_file() {
+                    return open_model_dir(dir, cache_dir);
+                }
                 return Err(error(format!(
                     "neither a published checkpoint (no {MANIFEST}) nor a run output with published checkpoints"
                 )));

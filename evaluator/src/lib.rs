@@ -5,6 +5,7 @@
 //! - [`evaluate`]: the per-task core ([`Evaluator::evaluate`]);
 //! - [`checkpoint`]: a checkpoint location (model directory or published
 //!   store URL) made local;
+//! - [`verify`]: a local checkpoint directory against its manifest, once;
 //! - [`run`]: every checkpoint of a run into the run's result files;
 //! - [`cache`]: published checkpoints on local disk, bounded by bytes;
 //! - [`worker`]: a worker that leases tasks from the coordinator, evaluates
@@ -17,6 +18,7 @@ pub mod error;
 pub mod evaluate;
 pub mod ifd;
 pub mod run;
+pub mod verify;
 pub mod worker;
 
 pub use cache::CheckpointCache;

@@ -1,11 +1,13 @@
 //! From loaded runs to the numbers of a report: the threshold (given or
 //! calibrated) and P-M and the baselines against test accuracy here; per run
 //! P-M accuracy per example and checkpoint and the checkpoint summaries
-//! (`run.rs`), ATC (`atc.rs`), and the robustness view (`robustness.rs`).
+//! (`run.rs`), ATC (`atc.rs`), the robustness view (`robustness.rs`), and
+//! warnings of suspect rows (`warnings.rs`).
 
 mod atc;
 mod robustness;
 mod run;
+mod warnings;
 
 use std::collections::BTreeMap;
 
@@ -172,6 +174,9 @@ pub struct Analysis {
     pub robustness: Option<Robustness>,
     /// Notes from loading (unreadable side files, orphan results).
     pub notes: Vec<String>,
+    /// What makes the numbers suspect (rows of non-finite perplexity), one
+    /// line each; shown first.
+    pub warnings: Vec<String>,
     /// Per run, in report order: what it was made with.
     pub provenance: Vec<RunProvenance>,
 }
@@ -229,6 +234,7 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         atc,
         robustness,
         notes,
+        warnings: warnings::non_finite_perplexities(runs),
         provenance: runs.iter().map(RunProvenance::of).collect(),
     })
 }

@@ -38,6 +38,9 @@ fn title(md: &mut String, location: &str, a: &Analysis) {
 /// coverage, how many gaps there are, and the two main charts.
 fn headline(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Headline\n");
+    for warning in &a.warnings {
+        let _ = writeln!(md, "- **Warning:** {warning}");
+    }
     threshold_line(md, a);
     pm_vs_test_line(md, a);
     latest_lines(md, a);

@@ -15,7 +15,7 @@ use premem_curation::{
     CandidatePool, Curation, CurationError, CurationSpec, CurationState, Strategy, iteration_job,
     write_outputs,
 };
-use premem_evaluator::checkpoint::LoadedModel;
+use premem_evaluator::checkpoint::{DEFAULT_CACHE_DIR, LoadedModel, open_model_dir};
 use premem_proto::ClientConfig;
 use premem_proto::v1;
 
@@ -68,7 +68,8 @@ fn ifd_scores(
         dir.display()
     );
     let device = crate::device::parse_device(device)?;
-    let loaded = LoadedModel::load(&dir, device, premem_model::default_kind(device))?;
+    let checkpoint = open_model_dir(&dir, Path::new(DEFAULT_CACHE_DIR))?;
+    let loaded = LoadedModel::load(&checkpoint.dir, device, premem_model::default_kind(device))?;
     let refs: Vec<&Example> = train.iter().collect();
     let scores = premem_evaluator::ifd::ifd_scores(
         &loaded.model,

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use premem_core::dataset::{DatasetFormat, DatasetSpec};
 use premem_core::spec::DEFAULT_EVAL_BATCH_SIZE;
 use premem_core::{Dataset, PromptTemplate, SamplingSpec, Split};
-use premem_evaluator::checkpoint::LoadedModel;
+use premem_evaluator::checkpoint::{DEFAULT_CACHE_DIR, LoadedModel};
 use premem_evaluator::{EvalSettings, Evaluator, ExampleResult};
 
 use crate::device::{DType, parse_device};
@@ -24,7 +24,7 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = DEFAULT_EVAL_BATCH_SIZE)]
     pub batch_size: usize,
     /// Where published checkpoints are downloaded.
-    #[arg(long, default_value = ".premem-cache/checkpoints")]
+    #[arg(long, default_value = DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
     #[arg(long, default_value = "auto")]
     pub device: String,

@@ -1,17 +1,19 @@
 //! `premem generate`: text from a Hugging Face model directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use premem_core::SamplingSpec;
+use premem_evaluator::checkpoint::{DEFAULT_CACHE_DIR, open_model_dir};
 use premem_model::{CausalLm, Prompt, Stop, Tokenizer};
 
 use crate::device::{DType, parse_device};
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// Model directory in the Hugging Face layout.
+    /// Model directory in the Hugging Face layout (verified against its
+    /// MANIFEST.json when it is a published checkpoint).
     #[arg(long)]
     model: PathBuf,
     /// Prompt text; repeat for a batch (prompts are left-padded together).
@@ -44,8 +46,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let kind = args.dtype.kind(device);
     let start = Instant::now();
-    let model = CausalLm::load(&args.model, device, kind)?;
-    let tokenizer = Tokenizer::from_dir(&args.model)?;
+    let dir = open_model_dir(&args.model, Path::new(DEFAULT_CACHE_DIR))?.dir;
+    let model = CausalLm::load(&dir, device, kind)?;
+    let tokenizer = Tokenizer::from_dir(&dir)?;
     tokenizer.check_fits(model.config().vocab_size)?;
     let load_time = start.elapsed();
 

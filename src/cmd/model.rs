@@ -1,9 +1,10 @@
 //! `premem model convert|random`: models in the Hugging Face layout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Subcommand;
+use premem_evaluator::checkpoint::{DEFAULT_CACHE_DIR, open_model_dir};
 use premem_model::{CausalLm, ModelConfig, SaveOptions, Tokenizer};
 use tch::Device;
 
@@ -56,6 +57,7 @@ pub fn run(command: ModelCommand) -> Result<()> {
             dtype,
             max_shard_bytes,
         } => {
+            let model = open_model_dir(&model, Path::new(DEFAULT_CACHE_DIR))?.dir;
             let loaded = CausalLm::load(&model, Device::Cpu, dtype.kind(Device::Cpu))?;
             loaded.save(&out, &SaveOptions { max_shard_bytes })?;
             let tokenizer = model.join(premem_model::tokenizer::TOKENIZER_FILE);

@@ -83,6 +83,9 @@ pub fn run(args: ReportArgs) -> Result<()> {
         upload_dir(&local, &args.out)?;
     }
     let a = &written.analysis;
+    for warning in &a.warnings {
+        println!("warning: {warning}");
+    }
     println!("memorization threshold p: {}", a.threshold);
     println!(
         "P-M vs test over {} checkpoints: R² vs y = x {}, least-squares R² {}",
