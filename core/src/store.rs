@@ -77,9 +77,6 @@ impl Store {
         }
         let url = url::Url::parse(location).map_err(|e| open_error(format!("not a URL: {e}")))?;
         let root = Path::from_url_path(url.path()).map_err(|e| open_error(e.to_string()))?;
-        let bucket_error =
-            |e: object_store::Error| open_error(format!("cannot configure the store: {e}"));
-        let limits = crate::store_client::limits().map_err(open_error)?;
         let inner: Arc<dyn ObjectStore> = match url.scheme() {
             "file" => {
                 let path = url
@@ -87,55 +84,12 @@ impl Store {
                     .map_err(|_| open_error("file:// URLs need an absolute path".into()))?;
                 return Self::open_local(&path, location);
             }
-            "s3" | "s3a" => {
-                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-                let mut builder = AmazonS3Builder::from_env().with_url(location);
-                for (key, value) in limits.client {
-                    builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
-                }
-                Arc::new(
-                    builder
-                        .with_retry(limits.retry)
-                        .build()
-                        .map_err(bucket_error)?,
-                )
-            }
-            "gs" => {
-                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-                let mut builder = GoogleCloudStorageBuilder::from_env().with_url(location);
-                for (key, value) in limits.client {
-                    builder = builder.with_config(GoogleConfigKey::Client(key), value);
-                }
-                Arc::new(
-                    builder
-                        .with_retry(limits.retry)
-                        .build()
-                        .map_err(bucket_error)?,
-                )
-            }
-            "az" | "azure" | "abfs" | "abfss" => {
-                use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-                let mut builder = MicrosoftAzureBuilder::from_env().with_url(location);
-                for (key, value) in limits.client {
-                    builder = builder.with_config(AzureConfigKey::Client(key), value);
-                }
-                Arc::new(
-                    builder
-                        .with_retry(limits.retry)
-                        .build()
-                        .map_err(bucket_error)?,
-                )
-            }
             "memory" => {
                 return Err(open_error(
                     "an in-memory store keeps nothing past the process; use a directory, file://, s3://, gs:// or az://".into(),
                 ));
             }
-            other => {
-                return Err(open_error(format!(
-                    "scheme '{other}' is not supported (a local directory, file://, s3://, gs://, az://)"
-                )));
-            }
+            scheme => crate::store_client::cloud_store(scheme, location).map_err(open_error)?,
         };
         Ok(Store {
             inner,

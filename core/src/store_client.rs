@@ -1,4 +1,5 @@
-//! How long premem waits on a cloud object store. `object_store`'s own
+//! The cloud object stores (`s3://`, `gs://`, `az://`), built from the
+//! standard environment variables, and how long premem waits on them. `object_store`'s own
 //! defaults retry an unanswered request for up to three minutes (30 s per
 //! attempt, ten retries, a 3-minute retry budget), so an endpoint or
 //! credential service that accepts connections and never answers stalls a
@@ -6,9 +7,10 @@
 //! retries included, by [`TIMEOUT_ENV`] seconds (default
 //! [`DEFAULT_TIMEOUT_S`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::{ClientConfigKey, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
 
 /// Seconds a store request may go unanswered, retries included, before it
 /// fails.
@@ -48,6 +50,50 @@ pub fn limits() -> Result<Limits, String> {
             ..RetryConfig::default()
         },
     })
+}
+
+/// The store of a cloud `scheme` at `location`, with [`limits`]; an
+/// unknown scheme or a configuration the builder refuses is an error.
+pub fn cloud_store(scheme: &str, location: &str) -> Result<Arc<dyn ObjectStore>, String> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+    let Limits { client, retry } = limits()?;
+    let built = match scheme {
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::from_env().with_url(location);
+            for (key, value) in client {
+                b = b.with_config(AmazonS3ConfigKey::Client(key), value);
+            }
+            b.with_retry(retry)
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::from_env().with_url(location);
+            for (key, value) in client {
+                b = b.with_config(GoogleConfigKey::Client(key), value);
+            }
+            b.with_retry(retry)
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        }
+        "az" | "azure" | "abfs" | "abfss" => {
+            let mut b = MicrosoftAzureBuilder::from_env().with_url(location);
+            for (key, value) in client {
+                b = b.with_config(AzureConfigKey::Client(key), value);
+            }
+            b.with_retry(retry)
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        }
+        other => {
+            return Err(format!(
+                "scheme '{other}' is not supported (a local directory, file://, s3://, gs://, az://)"
+            ));
+        }
+    };
+    built.map_err(|e| format!("cannot configure the store: {e}"))
 }
 
 fn parse_seconds(text: &str) -> Option<Duration> {
