@@ -76,8 +76,85 @@ pub struct LocalCluster {
     pub address: String,
     pub token: String,
     pub logs: PathBuf,
-    coordinator: Child,
+    coordinator: Coordinator,
     members: Vec<Member>,
+}
+
+/// The coordinator child: restarted on its address and state when it dies,
+/// so the workers, which know only that address, carry on.
+struct Coordinator {
+    child: Child,
+    launch: Launch,
+    restarts: u32,
+}
+
+/// How the coordinator child starts.
+struct Launch {
+    /// Its arguments without `--listen`.
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    log: PathBuf,
+    address_file: PathBuf,
+}
+
+impl Launch {
+    /// Starts `premem coordinator --listen <listen> <args>` and waits until
+    /// it writes the address it serves.
+    fn start(&self, listen: &str) -> Result<(Child, String)> {
+        let _ = std::fs::remove_file(&self.address_file);
+        let mut args = vec!["coordinator".to_string(), "--listen".into(), listen.into()];
+        args.extend(self.args.iter().cloned());
+        let mut child = spawn(&args, &self.log, &self.env)?;
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&self.address_file) {
+                return Ok((child, text.trim().to_string()));
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "the coordinator exited ({status}) before listening; its log ({}):\n{}",
+                    self.log.display(),
+                    log_tail(&self.log)
+                );
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                terminate(&mut child);
+                bail!(
+                    "the coordinator did not start within 60 s; see {}",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Coordinator {
+    /// Restarts the coordinator if it died, on `address` (its jobs come back
+    /// from its state); fails after [`MAX_RESTARTS`] restarts.
+    fn supervise(&mut self, address: &str) -> Result<()> {
+        let Some(status) = self.child.try_wait()? else {
+            return Ok(());
+        };
+        let log = &self.launch.log;
+        if self.restarts >= MAX_RESTARTS {
+            bail!(
+                "the coordinator exited ({status}) {MAX_RESTARTS} times; its log ({}):\n{}",
+                log.display(),
+                log_tail(log)
+            );
+        }
+        self.restarts += 1;
+        tracing::warn!(%status, restart = self.restarts, "restarting the coordinator");
+        // The address file holds a URL; --listen takes host:port.
+        let listen = address.split_once("://").map_or(address, |(_, rest)| rest);
+        let (child, again) = self.launch.start(listen)?;
+        self.child = child;
+        if again != address {
+            bail!("the restarted coordinator serves {again}, not {address}");
+        }
+        Ok(())
+    }
 }
 
 impl LocalCluster {
@@ -92,12 +169,8 @@ impl LocalCluster {
             _ => format!("{:032x}", rand::random::<u128>()),
         };
         let address_file = workdir.join("coordinator.address");
-        let _ = std::fs::remove_file(&address_file);
-        let mut coordinator_args = vec![
-            "coordinator".to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--state".into(),
+        let mut args = vec![
+            "--state".to_string(),
             workdir.join("state").to_string_lossy().into_owned(),
             "--address-file".into(),
             address_file.to_string_lossy().into_owned(),
@@ -107,37 +180,25 @@ impl LocalCluster {
             "15".into(),
         ];
         if let Some(metrics) = metrics_listen {
-            coordinator_args.extend(["--metrics-listen".into(), metrics.to_string()]);
+            args.extend(["--metrics-listen".into(), metrics.to_string()]);
         }
-        let coordinator_log = logs.join("coordinator.log");
         let env = vec![(TOKEN_ENV, token.clone())];
-        let mut coordinator = spawn(&coordinator_args, &coordinator_log, &env)?;
-        let started = Instant::now();
-        let address = loop {
-            if let Ok(text) = std::fs::read_to_string(&address_file) {
-                break text.trim().to_string();
-            }
-            if let Some(status) = coordinator.try_wait()? {
-                bail!(
-                    "the coordinator exited ({status}) before listening; its log ({}):\n{}",
-                    coordinator_log.display(),
-                    log_tail(&coordinator_log)
-                );
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                terminate(&mut coordinator);
-                bail!(
-                    "the coordinator did not start within 60 s; see {}",
-                    coordinator_log.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let launch = Launch {
+            args,
+            env,
+            log: logs.join("coordinator.log"),
+            address_file,
         };
+        let (child, address) = launch.start("127.0.0.1:0")?;
         Ok(LocalCluster {
             address,
             token,
             logs,
-            coordinator,
+            coordinator: Coordinator {
+                child,
+                launch,
+                restarts: 0,
+            },
             members: vec![],
         })
     }
@@ -211,9 +272,11 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Restarts workers that died (a trainer of one job that exited
-    /// successfully is done); fails after [`MAX_RESTARTS`] restarts of one.
+    /// Restarts the coordinator and workers that died (a trainer of one job
+    /// that exited successfully is done); fails after [`MAX_RESTARTS`]
+    /// restarts of one.
     pub fn supervise(&mut self) -> Result<()> {
+        self.coordinator.supervise(&self.address)?;
         for member in self.members.iter_mut() {
             if let Some(status) = member.child.try_wait()? {
                 let trainer_done = member.name.starts_with("trainer rank") && status.success();
@@ -241,7 +304,7 @@ impl LocalCluster {
         for member in self.members.iter_mut() {
             terminate(&mut member.child);
         }
-        terminate(&mut self.coordinator);
+        terminate(&mut self.coordinator.child);
     }
 }
 

@@ -306,3 +306,82 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The pids of `premem coordinator` processes whose command line names
+/// `state` (the local cluster of one `premem run`).
+fn coordinator_pids(state: &Path) -> Vec<i32> {
+    let state = state.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.contains(&&b"coordinator"[..]) && args.contains(&state.as_bytes())
+        })
+        .collect()
+}
+
+/// Issue 18, finding 2: `premem run` restarts its coordinator after a
+/// SIGKILL (on the same address and state) and the job completes (before:
+/// it hung with the coordinator a zombie); with no evaluator it refuses.
+#[test]
+fn premem_run_restarts_its_killed_coordinator_and_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_task(dir);
+    let tail = format!("every_steps = 8\nbaselines = false\n\n{EVAL}\n[cluster]\nevaluators = 1\n");
+    let job = spec(dir, "supervised", "epochs = 2", &tail);
+    let work = dir.join("work");
+    let mut run = common::premem()
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "--workdir",
+            work.to_str().unwrap(),
+            "--no-report",
+        ])
+        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = work.join("state");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !published(&dir.join("supervised"), 8) {
+        assert!(std::time::Instant::now() < deadline, "no first checkpoint");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pids = coordinator_pids(&state);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    // SAFETY: a signal to a process of this test's own tree.
+    unsafe { libc::kill(pids[0], libc::SIGKILL) };
+    // Before the fix `premem run` waited forever on the dead coordinator.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("premem run did not finish within 180 s of the coordinator's kill");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("restarting the coordinator"), "{stderr}");
+    assert_complete(&dir.join("supervised"), &[8, 16]);
+
+    let idle = spec(dir, "idle", "", "[cluster]\nevaluators = 0\n");
+    let out = common::run(&[
+        "run",
+        idle.to_str().unwrap(),
+        "--workdir",
+        dir.join("w2").to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cluster.evaluators is 0"), "{stderr}");
+}

@@ -74,6 +74,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     crate::fit::check_local(&spec)?;
     let name = spec.run.name.clone();
+    if spec.eval.enabled && spec.cluster.evaluators == 0 {
+        bail!(
+            "job '{name}': cluster.evaluators is 0, so no checkpoint would ever be evaluated and the run could not finish; set cluster.evaluators to 1 or more (or eval.enabled = false to train only)"
+        );
+    }
     let workdir = args
         .workdir
         .clone()
