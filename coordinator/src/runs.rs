@@ -17,10 +17,35 @@ use premem_core::{Dataset, Store, StoreError};
 
 use crate::state::{Examples, Job, Row, State, TaskKey, TaskState};
 
+/// The largest dataset file the coordinator reads (it keeps the ids and
+/// the step count; the trainers read the examples).
+pub const MAX_DATASET_BYTES: u64 = 1 << 30;
+
+/// The job's dataset files are regular files of at most
+/// [`MAX_DATASET_BYTES`]: checked before one is opened, so a FIFO cannot
+/// block the call nor `/dev/zero` fill the coordinator's memory.
+fn check_dataset_files(spec: &JobSpec) -> Result<(), DatasetError> {
+    for data in std::iter::once(&spec.data.train).chain(&spec.data.test) {
+        let path = std::path::Path::new(&data.path);
+        let size = premem_core::dataset::regular_file_size(path)?;
+        if size > MAX_DATASET_BYTES {
+            return Err(DatasetError::Invalid {
+                path: path.into(),
+                message: format!(
+                    "{size} bytes: the coordinator reads datasets of at most {} GiB",
+                    MAX_DATASET_BYTES >> 30
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Builds a job from its spec, validated where it came in, and the JSON it
 /// came as: the train subset and test examples the evaluation covers, and
 /// the planned steps. Reads the datasets.
 pub fn build_job(spec: JobSpec, spec_json: String) -> Result<Job, DatasetError> {
+    check_dataset_files(&spec)?;
     let train = Dataset::load(&spec.data.train)?;
     let limit = spec.eval.limit.unwrap_or(usize::MAX);
     let train_ids: Vec<String> = subset(train.len(), spec.data.fraction, spec.run.seed)

@@ -486,6 +486,23 @@ async fn submitting_is_idempotent_and_bad_specs_are_refused() {
         Code::NotFound,
         "missing",
     );
+    // Files that are not regular (finding 3): refused before they are opened.
+    let fifo = fixture.path("fifo.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for path in ["/dev/zero".to_string(), fifo] {
+        let mut special = fixture.spec(2);
+        special["run"]["name"] = "special".into();
+        special["data"]["train"]["path"] = path.clone().into();
+        assert_refused(
+            client.submit_job(bad(special.to_string())).await,
+            Code::InvalidArgument,
+            "not a regular file",
+        );
+    }
     // Names that are not one path component (issue 18, finding 7).
     let huge = "n".repeat(10_000);
     for name in ["a/b", "../escape", "", "x\ny", huge.as_str()] {

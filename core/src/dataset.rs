@@ -218,9 +218,34 @@ impl Columns {
     }
 }
 
+/// The longest JSONL line premem reads: a line is one example, and without
+/// a bound a file with no newline (`/dev/zero`) would be read into memory
+/// whole.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// The size of the regular file at `path`. Anything else (a FIFO, whose
+/// open blocks until a writer comes; a device; a directory) is refused
+/// before it is opened.
+pub fn regular_file_size(path: &Path) -> Result<u64, DatasetError> {
+    let meta = std::fs::metadata(path).map_err(|source| DatasetError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(DatasetError::Invalid {
+            path: path.to_path_buf(),
+            message:
+                "not a regular file (a directory, FIFO or device): datasets are read from files"
+                    .into(),
+        });
+    }
+    Ok(meta.len())
+}
+
 impl Dataset {
     pub fn load(spec: &DatasetSpec) -> Result<Dataset, DatasetError> {
         let path = PathBuf::from(&spec.path);
+        regular_file_size(&path)?;
         let columns = Columns::for_spec(spec, &path)?;
         let style = spec.answer_style();
         let mut unsupported = HashMap::new();
@@ -429,11 +454,11 @@ fn read_jsonl(path: &Path) -> Result<Vec<Row>, DatasetError> {
         path: path.to_path_buf(),
         source,
     };
-    let reader = BufReader::new(File::open(path).map_err(io)?);
+    let mut reader = BufReader::new(File::open(path).map_err(io)?);
     let mut rows = vec![];
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(io)?;
+    let mut line_no = 0;
+    while let Some(line) = next_line(&mut reader, path, line_no + 1)? {
+        line_no += 1;
         if line.trim().is_empty() {
             continue;
         }
@@ -456,6 +481,48 @@ fn read_jsonl(path: &Path) -> Result<Vec<Row>, DatasetError> {
         }
     }
     Ok(rows)
+}
+
+/// Line `line_no` of `reader` without its newline (`None` at the end), at
+/// most [`MAX_LINE_BYTES`] long and UTF-8.
+fn next_line(
+    reader: &mut impl BufRead,
+    path: &Path,
+    line_no: usize,
+) -> Result<Option<String>, DatasetError> {
+    use std::io::Read;
+    let mut bytes = vec![];
+    let limit = MAX_LINE_BYTES as u64 + 1;
+    let read = reader
+        .take(limit)
+        .read_until(b'\n', &mut bytes)
+        .map_err(|source| DatasetError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if read == 0 {
+        return Ok(None);
+    }
+    let malformed = |message: String| DatasetError::Malformed {
+        path: path.to_path_buf(),
+        line: line_no,
+        message,
+    };
+    if bytes.len() > MAX_LINE_BYTES {
+        return Err(malformed(format!(
+            "longer than {} MiB",
+            MAX_LINE_BYTES >> 20
+        )));
+    }
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| malformed("not valid UTF-8".into()))
 }
 
 /// Every row, as a JSON object of its string and numeric columns. A column

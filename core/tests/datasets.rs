@@ -274,3 +274,25 @@ fn empty_gold_answers_are_listed_and_can_be_dropped() {
     let text = serde_json::to_string(&spec(&path, DatasetFormat::Math)).unwrap();
     assert!(!text.contains("drop_empty_answers"), "{text}");
 }
+
+/// Issue 18, finding 3: a line past the bound is an error naming the file
+/// and line, not a read of the whole file into one string; a FIFO or a
+/// device is refused before it is opened.
+#[test]
+fn endless_lines_and_special_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(premem_core::dataset::MAX_LINE_BYTES + 1);
+    let path = write(
+        dir.path(),
+        "long.jsonl",
+        &format!("{{\"question\": \"q\", \"answer\": \"#### 1\"}}\n{long}"),
+    );
+    let err = Dataset::load(&spec(&path, DatasetFormat::Gsm8k))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("long.jsonl:2: longer than 64 MiB"), "{err}");
+    let err = Dataset::load(&spec(Path::new("/dev/zero"), DatasetFormat::Gsm8k))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/dev/zero: not a regular file"), "{err}");
+}

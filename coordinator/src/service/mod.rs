@@ -22,6 +22,10 @@ pub mod reply;
 pub mod validate;
 
 pub use error::ServiceError;
+
+/// How long a submission may spend reading its datasets (a slow network
+/// file system; a regular file of at most 1 GiB reads in seconds).
+const DATASET_TIMEOUT: Duration = Duration::from_secs(120);
 pub use reply::job_status;
 
 pub struct Service {
@@ -43,8 +47,15 @@ impl Service {
     /// Builds the job on a blocking thread (it reads the datasets).
     async fn build(&self, spec: JobSpec, spec_json: String) -> Result<Job, ServiceError> {
         let name = spec.run.name.clone();
-        tokio::task::spawn_blocking(move || build_job(spec, spec_json))
+        let reading = tokio::task::spawn_blocking(move || build_job(spec, spec_json));
+        tokio::time::timeout(DATASET_TIMEOUT, reading)
             .await
+            .map_err(|_| {
+                Refusal::Invalid(format!(
+                    "job '{name}': its datasets were not read within {} s",
+                    DATASET_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| ServiceError::internal("building the job", e))?
             .map_err(|e| Refusal::Invalid(format!("job '{name}': {e}")).into())
     }
