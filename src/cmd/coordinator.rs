@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::client::runtime;
 
@@ -43,8 +43,18 @@ pub struct CoordinatorArgs {
     address_file: Option<PathBuf>,
 }
 
+/// The shortest cluster token the coordinator accepts: a guessable token
+/// is the whole cluster (`openssl rand -hex 32` makes a good one).
+const MIN_TOKEN_LEN: usize = 16;
+
 pub fn run(args: CoordinatorArgs) -> Result<()> {
     let token = premem_proto::load_token(args.token_file.as_deref())?;
+    if token.len() < MIN_TOKEN_LEN {
+        bail!(
+            "the cluster token has {} characters; the coordinator needs at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`)",
+            token.len()
+        );
+    }
     let mut options = premem_coordinator::ServeOptions::new(&args.listen, &args.state, token);
     options.metrics_listen = args.metrics_listen.clone();
     options.tls = args.tls_cert.clone().zip(args.tls_key.clone());
@@ -64,6 +74,12 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
         }
         if let Some(metrics) = running.metrics_address {
             tracing::info!("metrics at http://{metrics}/metrics");
+        }
+        if !tls && !running.address.ip().is_loopback() {
+            tracing::warn!(
+                "listening on {} without TLS: the token and every request cross the network in clear text; pass --tls-cert and --tls-key, or serve behind a TLS proxy",
+                running.address
+            );
         }
         eprintln!("coordinator at {address}, state in {}", args.state);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
