@@ -322,6 +322,21 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
         "{}",
         text(&out.stderr)
     );
+    // A location that is not there is not created (issue 18, finding 14).
+    let absent = tmp.path().join("absent");
+    let out = run(&[
+        "report",
+        absent.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("absent: not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!absent.exists(), "the report created {}", absent.display());
 }
 
 #[test]

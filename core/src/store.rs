@@ -99,6 +99,28 @@ impl Store {
         })
     }
 
+    /// As [`Store::open`], for a reader of what is there: a local directory
+    /// (a path or `file://`) must exist already; nothing is created.
+    pub fn open_existing(location: &str) -> Result<Store, StoreError> {
+        let local = if !location.contains("://") {
+            Some(PathBuf::from(location))
+        } else if location.starts_with("file://") {
+            url::Url::parse(location)
+                .ok()
+                .and_then(|u| u.to_file_path().ok())
+        } else {
+            None
+        };
+        if let Some(dir) = local
+            && !dir.is_dir()
+        {
+            return Err(StoreError::NotFound {
+                url: location.to_string(),
+            });
+        }
+        Self::open(location)
+    }
+
     fn open_local(dir: &FsPath, location: &str) -> Result<Store, StoreError> {
         let open_error = |message: String| StoreError::Open {
             location: location.to_string(),

@@ -31,7 +31,7 @@ pub struct RunData {
 /// A run (a location with `run.json`) or a sweep (a location whose
 /// sub-directories hold runs), runs in name order.
 pub fn load(location: &str) -> Result<Vec<RunData>> {
-    let root = BlockingStore::new(Store::open(location)?)?;
+    let root = BlockingStore::new(Store::open_existing(location)?)?;
     if root.run(root.store().exists(RUN_FILE))? {
         return Ok(vec![load_run(&root)?]);
     }
