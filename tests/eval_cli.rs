@@ -87,3 +87,75 @@ fn eval_reads_the_newest_checkpoint_of_a_run_and_writes_parquet() {
         text(&out.stderr)
     );
 }
+
+/// Issue 18, finding 13: a checkpoint trained with a custom template is
+/// evaluated with it (the run's own, read from its run.json), and the
+/// template flags set another one.
+#[test]
+fn eval_uses_the_runs_prompt_template_and_the_flags_override_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synth_task(tmp.path());
+    let output = tmp.path().join("templated");
+    let spec = job_spec(tmp.path(), &output, "", "");
+    let custom = "[prompt]\nprompt = \"Q: {query}\\nA:\"\ncompletion = \" {target}\\nDone.\"\n";
+    let text_of = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, format!("{text_of}\n{custom}")).unwrap();
+    let out = run(&["train", "--config", spec.to_str().unwrap(), "--no-progress"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let checkpoint = output.join("checkpoints/step-00000008");
+    let eval = |extra: &[&str]| {
+        let results = tmp.path().join("t.parquet");
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--data",
+        ];
+        let train = data.join("train.jsonl");
+        let train = train.to_str().unwrap().to_string();
+        args.push(&train);
+        args.extend(["--limit", "3", "--samples", "1", "--max-new-tokens", "4"]);
+        let results_arg = results.to_str().unwrap().to_string();
+        args.extend(["--out", &results_arg]);
+        let cache = tmp.path().join("cache").to_str().unwrap().to_string();
+        args.extend(["--cache-dir", &cache]);
+        args.extend(extra);
+        let out = run(&args);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let rows = premem_evaluator::results::read_parquet(&results).unwrap();
+        (
+            stderr,
+            rows.iter().map(|r| r.target_perplexity).collect::<Vec<_>>(),
+        )
+    };
+    let (stderr, runs) = eval(&[]);
+    assert!(stderr.contains("prompt template: the run's"), "{stderr}");
+    let (_, explicit) = eval(&["--prompt-template", "Q: {query}\nA:"]);
+    assert_eq!(
+        runs, explicit,
+        "the run's template is the flags' same template"
+    );
+    let (_, default) = eval(&["--prompt-template", "{query}\nAnswer:"]);
+    assert_ne!(
+        runs, default,
+        "another prompt scores the targets differently"
+    );
+    let bad = run(&[
+        "eval",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--data",
+        data.join("train.jsonl").to_str().unwrap(),
+        "--prompt-template",
+        "no placeholder",
+        "--cache-dir",
+        tmp.path().join("cache").to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("--prompt-template"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -7,11 +7,13 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use premem_core::dataset::{DatasetFormat, DatasetSpec};
 use premem_core::spec::DEFAULT_EVAL_BATCH_SIZE;
-use premem_core::{Dataset, PromptTemplate, SamplingSpec, Split};
+use premem_core::{Dataset, SamplingSpec, Split};
 use premem_evaluator::checkpoint::{DEFAULT_CACHE_DIR, LoadedModel};
 use premem_evaluator::{EvalSettings, Evaluator, ExampleResult};
 
 use crate::device::{DType, parse_device};
+
+mod template;
 
 /// How to sample, shared by `premem eval` and `premem eval-run`: the
 /// sampling settings as the job spec's `[eval]` has them (same names, same
@@ -80,6 +82,8 @@ pub struct EvalArgs {
     /// The Parquet file to write.
     #[arg(long, default_value = "results.parquet")]
     out: PathBuf,
+    #[command(flatten)]
+    template: template::TemplateArgs,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -101,8 +105,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(limit) = args.limit {
         examples.truncate(limit);
     }
+    let (template, source) = template::resolve(&args.template, &args.checkpoint)?;
     let (loaded, step) = load(&args, device)?;
-    let template = PromptTemplate::default();
+    eprintln!("prompt template: {source}");
     let evaluator = Evaluator {
         model: &loaded.model,
         tokenizer: &loaded.tokenizer,
