@@ -178,6 +178,9 @@ impl LocalCluster {
             // and wait less before reassigning ranks after a restart.
             "--rank-ttl".into(),
             "15".into(),
+            // Restarts take the state's lease back under this name.
+            "--lease-owner".into(),
+            format!("premem-run-{}", std::process::id()),
         ];
         if let Some(metrics) = metrics_listen {
             args.extend(["--metrics-listen".into(), metrics.to_string()]);

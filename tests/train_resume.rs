@@ -175,3 +175,48 @@ fn killed_or_stopped_runs_resume_to_bit_identical_weights() {
         "weights differ after SIGTERM + resume"
     );
 }
+
+/// Issue 18, finding 11: while one `premem train` trains an output, another
+/// on the same output is refused, naming the holder (before: both ran); the
+/// lease is released at the end.
+#[test]
+fn a_second_trainer_of_one_output_is_refused_while_the_first_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_task(tmp.path());
+    let output = tmp.path().join("shared");
+    let spec = job_spec(tmp.path(), &output, "epochs = 40", "every_epoch = false");
+    let mut first = common::premem()
+        .args(["train", "--config", spec.to_str().unwrap(), "--no-progress"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lease = output.join("train.lease");
+    let started = std::time::Instant::now();
+    while !lease.exists() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first never took the lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = common::run(&[
+        "train",
+        "--config",
+        spec.to_str().unwrap(),
+        "--resume",
+        "--no-progress",
+    ]);
+    let stderr = text(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the run output is being trained") && stderr.contains("is held by"),
+        "{stderr}"
+    );
+    // Stopped (a checkpoint, then exit 1 "interrupted"), the first gives
+    // the lease up.
+    // SAFETY: a signal to this test's own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    first.wait().unwrap();
+    assert!(!lease.exists(), "the lease outlived the run");
+}

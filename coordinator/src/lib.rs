@@ -25,6 +25,7 @@ pub mod runs;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod state_lease;
 
 pub use server::{Running, ServeError, ServeOptions, start};
 pub use state::Timing;

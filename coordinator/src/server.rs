@@ -19,6 +19,7 @@ use crate::persist::Persist;
 use crate::runs::{RunStores, scan_checkpoints};
 use crate::service::Service;
 use crate::state::{State, Timing};
+use crate::state_lease;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -38,6 +39,8 @@ pub enum ServeError {
     },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("state store: {0}")]
+    Lease(#[from] premem_core::lease::LeaseError),
 }
 
 /// How the coordinator serves.
@@ -57,6 +60,12 @@ pub struct ServeOptions {
     pub max_request_bytes: usize,
     /// How often to look for new checkpoints and expired leases.
     pub scan_interval: Duration,
+    /// The name this coordinator holds its state store's lease under
+    /// ([`crate::state_lease`]): host and pid by default; one that restarts
+    /// under the same name takes its lease back at once.
+    pub lease_owner: String,
+    /// How long that lease outlives its last renewal.
+    pub state_lease_ttl: Duration,
 }
 
 impl ServeOptions {
@@ -74,6 +83,8 @@ impl ServeOptions {
             timing: Timing::default(),
             max_request_bytes: 16 << 20,
             scan_interval: Duration::from_millis(500),
+            lease_owner: premem_core::lease::this_process(),
+            state_lease_ttl: state_lease::STATE_LEASE_TTL,
         }
     }
 }
@@ -83,7 +94,7 @@ pub struct Running {
     pub address: SocketAddr,
     pub metrics_address: Option<SocketAddr>,
     pub state: Arc<Mutex<State>>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
 
@@ -137,10 +148,15 @@ impl Stop {
 /// Restores the state from `options.state`, binds, and serves until
 /// [`Running::stop`].
 pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
+    let state_store = Store::open(&options.state)?;
+    let lease =
+        state_lease::take(&state_store, &options.lease_owner, options.state_lease_ttl).await?;
     let (persist, state, runs) = restore(&options).await?;
     let metrics = Arc::new(Metrics::new());
     let scan = Arc::new(Notify::new());
     let (shutdown, stop) = Stop::new();
+    let shutdown = Arc::new(shutdown);
+    let keeper = state_lease::keep(lease, shutdown.clone(), stop.stopped());
 
     let listener = bind(&options.listen).await?;
     let address = local_address(&listener, &options.listen)?;
@@ -157,7 +173,13 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         scan,
         retry_after: Duration::from_millis(500),
     };
-    let task = serve_grpc(listener, service, &options, &stop)?;
+    let grpc = serve_grpc(listener, service, &options, &stop)?;
+    // The server's end, then the lease's: a lost lease is the error.
+    let task = tokio::spawn(async move {
+        let served = grpc.await.expect("server task does not panic");
+        keeper.await.expect("lease task does not panic")?;
+        served
+    });
     tracing::info!(%address, tls = options.tls.is_some(), "coordinator listening");
     Ok(Running {
         address,

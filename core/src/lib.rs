@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod error_text;
 pub mod files;
+pub mod lease;
 pub mod order;
 pub mod plan;
 pub mod pm;

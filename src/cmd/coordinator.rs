@@ -38,6 +38,12 @@ pub struct CoordinatorArgs {
     /// Largest request accepted, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_request_bytes: usize,
+    /// The name this coordinator holds the state store's lease under
+    /// (default: host:pid). Another coordinator on the same --state is
+    /// refused while the lease lives (30 s past the holder's last renewal);
+    /// one restarted under the same name takes it back at once.
+    #[arg(long, env = "PREMEM_LEASE_OWNER")]
+    lease_owner: Option<String>,
     /// Write the address actually bound (http://host:port) to this file.
     #[arg(long)]
     address_file: Option<PathBuf>,
@@ -63,6 +69,9 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
         rank_ttl: Duration::from_secs_f64(args.rank_ttl),
     };
     options.max_request_bytes = args.max_request_bytes;
+    if let Some(owner) = &args.lease_owner {
+        options.lease_owner = owner.clone();
+    }
     let tls = options.tls.is_some();
     runtime()?.block_on(async move {
         let running = premem_coordinator::start(options).await?;

@@ -29,6 +29,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         progress: !args.no_progress,
         stop: Some(stop),
+        lock_owner: None,
     };
     let summary = premem_trainer::train(&spec, &options, &mut premem_trainer::SingleProcess)?;
     if let Some(from) = summary.resumed_from {

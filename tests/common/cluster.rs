@@ -82,6 +82,9 @@ impl Cluster {
                 "3",
                 "--rank-ttl",
                 "20",
+                // Restarted by the tests under the same name.
+                "--lease-owner",
+                "test-cluster",
             ])
             .spawn()
             .unwrap();

@@ -270,6 +270,9 @@ impl<'a> Node<'a> {
             resume: true,
             progress: self.options.progress && self.options.rank == 0,
             stop: Some(watch.job_stop.clone()),
+            // Whichever process is the job's rank 0 now holds the output: a
+            // restarted rank 0 takes the lease back at once.
+            lock_owner: Some(format!("job '{}' rank 0", generation.spec.run.name)),
         };
         let result = train_observed(
             &generation.spec,

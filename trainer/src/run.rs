@@ -8,6 +8,7 @@
 //! [`crate::step::train_step`].
 
 mod inputs;
+mod lock;
 mod output;
 mod start;
 
@@ -46,6 +47,10 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Set when the process should checkpoint and stop (SIGTERM/SIGINT).
     pub stop: Option<Arc<AtomicBool>>,
+    /// The name rank 0 holds the run output's lease under (default:
+    /// host:pid). A process restarted under the same name takes the lease
+    /// back at once; any other waits until it expires.
+    pub lock_owner: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -144,6 +149,8 @@ struct Run<'a> {
     plan: DataPlan,
     schedule: LrSchedule,
     store: BlockingStore,
+    /// Rank 0's hold on the output, released when the run ends.
+    lock: Option<lock::OutputLock>,
     model: CausalLm,
     optimizer: Optimizer,
     /// The baseline measurements (rank 0, `checkpoint.baselines`).
@@ -172,6 +179,7 @@ impl<'a> Run<'a> {
         let (inputs, plan, begun) = start::begin(spec, options, at, collective)?;
         let Begun {
             store,
+            lock,
             model,
             optimizer,
             resumed,
@@ -199,6 +207,7 @@ impl<'a> Run<'a> {
             inputs,
             plan,
             store,
+            lock,
             model,
             optimizer,
             probe,
@@ -342,6 +351,9 @@ impl<'a> Run<'a> {
         }
         // Every rank holds the same weights: all refuse together.
         self.check_finite_weights(done)?;
+        if let Some(lock) = &self.lock {
+            lock.check()?;
+        }
         // Sharded, every rank sends its range of the optimizer state.
         let Some(optimizer_state) = self.optimizer.gather_state(&mut *self.collective)? else {
             return Ok(());

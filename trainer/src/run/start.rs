@@ -107,6 +107,8 @@ impl Placement {
 /// The model, optimizer and bookkeeping a rank starts stepping from.
 pub(super) struct Begun {
     pub store: BlockingStore,
+    /// Rank 0's hold on the output.
+    pub lock: Option<super::lock::OutputLock>,
     pub model: CausalLm,
     pub optimizer: Optimizer,
     /// The checkpoint step the run continues from.
@@ -189,6 +191,11 @@ fn begin_leader(
 ) -> Result<Begun> {
     let run = BlockingStore::new(Store::open(&spec.run.output)?)?;
     run.run(run.store().check_writable())?;
+    let owner = options
+        .lock_owner
+        .clone()
+        .unwrap_or_else(premem_core::lease::this_process);
+    let lock = super::lock::OutputLock::take(&run, &owner)?;
     let claimed = check_output(&run, spec, &inputs.digest, options.resume)?;
     checkpoint::clear_staging(&run, 0)?;
     let restored = if options.resume {
@@ -211,6 +218,7 @@ fn begin_leader(
             };
             Begun {
                 store: run,
+                lock: None,
                 model: restored.model,
                 optimizer: restored.optimizer,
                 resumed,
@@ -224,7 +232,10 @@ fn begin_leader(
         write_run_record(&begun.store, spec, &inputs.digest)?;
     }
     clean_after(&begun.store, resumed)?;
-    Ok(begun)
+    Ok(Begun {
+        lock: Some(lock),
+        ..begun
+    })
 }
 
 /// A new run: the step-0 model and, when `minibatches` are given, a probe
@@ -251,6 +262,7 @@ fn fresh_start(
     };
     Ok(Begun {
         store,
+        lock: None,
         model,
         optimizer,
         resumed: None,
@@ -306,6 +318,7 @@ fn begin_follower(spec: &JobSpec, start: u64, inputs: &Inputs, at: Placement) ->
     };
     Ok(Begun {
         store: run,
+        lock: None,
         model,
         optimizer,
         resumed: (start > 0).then_some(start),
