@@ -230,8 +230,13 @@ async fn adopt_results(state: &Mutex<State>, runs: &RunStores, tasks: Vec<RunTas
         let Ok(run) = runs.get(&task.run) else {
             continue;
         };
-        let Some(rows) = read_result_rows(&run, &task.key.result_file()).await else {
-            continue;
+        let rows = match result_rows(&run, task.key).await {
+            Ok(Some(rows)) => rows,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = e, "unreadable result file: task evaluated again");
+                continue;
+            }
         };
         let mut state = lock(state);
         let job = state.jobs.get_mut(&task.job).expect("listed above");
@@ -245,35 +250,56 @@ async fn adopt_results(state: &Mutex<State>, runs: &RunStores, tasks: Vec<RunTas
     found
 }
 
-/// The rows without preamble of a result file; `None` when there is no
-/// such file or it cannot be read.
-async fn read_result_rows(run: &Store, file: &str) -> Option<Vec<Row>> {
-    let rows = match run.exists(file).await {
-        Ok(true) => match run.get(file).await {
-            Ok(bytes) => premem_core::results::from_parquet(bytes, &run.url_of(file)),
-            Err(e) => {
-                tracing::warn!(file = run.url_of(file), error = %e, "unreadable result file: task evaluated again");
-                return None;
-            }
-        },
-        _ => return None,
+/// The largest result file the coordinator reads.
+pub const MAX_RESULT_BYTES: usize = 256 << 20;
+
+/// The rows without preamble of the result file of task `key` in `run`;
+/// `Ok(None)` when there is no such file. Every row must be of the task's
+/// checkpoint and split, with its accuracy its correct samples over its
+/// samples: the file, not a caller, is what a task's rows are.
+pub async fn result_rows(run: &Store, key: TaskKey) -> Result<Option<Vec<Row>>, String> {
+    let file = key.result_file();
+    let url = run.url_of(&file);
+    let bytes = match run.get(&file).await {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
     };
-    match rows {
-        Ok(rows) => Some(
-            rows.into_iter()
-                .filter(|r| r.preamble.is_empty())
-                .map(|r| Row {
-                    id: r.id,
-                    accuracy: r.accuracy,
-                    perplexity: r.target_perplexity,
-                })
-                .collect(),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "unreadable result file: task evaluated again");
-            None
+    if bytes.len() > MAX_RESULT_BYTES {
+        return Err(format!(
+            "{url}: {} bytes, more than a result file holds",
+            bytes.len()
+        ));
+    }
+    let rows = premem_core::results::from_parquet(bytes, &url).map_err(|e| e.to_string())?;
+    let mut kept = vec![];
+    for r in rows {
+        if r.checkpoint_step != key.step || r.split != key.split.name() {
+            return Err(format!(
+                "{url}: row '{}' is of step {} {}, the task of step {} {}",
+                r.id,
+                r.checkpoint_step,
+                r.split,
+                key.step,
+                key.split.name()
+            ));
+        }
+        let accuracy = f64::from(r.n_correct) / f64::from(r.samples.max(1));
+        if r.samples == 0 || r.n_correct > r.samples || (r.accuracy - accuracy).abs() > 1e-12 {
+            return Err(format!(
+                "{url}: row '{}' has accuracy {} for {} correct of {} samples",
+                r.id, r.accuracy, r.n_correct, r.samples
+            ));
+        }
+        if r.preamble.is_empty() {
+            kept.push(Row {
+                id: r.id,
+                accuracy: r.accuracy,
+                perplexity: r.target_perplexity,
+            });
         }
     }
+    Ok(Some(kept))
 }
 
 #[cfg(test)]

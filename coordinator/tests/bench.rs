@@ -485,6 +485,31 @@ fn observation(i: usize, step: u64) -> (f64, f64) {
     (accuracy, perplexity)
 }
 
+/// The result file of `task` holding `rows` (accuracies in quarters: four
+/// samples), as an evaluator writes it.
+fn result_file(task: &v1::Task, rows: &[v1::ExampleRow]) -> Vec<u8> {
+    let results: Vec<premem_core::results::ExampleResult> = rows
+        .iter()
+        .map(|r| premem_core::results::ExampleResult {
+            id: r.example_id.clone(),
+            split: task.split.clone(),
+            checkpoint_step: task.step,
+            preamble: String::new(),
+            n_correct: (r.accuracy * 4.0).round() as u32,
+            samples: 4,
+            accuracy: r.accuracy,
+            target_nll: r.perplexity.ln(),
+            target_tokens: 1,
+            target_perplexity: r.perplexity,
+            mean_sample_tokens: 1.0,
+            frac_equal_target: 0.0,
+            sample_confidences: vec![],
+            sample_texts: vec![],
+        })
+        .collect();
+    premem_core::results::to_parquet(&results).expect("rows serialise")
+}
+
 /// The nearest-rank percentile of sorted durations, in milliseconds.
 fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -534,7 +559,6 @@ impl Evaluator {
             if let Some(parent) = file.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            tokio::fs::write(&file, format!("placeholder for {}\n", task.task_id)).await?;
             let rows = task
                 .example_ids
                 .iter()
@@ -553,6 +577,8 @@ impl Evaluator {
                     })
                 })
                 .collect::<Result<Vec<_>, BenchError>>()?;
+            // The coordinator takes a task's rows from its result file.
+            tokio::fs::write(&file, result_file(&task, &rows)).await?;
             let asked = Instant::now();
             let completion = self
                 .client

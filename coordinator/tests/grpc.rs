@@ -107,8 +107,8 @@ impl Fixture {
                 split: task.split.clone(),
                 checkpoint_step: task.step,
                 preamble: String::new(),
-                n_correct: (r.accuracy * 4.0).round() as u32,
-                samples: 4,
+                n_correct: (r.accuracy * 100.0).round() as u32,
+                samples: 100,
                 accuracy: r.accuracy,
                 target_nll: r.perplexity.ln() * 10.0,
                 target_tokens: 10,
@@ -756,7 +756,36 @@ async fn tasks_complete_once_and_pm_accuracy_matches_the_hand_computation() {
     let s = status(&mut client).await;
     assert_eq!((s.tasks_pending, s.tasks_leased, s.tasks_done), (2, 1, 0));
 
+    // Finding 9: a garbage file, forged rows, a file of another checkpoint.
+    fixture.write_result_bytes(&task, b"not parquet");
+    assert_refused(
+        complete(&mut client, &task, rows_for(&task)).await,
+        Code::InvalidArgument,
+        &task.result_file,
+    );
     fixture.write_result(&task, &rows_for(&task));
+    let mut forged = rows_for(&task);
+    forged[0].accuracy = 1.0;
+    forged[0].perplexity = 1.0;
+    assert_refused(
+        complete(&mut client, &task, forged).await,
+        Code::InvalidArgument,
+        "not those of its result file",
+    );
+    let mut elsewhere = task.clone();
+    elsewhere.step += 4;
+    let file = fixture.run_dir().join(&task.result_file);
+    let real = std::fs::read(&file).unwrap();
+    // The same file name, rows of step 8.
+    fixture.write_result(&elsewhere, &rows_for(&task));
+    assert_refused(
+        complete(&mut client, &task, rows_for(&task)).await,
+        Code::InvalidArgument,
+        "is of step 8",
+    );
+    std::fs::write(&file, real).unwrap();
+    let s = status(&mut client).await;
+    assert_eq!((s.tasks_pending, s.tasks_leased, s.tasks_done), (2, 1, 0));
     assert_eq!(
         complete(&mut client, &task, rows_for(&task)).await.unwrap(),
         Completion::Accepted
@@ -1273,4 +1302,33 @@ fn status_now(running: &Running) -> String {
         job.checkpoint_steps(),
         job.complete()
     )
+}
+
+/// Issue 18, finding 6: a second coordinator on the same state is refused
+/// while the first holds the state's lease, and may start once it stopped;
+/// a coordinator whose lease another took stops serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_coordinator_per_state_store() {
+    let fixture = Fixture::new();
+    let named = |owner: &str| {
+        let mut options = fixture.options();
+        options.lease_owner = owner.into();
+        options.state_lease_ttl = Duration::from_millis(900);
+        options
+    };
+    let first = start(named("first")).await.unwrap();
+    let err = start(named("second")).await.err().expect("refused");
+    assert!(err.to_string().contains("is held by first"), "{err}");
+    first.stop().await.unwrap();
+    let second = start(named("second")).await.unwrap();
+    // Another process takes the lease over: the holder notices at its next
+    // renewal and stops, with the error.
+    let lease = std::path::Path::new(&fixture.path("state")).join("coordinator.lease");
+    let forged = serde_json::json!({"owner": "intruder", "expires_at_ms": u64::MAX / 2});
+    std::fs::write(&lease, forged.to_string()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), second.wait())
+        .await
+        .expect("the coordinator stops");
+    let err = ended.unwrap_err().to_string();
+    assert!(err.contains("taken over by intruder"), "{err}");
 }

@@ -73,25 +73,46 @@ impl Service {
             .map_err(|e| Refusal::Precondition(format!("job '{name}': {e}")))
     }
 
-    /// The rows of a completion count only once their file is in the store.
-    async fn check_result_file(
+    /// The rows of a completion are its result file's, read from the run's
+    /// store and checked against the task ([`runs::result_rows`]); the rows
+    /// the request carries must be the same, or it is refused: an RPC
+    /// cannot claim values the file does not hold.
+    async fn rows_of_result_file(
         &self,
         task_id: &str,
         run: &str,
-        file: &str,
-    ) -> Result<(), ServiceError> {
-        let exists = match self.runs.get(run) {
-            Ok(store) => store.exists(file).await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| ServiceError::internal("checking the result file", e))?;
-        if !exists {
-            return Err(Refusal::Precondition(format!(
-                "task '{task_id}': its result file {file} is not in the run's store; write it before completing"
+        key: crate::state::TaskKey,
+        claimed: &[crate::state::Row],
+    ) -> Result<Vec<crate::state::Row>, ServiceError> {
+        let store = self
+            .runs
+            .get(run)
+            .map_err(|e| ServiceError::internal("opening the run's store", e))?;
+        let rows = match runs::result_rows(&store, key).await {
+            Ok(Some(rows)) => rows,
+            Ok(None) => {
+                return Err(Refusal::Precondition(format!(
+                    "task '{task_id}': its result file {} is not in the run's store; write it before completing",
+                    key.result_file()
+                ))
+                .into());
+            }
+            Err(e) => return Err(Refusal::Invalid(format!("task '{task_id}': {e}")).into()),
+        };
+        let same = rows.len() == claimed.len()
+            && rows.iter().zip(claimed).all(|(a, b)| {
+                a.id == b.id
+                    && a.accuracy.to_bits() == b.accuracy.to_bits()
+                    && a.perplexity.to_bits() == b.perplexity.to_bits()
+            });
+        if !same {
+            return Err(Refusal::Invalid(format!(
+                "task '{task_id}': the rows sent are not those of its result file {}",
+                key.result_file()
             ))
             .into());
         }
-        Ok(())
+        Ok(rows)
     }
 
     /// Adopts the result files of new tasks without holding up the reply.
@@ -326,9 +347,11 @@ impl Coordinator for Service {
         request: Request<v1::CompleteTaskRequest>,
     ) -> Result<Response<v1::CompleteTaskReply>, Status> {
         let r = request.get_ref();
-        let rows = validate::rows(r);
-        let (run, file) = self.lock().check_rows(&r.task_id, &rows)?;
-        self.check_result_file(&r.task_id, &run, &file).await?;
+        let claimed = validate::rows(r);
+        let (run, key) = self.lock().check_rows(&r.task_id, &claimed)?;
+        let rows = self
+            .rows_of_result_file(&r.task_id, &run, key, &claimed)
+            .await?;
         let count = rows.len() as u64;
         let completed = self
             .lock()

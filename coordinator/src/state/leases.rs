@@ -198,10 +198,10 @@ impl State {
     /// Checks a completion's rows against its task: exactly one row per
     /// example of the task, with valid values. Returns the task's run and
     /// result file for the caller to check the file exists.
-    pub fn check_rows(&self, task_id: &str, rows: &[Row]) -> Refused<(String, String)> {
+    pub fn check_rows(&self, task_id: &str, rows: &[Row]) -> Refused<(String, TaskKey)> {
         let (job, key, task) = self.task(task_id)?;
         check_task_rows(task, task_id, rows)?;
-        Ok((job.spec.run.output.clone(), key.result_file()))
+        Ok((job.spec.run.output.clone(), key))
     }
 
     /// Takes a completion (rows already checked by [`State::check_rows`]).
