@@ -1,6 +1,6 @@
 //! Property tests for every parser of premem-core: job and sweep specs,
 //! datasets (JSONL and Parquet), GSM8K and MATH answers, manifests, run
-//! records and result files. Each feeds arbitrary bytes, then inputs that
+//! records, result files and the model shape of the memory plan. Each feeds arbitrary bytes, then inputs that
 //! get deeper (valid files with values replaced, removed or added), and
 //! asserts only that the call returns: a value or an error, never a panic.
 //!
@@ -12,6 +12,7 @@
 mod answers;
 mod datasets;
 mod files;
+mod plan;
 mod specs;
 mod strategies;
 
