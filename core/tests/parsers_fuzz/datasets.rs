@@ -184,3 +184,33 @@ proptest! {
         load(&bytes, DatasetFormat::Parquet, fields, drop);
     }
 }
+
+/// The Parquet reader's panics that `parquet_of_any_columns` found came
+/// from damaged bytes: every single-byte damage of a real dataset file is
+/// refused or read, never a panic (2 of them reach the reader's panics in
+/// parquet 60).
+#[test]
+fn parquet_with_any_one_byte_damaged() {
+    let question = StringArray::from(vec!["What is 1 + 1?", "And 2 + 2?"]);
+    let answer = StringArray::from(vec!["1 + 1 = 2\n#### 2", "#### 4"]);
+    let batch = RecordBatch::try_from_iter([
+        ("q", Arc::new(question) as ArrayRef),
+        ("t", Arc::new(answer) as ArrayRef),
+    ])
+    .expect("a batch");
+    let bytes = parquet_bytes(&batch).expect("a parquet file");
+    let fields = FieldMap {
+        query: "q".into(),
+        target: "t".into(),
+        id: None,
+        answer: None,
+        parent_id: None,
+    };
+    for at in 0..bytes.len() {
+        for damage in [0x00, 0xff, bytes[at] ^ 0x80] {
+            let mut b = bytes.clone();
+            b[at] = damage;
+            load(&b, DatasetFormat::Parquet, Some(fields.clone()), false);
+        }
+    }
+}
