@@ -5,7 +5,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 PREMEM = $(CARGO) run --quiet --bin premem --
 
-.PHONY: all libtorch build demo test helm-check fmt clippy fixtures doctor clean
+.PHONY: all libtorch build demo test fuzz helm-check fmt clippy fixtures doctor clean
 
 all: build
 
@@ -36,6 +36,19 @@ test: libtorch
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 	$(MAKE) helm-check
+
+# The parsers' property tests (core/tests/parsers_fuzz, curation/tests/spec_fuzz,
+# model/tests/weights_fuzz and tokenizer_fuzz, evaluator/tests/manifest_fuzz)
+# with FUZZ_CASES cases each instead of their 64: arbitrary bytes and mutated
+# valid files to every parser, which must return a value or an error, never
+# panic. Not part of `make test`. A failure's input is
+# kept in the test's proptest-regressions/ file and replayed first next time.
+FUZZ_CASES ?= 20000
+fuzz: libtorch
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p premem-core --test parsers_fuzz
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p premem-curation --test spec_fuzz
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p premem-model --test weights_fuzz --test tokenizer_fuzz
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p premem-evaluator --test manifest_fuzz
 
 # Renders the Helm chart (k8s/premem) with a real Helm (the Helm v4 SDK of
 # the helm-python-sdk wheel) for the default values, the GPU sweep values and

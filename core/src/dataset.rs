@@ -250,7 +250,13 @@ impl Dataset {
         let style = spec.answer_style();
         let mut unsupported = HashMap::new();
         let rows = match spec.format {
-            DatasetFormat::Parquet => read_parquet(&path, &mut unsupported)?,
+            DatasetFormat::Parquet => crate::results::guard_parquet(
+                || read_parquet(&path, &mut unsupported),
+                |message| DatasetError::Invalid {
+                    path: path.clone(),
+                    message,
+                },
+            )?,
             _ => read_jsonl(&path)?,
         };
         for column in columns.named() {
@@ -543,8 +549,18 @@ fn read_parquet(
         path: path.into(),
         source,
     })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| invalid(format!("not a readable Parquet file: {e}")))?
+    let size = file
+        .metadata()
+        .map(|m| m.len())
+        .map_err(|source| DatasetError::Io {
+            path: path.into(),
+            source,
+        })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| invalid(format!("not a readable Parquet file: {e}")))?;
+    crate::results::check_chunks(builder.metadata(), size)
+        .map_err(|e| invalid(format!("not a readable Parquet file: {e}")))?;
+    let reader = builder
         .build()
         .map_err(|e| invalid(format!("not a readable Parquet file: {e}")))?;
     let mut rows = vec![];

@@ -216,6 +216,11 @@ pub(crate) struct FamilyDefaults {
     pub max_position_embeddings: i64,
 }
 
+/// More layers than any model has (Llama 3.1 405B: 126), and few enough
+/// that per-layer settings cost little: a `num_hidden_layers` above it is a
+/// damaged config.json (5e18 layers once aborted the process allocating them).
+pub const MAX_LAYERS: i64 = 100_000;
+
 impl ModelConfig {
     /// Reads `<dir>/config.json`.
     pub fn from_dir(dir: &Path) -> Result<ModelConfig> {
@@ -272,6 +277,16 @@ impl ModelConfig {
         defaults: FamilyDefaults,
         origin: &Path,
     ) -> Result<ModelConfig> {
+        // Per-layer settings are allocated below, before validation.
+        if hf.num_hidden_layers > MAX_LAYERS {
+            return Err(ModelError::config(
+                origin,
+                format!(
+                    "field `num_hidden_layers` is {}, more than the {MAX_LAYERS} premem accepts",
+                    hf.num_hidden_layers
+                ),
+            ));
+        }
         let head_dim = hf
             .head_dim
             .unwrap_or_else(|| hf.hidden_size / hf.num_attention_heads.max(1));
