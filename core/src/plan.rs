@@ -233,12 +233,14 @@ pub fn activation_bytes_per_token_layer(shape: &ModelShape, kind: WeightKind, se
         + extra_norm_inputs;
     let norms = s.norms_per_layer * s.hidden_size * 4;
     let scores = if s.eager_attention {
-        s.num_heads * seq_len * (3 * a + 4)
+        s.num_heads
+            .saturating_mul(seq_len)
+            .saturating_mul(3 * a + 4)
     } else {
         // The flash kernels keep one fp32 log-sum-exp per head.
         s.num_heads * 4
     };
-    elements * a + norms + scores
+    (elements * a + norms).saturating_add(scores)
 }
 
 /// Activations of one micro-batch of `tokens` tokens in sequences of
@@ -251,19 +253,20 @@ pub fn activation_bytes(
     seq_len: u64,
     checkpointing: ActivationCheckpointing,
 ) -> u64 {
-    let per_layer = tokens * activation_bytes_per_token_layer(shape, kind, seq_len);
+    // Saturating: a product past 64 bits is a plan that fits nowhere.
+    let per_layer = tokens.saturating_mul(activation_bytes_per_token_layer(shape, kind, seq_len));
     match checkpointing {
-        ActivationCheckpointing::None => shape.num_layers * per_layer,
-        ActivationCheckpointing::Layers => {
-            shape.num_layers * tokens * shape.hidden_size * kind.bytes() + per_layer
-        }
+        ActivationCheckpointing::None => shape.num_layers.saturating_mul(per_layer),
+        ActivationCheckpointing::Layers => (shape.num_layers * shape.hidden_size * kind.bytes())
+            .saturating_mul(tokens)
+            .saturating_add(per_layer),
     }
 }
 
 /// fp32 logits over the full vocabulary for `tokens` tokens, and their
 /// gradient: both exist when backward starts.
 pub fn logits_bytes(shape: &ModelShape, tokens: u64) -> u64 {
-    2 * tokens * shape.vocab_size * 4
+    tokens.saturating_mul(shape.vocab_size * 8)
 }
 
 mod fit;

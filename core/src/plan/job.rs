@@ -50,7 +50,7 @@ pub struct EvalLoad {
 impl EvalLoad {
     /// Tokens whose logits the perplexity pass holds at once.
     pub fn scored_tokens(&self) -> u64 {
-        let batch = self.batch_size * self.scored;
+        let batch = self.batch_size.saturating_mul(self.scored);
         self.chunk_tokens.map_or(batch, |chunk| chunk.min(batch))
     }
 }
@@ -85,7 +85,9 @@ impl PlanSettings {
     /// micro-batches of at most `micro_batch_size`, every example padded to
     /// `max_length`.
     pub fn micro_batch_tokens(&self) -> u64 {
-        self.micro_batch_size.min(self.rank_batch.max(1)) * self.max_length
+        self.micro_batch_size
+            .min(self.rank_batch.max(1))
+            .saturating_mul(self.max_length)
     }
 }
 
@@ -129,7 +131,11 @@ impl RankPlan {
     }
 
     pub fn total(&self) -> u64 {
-        self.states.total() + self.activations + self.logits_chunk + self.scratch
+        self.states
+            .total()
+            .saturating_add(self.activations)
+            .saturating_add(self.logits_chunk)
+            .saturating_add(self.scratch)
     }
 }
 
@@ -145,17 +151,21 @@ pub struct EvaluatorPlan {
 
 impl EvaluatorPlan {
     pub fn new(shape: &ModelShape, kind: WeightKind, load: &EvalLoad) -> EvaluatorPlan {
-        let rows = load.batch_size * load.samples;
+        let rows = load.batch_size.saturating_mul(load.samples);
         let a = kind.bytes();
         EvaluatorPlan {
             weights: shape.parameters() * a,
-            kv_cache: shape.num_layers * 2 * shape.kv_dim() * a * rows * load.sequence,
+            kv_cache: (shape.num_layers * 2 * shape.kv_dim() * a)
+                .saturating_mul(rows)
+                .saturating_mul(load.sequence),
             logits: logits_bytes(shape, rows.max(load.scored_tokens())),
         }
     }
 
     pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.logits
+        self.weights
+            .saturating_add(self.kv_cache)
+            .saturating_add(self.logits)
     }
 }
 

@@ -132,7 +132,31 @@ impl ModelShape {
         {
             return Err(config("sizes must be positive".into()));
         }
+        shape.check_bounds().map_err(config)?;
         Ok(shape)
+    }
+
+    /// Sizes far past any model, which keep the parameter count and the
+    /// model states' bytes within 64 bits (activations, logits and KV
+    /// caches saturate instead: they are "too large" either way).
+    fn check_bounds(&self) -> Result<(), String> {
+        let limits = [
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("hidden_size", self.hidden_size, 1 << 20),
+            ("intermediate_size", self.intermediate_size, 1 << 22),
+            ("num_hidden_layers", self.num_layers, 1 << 12),
+            ("num_attention_heads", self.num_heads, 1 << 12),
+            ("num_key_value_heads", self.num_kv_heads, self.num_heads),
+            ("head_dim", self.head_dim, 1 << 12),
+        ];
+        for (name, value, most) in limits {
+            if value > most {
+                return Err(format!(
+                    "{name} {value} is above the most premem plans for ({most})"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn q_dim(&self) -> u64 {
