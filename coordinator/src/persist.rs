@@ -70,14 +70,16 @@ impl Persist {
                 continue;
             };
             let output = job.spec.run.output.clone();
-            state
+            let inserted = state
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert_job(job)
-                .map_err(|r| StoreError::Corrupt {
-                    url: self.store.url_of(&job_file(&name, "spec.json")),
-                    message: format!("{r:?}"),
-                })?;
+                .insert_job(job);
+            // A job the state refuses now (its run directory another job's,
+            // from before that was checked) stays on disk, unserved.
+            if let Err(refusal) = inserted {
+                tracing::error!(job = name, ?refusal, "job not restored");
+                continue;
+            }
             restored += 1;
             tracing::info!(job = name, output, "job restored");
         }

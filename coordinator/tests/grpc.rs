@@ -503,6 +503,21 @@ async fn submitting_is_idempotent_and_bad_specs_are_refused() {
             "not a regular file",
         );
     }
+    // Finding 8: another job in this job's run directory, or inside it.
+    for output in [
+        fixture.path("run"),
+        fixture.path("run/inner"),
+        fixture.path("run/../run/"),
+    ] {
+        let mut sharing = fixture.spec(2);
+        sharing["run"]["name"] = "sharing".into();
+        sharing["run"]["output"] = output.into();
+        assert_refused(
+            client.submit_job(bad(sharing.to_string())).await,
+            Code::AlreadyExists,
+            "two jobs never share one",
+        );
+    }
     // Names that are not one path component (issue 18, finding 7).
     let huge = "n".repeat(10_000);
     for name in ["a/b", "../escape", "", "x\ny", huge.as_str()] {

@@ -203,6 +203,16 @@ impl State {
                 job.name
             )));
         }
+        let output = run_location(&job.spec.run.output);
+        if let Some(other) = self.jobs.values().find(|other| {
+            let theirs = run_location(&other.spec.run.output);
+            nested(&output, &theirs) || nested(&theirs, &output)
+        }) {
+            return Err(Refusal::AlreadyExists(format!(
+                "job '{}': run.output {} is, or is inside or around, job '{}''s run directory {}: two jobs never share one",
+                job.name, job.spec.run.output, other.name, other.spec.run.output
+            )));
+        }
         self.order.push(job.name.clone());
         self.jobs.insert(job.name.clone(), job);
         Ok(true)
@@ -244,3 +254,38 @@ impl State {
 
 #[cfg(test)]
 mod tests;
+
+/// A run output as one comparable location: a URL without its trailing
+/// `/`, a local path (or `file://` URL) made absolute with `.` and `..`
+/// resolved lexically.
+fn run_location(output: &str) -> String {
+    let local = match output.strip_prefix("file://") {
+        Some(path) => path,
+        None if output.contains("://") => return output.trim_end_matches('/').to_string(),
+        None => output,
+    };
+    let path = std::path::absolute(local).unwrap_or_else(|_| local.into());
+    let mut parts: Vec<&std::ffi::OsStr> = vec![];
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(p) => parts.push(p),
+            _ => {}
+        }
+    }
+    let joined: Vec<String> = parts
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    format!("/{}", joined.join("/"))
+}
+
+/// Whether location `inner` is `outer` or below it.
+fn nested(inner: &str, outer: &str) -> bool {
+    inner == outer
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/') || outer.ends_with('/'))
+}

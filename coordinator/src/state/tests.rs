@@ -419,6 +419,7 @@ fn named_job(name: &str, trainers: usize) -> Job {
     let mut job = job(4, 2, 8);
     job.name = name.into();
     job.spec.run.name = name.into();
+    job.spec.run.output = format!("runs/{name}");
     job.spec.cluster.trainers = trainers;
     job
 }
