@@ -35,6 +35,10 @@ pub struct TrainerArgs {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 2.0)]
     heartbeat: f64,
+    /// Seconds to wait for the ring's neighbours to connect after a
+    /// rendezvous, before the group regroups.
+    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
+    ring_timeout: f64,
     /// No progress bar on rank 0 (log lines instead).
     #[arg(long)]
     no_progress: bool,
@@ -67,6 +71,7 @@ pub fn run(args: TrainerArgs) -> Result<()> {
         stop: Some(stop_flag()?),
         heartbeat: Duration::from_secs_f64(args.heartbeat),
         connect_timeout: Duration::from_secs(600),
+        ring_timeout: Duration::from_secs_f64(args.ring_timeout),
         local_rank: args.local_rank,
     };
     let (Some(job), Some(rank)) = (args.job.clone(), args.rank) else {
@@ -89,4 +94,12 @@ pub fn run(args: TrainerArgs) -> Result<()> {
     let summary = premem_trainer::node::run_node(&options)?;
     println!("rank {rank}: {}", summary.outcome());
     Ok(())
+}
+
+/// A number of seconds above 0.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
+        _ => Err(format!("'{text}': expected a number of seconds above 0")),
+    }
 }

@@ -56,9 +56,12 @@ pub struct NodeOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Interval of the heartbeat to the coordinator.
     pub heartbeat: Duration,
-    /// How long to keep trying an unreachable coordinator (when registering)
-    /// and to wait for the ring's neighbours to connect.
+    /// How long to keep trying an unreachable coordinator (when registering).
     pub connect_timeout: Duration,
+    /// How long to wait for the ring's neighbours to connect: they were
+    /// told to at the same rendezvous, so seconds, not the coordinator's
+    /// patience (a bogus peer address regroups soon).
+    pub ring_timeout: Duration,
     /// This process's index among the ranks of its host: with
     /// `train.device` `auto` or `cuda` it trains on `cuda:{local_rank}`
     /// (`premem_model::runtime::local_device_name`).
@@ -233,7 +236,7 @@ impl<'a> Node<'a> {
         let rank = options.rank as usize;
         match self
             .listener
-            .connect(rank, &addresses, generation.number, options.connect_timeout)
+            .connect(rank, &addresses, generation.number, options.ring_timeout)
         {
             Ok(ring) => {
                 let aborter = ring.aborter();

@@ -563,6 +563,7 @@ fn node_options(address: &str, rank: u32) -> NodeOptions {
         stop: None,
         heartbeat: Duration::from_millis(20),
         connect_timeout: Duration::from_secs(20),
+        ring_timeout: Duration::from_secs(20),
         local_rank: None,
     }
 }
