@@ -164,33 +164,19 @@ pub fn per_example_nll_chunked(
     let (rows, width, dim) = hidden.size3()?;
     let flat = hidden.view([-1, dim]);
     let device = flat.device();
-    let positions = batch
-        .loss_mask
-        .view([-1])
-        .nonzero()
-        .squeeze_dim(1)
-        .to_device(device);
-    let labels = batch
-        .labels
-        .view([-1])
-        .to_device(device)
-        .index_select(0, &positions);
+    let (positions, labels) = scored_positions(batch, device);
     let owners = positions.floor_divide_scalar(width);
     let mut nll = Tensor::zeros([rows], (Kind::Float, device));
     let n = positions.size()[0];
     let mut start = 0;
     while start < n {
         let len = (chunk as i64).min(n - start);
-        let at = positions.narrow(0, start, len);
-        let logits = model
-            .logits(&flat.index_select(0, &at))
-            .to_kind(Kind::Float);
-        let part = logits.cross_entropy_loss::<Tensor>(
+        let rows = flat.index_select(0, &positions.narrow(0, start, len));
+        let part = chunk_nll(
+            model,
+            &rows,
             &labels.narrow(0, start, len),
-            None,
             tch::Reduction::None,
-            IGNORE,
-            0.0,
         );
         let _ = nll.index_add_(0, &owners.narrow(0, start, len), &part);
         start += len;
@@ -312,13 +298,7 @@ fn chunked_nll_backward(
         .copied()
         .expect("hidden is [batch, seq, hidden]");
     let flat = hidden.detach().view([-1, width]);
-    let positions = batch.loss_mask.view([-1]).nonzero().squeeze_dim(1);
-    let positions = positions.to_device(flat.device());
-    let labels = batch
-        .labels
-        .view([-1])
-        .to_device(flat.device())
-        .index_select(0, &positions);
+    let (positions, labels) = scored_positions(batch, flat.device());
     let selected = flat.index_select(0, &positions);
     let grad_selected = selected.zeros_like();
     let mut nll = Tensor::zeros([], (Kind::Float, flat.device()));
@@ -330,13 +310,11 @@ fn chunked_nll_backward(
             .narrow(0, start, len)
             .detach()
             .set_requires_grad(true);
-        let logits = model.logits(&rows).to_kind(Kind::Float);
-        let part = logits.cross_entropy_loss::<Tensor>(
+        let part = chunk_nll(
+            model,
+            &rows,
             &labels.narrow(0, start, len),
-            None,
             tch::Reduction::Sum,
-            IGNORE,
-            0.0,
         );
         (&part / scale).backward();
         grad_selected.narrow(0, start, len).copy_(&rows.grad());
@@ -348,6 +326,34 @@ fn chunked_nll_backward(
         (hidden * grad.view_as(hidden)).sum(Kind::Float).backward();
     }
     nll
+}
+
+/// The flat positions the loss covers, on `device`, and their labels.
+fn scored_positions(batch: &Batch, device: Device) -> (Tensor, Tensor) {
+    let positions = batch
+        .loss_mask
+        .view([-1])
+        .nonzero()
+        .squeeze_dim(1)
+        .to_device(device);
+    let labels = batch
+        .labels
+        .view([-1])
+        .to_device(device)
+        .index_select(0, &positions);
+    (positions, labels)
+}
+
+/// The fp32 NLL of `labels` under the LM head over the hidden states
+/// `rows` (`[n, hidden]`), reduced as `reduction` says.
+fn chunk_nll(
+    model: &crate::CausalLm,
+    rows: &Tensor,
+    labels: &Tensor,
+    reduction: tch::Reduction,
+) -> Tensor {
+    let logits = model.logits(rows).to_kind(Kind::Float);
+    logits.cross_entropy_loss::<Tensor>(labels, None, reduction, IGNORE, 0.0)
 }
 
 /// Summed negative log-likelihood of the masked labels (a scalar that
