@@ -12,6 +12,24 @@ fn train(spec: &Path) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text(&out.stderr))
 }
 
+/// The test job writing to `output`, its model the base directory `base`.
+fn spec_with_base(dir: &Path, output: &Path, base: &Path) -> std::path::PathBuf {
+    let spec = job_spec(dir, output, "", "");
+    let original = std::fs::read_to_string(&spec).unwrap();
+    let (start, end) = (
+        original.find("[model]").unwrap(),
+        original.find("[data.train]").unwrap(),
+    );
+    let with_base = format!(
+        "{}[model]\nbase = \"{}\"\n\n{}",
+        &original[..start],
+        base.display(),
+        &original[end..]
+    );
+    std::fs::write(&spec, with_base).unwrap();
+    spec
+}
+
 fn assert_nothing_written(output: &Path) {
     let entries: Vec<_> = std::fs::read_dir(output)
         .map(|d| d.filter_map(|e| e.ok()).collect())
@@ -159,19 +177,7 @@ fn a_broken_base_model_fails_before_the_output_is_claimed() {
     )
     .unwrap();
     let output = tmp.path().join("out");
-    let spec = job_spec(tmp.path(), &output, "", "");
-    let original = std::fs::read_to_string(&spec).unwrap();
-    let (start, end) = (
-        original.find("[model]").unwrap(),
-        original.find("[data.train]").unwrap(),
-    );
-    let with_base = format!(
-        "{}[model]\nbase = \"{}\"\n\n{}",
-        &original[..start],
-        base.display(),
-        &original[end..]
-    );
-    std::fs::write(&spec, with_base).unwrap();
+    let spec = spec_with_base(tmp.path(), &output, &base);
     let (code, stderr) = train(&spec);
     assert_eq!(code, 1);
     assert!(
@@ -272,19 +278,7 @@ fn a_base_model_with_a_nan_weight_stops_at_step_one() {
     let _ = first.get(0).get(0).fill_(f64::NAN);
     tch::Tensor::write_safetensors(&tensors, base.join("model.safetensors")).unwrap();
     let output = tmp.path().join("out");
-    let spec = job_spec(tmp.path(), &output, "", "");
-    let original = std::fs::read_to_string(&spec).unwrap();
-    let (start, end) = (
-        original.find("[model]").unwrap(),
-        original.find("[data.train]").unwrap(),
-    );
-    let with_base = format!(
-        "{}[model]\nbase = \"{}\"\n\n{}",
-        &original[..start],
-        base.display(),
-        &original[end..]
-    );
-    std::fs::write(&spec, with_base).unwrap();
+    let spec = spec_with_base(tmp.path(), &output, &base);
     let (code, stderr) = train(&spec);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("step 1: the loss is NaN"), "{stderr}");
