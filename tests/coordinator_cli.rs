@@ -1,13 +1,14 @@
 //! `premem coordinator` as an operator starts it: a short token is refused,
-//! and a plain-text listener on a non-loopback address is warned about
-//! (issue 18, finding 14).
+//! a plain-text listener on a non-loopback address is warned about
+//! (issue 18, finding 14), and role tokens and `--allow-prefix` limit what
+//! each token holder can make it do (finding 8).
 
 mod common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{premem, text};
+use common::{job_spec, premem, synth_task, text};
 
 #[test]
 fn a_short_token_is_refused() {
@@ -57,4 +58,98 @@ fn listening_beyond_loopback_without_tls_is_warned_about() {
     let out = child.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert!(stderr.contains("without TLS"), "{stderr}");
+}
+
+/// Waits for the coordinator's `--address-file`.
+fn wait_for_address(address: &std::path::Path) -> String {
+    let started = Instant::now();
+    while !address.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the coordinator did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(address).unwrap()
+}
+
+#[test]
+fn role_tokens_and_allowed_prefixes_limit_what_a_token_holder_can_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let token = |name: &str, value: &str| {
+        let file = root.join(name);
+        std::fs::write(&file, format!("{value}\n")).unwrap();
+        file
+    };
+    let (submit, trainer) = ("submit-token-0123456789", "trainer-token-0123456789");
+    let short = premem()
+        .env_remove("PREMEM_TOKEN")
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--trainer-token-file",
+        ])
+        .arg(token("short", "abc"))
+        .output()
+        .unwrap();
+    let stderr = text(&short.stderr);
+    assert!(!short.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("token of --trainer-token-file has 3 characters"),
+        "{stderr}"
+    );
+
+    let address = root.join("address");
+    let mut child = premem()
+        .env_remove("PREMEM_TOKEN")
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--state"])
+        .arg(root.join("state"))
+        .arg("--submit-token-file")
+        .arg(token("submit", submit))
+        .arg("--trainer-token-file")
+        .arg(token("trainer", trainer))
+        .arg("--allow-prefix")
+        .arg(root.join("jobs"))
+        .arg("--address-file")
+        .arg(&address)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = wait_for_address(&address);
+    let jobs = root.join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    synth_task(&jobs);
+    let inside = job_spec(&jobs, &jobs.join("run"), "", "");
+    let outside = jobs.join("outside.toml");
+    let text_of = std::fs::read_to_string(&inside).unwrap();
+    let escape = text_of.replace(jobs.join("run").to_str().unwrap(), "/root/premem-run");
+    std::fs::write(&outside, escape).unwrap();
+    let submit_as = |token: &str, spec: &std::path::Path| {
+        premem()
+            .env("PREMEM_TOKEN", token)
+            .env("PREMEM_COORDINATOR", &address)
+            .args(["submit", "--config", spec.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let as_trainer = submit_as(trainer, &inside);
+    let stderr = text(&as_trainer.stderr);
+    assert!(!as_trainer.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("SubmitJob needs a token with the submit role"),
+        "{stderr}"
+    );
+    let escaping = submit_as(submit, &outside);
+    let stderr = text(&escaping.stderr);
+    assert!(!escaping.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("run.output '/root/premem-run' is not under an allowed prefix"),
+        "{stderr}"
+    );
+    let accepted = submit_as(submit, &inside);
+    assert!(accepted.status.success(), "{}", text(&accepted.stderr));
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

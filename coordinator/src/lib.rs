@@ -19,6 +19,7 @@
 //!
 //! The load benchmark of the lease path is `tests/bench.rs`.
 
+pub mod membership;
 pub mod metrics;
 pub mod persist;
 pub mod runs;
@@ -28,4 +29,5 @@ pub mod state;
 pub mod state_lease;
 
 pub use server::{Running, ServeError, ServeOptions, start};
+pub use service::prefixes::AllowedPrefixes;
 pub use state::Timing;

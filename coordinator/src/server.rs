@@ -8,16 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use premem_core::Store;
-use premem_proto::RequireToken;
 use premem_proto::v1::coordinator_server::CoordinatorServer;
+use premem_proto::{RequireToken, Role, Roles};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+use crate::membership::{KeyError, MembershipKey};
 use crate::metrics::Metrics;
 use crate::persist::Persist;
 use crate::runs::{RunStores, scan_checkpoints};
 use crate::service::Service;
+use crate::service::prefixes::AllowedPrefixes;
 use crate::state::{State, Timing};
 use crate::state_lease;
 
@@ -41,6 +43,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("state store: {0}")]
     Lease(#[from] premem_core::lease::LeaseError),
+    #[error("state store: {0}")]
+    MembershipKey(#[from] KeyError),
 }
 
 /// How the coordinator serves.
@@ -52,7 +56,12 @@ pub struct ServeOptions {
     pub metrics_listen: Option<String>,
     /// Where the coordinator keeps its state (a directory or an object-store URL).
     pub state: String,
+    /// The cluster token: every role. Empty: none (role tokens only).
     pub token: String,
+    /// Tokens of one role each ([`premem_proto::auth`]).
+    pub role_tokens: Vec<(String, Role)>,
+    /// Where submitted jobs may read and write (`--allow-prefix`).
+    pub allow_prefixes: AllowedPrefixes,
     /// PEM certificate chain and private key: serve TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub timing: Timing,
@@ -69,6 +78,16 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
+    /// Every token and its roles: the cluster token's all of them.
+    fn tokens(&self) -> RequireToken {
+        let cluster = Some((self.token.clone(), Roles::ALL)).filter(|(t, _)| !t.is_empty());
+        let roles = self
+            .role_tokens
+            .iter()
+            .map(|(token, role)| (token.clone(), Roles::only(*role)));
+        RequireToken::with_roles(cluster.into_iter().chain(roles))
+    }
+
     pub fn new(
         listen: impl Into<String>,
         state: impl Into<String>,
@@ -79,6 +98,8 @@ impl ServeOptions {
             metrics_listen: None,
             state: state.into(),
             token: token.into(),
+            role_tokens: vec![],
+            allow_prefixes: AllowedPrefixes::default(),
             tls: None,
             timing: Timing::default(),
             max_request_bytes: 16 << 20,
@@ -151,6 +172,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let state_store = Store::open(&options.state)?;
     let lease =
         state_lease::take(&state_store, &options.lease_owner, options.state_lease_ttl).await?;
+    let membership = MembershipKey::load_or_create(&state_store).await?;
     let (persist, state, runs) = restore(&options).await?;
     let metrics = Arc::new(Metrics::new());
     let scan = Arc::new(Notify::new());
@@ -160,8 +182,9 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
 
     let listener = bind(&options.listen).await?;
     let address = local_address(&listener, &options.listen)?;
+    let tokens = options.tokens();
     let metrics_address = match &options.metrics_listen {
-        Some(listen) => serve_metrics(listen, &state, &metrics, &stop).await?,
+        Some(listen) => serve_metrics(listen, &state, &metrics, tokens.clone(), &stop).await?,
         None => None,
     };
     spawn_scanner(&state, &runs, &scan, options.scan_interval, &stop);
@@ -172,8 +195,10 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         metrics,
         scan,
         retry_after: Duration::from_millis(500),
+        membership,
+        prefixes: options.allow_prefixes.clone(),
     };
-    let grpc = serve_grpc(listener, service, &options, &stop)?;
+    let grpc = serve_grpc(listener, service, tokens, &options, &stop)?;
     // The server's end, then the lease's: a lost lease is the error.
     let task = tokio::spawn(async move {
         let served = grpc.await.expect("server task does not panic");
@@ -211,28 +236,47 @@ async fn restore(
     Ok((persist, state, runs))
 }
 
-/// Serves `/metrics` and `/healthz` on `listen` until the stop; returns the
-/// address bound.
+/// Serves `/metrics` (to a bearer token with the read role) and
+/// `/healthz` (to anyone) on `listen` until the stop; returns the address
+/// bound.
 async fn serve_metrics(
     listen: &str,
     state: &Arc<Mutex<State>>,
     metrics: &Arc<Metrics>,
+    tokens: RequireToken,
     stop: &Stop,
 ) -> Result<Option<SocketAddr>, ServeError> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
     let listener = bind(listen).await?;
     let local = listener.local_addr().ok();
     let (state, metrics) = (state.clone(), metrics.clone());
-    let exposition = move || {
-        let text = metrics.render(&state);
-        async move {
-            (
+    let exposition = move |headers: axum::http::HeaderMap| {
+        let roles = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|given| tokens.roles_of(given.as_bytes()));
+        let response = match roles {
+            Some(roles) if roles.holds(Role::Read) => (
                 [(
-                    axum::http::header::CONTENT_TYPE,
+                    header::CONTENT_TYPE,
                     "text/plain; version=0.0.4; charset=utf-8",
                 )],
-                text,
+                metrics.render(&state),
             )
-        }
+                .into_response(),
+            Some(_) => (
+                StatusCode::FORBIDDEN,
+                "/metrics needs a token with the read role\n",
+            )
+                .into_response(),
+            None => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "/metrics needs 'Authorization: Bearer <token>' (a token with the read role)\n",
+            )
+                .into_response(),
+        };
+        async move { response }
     };
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(exposition))
@@ -283,16 +327,14 @@ fn spawn_scanner(
 fn serve_grpc(
     listener: TcpListener,
     service: Service,
+    tokens: RequireToken,
     options: &ServeOptions,
     stop: &Stop,
 ) -> Result<tokio::task::JoinHandle<Result<(), ServeError>>, ServeError> {
     let grpc = CoordinatorServer::new(service)
         .max_decoding_message_size(options.max_request_bytes)
         .max_encoding_message_size(64 << 20);
-    let grpc = tonic::service::interceptor::InterceptedService::new(
-        grpc,
-        RequireToken::new(&options.token),
-    );
+    let grpc = tonic::service::interceptor::InterceptedService::new(grpc, tokens);
     let mut builder = Server::builder();
     if let Some((cert, key)) = &options.tls {
         builder = builder.tls_config(ServerTlsConfig::new().identity(tls_identity(cert, key)?))?;

@@ -4,336 +4,16 @@
 //! steps (4 examples, batch 2, 4 epochs), so the checkpoint of step 8 is the
 //! final one.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use premem_coordinator::{Running, ServeOptions, Timing, start};
-use premem_core::results::{ExampleResult, to_parquet};
+use common::*;
+use premem_coordinator::{Running, start};
+use premem_proto::ClientConfig;
 use premem_proto::v1::coordinator_client::CoordinatorClient;
 use premem_proto::v1::{self, Backend, Completion, JobState, TrainerAction};
-use premem_proto::{Client, ClientConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-
-const TOKEN: &str = "grpc-test-token";
-const JOB: &str = "grpc-job";
-const TRAIN: [&str; 4] = ["t0", "t1", "t2", "t3"];
-const TEST: [&str; 2] = ["e0", "e1"];
-
-/// A temporary directory with the datasets, the run and the state store.
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let jsonl = |ids: &[&str]| {
-            ids.iter()
-                .enumerate()
-                .map(|(i, id)| {
-                    serde_json::json!({
-                        "id": id,
-                        "question": format!("What is {i} + {i}?"),
-                        "answer": format!("{i} + {i} = {}\n#### {}", 2 * i, 2 * i),
-                    })
-                    .to_string()
-                        + "\n"
-                })
-                .collect::<String>()
-        };
-        std::fs::write(dir.path().join("train.jsonl"), jsonl(&TRAIN)).unwrap();
-        std::fs::write(dir.path().join("test.jsonl"), jsonl(&TEST)).unwrap();
-        Fixture { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-
-    fn spec(&self, task_examples: usize) -> serde_json::Value {
-        serde_json::json!({
-            "run": { "name": JOB, "output": self.path("run") },
-            "model": { "config": "tiny.json", "tokenizer": "tokenizer.json" },
-            "data": {
-                "train": { "path": self.path("train.jsonl"), "format": "gsm8k" },
-                "test": { "path": self.path("test.jsonl"), "format": "gsm8k" },
-            },
-            "train": {
-                "lr": 1e-4,
-                "schedule": { "type": "constant" },
-                "batch_size": 2,
-                "micro_batch_size": 1,
-                "epochs": 4,
-            },
-            "eval": { "task_examples": task_examples, "threshold": { "perplexity": 1.5 } },
-            "cluster": { "trainers": 2 },
-        })
-    }
-
-    fn spec_json(&self) -> String {
-        self.spec(2).to_string()
-    }
-
-    fn options(&self) -> ServeOptions {
-        let mut options = ServeOptions::new("127.0.0.1:0", self.path("state"), TOKEN);
-        options.timing = Timing {
-            lease_ttl: Duration::from_secs(60),
-            rank_ttl: Duration::from_secs(60),
-        };
-        options.scan_interval = Duration::from_millis(50);
-        options
-    }
-
-    /// Publishes the checkpoint of `step` the way the coordinator finds it.
-    fn publish(&self, step: u64) {
-        let dir = self.run_dir().join(format!("checkpoints/step-{step:08}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("MANIFEST.json"), b"{}").unwrap();
-    }
-
-    /// Writes a task's result file, as an evaluator does (real Parquet: a
-    /// restarted coordinator reads the rows back).
-    fn write_result(&self, task: &v1::Task, rows: &[v1::ExampleRow]) {
-        let rows: Vec<ExampleResult> = rows
-            .iter()
-            .map(|r| ExampleResult {
-                id: r.example_id.clone(),
-                split: task.split.clone(),
-                checkpoint_step: task.step,
-                preamble: String::new(),
-                n_correct: (r.accuracy * 100.0).round() as u32,
-                samples: 100,
-                accuracy: r.accuracy,
-                target_nll: r.perplexity.ln() * 10.0,
-                target_tokens: 10,
-                target_perplexity: r.perplexity,
-                mean_sample_tokens: 12.0,
-                frac_equal_target: 0.0,
-                sample_confidences: vec![-0.5; 4],
-                sample_texts: vec!["sample".into()],
-            })
-            .collect();
-        self.write_result_bytes(task, &to_parquet(&rows).unwrap());
-    }
-
-    fn write_result_bytes(&self, task: &v1::Task, bytes: &[u8]) {
-        let file = self.run_dir().join(&task.result_file);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, bytes).unwrap();
-    }
-}
-
-fn connect(running: &Running) -> Client {
-    premem_proto::client(&ClientConfig::new(
-        format!("http://{}", running.address),
-        TOKEN,
-    ))
-    .unwrap()
-}
-
-async fn status(client: &mut Client) -> v1::JobStatus {
-    client
-        .get_status(v1::GetStatusRequest { job: JOB.into() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// Polls until the job has `tasks` tasks (the scanner found the checkpoints).
-async fn wait_for_tasks(client: &mut Client, tasks: u32) -> v1::JobStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = status(client).await;
-        let total: u32 = s.checkpoints.iter().map(|c| c.tasks_total).sum();
-        if total == tasks {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{total} of {tasks} tasks after 20 s: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn submit(client: &mut Client, spec_json: String) -> v1::SubmitJobReply {
-    client
-        .submit_job(v1::SubmitJobRequest { spec_json })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn lease(client: &mut Client) -> v1::Task {
-    client
-        .lease_task(v1::LeaseTaskRequest {
-            evaluator: "test-evaluator".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .expect("a task to lease")
-}
-
-async fn complete(
-    client: &mut Client,
-    task: &v1::Task,
-    rows: Vec<v1::ExampleRow>,
-) -> Result<Completion, tonic::Status> {
-    client
-        .complete_task(v1::CompleteTaskRequest {
-            lease_id: task.lease_id.clone(),
-            task_id: task.task_id.clone(),
-            rows,
-        })
-        .await
-        .map(|r| r.into_inner().completion())
-}
-
-#[track_caller]
-fn assert_refused<T: std::fmt::Debug>(
-    result: Result<T, tonic::Status>,
-    code: Code,
-    contains: &str,
-) {
-    match result {
-        Err(status) => {
-            assert_eq!(status.code(), code, "{status:?}");
-            assert!(
-                status.message().contains(contains),
-                "'{}' does not mention '{contains}'",
-                status.message()
-            );
-        }
-        Ok(reply) => panic!("expected {code:?}, got {reply:?}"),
-    }
-}
-
-fn close(a: Option<f64>, b: f64) -> bool {
-    a.is_some_and(|a| (a - b).abs() < 1e-12)
-}
-
-/// The rows the simulated evaluation produces, p = 1.5 (memorized iff
-/// perplexity < 1.5; masked = acc · [ppl ≥ p];
-/// PM_m(i) = min(max_{m' ≤ m} masked_{m'}(i), acc_m(i))):
-///
-/// | step | example | acc | ppl  | memorized | masked | max masked | PM_m(i) |
-/// |------|---------|-----|------|-----------|--------|------------|---------|
-/// | 4    | t0      | 0.8 | 2.0  | no        | 0.8    | 0.8        | 0.8     |
-/// | 4    | t1      | 0.6 | 1.2  | yes       | 0      | 0          | 0       |
-/// | 4    | t2      | 0.0 | 3.0  | no        | 0      | 0          | 0       |
-/// | 4    | t3      | 1.0 | 1.5  | no (= p)  | 1.0    | 1.0        | 1.0     |
-/// | 8    | t0      | 1.0 | 1.1  | yes       | 0      | 0.8        | 0.8     |
-/// | 8    | t1      | 1.0 | 1.05 | yes       | 0      | 0          | 0       |
-/// | 8    | t2      | 0.4 | 2.5  | no        | 0.4    | 0.4        | 0.4     |
-/// | 8    | t3      | 0.2 | 1.8  | no        | 0.2    | 1.0        | 0.2     |
-///
-/// Step 4: P-M (0.8 + 0 + 0 + 1.0) / 4 = 0.45, train accuracy 2.4 / 4 = 0.6,
-/// memorized 1/4. Step 8: P-M (0.8 + 0 + 0.4 + 0.2) / 4 = 0.35, train
-/// accuracy 2.6 / 4 = 0.65, memorized 2/4. Test accuracy: step 4
-/// (0.5 + 0.25) / 2 = 0.375, step 8 (1.0 + 0.5) / 2 = 0.75.
-fn observation(step: u64, id: &str) -> (f64, f64) {
-    match (step, id) {
-        (4, "t0") => (0.8, 2.0),
-        (4, "t1") => (0.6, 1.2),
-        (4, "t2") => (0.0, 3.0),
-        (4, "t3") => (1.0, 1.5),
-        (4, "e0") => (0.5, 2.0),
-        (4, "e1") => (0.25, 2.0),
-        (8, "t0") => (1.0, 1.1),
-        (8, "t1") => (1.0, 1.05),
-        (8, "t2") => (0.4, 2.5),
-        (8, "t3") => (0.2, 1.8),
-        (8, "e0") => (1.0, 1.3),
-        (8, "e1") => (0.5, 1.3),
-        _ => panic!("no observation for {id} at step {step}"),
-    }
-}
-
-fn rows_for(task: &v1::Task) -> Vec<v1::ExampleRow> {
-    task.example_ids
-        .iter()
-        .map(|id| {
-            let (accuracy, perplexity) = observation(task.step, id);
-            v1::ExampleRow {
-                example_id: id.clone(),
-                accuracy,
-                perplexity,
-            }
-        })
-        .collect()
-}
-
-fn checkpoint(status: &v1::JobStatus, step: u64) -> &v1::CheckpointStatus {
-    status
-        .checkpoints
-        .iter()
-        .find(|c| c.step == step)
-        .unwrap_or_else(|| panic!("no checkpoint {step} in {status:?}"))
-}
-
-async fn register(
-    client: &mut Client,
-    job: &str,
-    rank: u32,
-    ring_address: &str,
-) -> Result<v1::RegisterTrainerReply, tonic::Status> {
-    client
-        .register_trainer(v1::RegisterTrainerRequest {
-            job: job.into(),
-            rank,
-            backend: Backend::Ring as i32,
-            ring_address: ring_address.into(),
-            nccl_unique_id: vec![],
-            trainer: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn heartbeat(
-    client: &mut Client,
-    rank: u32,
-    generation: u64,
-    step: u64,
-) -> (TrainerAction, u64) {
-    let reply = client
-        .trainer_heartbeat(v1::TrainerHeartbeatRequest {
-            job: JOB.into(),
-            rank,
-            generation,
-            step,
-            trainer: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (reply.action(), reply.generation)
-}
-
-/// A plain HTTP/1.0 GET; returns the whole response (head and body).
-async fn http_get(address: SocketAddr, path: &str) -> String {
-    let get = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    };
-    tokio::time::timeout(Duration::from_secs(10), get)
-        .await
-        .expect("the metrics server answers within 10 s")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_needs_the_right_token() {
@@ -538,6 +218,7 @@ async fn submitting_is_idempotent_and_bad_specs_are_refused() {
             ring_address: "127.0.0.1:1".into(),
             nccl_unique_id: vec![],
             trainer: "t".repeat(1 << 20),
+            ..Default::default()
         })
         .await;
     assert_refused(long, Code::InvalidArgument, "trainer name too long");
@@ -594,6 +275,7 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
             ring_address: "127.0.0.1:7000".into(),
             nccl_unique_id: vec![],
             trainer: String::new(),
+            ..Default::default()
         })
         .await;
     assert_refused(unspecified, Code::InvalidArgument, "backend");
@@ -605,6 +287,7 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
             ring_address: String::new(),
             nccl_unique_id: vec![],
             trainer: String::new(),
+            ..Default::default()
         })
         .await;
     assert_refused(nccl_without_id, Code::InvalidArgument, "nccl_unique_id");
@@ -622,33 +305,42 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
     assert_eq!((r0.world_size, r0.generation), (2, 1));
     let spec: premem_core::JobSpec = serde_json::from_str(&r0.spec_json).unwrap();
     assert_eq!(spec.run.name, JOB);
-    let rendezvous = |generation| v1::RendezvousRequest {
+    let rendezvous = |member: &v1::RegisterTrainerReply, generation| v1::RendezvousRequest {
         job: JOB.into(),
         rank: 0,
         generation,
+        member_secret: member.member_secret.clone(),
         ..Default::default()
     };
-    let waiting = client.rendezvous(rendezvous(1)).await.unwrap().into_inner();
+    let waiting = client
+        .rendezvous(rendezvous(&r0, 1))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!waiting.ready);
     let r1 = register(&mut client, JOB, 1, "127.0.0.1:7001")
         .await
         .unwrap();
     assert_eq!(r1.generation, 1);
-    let ready = client.rendezvous(rendezvous(1)).await.unwrap().into_inner();
+    let ready = client
+        .rendezvous(rendezvous(&r0, 1))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(ready.ready);
     assert_eq!(ready.ring_addresses, ["127.0.0.1:7000", "127.0.0.1:7001"]);
     assert_refused(
-        client.rendezvous(rendezvous(2)).await,
-        Code::FailedPrecondition,
+        client.rendezvous(rendezvous(&r0, 2)).await,
+        Code::PermissionDenied,
         "generation 2",
     );
 
     assert_eq!(
-        heartbeat(&mut client, 0, 1, 3).await,
+        heartbeat(&mut client, 0, &r0, 3).await,
         (TrainerAction::Continue, 1)
     );
     assert_eq!(
-        heartbeat(&mut client, 1, 1, 2).await,
+        heartbeat(&mut client, 1, &r1, 2).await,
         (TrainerAction::Continue, 1)
     );
     let s = status(&mut client).await;
@@ -663,6 +355,7 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
             generation: 1,
             step: 3,
             trainer: String::new(),
+            member_secret: r0.member_secret.clone(),
         })
         .await;
     assert_refused(out_of_range, Code::InvalidArgument, "rank 9");
@@ -672,6 +365,7 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
             rank: 0,
             generation: 1,
             step: 3,
+            member_secret: r0.member_secret.clone(),
         })
         .await;
     assert_refused(early, Code::InvalidArgument, "8 steps");
@@ -681,23 +375,29 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
             rank: 5,
             generation: 1,
             step: 4,
+            member_secret: r0.member_secret.clone(),
         })
         .await;
     assert_refused(reported, Code::InvalidArgument, "rank 5");
 
-    // Rank 1 comes back: generation 2, rank 0 is told to regroup.
-    let again = register(&mut client, JOB, 1, "127.0.0.1:7011")
+    // Rank 1 comes back (its own membership): generation 2, rank 0 is told
+    // to regroup.
+    let again = register_as(&mut client, JOB, 1, "127.0.0.1:7011", Some(&r1))
         .await
         .unwrap();
     assert_eq!(again.generation, 2);
     assert_eq!(
-        heartbeat(&mut client, 0, 1, 4).await,
+        heartbeat(&mut client, 0, &r0, 4).await,
         (TrainerAction::Regroup, 2)
     );
-    register(&mut client, JOB, 0, "127.0.0.1:7010")
+    let r0 = register_as(&mut client, JOB, 0, "127.0.0.1:7010", Some(&r0))
         .await
         .unwrap();
-    let ready = client.rendezvous(rendezvous(2)).await.unwrap().into_inner();
+    let ready = client
+        .rendezvous(rendezvous(&r0, 2))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ready.ring_addresses, ["127.0.0.1:7010", "127.0.0.1:7011"]);
 
     // Cancelled: the ranks are told to stop.
@@ -705,7 +405,10 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
         .cancel_job(v1::CancelJobRequest { job: JOB.into() })
         .await
         .unwrap();
-    assert_eq!(heartbeat(&mut client, 0, 2, 5).await.0, TrainerAction::Stop);
+    assert_eq!(
+        heartbeat(&mut client, 0, &r0, 5).await.0,
+        TrainerAction::Stop
+    );
     assert_refused(
         register(&mut client, JOB, 0, "127.0.0.1:7000").await,
         Code::FailedPrecondition,
@@ -1005,14 +708,14 @@ async fn a_restarted_coordinator_restores_its_jobs_and_finds_done_tasks() {
     register(&mut client, JOB, 0, "127.0.0.1:7000")
         .await
         .unwrap();
-    register(&mut client, JOB, 1, "127.0.0.1:7001")
+    let r1 = register(&mut client, JOB, 1, "127.0.0.1:7001")
         .await
         .unwrap();
     // A rejoin: generation 2, then both ranks of it.
-    register(&mut client, JOB, 1, "127.0.0.1:7001")
+    register_as(&mut client, JOB, 1, "127.0.0.1:7001", Some(&r1))
         .await
         .unwrap();
-    register(&mut client, JOB, 0, "127.0.0.1:7000")
+    let r0 = register(&mut client, JOB, 0, "127.0.0.1:7000")
         .await
         .unwrap();
     assert_eq!(status(&mut client).await.generation, 2);
@@ -1050,9 +753,9 @@ async fn a_restarted_coordinator_restores_its_jobs_and_finds_done_tasks() {
     assert!(close(c4.pm_accuracy, 0.45), "{c4:?}");
     // The same spec again is the restored job.
     assert!(!submit(&mut client, fixture.spec_json()).await.created);
-    // The ranks of generation 2 carry on.
+    // The ranks of generation 2 carry on: their secrets still hold.
     assert_eq!(
-        heartbeat(&mut client, 0, 2, 5).await,
+        heartbeat(&mut client, 0, &r0, 5).await,
         (TrainerAction::Continue, 2)
     );
 
@@ -1126,7 +829,9 @@ async fn metrics_are_served_over_http() {
         );
     }
 
-    let response = http_get(metrics, "/metrics").await;
+    let anonymous = http_get(metrics, "/metrics").await;
+    assert!(anonymous.starts_with("HTTP/1.0 401"), "{anonymous}");
+    let response = http_get_as(metrics, "/metrics", Some(TOKEN)).await;
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(
         head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
@@ -1266,10 +971,10 @@ async fn the_final_checkpoint_is_evaluated_when_a_rank_finishes_before_the_scan(
     let running = start(options).await.unwrap();
     let mut client = connect(&running);
     submit(&mut client, fixture.spec_json()).await;
-    register(&mut client, JOB, 0, "127.0.0.1:7000")
+    let r0 = register(&mut client, JOB, 0, "127.0.0.1:7000")
         .await
         .unwrap();
-    register(&mut client, JOB, 1, "127.0.0.1:7001")
+    let r1 = register(&mut client, JOB, 1, "127.0.0.1:7001")
         .await
         .unwrap();
     wait_for_tasks(&mut client, 3).await;
@@ -1284,23 +989,25 @@ async fn the_final_checkpoint_is_evaluated_when_a_rank_finishes_before_the_scan(
     // Rank 0 published step 8 (the ranks' final barrier comes after it);
     // rank 1's TrainerFinished arrives before rank 0's ReportCheckpoint.
     fixture.publish(8);
-    let finished = |rank| v1::TrainerFinishedRequest {
+    let finished = |rank, member: &v1::RegisterTrainerReply| v1::TrainerFinishedRequest {
         job: JOB.into(),
         rank,
         generation: 1,
         step: 8,
+        member_secret: member.member_secret.clone(),
     };
-    client.trainer_finished(finished(1)).await.unwrap();
+    client.trainer_finished(finished(1, &r1)).await.unwrap();
     client
         .report_checkpoint(v1::ReportCheckpointRequest {
             job: JOB.into(),
             rank: 0,
             generation: 1,
             step: 8,
+            member_secret: r0.member_secret.clone(),
         })
         .await
         .unwrap();
-    client.trainer_finished(finished(0)).await.unwrap();
+    client.trainer_finished(finished(0, &r0)).await.unwrap();
     let s = tokio::time::timeout(Duration::from_secs(10), wait_for_tasks(&mut client, 6))
         .await
         .unwrap_or_else(|_| panic!("step 8 never got tasks: {:?}", status_now(&running)));

@@ -15,6 +15,10 @@ pub mod v1 {
     tonic::include_proto!("premem.v1");
 }
 
+pub mod auth;
+
+pub use auth::{RequireToken, Role, Roles, require};
+
 /// The metadata key of the bearer token.
 pub const AUTHORIZATION: &str = "authorization";
 /// The environment variable that holds the token when no file is given.
@@ -85,29 +89,6 @@ impl Interceptor for BearerToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         request.metadata_mut().insert(AUTHORIZATION, self.0.clone());
         Ok(request)
-    }
-}
-
-/// Checks the bearer token of every request on the server (constant-time).
-#[derive(Clone)]
-pub struct RequireToken(std::sync::Arc<Vec<u8>>);
-
-impl RequireToken {
-    pub fn new(token: &str) -> RequireToken {
-        RequireToken(std::sync::Arc::new(format!("Bearer {token}").into_bytes()))
-    }
-}
-
-impl Interceptor for RequireToken {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        use subtle::ConstantTimeEq;
-        match request.metadata().get(AUTHORIZATION) {
-            None => Err(Status::unauthenticated(
-                "missing authorization metadata: every call needs 'Bearer <token>'",
-            )),
-            Some(given) if bool::from(given.as_bytes().ct_eq(self.0.as_slice())) => Ok(request),
-            Some(_) => Err(Status::unauthenticated("wrong token")),
-        }
     }
 }
 

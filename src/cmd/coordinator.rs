@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use premem_proto::Role;
+
 use crate::client::runtime;
 
 #[derive(clap::Args)]
@@ -19,9 +21,31 @@ pub struct CoordinatorArgs {
     /// URL); a restarted coordinator resumes its jobs from there.
     #[arg(long, default_value = "premem-state")]
     state: String,
-    /// A file whose first line is the cluster token (default: $PREMEM_TOKEN).
+    /// A file whose first line is the cluster token, which may make every
+    /// call (default: $PREMEM_TOKEN). Optional once a role token is given.
     #[arg(long, env = "PREMEM_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// A file whose first line is a token that may submit, cancel and
+    /// watch jobs (SubmitJob, CancelJob, GetStatus, /metrics).
+    #[arg(long, env = "PREMEM_SUBMIT_TOKEN_FILE")]
+    submit_token_file: Option<PathBuf>,
+    /// A file whose first line is a read-only token (GetStatus, /metrics).
+    #[arg(long, env = "PREMEM_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
+    /// A file whose first line is the trainers' token (registration,
+    /// rendezvous, heartbeats, checkpoint reports, pool assignment).
+    #[arg(long, env = "PREMEM_TRAINER_TOKEN_FILE")]
+    trainer_token_file: Option<PathBuf>,
+    /// A file whose first line is the evaluators' token (task leases and
+    /// results).
+    #[arg(long, env = "PREMEM_EVALUATOR_TOKEN_FILE")]
+    evaluator_token_file: Option<PathBuf>,
+    /// Submitted jobs may only name locations under these prefixes (an
+    /// absolute directory or an object-store URL prefix; repeat the flag
+    /// for more): run outputs, datasets, model files. A job naming another
+    /// location is refused before anything is opened. Default: anywhere.
+    #[arg(long = "allow-prefix", value_name = "PREFIX")]
+    allow_prefix: Vec<String>,
     /// Serve TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -53,15 +77,60 @@ pub struct CoordinatorArgs {
 /// is the whole cluster (`openssl rand -hex 32` makes a good one).
 const MIN_TOKEN_LEN: usize = 16;
 
-pub fn run(args: CoordinatorArgs) -> Result<()> {
-    let token = premem_proto::load_token(args.token_file.as_deref())?;
+/// A token long enough not to be guessed; `what` names it in the error.
+fn checked_token(token: String, what: &str) -> Result<String> {
     if token.len() < MIN_TOKEN_LEN {
         bail!(
-            "the cluster token has {} characters; the coordinator needs at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`)",
+            "the {what} has {} characters; the coordinator needs at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`)",
             token.len()
         );
     }
+    Ok(token)
+}
+
+/// The role tokens given, each read from its file.
+fn role_tokens(args: &CoordinatorArgs) -> Result<Vec<(String, Role)>> {
+    let files = [
+        (&args.submit_token_file, Role::Submit, "--submit-token-file"),
+        (&args.read_token_file, Role::Read, "--read-token-file"),
+        (
+            &args.trainer_token_file,
+            Role::Trainer,
+            "--trainer-token-file",
+        ),
+        (
+            &args.evaluator_token_file,
+            Role::Evaluator,
+            "--evaluator-token-file",
+        ),
+    ];
+    let mut tokens = vec![];
+    for (file, role, flag) in files {
+        if let Some(file) = file {
+            let token = premem_proto::load_token(Some(file)).with_context(|| flag.to_string())?;
+            tokens.push((checked_token(token, &format!("token of {flag}"))?, role));
+        }
+    }
+    Ok(tokens)
+}
+
+/// The cluster token and the role tokens: at least one token in all.
+fn tokens(args: &CoordinatorArgs) -> Result<(String, Vec<(String, Role)>)> {
+    let roles = role_tokens(args)?;
+    let cluster = match premem_proto::load_token(args.token_file.as_deref()) {
+        Ok(token) => checked_token(token, "cluster token")?,
+        Err(premem_proto::ConnectError::NoToken) if !roles.is_empty() => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((cluster, roles))
+}
+
+pub fn run(args: CoordinatorArgs) -> Result<()> {
+    let (token, role_tokens) = tokens(&args)?;
     let mut options = premem_coordinator::ServeOptions::new(&args.listen, &args.state, token);
+    options.role_tokens = role_tokens;
+    options.allow_prefixes = premem_coordinator::AllowedPrefixes::new(args.allow_prefix.clone())
+        .map_err(anyhow::Error::msg)?;
     options.metrics_listen = args.metrics_listen.clone();
     options.tls = args.tls_cert.clone().zip(args.tls_key.clone());
     options.timing = premem_coordinator::Timing {

@@ -28,7 +28,7 @@ use crate::collective::Collective;
 use crate::error::{Result, TrainError};
 use crate::ring::RingListener;
 use crate::run::{TrainOptions, TrainSummary, train_device, train_observed};
-use coordinator::{Reporter, Shared};
+use coordinator::{Membership, Reporter, Shared};
 pub use pool::{PoolOptions, PoolSummary, run_pool};
 
 /// Makes a collective blocked on a lost peer fail at once (REGROUP).
@@ -85,11 +85,15 @@ struct Node<'a> {
     stop: Arc<AtomicBool>,
     /// Generations in a row that failed before training a step.
     failed_generations: u32,
+    /// The generation this rank was last a member of (it re-registers with it).
+    membership: Option<Membership>,
 }
 
 /// A generation this rank registered for.
 struct Generation {
     number: u64,
+    /// This rank's membership of it: its credential.
+    member: Membership,
     world_size: u32,
     /// Parsed and validated here, once: the run trusts it.
     spec: JobSpec,
@@ -133,6 +137,7 @@ impl<'a> Node<'a> {
             ring_address,
             stop,
             failed_generations: 0,
+            membership: None,
         })
     }
 
@@ -160,14 +165,20 @@ impl<'a> Node<'a> {
         }
     }
 
-    fn register(&self) -> Result<Generation> {
+    fn register(&mut self) -> Result<Generation> {
         let options = self.options;
         let registered = self.runtime.block_on(coordinator::register(
             &self.client,
             options,
             &self.ring_address,
+            self.membership.as_ref(),
             &self.stop,
         ))?;
+        let member = Membership {
+            generation: registered.generation,
+            secret: registered.member_secret.clone(),
+        };
+        self.membership = Some(member.clone());
         let mut spec = job_spec(
             &options.coordinator.address,
             &options.job,
@@ -189,6 +200,7 @@ impl<'a> Node<'a> {
         let backend = resolve_backend(&spec)?;
         Ok(Generation {
             number: registered.generation,
+            member,
             world_size: registered.world_size,
             spec,
             backend,
@@ -206,7 +218,7 @@ impl<'a> Node<'a> {
         self.runtime.block_on(coordinator::rendezvous(
             &self.client,
             self.options,
-            generation.number,
+            &generation.member,
             nccl_id.as_deref(),
             &self.stop,
         ))
@@ -268,7 +280,7 @@ impl<'a> Node<'a> {
             mut collective,
             abort,
         } = group;
-        let watch = Watch::start(self, generation.number, abort);
+        let watch = Watch::start(self, &generation.member, abort);
         let train_options = TrainOptions {
             resume: true,
             progress: self.options.progress && self.options.rank == 0,
@@ -307,7 +319,7 @@ impl<'a> Node<'a> {
                     self.runtime.block_on(coordinator::finished(
                         &self.client,
                         self.options,
-                        generation.number,
+                        &generation.member,
                         summary.steps,
                     ));
                 }
@@ -349,7 +361,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn start(node: &Node<'_>, generation: u64, abort: Abort) -> Watch {
+    fn start(node: &Node<'_>, member: &Membership, abort: Abort) -> Watch {
         let (options, runtime) = (node.options, &node.runtime);
         let shared = Arc::new(Shared::default());
         let job_stop = Arc::new(AtomicBool::new(node.stop.load(Ordering::SeqCst)));
@@ -367,7 +379,7 @@ impl Watch {
         let heartbeat = runtime.spawn(coordinator::heartbeat(
             node.client.clone(),
             options.clone(),
-            generation,
+            member.clone(),
             shared.clone(),
             abort,
             job_stop.clone(),
@@ -378,7 +390,7 @@ impl Watch {
             handle,
             node.client.clone(),
             options,
-            generation,
+            member.clone(),
         );
         Watch {
             shared,

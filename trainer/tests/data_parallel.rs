@@ -416,6 +416,21 @@ mod mock {
         Err(Status::unimplemented("not in this mock"))
     }
 
+    /// The member secret this mock hands `rank` in `generation`.
+    fn secret(rank: u32, generation: u64) -> String {
+        format!("secret-{rank}-{generation}")
+    }
+
+    /// Every call of a member must present its generation's secret.
+    fn check_secret(rank: u32, generation: u64, presented: &str) -> Result<(), Status> {
+        if presented == secret(rank, generation) {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "rank {rank} presented '{presented}' for generation {generation}"
+        )))
+    }
+
     #[tonic::async_trait]
     impl Coordinator for Mock {
         async fn submit_job(
@@ -442,6 +457,9 @@ mod mock {
         ) -> Result<Response<RegisterTrainerReply>, Status> {
             let r = request.into_inner();
             assert_eq!(r.backend, Backend::Ring as i32);
+            if !r.member_secret.is_empty() {
+                check_secret(r.rank, r.generation, &r.member_secret)?;
+            }
             let mut s = self.state.lock().unwrap();
             if s.running || s.members.contains_key(&r.rank) {
                 s.generation += 1;
@@ -456,6 +474,7 @@ mod mock {
                 world_size: self.world,
                 generation,
                 spec_json: self.spec_json.clone(),
+                member_secret: secret(r.rank, generation),
             }))
         }
         async fn rendezvous(
@@ -463,6 +482,7 @@ mod mock {
             request: Request<RendezvousRequest>,
         ) -> Result<Response<RendezvousReply>, Status> {
             let r = request.into_inner();
+            check_secret(r.rank, r.generation, &r.member_secret)?;
             let s = self.state.lock().unwrap();
             if r.generation != s.generation {
                 return Err(Status::failed_precondition("superseded"));
@@ -482,6 +502,7 @@ mod mock {
             request: Request<TrainerHeartbeatRequest>,
         ) -> Result<Response<TrainerHeartbeatReply>, Status> {
             let r = request.into_inner();
+            check_secret(r.rank, r.generation, &r.member_secret)?;
             let mut s = self.state.lock().unwrap();
             let mut action = TrainerAction::Continue;
             if r.generation < s.generation {
@@ -504,6 +525,7 @@ mod mock {
         ) -> Result<Response<ReportCheckpointReply>, Status> {
             let r = request.into_inner();
             assert_eq!(r.rank, 0);
+            check_secret(r.rank, r.generation, &r.member_secret)?;
             self.state.lock().unwrap().checkpoints.push(r.step);
             Ok(Response::new(ReportCheckpointReply {}))
         }
@@ -512,6 +534,7 @@ mod mock {
             request: Request<TrainerFinishedRequest>,
         ) -> Result<Response<TrainerFinishedReply>, Status> {
             let r = request.into_inner();
+            check_secret(r.rank, r.generation, &r.member_secret)?;
             self.state
                 .lock()
                 .unwrap()

@@ -34,6 +34,8 @@ impl From<ServiceError> for Status {
             ServiceError::Refused(Refusal::Invalid(m)) => Status::invalid_argument(m),
             ServiceError::Refused(Refusal::Precondition(m)) => Status::failed_precondition(m),
             ServiceError::Refused(Refusal::AlreadyExists(m)) => Status::already_exists(m),
+            ServiceError::Refused(Refusal::Denied(m)) => Status::permission_denied(m),
+            ServiceError::Refused(Refusal::Busy(m)) => Status::unavailable(m),
             ServiceError::Internal { what, message } => {
                 tracing::error!(error = %message, "{what}");
                 Status::internal(format!("{what}: {message}"))

@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 
 use premem_core::spec::JobSpec;
 use premem_proto::v1::{self, coordinator_server::Coordinator};
+use premem_proto::{Role, require};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
+use crate::membership::MembershipKey;
 use crate::metrics::Metrics;
 use crate::persist::Persist;
 use crate::runs::{self, RunStores, RunTask, build_job};
 use crate::state::{Completed, Job, Refusal, State};
 
 pub mod error;
+pub mod prefixes;
 pub mod reply;
 pub mod validate;
 
@@ -37,6 +40,10 @@ pub struct Service {
     /// reported checkpoint is not in the store yet).
     pub(crate) scan: Arc<Notify>,
     pub(crate) retry_after: Duration,
+    /// Signs and checks the trainer ranks' member secrets.
+    pub(crate) membership: MembershipKey,
+    /// Where submitted jobs may read and write.
+    pub(crate) prefixes: prefixes::AllowedPrefixes,
 }
 
 impl Service {
@@ -115,6 +122,21 @@ impl Service {
         Ok(rows)
     }
 
+    /// A trainer rank's request must come from the member of `rank` in
+    /// `generation`: it presents that member's secret
+    /// ([`crate::membership`]).
+    fn check_member(
+        &self,
+        state: &State,
+        job: &str,
+        rank: u32,
+        generation: u64,
+        secret: &str,
+    ) -> Result<(), Refusal> {
+        State::rank_in_range(state.job(job)?, rank)?;
+        self.membership.check(job, rank, generation, secret)
+    }
+
     /// Adopts the result files of new tasks without holding up the reply.
     fn adopt_in_background(&self, tasks: Vec<RunTask>) {
         if tasks.is_empty() {
@@ -144,8 +166,10 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobReply>, Status> {
+        require(&request, Role::Submit, "SubmitJob")?;
         let spec_json = request.into_inner().spec_json;
         let spec = validate::spec(&spec_json)?;
+        self.prefixes.check(&spec)?;
         let name = spec.run.name.clone();
         let spec = check_fits(spec).await?;
         let job = self.build(spec, spec_json).await?;
@@ -167,6 +191,7 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::JobStatus>, Status> {
+        require(&request, Role::Read, "GetStatus")?;
         let state = self.lock();
         Ok(Response::new(job_status(
             state.job(&request.get_ref().job)?,
@@ -177,6 +202,7 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::CancelJobReply>, Status> {
+        require(&request, Role::Submit, "CancelJob")?;
         let name = &request.get_ref().job;
         self.lock().cancel(name)?;
         self.persist
@@ -191,17 +217,29 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::RegisterTrainerRequest>,
     ) -> Result<Response<v1::RegisterTrainerReply>, Status> {
+        require(&request, Role::Trainer, "RegisterTrainer")?;
         let r = request.into_inner();
         validate::registration(&r)?;
         validate::peer_name("trainer", &r.trainer)?;
-        let registered = self.lock().register(
-            &r.job,
-            r.rank,
-            &r.trainer,
-            r.ring_address,
-            r.nccl_unique_id,
-            Instant::now(),
-        )?;
+        let registered = {
+            let mut state = self.lock();
+            let now = Instant::now();
+            let current = state.job(&r.job)?.group.generation;
+            let proven = (r.generation == current
+                && self
+                    .membership
+                    .holds(&r.job, r.rank, current, &r.member_secret))
+            .then_some(current);
+            state.check_replacement(&r.job, r.rank, proven, now)?;
+            state.register(
+                &r.job,
+                r.rank,
+                &r.trainer,
+                r.ring_address,
+                r.nccl_unique_id,
+                now,
+            )?
+        };
         tracing::info!(
             job = r.job,
             rank = r.rank,
@@ -216,6 +254,9 @@ impl Coordinator for Service {
             world_size: registered.world_size,
             generation: registered.generation,
             spec_json: registered.spec_json,
+            member_secret: self
+                .membership
+                .secret(&r.job, r.rank, registered.generation),
         }))
     }
 
@@ -223,9 +264,11 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::RendezvousRequest>,
     ) -> Result<Response<v1::RendezvousReply>, Status> {
+        require(&request, Role::Trainer, "Rendezvous")?;
         let r = request.get_ref();
         let nccl = validate::rendezvous_nccl(r)?;
         validate::peer_name("trainer", &r.trainer)?;
+        self.check_member(&self.lock(), &r.job, r.rank, r.generation, &r.member_secret)?;
         let rendezvous = self.lock().rendezvous(
             &r.job,
             r.rank,
@@ -241,8 +284,10 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::TrainerHeartbeatRequest>,
     ) -> Result<Response<v1::TrainerHeartbeatReply>, Status> {
+        require(&request, Role::Trainer, "TrainerHeartbeat")?;
         let r = request.get_ref();
         validate::peer_name("trainer", &r.trainer)?;
+        self.check_member(&self.lock(), &r.job, r.rank, r.generation, &r.member_secret)?;
         let (action, generation) = self.lock().heartbeat(
             &r.job,
             r.rank,
@@ -262,11 +307,12 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::ReportCheckpointRequest>,
     ) -> Result<Response<v1::ReportCheckpointReply>, Status> {
+        require(&request, Role::Trainer, "ReportCheckpoint")?;
         let r = request.get_ref();
         let run = {
             let state = self.lock();
             let job = state.job(&r.job)?;
-            State::rank_in_range(job, r.rank)?;
+            self.check_member(&state, &r.job, r.rank, r.generation, &r.member_secret)?;
             job.spec.run.output.clone()
         };
         tracing::debug!(job = r.job, step = r.step, "checkpoint reported");
@@ -285,9 +331,13 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::TrainerFinishedRequest>,
     ) -> Result<Response<v1::TrainerFinishedReply>, Status> {
+        require(&request, Role::Trainer, "TrainerFinished")?;
         let r = request.get_ref();
-        self.lock()
-            .trainer_finished(&r.job, r.rank, r.generation, r.step)?;
+        {
+            let mut state = self.lock();
+            self.check_member(&state, &r.job, r.rank, r.generation, &r.member_secret)?;
+            state.trainer_finished(&r.job, r.rank, r.generation, r.step)?;
+        }
         tracing::info!(job = r.job, rank = r.rank, "trainer finished");
         self.scan.notify_one();
         Ok(Response::new(v1::TrainerFinishedReply {}))
@@ -297,6 +347,7 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::AssignTrainerRequest>,
     ) -> Result<Response<v1::AssignTrainerReply>, Status> {
+        require(&request, Role::Trainer, "AssignTrainer")?;
         let trainer = &request.get_ref().trainer;
         validate::peer_name("trainer", trainer)?;
         let assignment = self.lock().assign(trainer, Instant::now())?;
@@ -310,6 +361,7 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::LeaseTaskRequest>,
     ) -> Result<Response<v1::LeaseTaskReply>, Status> {
+        require(&request, Role::Evaluator, "LeaseTask")?;
         let started = Instant::now();
         let evaluator = &request.get_ref().evaluator;
         validate::peer_name("evaluator", evaluator)?;
@@ -333,6 +385,7 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::RenewLeaseRequest>,
     ) -> Result<Response<v1::RenewLeaseReply>, Status> {
+        require(&request, Role::Evaluator, "RenewLease")?;
         let r = request.get_ref();
         let mut state = self.lock();
         let valid = state.renew(&r.lease_id, &r.task_id, Instant::now())?;
@@ -346,6 +399,7 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::CompleteTaskRequest>,
     ) -> Result<Response<v1::CompleteTaskReply>, Status> {
+        require(&request, Role::Evaluator, "CompleteTask")?;
         let r = request.get_ref();
         let claimed = validate::rows(r);
         let (run, key) = self.lock().check_rows(&r.task_id, &claimed)?;
@@ -368,6 +422,7 @@ impl Coordinator for Service {
         &self,
         request: Request<v1::FailTaskRequest>,
     ) -> Result<Response<v1::FailTaskReply>, Status> {
+        require(&request, Role::Evaluator, "FailTask")?;
         let r = request.get_ref();
         let message = validate::failure_message(&r.message);
         self.lock()

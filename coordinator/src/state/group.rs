@@ -4,6 +4,12 @@
 //! its place): every rank regroups and resumes from the newest checkpoint. A
 //! generation runs once all `world_size` ranks registered. A running rank
 //! silent for longer than the rank TTL also starts a new generation.
+//!
+//! Only the member itself (it proves the current generation's member
+//! secret, [`crate::membership`]) displaces a member still heard from: a
+//! new process for its rank is refused as busy until the member has been
+//! silent for the rank TTL ([`State::check_replacement`]), so a token
+//! holder re-registering a rank over and over cannot stall the group.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -168,6 +174,40 @@ impl State {
         })
     }
 
+    /// Refuses, as busy, a registration for `rank` while its member of the
+    /// current generation is still heard from (within the rank TTL), unless
+    /// it is that member: `proven` is the generation whose member secret
+    /// the registration presented.
+    pub fn check_replacement(
+        &self,
+        job: &str,
+        rank: u32,
+        proven: Option<u64>,
+        now: Instant,
+    ) -> Refused<()> {
+        let job = self.job(job)?;
+        // An inactive job refuses the registration itself, for what it is.
+        let Some(member) = job
+            .group
+            .members
+            .get(&rank)
+            .filter(|_| job.phase == Phase::Active)
+        else {
+            return Ok(());
+        };
+        let silent = now.saturating_duration_since(member.last_seen);
+        if proven == Some(job.group.generation) || silent > self.timing.rank_ttl {
+            return Ok(());
+        }
+        Err(Refusal::Busy(format!(
+            "rank {rank} of job '{}' is held by a live member of generation {} (heard {:.1} s ago); another process takes the rank once it has been silent for {} s",
+            job.name,
+            job.group.generation,
+            silent.as_secs_f64(),
+            self.timing.rank_ttl.as_secs_f64()
+        )))
+    }
+
     /// `nccl`: the rank uses NCCL; rank 0 passes its ncclUniqueId (the
     /// others an empty one) and nobody is ready before rank 0's id is known.
     pub fn rendezvous(
@@ -182,6 +222,11 @@ impl State {
         Self::rank_in_range(self.job(job)?, rank)?;
         self.claim(job, rank, trainer, now)?;
         let job = self.job_mut(job)?;
+        if generation == job.group.generation
+            && let Some(member) = job.group.members.get_mut(&rank)
+        {
+            member.last_seen = now;
+        }
         if generation != job.group.generation {
             return Err(Refusal::Precondition(format!(
                 "generation {generation} of job '{}' was superseded by {}: register again",

@@ -76,6 +76,13 @@ pub enum Refusal {
     Precondition(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// The caller may not do this (a missing member secret, a role its
+    /// token does not hold, a path outside the allowed prefixes).
+    #[error("{0}")]
+    Denied(String),
+    /// Not yet: retry later (a live rank's replacement).
+    #[error("{0}")]
+    Busy(String),
 }
 
 pub type Refused<T> = Result<T, Refusal>;

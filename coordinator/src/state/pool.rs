@@ -45,8 +45,14 @@ impl Job {
 impl State {
     /// The coordinator restarted at `now`: while a restored job still
     /// trains, its pool trainers reclaim their ranks by their heartbeats
-    /// before any rank is handed out again.
+    /// before any rank is handed out again. A trained job's ranks are
+    /// forgotten.
     pub fn hold_ranks_after_restart(&mut self, now: Instant) {
+        // Ranks of a trained job have finished: none is alive (they were
+        // counted, and shown, as alive forever).
+        for job in self.jobs.values_mut().filter(|j| j.trained) {
+            job.group.members.clear();
+        }
         let unfinished = self
             .jobs
             .values()

@@ -38,12 +38,23 @@ pub(super) fn coordinator_error(address: &str, call: &str, status: &Status) -> T
     ))
 }
 
-/// Registers (or re-registers) this rank, retrying while the coordinator is
-/// unreachable, for up to `connect_timeout`.
+/// A generation this rank is a member of, and its member secret: the
+/// credential of every call the rank makes for the generation.
+#[derive(Clone, Debug)]
+pub(super) struct Membership {
+    pub generation: u64,
+    pub secret: String,
+}
+
+/// Registers (or re-registers) this rank, retrying for up to
+/// `connect_timeout` while the coordinator is unreachable or busy (another
+/// live process still holds the rank). `previous`: the generation this rank
+/// was a member of, which lets it displace its own membership at once.
 pub(super) async fn register(
     client: &Client,
     options: &NodeOptions,
     ring_address: &str,
+    previous: Option<&Membership>,
     stop: &AtomicBool,
 ) -> Result<RegisterTrainerReply> {
     let address = &options.coordinator.address;
@@ -57,6 +68,8 @@ pub(super) async fn register(
             ring_address: ring_address.to_string(),
             nccl_unique_id: vec![],
             trainer: options.trainer.clone(),
+            generation: previous.map_or(0, |m| m.generation),
+            member_secret: previous.map(|m| m.secret.clone()).unwrap_or_default(),
         };
         match client.clone().register_trainer(request).await {
             Ok(reply) => return Ok(reply.into_inner()),
@@ -72,7 +85,7 @@ pub(super) async fn register(
                     coordinator = %address,
                     error = %status.message(),
                     ?retry_in,
-                    "coordinator unreachable; retrying"
+                    "cannot register yet; retrying"
                 );
                 tokio::time::sleep(retry_in).await;
             }
@@ -88,11 +101,12 @@ pub(super) async fn register(
 pub(super) async fn rendezvous(
     client: &Client,
     options: &NodeOptions,
-    generation: u64,
+    member: &Membership,
     nccl: Option<&[u8]>,
     stop: &AtomicBool,
 ) -> Result<Option<RendezvousReply>> {
     let address = &options.coordinator.address;
+    let generation = member.generation;
     let started = Instant::now();
     let mut unreachable_since: Option<Instant> = None;
     let mut last_note = Instant::now();
@@ -113,6 +127,7 @@ pub(super) async fn rendezvous(
             } as i32,
             nccl_unique_id: nccl.unwrap_or_default().to_vec(),
             trainer: options.trainer.clone(),
+            member_secret: member.secret.clone(),
         };
         match client.clone().rendezvous(request).await {
             Ok(reply) => {
@@ -122,7 +137,16 @@ pub(super) async fn rendezvous(
                     return Ok(Some(reply));
                 }
             }
-            Err(status) if status.code() == Code::FailedPrecondition => return Ok(None),
+            // Superseded, or a membership the coordinator no longer takes:
+            // register again.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::FailedPrecondition | Code::PermissionDenied
+                ) =>
+            {
+                return Ok(None);
+            }
             Err(status) if status.code() == Code::Unavailable => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > options.connect_timeout {
@@ -146,11 +170,12 @@ pub(super) async fn rendezvous(
 /// Reports progress every `options.heartbeat` and acts on the answer:
 /// REGROUP aborts the ring (the training thread sees its collective fail),
 /// STOP sets the stop flag (train checkpoints and stops). An unreachable
-/// coordinator is logged; training goes on.
+/// coordinator is logged; training goes on. A coordinator that no longer
+/// takes this rank's membership (PERMISSION_DENIED) is a regroup too.
 pub(super) async fn heartbeat(
     mut client: Client,
     options: NodeOptions,
-    generation: u64,
+    member: Membership,
     shared: Arc<Shared>,
     abort: Abort,
     stop: Arc<AtomicBool>,
@@ -159,6 +184,7 @@ pub(super) async fn heartbeat(
     let mut ticker = tokio::time::interval(options.heartbeat.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut unreachable = false;
+    let generation = member.generation;
     loop {
         ticker.tick().await;
         let request = TrainerHeartbeatRequest {
@@ -167,6 +193,7 @@ pub(super) async fn heartbeat(
             generation,
             step: shared.step.load(Ordering::SeqCst),
             trainer: options.trainer.clone(),
+            member_secret: member.secret.clone(),
         };
         match client.trainer_heartbeat(request).await {
             Ok(reply) => {
@@ -189,6 +216,12 @@ pub(super) async fn heartbeat(
                     TrainerAction::Continue | TrainerAction::Unspecified => {}
                 }
             }
+            Err(status) if status.code() == Code::PermissionDenied => {
+                tracing::warn!(generation, error = %status.message(), "coordinator: not a member any more; regrouping");
+                shared.regroup.store(true, Ordering::SeqCst);
+                abort();
+                return;
+            }
             Err(status) => {
                 if !unreachable {
                     tracing::warn!(
@@ -204,14 +237,20 @@ pub(super) async fn heartbeat(
 }
 
 /// Tells the coordinator this rank trained every step (a few attempts).
-pub(super) async fn finished(client: &Client, options: &NodeOptions, generation: u64, step: u64) {
+pub(super) async fn finished(
+    client: &Client,
+    options: &NodeOptions,
+    member: &Membership,
+    step: u64,
+) {
     let mut backoff = FINISH_RETRY.backoff();
     for attempt in 1u32.. {
         let request = TrainerFinishedRequest {
             job: options.job.clone(),
             rank: options.rank,
-            generation,
+            generation: member.generation,
             step,
+            member_secret: member.secret.clone(),
         };
         let Err(status) = client.clone().trainer_finished(request).await else {
             return;
@@ -250,7 +289,7 @@ pub(super) struct Reporter {
     address: String,
     job: String,
     rank: u32,
-    generation: u64,
+    member: Membership,
     /// Reports still in flight, awaited (briefly) before the node returns.
     reports: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -261,7 +300,7 @@ impl Reporter {
         runtime: tokio::runtime::Handle,
         client: Client,
         options: &NodeOptions,
-        generation: u64,
+        member: Membership,
     ) -> Reporter {
         Reporter {
             shared,
@@ -270,7 +309,7 @@ impl Reporter {
             address: options.coordinator.address.clone(),
             job: options.job.clone(),
             rank: options.rank,
-            generation,
+            member,
             reports: Default::default(),
         }
     }
@@ -297,8 +336,9 @@ impl TrainObserver for Reporter {
         let request = ReportCheckpointRequest {
             job: self.job.clone(),
             rank: self.rank,
-            generation: self.generation,
+            generation: self.member.generation,
             step,
+            member_secret: self.member.secret.clone(),
         };
         let address = self.address.clone();
         let report = self.runtime.spawn(async move {
