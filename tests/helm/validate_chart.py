@@ -316,6 +316,11 @@ def check_references(r: Rendered) -> None:
             if "secret" in v:
                 name = v["secret"]["secretName"]
                 check(name in external or r.named("Secret", name) is not None, f"{what}: Secret {name} not rendered")
+                secret = r.named("Secret", name)
+                if secret is not None and name not in external:
+                    keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
+                    for item in v["secret"].get("items", []):
+                        check(item["key"] in keys, f"{what}: volume {v['name']}: Secret {name} has no key {item['key']}")
             if "persistentVolumeClaim" in v:
                 name = v["persistentVolumeClaim"]["claimName"]
                 given = r.values["inputs"].get("volume", {}).get("persistentVolumeClaim", {}).get("claimName")
@@ -540,9 +545,11 @@ def check_flow(r: Rendered) -> dict[str, Any]:
             seen_components.add(component)
             env = env_of(c)
             ref = env.get("PREMEM_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            # Least privilege: each component holds its own role's token.
+            key = component if v["token"]["roles"] and component != "coordinator" else token_key
             check(
-                ref.get("name") == token_secret and ref.get("key") == token_key,
-                f"{cw}: PREMEM_TOKEN is not from Secret {token_secret} key {token_key}",
+                ref.get("name") == token_secret and ref.get("key") == key,
+                f"{cw}: PREMEM_TOKEN is not from Secret {token_secret} key {key}",
             )
             check(
                 env.get("PREMEM_COORDINATOR", {}).get("value") == address, f"{cw}: PREMEM_COORDINATOR is not {address}"
@@ -552,6 +559,7 @@ def check_flow(r: Rendered) -> dict[str, Any]:
             check(pulls == (v.get("imagePullSecrets") or []), f"{what}: imagePullSecrets is not the values'")
             has_store = any("secretRef" in ef for ef in c.get("envFrom", [])) or "AWS_ENDPOINT" in env
             check(has_store, f"{cw}: no object-store credentials")
+    check_role_tokens(r, token_secret)
     expected = {"coordinator", "trainer", "evaluator"} | ({"submit"} if v["submit"]["enabled"] else set())
     check(
         seen_components == expected,
@@ -570,6 +578,34 @@ def check_flow(r: Rendered) -> dict[str, Any]:
         "spec_text": text,
         "spec_file": file,
     }
+
+
+ROLES = ("submit", "read", "trainer", "evaluator")
+
+
+def check_role_tokens(r: Rendered, token_secret: str) -> None:
+    """With token.roles the coordinator reads each role's token from the
+    token Secret, mounted read-only; without, it knows the cluster token only."""
+    pod = r.component("Deployment", "coordinator")["spec"]["template"]["spec"]
+    coord = pod["containers"][0]
+    args = coord["args"]
+    volume = next((v for v in pod.get("volumes", []) if v["name"] == "role-tokens"), None)
+    if not r.values["token"]["roles"]:
+        check(volume is None and "--trainer-token-file" not in args, "role tokens without token.roles")
+        return
+    for role in ROLES:
+        flag = f"--{role}-token-file"
+        check(flag in args, f"coordinator: no {flag}")
+        if flag in args:
+            check(args[args.index(flag) + 1] == f"/etc/premem/tokens/{role}", f"coordinator: {flag} path")
+    check(volume is not None, "coordinator: no role-tokens volume")
+    if volume:
+        secret = volume["secret"]
+        check(secret["secretName"] == token_secret, f"role-tokens volume is not Secret {token_secret}")
+        check(sorted(i["key"] for i in secret["items"]) == sorted(ROLES), "role-tokens volume items")
+    mounts = {m["name"]: m for m in coord.get("volumeMounts", [])}
+    mount = mounts.get("role-tokens", {})
+    check(mount.get("mountPath") == "/etc/premem/tokens" and mount.get("readOnly"), "role-tokens mount")
 
 
 def fullname(values: dict[str, Any]) -> str:
@@ -680,6 +716,13 @@ def value_sets(gpu: dict[str, Any]) -> list[tuple[str, dict[str, Any], Callable[
         )
         coord = r.component("Deployment", "coordinator")["spec"]["template"]["spec"]["containers"][0]
         check("--tls-cert" in coord["args"], "TLS enabled but no --tls-cert")
+        monitor = r.named("ServiceMonitor", f"{fullname(r.values)}-coordinator") or {"spec": {"endpoints": [{}]}}
+        credentials = monitor["spec"]["endpoints"][0].get("authorization", {}).get("credentials", {})
+        check(credentials.get("key") == "read", f"the ServiceMonitor scrapes without the read token: {credentials}")
+
+    def cluster_token_only(r: Rendered) -> None:
+        secret = r.named("Secret", f"{fullname(r.values)}-token") or {}
+        check(sorted(secret.get("data", {})) == ["token"], f"token.roles=false, yet the Secret holds {secret}")
 
     def gpu_sweep(r: Rendered) -> None:
         tr = r.component("StatefulSet", "trainer")
@@ -724,6 +767,7 @@ def value_sets(gpu: dict[str, Any]) -> list[tuple[str, dict[str, Any], Callable[
         ("defaults + overrides", OVERRIDES, overridden),
         ("values-gpu-sweep.yaml + overrides", deep_merge(gpu, OVERRIDES), overridden),
         ("job mode (pod-index rank)", {"trainer": {"mode": "job", "replicas": 4}}, job_mode),
+        ("one cluster token (token.roles=false)", {"token": {"roles": False}}, cluster_token_only),
         (
             "job mode (rank from host name)",
             {"trainer": {"mode": "job", "replicas": 2, "rankFromHostname": True}},

@@ -69,6 +69,22 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- if .Values.token.existingSecret }}{{ .Values.token.existingSecretKey }}{{ else }}token{{ end }}
 {{- end }}
 
+{{/* The token Secret's key for (dict "ctx" $ "role" "trainer"): the
+role's own token with token.roles, else (and for role "cluster") the
+cluster token. */}}
+{{- define "premem.tokenKey" -}}
+{{- if and .ctx.Values.token.roles (ne .role "cluster") }}{{ .role }}{{ else }}{{ include "premem.tokenSecretKey" .ctx }}{{ end }}
+{{- end }}
+
+{{/* PREMEM_TOKEN of a premem container of (dict "ctx" $ "role" "trainer"). */}}
+{{- define "premem.tokenEnv" -}}
+- name: PREMEM_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "premem.tokenSecretName" .ctx }}
+      key: {{ include "premem.tokenKey" . }}
+{{- end }}
+
 {{- define "premem.objectStoreSecretName" -}}
 {{- .Values.objectStore.existingSecret | default (include "premem.componentName" (dict "ctx" . "component" "object-store")) }}
 {{- end }}
@@ -214,11 +230,6 @@ of a sweep's base job; 1 (the default) when absent. */}}
   valueFrom:
     fieldRef:
       fieldPath: status.podIP
-- name: PREMEM_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "premem.tokenSecretName" . }}
-      key: {{ include "premem.tokenSecretKey" . }}
 - name: PREMEM_COORDINATOR
   value: {{ include "premem.coordinatorAddress" . | quote }}
 - name: PREMEM_LOG_FORMAT
