@@ -1177,6 +1177,28 @@ mod tests {
         );
     }
 
+    /// Issue 18, finding 5: a fake ring address (one that takes the
+    /// connection and never answers) fails the ring within the ring
+    /// timeout, not the coordinator's 600 s.
+    #[test]
+    fn a_peer_that_never_answers_fails_the_ring_within_its_timeout() {
+        let listener = RingListener::bind("127.0.0.1:0").unwrap();
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addresses = vec![
+            listener.local_addr().unwrap().to_string(),
+            silent.local_addr().unwrap().to_string(),
+        ];
+        let started = Instant::now();
+        let error = listener
+            .connect(0, &addresses, 1, Duration::from_secs(1))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "took {took:?}: {error}");
+        assert!(error.contains("rank 1"), "{error}");
+    }
+
     #[test]
     fn a_stray_connection_is_turned_away() {
         let listeners: Vec<RingListener> = (0..2)
