@@ -33,7 +33,15 @@ pub struct ClusterOptions<'a> {
     /// The coordinator's evaluation lease TTL in seconds (its default when
     /// `None`).
     pub lease_ttl: Option<f64>,
+    /// The coordinator's rank TTL in seconds: how long a trainer rank may
+    /// go without a heartbeat before its group regroups.
+    pub rank_ttl: f64,
 }
+
+/// Local workers heartbeat every 2 s: notice a dead one sooner than the
+/// coordinator's default, and wait less before reassigning ranks after a
+/// restart.
+pub const LOCAL_RANK_TTL: f64 = 15.0;
 
 impl Default for ClusterOptions<'_> {
     fn default() -> Self {
@@ -41,6 +49,7 @@ impl Default for ClusterOptions<'_> {
             metrics_listen: None,
             max_restarts: MAX_RESTARTS,
             lease_ttl: None,
+            rank_ttl: LOCAL_RANK_TTL,
         }
     }
 }
@@ -209,10 +218,8 @@ impl LocalCluster {
             workdir.join("state").to_string_lossy().into_owned(),
             "--address-file".into(),
             address_file.to_string_lossy().into_owned(),
-            // Local workers heartbeat every 2 s: notice a dead one sooner,
-            // and wait less before reassigning ranks after a restart.
             "--rank-ttl".into(),
-            "15".into(),
+            options.rank_ttl.to_string(),
             // Restarts take the state's lease back under this name.
             "--lease-owner".into(),
             format!("premem-run-{}", std::process::id()),

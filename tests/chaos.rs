@@ -34,6 +34,11 @@ const EVERY_STEPS: u64 = 64;
 /// Tasks long enough (a few hundred ms) to catch an evaluator holding one.
 const EVAL: &str =
     "[eval]\nlimit = 6\nsamples = 4\nmax_new_tokens = 48\ntask_examples = 2\nbatch_size = 2\n";
+/// The coordinator's rank TTL in the test: a restarted rank waits up to
+/// this long for its group (premem run's default is 15 s).
+const RANK_TTL: u64 = 6;
+/// The killer kills for this long at most, so that the run ends.
+const CHAOS_WINDOW: Duration = Duration::from_secs(60);
 const CALM_TIMEOUT: Duration = Duration::from_secs(120);
 const CHAOS_TIMEOUT: Duration = Duration::from_secs(200);
 /// What an evaluator logs when the coordinator ignores its report of a
@@ -168,6 +173,8 @@ fn start_run(job: &Path, base: &Path) -> Child {
             "1000",
             "--lease-ttl",
             &LEASE_TTL.to_string(),
+            "--rank-ttl",
+            &RANK_TTL.to_string(),
         ])
         // The killer reads the evaluators' "leased task" lines.
         .env("RUST_LOG", "info")
@@ -349,7 +356,7 @@ fn holds_task(text: &str) -> bool {
     leased.is_some_and(|l| ended.is_none_or(|e| e < l))
 }
 
-/// Every 2-4 s, SIGKILLs a random child of `premem run` (the first three:
+/// Every 2-4 s for [`CHAOS_WINDOW`], SIGKILLs a random child of `premem run` (the first three:
 /// a trainer rank, then the coordinator and an evaluator in a random
 /// order); meanwhile SIGSTOPs the first evaluator seen holding a task for
 /// [`STOP_FOR`], then SIGCONTs it (and spares it from then on, so that its
@@ -399,7 +406,11 @@ impl Killer {
 
     fn run(mut self) -> Report {
         while self.pause() {
-            self.kill_one();
+            if self.started.elapsed() < CHAOS_WINDOW {
+                self.kill_one();
+            } else if !self.report.actions.iter().any(|a| a == "chaos over") {
+                self.note("chaos over".into());
+            }
         }
         if let Stop::Stopped(member, _) = &self.stop {
             signal(member, libc::SIGCONT);

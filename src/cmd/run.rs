@@ -11,7 +11,9 @@ use premem_core::JobSpec;
 use premem_proto::{ClientConfig, v1};
 
 use crate::client::Jobs;
-use crate::local_cluster::{ClusterOptions, LocalCluster, MAX_RESTARTS, write_report};
+use crate::local_cluster::{
+    ClusterOptions, LOCAL_RANK_TTL, LocalCluster, MAX_RESTARTS, write_report,
+};
 use crate::process::{cores, stop_flag};
 use crate::watch::print_status;
 
@@ -44,6 +46,11 @@ pub struct RunArgs {
     /// coordinator's --lease-ttl; default: its default, 30).
     #[arg(long, value_parser = positive_seconds)]
     lease_ttl: Option<f64>,
+    /// Seconds a trainer rank may go without a heartbeat (the ranks send
+    /// one every 2 s) before the coordinator regroups its ranks (the
+    /// coordinator's --rank-ttl).
+    #[arg(long, value_parser = positive_seconds, default_value_t = LOCAL_RANK_TTL)]
+    rank_ttl: f64,
 }
 
 /// A finite number of seconds above zero.
@@ -104,6 +111,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         metrics_listen: args.metrics_listen.as_deref(),
         max_restarts: args.max_restarts,
         lease_ttl: args.lease_ttl,
+        rank_ttl: args.rank_ttl,
     };
     let mut cluster = LocalCluster::start_with(&workdir, &options)?;
     let result = drive(&args, &spec, &mut cluster, &stop);
