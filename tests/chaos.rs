@@ -31,7 +31,8 @@ const STOP_FOR: Duration = Duration::from_secs(3 * LEASE_TTL);
 const EPOCHS: u64 = 80;
 const FINAL_STEP: u64 = EPOCHS * 8;
 const EVERY_STEPS: u64 = 64;
-/// Tasks long enough (a few hundred ms) to catch an evaluator holding one.
+/// Each task takes tens of ms: the killer, watching the logs every 10 ms,
+/// catches an evaluator holding one.
 const EVAL: &str =
     "[eval]\nlimit = 6\nsamples = 4\nmax_new_tokens = 48\ntask_examples = 2\nbatch_size = 2\n";
 /// The coordinator's rank TTL in the test: a restarted rank waits up to
