@@ -20,7 +20,39 @@ struct Member {
     restarts: u32,
 }
 
-const MAX_RESTARTS: u32 = 3;
+/// How many times `premem run` restarts each child process (the
+/// coordinator, each worker) before it gives up, unless told otherwise.
+pub const MAX_RESTARTS: u32 = 3;
+
+/// How a [`LocalCluster`] starts and supervises its processes.
+pub struct ClusterOptions<'a> {
+    /// Serve the coordinator's Prometheus metrics at this address.
+    pub metrics_listen: Option<&'a str>,
+    /// Restarts of each child process before supervision gives up.
+    pub max_restarts: u32,
+    /// The coordinator's evaluation lease TTL in seconds (its default when
+    /// `None`).
+    pub lease_ttl: Option<f64>,
+    /// The coordinator's rank TTL in seconds: how long a trainer rank may
+    /// go without a heartbeat before its group regroups.
+    pub rank_ttl: f64,
+}
+
+/// Local workers heartbeat every 2 s: notice a dead one sooner than the
+/// coordinator's default, and wait less before reassigning ranks after a
+/// restart.
+pub const LOCAL_RANK_TTL: f64 = 15.0;
+
+impl Default for ClusterOptions<'_> {
+    fn default() -> Self {
+        ClusterOptions {
+            metrics_listen: None,
+            max_restarts: MAX_RESTARTS,
+            lease_ttl: None,
+            rank_ttl: LOCAL_RANK_TTL,
+        }
+    }
+}
 
 fn spawn(args: &[String], log: &Path, env: &[(&str, String)]) -> Result<Child> {
     use std::os::unix::process::CommandExt;
@@ -78,6 +110,7 @@ pub struct LocalCluster {
     pub logs: PathBuf,
     coordinator: Coordinator,
     members: Vec<Member>,
+    max_restarts: u32,
 }
 
 /// The coordinator child: restarted on its address and state when it dies,
@@ -86,6 +119,7 @@ struct Coordinator {
     child: Child,
     launch: Launch,
     restarts: u32,
+    max_restarts: u32,
 }
 
 /// How the coordinator child starts.
@@ -131,15 +165,16 @@ impl Launch {
 
 impl Coordinator {
     /// Restarts the coordinator if it died, on `address` (its jobs come back
-    /// from its state); fails after [`MAX_RESTARTS`] restarts.
+    /// from its state); fails after `max_restarts` restarts.
     fn supervise(&mut self, address: &str) -> Result<()> {
         let Some(status) = self.child.try_wait()? else {
             return Ok(());
         };
         let log = &self.launch.log;
-        if self.restarts >= MAX_RESTARTS {
+        if self.restarts >= self.max_restarts {
             bail!(
-                "the coordinator exited ({status}) {MAX_RESTARTS} times; its log ({}):\n{}",
+                "the coordinator exited ({status}) after {} restart(s); its log ({}):\n{}",
+                self.restarts,
                 log.display(),
                 log_tail(log)
             );
@@ -162,6 +197,15 @@ impl LocalCluster {
     /// start over the same workdir resumes its jobs); logs go to
     /// `workdir/logs`.
     pub fn start(workdir: &Path, metrics_listen: Option<&str>) -> Result<LocalCluster> {
+        let options = ClusterOptions {
+            metrics_listen,
+            ..ClusterOptions::default()
+        };
+        LocalCluster::start_with(workdir, &options)
+    }
+
+    /// As [`LocalCluster::start`], with `options`.
+    pub fn start_with(workdir: &Path, options: &ClusterOptions) -> Result<LocalCluster> {
         let logs = workdir.join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         let token = match std::env::var(TOKEN_ENV) {
@@ -174,16 +218,17 @@ impl LocalCluster {
             workdir.join("state").to_string_lossy().into_owned(),
             "--address-file".into(),
             address_file.to_string_lossy().into_owned(),
-            // Local workers heartbeat every 2 s: notice a dead one sooner,
-            // and wait less before reassigning ranks after a restart.
             "--rank-ttl".into(),
-            "15".into(),
+            options.rank_ttl.to_string(),
             // Restarts take the state's lease back under this name.
             "--lease-owner".into(),
             format!("premem-run-{}", std::process::id()),
         ];
-        if let Some(metrics) = metrics_listen {
+        if let Some(metrics) = options.metrics_listen {
             args.extend(["--metrics-listen".into(), metrics.to_string()]);
+        }
+        if let Some(ttl) = options.lease_ttl {
+            args.extend(["--lease-ttl".into(), ttl.to_string()]);
         }
         let env = vec![(TOKEN_ENV, token.clone())];
         let launch = Launch {
@@ -201,8 +246,10 @@ impl LocalCluster {
                 child,
                 launch,
                 restarts: 0,
+                max_restarts: options.max_restarts,
             },
             members: vec![],
+            max_restarts: options.max_restarts,
         })
     }
 
@@ -276,7 +323,7 @@ impl LocalCluster {
     }
 
     /// Restarts the coordinator and workers that died (a trainer of one job
-    /// that exited successfully is done); fails after [`MAX_RESTARTS`]
+    /// that exited successfully is done); fails after `max_restarts`
     /// restarts of one.
     pub fn supervise(&mut self) -> Result<()> {
         self.coordinator.supervise(&self.address)?;
@@ -286,10 +333,11 @@ impl LocalCluster {
                 if trainer_done {
                     continue;
                 }
-                if member.restarts >= MAX_RESTARTS {
+                if member.restarts >= self.max_restarts {
                     bail!(
-                        "{} exited ({status}) {MAX_RESTARTS} times; its log ({}):\n{}",
+                        "{} exited ({status}) after {} restart(s); its log ({}):\n{}",
                         member.name,
+                        member.restarts,
                         member.log.display(),
                         log_tail(&member.log)
                     );

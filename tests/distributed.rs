@@ -4,71 +4,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::Cluster;
-use common::{file_times, job_spec, run, synth_task, text};
-use premem_core::results::{ExampleResult, read_parquet};
-
-/// A job spec named `name` over the synthetic task (with its test split),
-/// `tail` appended after the [checkpoint] table's settings.
-fn spec(dir: &Path, name: &str, train_extra: &str, tail: &str) -> PathBuf {
-    let output = dir.join(name);
-    let path = job_spec(dir, &output, train_extra, tail);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("name = \"test\"", &format!("name = \"{name}\""))
-        .replace(
-            "[train]\n",
-            &format!(
-                "[data.test]\npath = \"{}\"\nformat = \"gsm8k\"\n\n[train]\n",
-                dir.join("data/test.jsonl").display()
-            ),
-        );
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use common::{all_rows, file_times, published, run, spec, synth_task, text};
 
 /// Evaluation settings small enough for a debug build.
 const EVAL: &str =
     "[eval]\nlimit = 6\nsamples = 2\nmax_new_tokens = 12\ntask_examples = 2\nbatch_size = 2\n";
-
-fn published(run: &Path, step: u64) -> bool {
-    run.join(format!("checkpoints/step-{step:08}/MANIFEST.json"))
-        .exists()
-}
-
-/// Every result row of a run, keyed by (step, split, id, preamble); panics
-/// on a row that appears twice.
-fn all_rows(run: &Path) -> BTreeMap<(u64, String, String, String), ExampleResult> {
-    let mut rows = BTreeMap::new();
-    let results = run.join("results");
-    for step_dir in std::fs::read_dir(&results).unwrap() {
-        let step_dir = step_dir.unwrap().path();
-        for file in std::fs::read_dir(&step_dir).unwrap() {
-            let file = file.unwrap().path();
-            if file.extension().is_none_or(|e| e != "parquet") {
-                continue;
-            }
-            for row in read_parquet(&file).unwrap() {
-                let key = (
-                    row.checkpoint_step,
-                    row.split.clone(),
-                    row.id.clone(),
-                    row.preamble.clone(),
-                );
-                assert!(
-                    rows.insert(key.clone(), row).is_none(),
-                    "{key:?} appears twice (second time in {})",
-                    file.display()
-                );
-            }
-        }
-    }
-    rows
-}
 
 /// The (step, split) → example ids of a finished evaluation: each checkpoint
 /// has the first 6 train and the first 6 test examples, once each.

@@ -11,7 +11,9 @@ use premem_core::JobSpec;
 use premem_proto::{ClientConfig, v1};
 
 use crate::client::Jobs;
-use crate::local_cluster::{LocalCluster, write_report};
+use crate::local_cluster::{
+    ClusterOptions, LOCAL_RANK_TTL, LocalCluster, MAX_RESTARTS, write_report,
+};
 use crate::process::{cores, stop_flag};
 use crate::watch::print_status;
 
@@ -36,6 +38,27 @@ pub struct RunArgs {
     /// Checkpoint cache of the evaluators.
     #[arg(long, default_value = "premem-cache")]
     cache_dir: PathBuf,
+    /// Restarts of each child process (the coordinator, each trainer rank,
+    /// each evaluator) before premem run gives up.
+    #[arg(long, default_value_t = MAX_RESTARTS)]
+    max_restarts: u32,
+    /// Seconds an evaluator holds a task without renewing its lease (the
+    /// coordinator's --lease-ttl; default: its default, 30).
+    #[arg(long, value_parser = positive_seconds)]
+    lease_ttl: Option<f64>,
+    /// Seconds a trainer rank may go without a heartbeat (the ranks send
+    /// one every 2 s) before the coordinator regroups its ranks (the
+    /// coordinator's --rank-ttl).
+    #[arg(long, value_parser = positive_seconds, default_value_t = LOCAL_RANK_TTL)]
+    rank_ttl: f64,
+}
+
+/// A finite number of seconds above zero.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 /// The default job of `premem run`.
@@ -84,7 +107,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("premem-run").join(&name));
     let stop = stop_flag()?;
-    let mut cluster = LocalCluster::start(&workdir, args.metrics_listen.as_deref())?;
+    let options = ClusterOptions {
+        metrics_listen: args.metrics_listen.as_deref(),
+        max_restarts: args.max_restarts,
+        lease_ttl: args.lease_ttl,
+        rank_ttl: args.rank_ttl,
+    };
+    let mut cluster = LocalCluster::start_with(&workdir, &options)?;
     let result = drive(&args, &spec, &mut cluster, &stop);
     let logs = cluster.logs.clone();
     cluster.stop();

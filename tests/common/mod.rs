@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
+use premem_core::results::{ExampleResult, read_parquet};
+
 pub fn premem() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_premem"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -136,4 +138,59 @@ device = "cpu"
     ));
     std::fs::write(&path, spec).unwrap();
     path
+}
+
+/// A job spec named `name` over the synthetic task (with its test split),
+/// `tail` appended after the [checkpoint] table's settings.
+pub fn spec(dir: &Path, name: &str, train_extra: &str, tail: &str) -> PathBuf {
+    let output = dir.join(name);
+    let path = job_spec(dir, &output, train_extra, tail);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("name = \"test\"", &format!("name = \"{name}\""))
+        .replace(
+            "[train]\n",
+            &format!(
+                "[data.test]\npath = \"{}\"\nformat = \"gsm8k\"\n\n[train]\n",
+                dir.join("data/test.jsonl").display()
+            ),
+        );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Whether the run in `run` published its checkpoint of `step`.
+pub fn published(run: &Path, step: u64) -> bool {
+    run.join(format!("checkpoints/step-{step:08}/MANIFEST.json"))
+        .exists()
+}
+
+/// Every result row of a run, keyed by (step, split, id, preamble); panics
+/// on a row that appears twice.
+pub fn all_rows(run: &Path) -> BTreeMap<(u64, String, String, String), ExampleResult> {
+    let mut rows = BTreeMap::new();
+    let results = run.join("results");
+    for step_dir in std::fs::read_dir(&results).unwrap() {
+        let step_dir = step_dir.unwrap().path();
+        for file in std::fs::read_dir(&step_dir).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_none_or(|e| e != "parquet") {
+                continue;
+            }
+            for row in read_parquet(&file).unwrap() {
+                let key = (
+                    row.checkpoint_step,
+                    row.split.clone(),
+                    row.id.clone(),
+                    row.preamble.clone(),
+                );
+                assert!(
+                    rows.insert(key.clone(), row).is_none(),
+                    "{key:?} appears twice (second time in {})",
+                    file.display()
+                );
+            }
+        }
+    }
+    rows
 }
