@@ -94,6 +94,27 @@ pub(super) async fn register(
     }
 }
 
+/// The rendezvous request of `member`; `nccl` as in [`rendezvous`].
+fn rendezvous_request(
+    options: &NodeOptions,
+    member: &Membership,
+    nccl: Option<&[u8]>,
+) -> RendezvousRequest {
+    RendezvousRequest {
+        job: options.job.clone(),
+        rank: options.rank,
+        generation: member.generation,
+        backend: if nccl.is_some() {
+            WireBackend::Nccl
+        } else {
+            WireBackend::Ring
+        } as i32,
+        nccl_unique_id: nccl.unwrap_or_default().to_vec(),
+        trainer: options.trainer.clone(),
+        member_secret: member.secret.clone(),
+    }
+}
+
 /// Waits until every rank of `generation` has registered (and, with NCCL,
 /// rank 0 sent its id): the coordinator's answer, or `None` when the
 /// generation was superseded. `nccl`: this rank uses NCCL; rank 0 passes
@@ -116,19 +137,7 @@ pub(super) async fn rendezvous(
                 "stopped while waiting for the other ranks".into(),
             ));
         }
-        let request = RendezvousRequest {
-            job: options.job.clone(),
-            rank: options.rank,
-            generation,
-            backend: if nccl.is_some() {
-                WireBackend::Nccl
-            } else {
-                WireBackend::Ring
-            } as i32,
-            nccl_unique_id: nccl.unwrap_or_default().to_vec(),
-            trainer: options.trainer.clone(),
-            member_secret: member.secret.clone(),
-        };
+        let request = rendezvous_request(options, member, nccl);
         match client.clone().rendezvous(request).await {
             Ok(reply) => {
                 unreachable_since = None;
@@ -204,9 +213,7 @@ pub(super) async fn heartbeat(
                 match reply.into_inner().action() {
                     TrainerAction::Regroup => {
                         tracing::info!(generation, "coordinator: the group changed");
-                        shared.regroup.store(true, Ordering::SeqCst);
-                        abort();
-                        return;
+                        return regroup(&shared, &abort);
                     }
                     TrainerAction::Stop => {
                         if !stop.swap(true, Ordering::SeqCst) {
@@ -218,9 +225,7 @@ pub(super) async fn heartbeat(
             }
             Err(status) if status.code() == Code::PermissionDenied => {
                 tracing::warn!(generation, error = %status.message(), "coordinator: not a member any more; regrouping");
-                shared.regroup.store(true, Ordering::SeqCst);
-                abort();
-                return;
+                return regroup(&shared, &abort);
             }
             Err(status) => {
                 if !unreachable {
@@ -234,6 +239,13 @@ pub(super) async fn heartbeat(
             }
         }
     }
+}
+
+/// Ends this generation's training: its collective fails, and the rank
+/// registers again.
+fn regroup(shared: &Shared, abort: &Abort) {
+    shared.regroup.store(true, Ordering::SeqCst);
+    abort();
 }
 
 /// Tells the coordinator this rank trained every step (a few attempts).
