@@ -154,10 +154,17 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
     let report = tmp.path().join("report");
     let out = run(&["report", run_dir, "--out", report.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
     assert!(
-        text(&out.stdout).contains("P-M vs test over 3 checkpoints"),
-        "{}",
-        text(&out.stdout)
+        stdout.contains("P-M vs test over 3 checkpoints"),
+        "{stdout}"
+    );
+    // One run: R² out of sample over alternating checkpoints, in sample beside.
+    assert!(
+        stdout.contains("R² out of sample")
+            && stdout.contains("(one run, two folds of alternating checkpoints")
+            && stdout.contains("in sample: R² vs y = x"),
+        "{stdout}"
     );
     for chart in [
         "heatmap-test",
@@ -181,6 +188,10 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
         "{md}"
     );
     assert!(md.contains("| 24 |") && md.contains("preamble"), "{md}");
+    assert!(
+        md.contains("| metric | R² out of sample | in sample: R² vs y = x |"),
+        "{md}"
+    );
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
     assert!(
         html.contains("<svg") && !html.contains("<img"),
@@ -232,10 +243,10 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
         "lr-b",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
     assert!(
-        text(&out.stdout).contains("P-M vs test over 6 checkpoints"),
-        "{}",
-        text(&out.stdout)
+        stdout.contains("P-M vs test over 6 checkpoints") && stdout.contains("(leave one run out"),
+        "{stdout}"
     );
     assert!(
         sweep_report.join("heatmap-lr-a.png").exists()

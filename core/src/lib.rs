@@ -8,6 +8,7 @@
 pub mod answer;
 pub mod baselines;
 pub mod checkpoint;
+pub mod crossval;
 pub mod dataset;
 pub mod error_text;
 pub mod files;

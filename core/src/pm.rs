@@ -433,8 +433,20 @@ pub fn pm_vs_test(
     runs: &[RunObservations],
     threshold: Threshold,
 ) -> Result<Vec<(f64, f64)>, PmError> {
+    Ok(pm_vs_test_keyed(runs, threshold)?
+        .into_iter()
+        .map(|(_, pm, test)| (pm, test))
+        .collect())
+}
+
+/// [`pm_vs_test`], each point with the index of its run in `runs`. Which
+/// checkpoints have a point does not depend on the threshold.
+pub fn pm_vs_test_keyed(
+    runs: &[RunObservations],
+    threshold: Threshold,
+) -> Result<Vec<(usize, f64, f64)>, PmError> {
     let mut points = vec![];
-    for run in runs {
+    for (index, run) in runs.iter().enumerate() {
         let expected: BTreeSet<String> = run
             .checkpoints
             .iter()
@@ -444,7 +456,7 @@ pub fn pm_vs_test(
         for c in &run.checkpoints {
             let result = tracker.push(c.step, c.train.iter().map(|(id, o)| (id.as_str(), *o)))?;
             if let (Some(pm), Some(test)) = (result.pm, c.test_accuracy) {
-                points.push((pm, test));
+                points.push((index, pm, test));
             }
         }
     }

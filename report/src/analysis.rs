@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use premem_core::baselines::pearson;
+use premem_core::crossval::{OutOfSample, linear_by_run, pm_out_of_sample, untuned};
 use premem_core::pm::{
     Calibration, Grid, LinearFit, RunObservations, Threshold, calibrate, least_squares, r2_identity,
 };
@@ -129,6 +130,10 @@ pub struct MetricCorrelation {
     pub r2_identity: Option<f64>,
     pub fit: Option<LinearFit>,
     pub pearson: Option<f64>,
+    /// R² on checkpoints the predictor was not tuned on
+    /// ([`premem_core::crossval`]): P-M at a threshold calibrated on the
+    /// other folds; a baseline through a line fitted on the other folds.
+    pub out_of_sample: Option<OutOfSample>,
 }
 
 /// What one run was made with (from its `run.json`), as `provenance.json`
@@ -181,12 +186,16 @@ pub struct Analysis {
     pub provenance: Vec<RunProvenance>,
 }
 
-fn correlation(metric: Metric, points: Vec<(f64, f64)>) -> MetricCorrelation {
+/// `metric` against test accuracy over `points` (run index, metric, test);
+/// a baseline's out-of-sample R² through a line fitted on the other folds.
+fn correlation(metric: Metric, points: Vec<(usize, f64, f64)>) -> MetricCorrelation {
     let identity = metric.accuracy_scale();
-    let points: Vec<(f64, f64)> = points
+    let keyed: Vec<(usize, f64, f64)> = points
         .into_iter()
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .filter(|(_, x, y)| x.is_finite() && y.is_finite())
         .collect();
+    let runs: Vec<usize> = keyed.iter().map(|p| p.0).collect();
+    let points: Vec<(f64, f64)> = keyed.iter().map(|&(_, x, y)| (x, y)).collect();
     let (x, y): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
     MetricCorrelation {
         metric,
@@ -194,8 +203,25 @@ fn correlation(metric: Metric, points: Vec<(f64, f64)>) -> MetricCorrelation {
         r2_identity: if identity { r2_identity(&x, &y) } else { None },
         fit: least_squares(&x, &y),
         pearson: pearson(&x, &y),
+        out_of_sample: (metric != Metric::Pm && !points.is_empty())
+            .then(|| linear_by_run(&runs, &x, &y)),
         points,
     }
+}
+
+/// P-M's out-of-sample R²: with a calibrated threshold, calibrated again
+/// without each fold; with a given one, nothing was tuned.
+fn pm_out_of_sample_of(
+    source: &ThresholdSource,
+    observations: &[RunObservations],
+    grid: &Grid,
+    pm: &MetricCorrelation,
+) -> Result<Option<OutOfSample>> {
+    Ok(match source {
+        ThresholdSource::Calibrated => pm_out_of_sample(observations, grid)?,
+        _ if pm.points.is_empty() => None,
+        _ => Some(untuned(pm.points.clone())),
+    })
 }
 
 pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
@@ -218,7 +244,13 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         .map(|run| run::analyze_run(run, threshold, options))
         .collect::<Result<Vec<_>>>()?;
     let atc = atc::fit_atc(runs, &mut analyses, options.atc_reference.as_deref())?;
-    let correlations = correlations(&analyses);
+    let mut correlations = correlations(&analyses);
+    correlations[0].out_of_sample = pm_out_of_sample_of(
+        &threshold_source,
+        &observations,
+        &options.grid,
+        &correlations[0],
+    )?;
     let robustness = robustness::robustness(runs, &analyses, options.buckets);
     let notes = runs
         .iter()
@@ -260,13 +292,17 @@ fn threshold(
 /// Every metric of [`Metric::ALL`] against test accuracy, over every
 /// checkpoint with both.
 fn correlations(analyses: &[RunAnalysis]) -> Vec<MetricCorrelation> {
-    let all: Vec<&CheckpointSummary> = analyses.iter().flat_map(|a| &a.checkpoints).collect();
+    let all: Vec<(usize, &CheckpointSummary)> = analyses
+        .iter()
+        .enumerate()
+        .flat_map(|(run, a)| a.checkpoints.iter().map(move |c| (run, c)))
+        .collect();
     Metric::ALL
         .into_iter()
         .map(|metric| {
             let pairs = all
                 .iter()
-                .filter_map(|c| Some((metric.of(c)?, c.test_accuracy?)))
+                .filter_map(|(run, c)| Some((*run, metric.of(c)?, c.test_accuracy?)))
                 .collect();
             correlation(metric, pairs)
         })

@@ -134,11 +134,14 @@ fn against_test(analysis: &Analysis, metric: Metric) -> Vec<Series> {
 
 fn fit_notes(c: &MetricCorrelation) -> Vec<String> {
     let mut notes = vec![];
+    if let Some(r2) = c.out_of_sample.as_ref().and_then(|o| o.r2) {
+        notes.push(format!("R² out of sample: {r2:.3}"));
+    }
     if let Some(r2) = c.r2_identity {
-        notes.push(format!("R² vs y = x: {r2:.3}"));
+        notes.push(format!("in sample, R² vs y = x: {r2:.3}"));
     }
     if let Some(fit) = c.fit {
-        notes.push(format!("least-squares R²: {:.3}", fit.r2));
+        notes.push(format!("in sample, least-squares R²: {:.3}", fit.r2));
     }
     notes.push(format!("{} checkpoints", c.points.len()));
     notes

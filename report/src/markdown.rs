@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::analysis::{Analysis, ThresholdSource};
+use super::analysis::{Analysis, MetricCorrelation, ThresholdSource};
 use super::charts::heatmap_stems;
 
 pub(crate) fn markdown(location: &str, a: &Analysis) -> String {
@@ -65,7 +65,7 @@ fn threshold_line(md: &mut String, a: &Analysis) {
         ThresholdSource::Calibrated => {
             let c = a.calibration.as_ref().expect("calibrated");
             format!(
-                "calibrated: the least error over {} values of p on {} checkpoints — the same checkpoints the R² below is computed on, so that R² is in-sample; pass `--p` to judge a threshold chosen elsewhere",
+                "calibrated: the least error over {} values of p on {} checkpoints. The in-sample R² below is computed on the same checkpoints; the out-of-sample R² calibrates p again without the checkpoints it scores",
                 c.curve.len(),
                 c.checkpoints_used
             )
@@ -81,16 +81,36 @@ fn threshold_line(md: &mut String, a: &Analysis) {
     );
 }
 
+/// The out-of-sample R² of a metric and how it was measured.
+fn out_of_sample(c: &MetricCorrelation) -> String {
+    match &c.out_of_sample {
+        Some(o) => format!("**{}** ({})", fmt(o.r2, 3), o.protocol.describe()),
+        None => "– (nothing to hold out)".into(),
+    }
+}
+
+/// The threshold each fold calibrated on the others, when any was.
+fn fold_thresholds(c: &MetricCorrelation) -> String {
+    let tuned = c.out_of_sample.as_ref().map_or(&[][..], |o| &o.tuned[..]);
+    if tuned.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = tuned.iter().map(|(_, p)| format!("{p:.4}")).collect();
+    format!(", p by fold {}", each.join(", "))
+}
+
 fn pm_vs_test_line(md: &mut String, a: &Analysis) {
     let pm = &a.pm_vs_test;
     let _ = writeln!(
         md,
-        "- **P-M train accuracy vs test accuracy** over {} checkpoints: R² against y = x **{}**; least-squares line {}.",
+        "- **P-M train accuracy vs test accuracy** over {} checkpoints: R² out of sample {}{}. In sample: R² against y = x {}; least-squares line {}.",
         pm.points.len(),
+        out_of_sample(pm),
+        fold_thresholds(pm),
         fmt(pm.r2_identity, 3),
         match pm.fit {
             Some(f) => format!(
-                "test = {:.3} · P-M {} {:.3}, R² **{:.3}**",
+                "test = {:.3} · P-M {} {:.3}, R² {:.3}",
                 f.slope,
                 if f.intercept < 0.0 { "−" } else { "+" },
                 f.intercept.abs(),
@@ -210,16 +230,26 @@ fn learning_progression(md: &mut String, a: &Analysis) {
 
 fn baselines(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Baselines vs test accuracy\n");
+    let protocol = a
+        .correlations
+        .iter()
+        .find_map(|c| c.out_of_sample.as_ref())
+        .map_or("", |o| o.protocol.describe());
     let _ = writeln!(
         md,
-        "| metric | R² vs y = x | least-squares R² | Pearson r | checkpoints |"
+        "Out of sample ({protocol}): P-M at a threshold calibrated without the held-out checkpoints; each baseline through a least-squares line fitted without them. In sample: on the checkpoints everything was tuned on.\n"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| metric | R² out of sample | in sample: R² vs y = x | in sample: least-squares R² | Pearson r | checkpoints |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
     for c in &a.correlations {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             c.metric,
+            fmt(c.out_of_sample.as_ref().and_then(|o| o.r2), 3),
             fmt(c.r2_identity, 3),
             fmt(c.fit.map(|f| f.r2), 3),
             fmt(c.pearson, 3),

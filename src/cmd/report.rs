@@ -87,9 +87,14 @@ pub fn run(args: ReportArgs) -> Result<()> {
         println!("warning: {warning}");
     }
     println!("memorization threshold p: {}", a.threshold);
+    let pm_out = a.pm_vs_test.out_of_sample.as_ref();
     println!(
-        "P-M vs test over {} checkpoints: R² vs y = x {}, least-squares R² {}",
+        "P-M vs test over {} checkpoints: R² out of sample {} ({}); in sample: R² vs y = x {}, least-squares R² {}",
         a.pm_vs_test.points.len(),
+        pm_out
+            .and_then(|o| o.r2)
+            .map_or("–".into(), |v| format!("{v:.3}")),
+        pm_out.map_or("nothing to hold out", |o| o.protocol.describe()),
         a.pm_vs_test
             .r2_identity
             .map_or("–".into(), |v| format!("{v:.3}")),
