@@ -45,14 +45,7 @@ fn listening_beyond_loopback_without_tls_is_warned_about() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while !address.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the coordinator did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_address(&address);
     // SAFETY: a signal to this test's own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
@@ -124,7 +117,12 @@ fn role_tokens_and_allowed_prefixes_limit_what_a_token_holder_can_do() {
     let inside = job_spec(&jobs, &jobs.join("run"), "", "");
     let outside = jobs.join("outside.toml");
     let text_of = std::fs::read_to_string(&inside).unwrap();
-    let escape = text_of.replace(jobs.join("run").to_str().unwrap(), "/root/premem-run");
+    // Beside the allowed prefix, not under it.
+    let elsewhere = root.join("elsewhere").join("run");
+    let escape = text_of.replace(
+        jobs.join("run").to_str().unwrap(),
+        elsewhere.to_str().unwrap(),
+    );
     std::fs::write(&outside, escape).unwrap();
     let submit_as = |token: &str, spec: &std::path::Path| {
         premem()
@@ -145,7 +143,10 @@ fn role_tokens_and_allowed_prefixes_limit_what_a_token_holder_can_do() {
     let stderr = text(&escaping.stderr);
     assert!(!escaping.status.success(), "{stderr}");
     assert!(
-        stderr.contains("run.output '/root/premem-run' is not under an allowed prefix"),
+        stderr.contains(&format!(
+            "run.output '{}' is not under an allowed prefix",
+            elsewhere.display()
+        )),
         "{stderr}"
     );
     let accepted = submit_as(submit, &inside);
