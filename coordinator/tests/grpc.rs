@@ -971,12 +971,7 @@ async fn the_final_checkpoint_is_evaluated_when_a_rank_finishes_before_the_scan(
     let running = start(options).await.unwrap();
     let mut client = connect(&running);
     submit(&mut client, fixture.spec_json()).await;
-    let r0 = register(&mut client, JOB, 0, "127.0.0.1:7000")
-        .await
-        .unwrap();
-    let r1 = register(&mut client, JOB, 1, "127.0.0.1:7001")
-        .await
-        .unwrap();
+    let (r0, r1) = register_both(&mut client).await;
     wait_for_tasks(&mut client, 3).await;
     for _ in 0..3 {
         let task = lease(&mut client).await;

@@ -20,12 +20,7 @@ async fn forged_calls_of_non_members_are_refused_and_change_nothing() {
     let running = start(fixture.options()).await.unwrap();
     let mut client = connect(&running);
     submit(&mut client, fixture.spec_json()).await;
-    let r0 = register(&mut client, JOB, 0, "127.0.0.1:7000")
-        .await
-        .unwrap();
-    let r1 = register(&mut client, JOB, 1, "127.0.0.1:7001")
-        .await
-        .unwrap();
+    let (r0, r1) = register_both(&mut client).await;
     assert_ne!(r0.member_secret, r1.member_secret);
     heartbeat(&mut client, 0, &r0, 5).await;
 
@@ -112,12 +107,7 @@ async fn re_registering_a_live_rank_is_refused_until_its_member_is_silent() {
     let running = start(options).await.unwrap();
     let mut client = connect(&running);
     submit(&mut client, fixture.spec_json()).await;
-    let r0 = register(&mut client, JOB, 0, "127.0.0.1:7000")
-        .await
-        .unwrap();
-    let r1 = register(&mut client, JOB, 1, "127.0.0.1:7001")
-        .await
-        .unwrap();
+    let (r0, r1) = register_both(&mut client).await;
     for i in 0..30 {
         let again = register(&mut client, JOB, 1, &format!("127.0.0.1:{}", 8000 + i)).await;
         assert_refused(again, Code::Unavailable, "live member of generation 1");
@@ -177,12 +167,7 @@ async fn a_trained_job_has_no_live_ranks_after_a_restart() {
     let running = start(fixture.options()).await.unwrap();
     let mut client = connect(&running);
     submit(&mut client, fixture.spec_json()).await;
-    let r0 = register(&mut client, JOB, 0, "127.0.0.1:7000")
-        .await
-        .unwrap();
-    let r1 = register(&mut client, JOB, 1, "127.0.0.1:7001")
-        .await
-        .unwrap();
+    let (r0, r1) = register_both(&mut client).await;
     fixture.publish(8);
     for (rank, member) in [(0, &r0), (1, &r1)] {
         client

@@ -294,6 +294,16 @@ pub async fn register(
     register_as(client, job, rank, ring_address, None).await
 }
 
+/// Registers ranks 0 and 1 of the job (ring addresses 127.0.0.1:7000 and
+/// 7001): generation 1 forms.
+pub async fn register_both(
+    client: &mut Client,
+) -> (v1::RegisterTrainerReply, v1::RegisterTrainerReply) {
+    let r0 = register(client, JOB, 0, "127.0.0.1:7000").await.unwrap();
+    let r1 = register(client, JOB, 1, "127.0.0.1:7001").await.unwrap();
+    (r0, r1)
+}
+
 /// Registers `rank`; `member`: the registration of the generation it was
 /// a member of (it regroups).
 pub async fn register_as(
