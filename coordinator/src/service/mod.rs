@@ -268,8 +268,9 @@ impl Coordinator for Service {
         let r = request.get_ref();
         let nccl = validate::rendezvous_nccl(r)?;
         validate::peer_name("trainer", &r.trainer)?;
-        self.check_member(&self.lock(), &r.job, r.rank, r.generation, &r.member_secret)?;
-        let rendezvous = self.lock().rendezvous(
+        let mut state = self.lock();
+        self.check_member(&state, &r.job, r.rank, r.generation, &r.member_secret)?;
+        let rendezvous = state.rendezvous(
             &r.job,
             r.rank,
             &r.trainer,
@@ -287,8 +288,9 @@ impl Coordinator for Service {
         require(&request, Role::Trainer, "TrainerHeartbeat")?;
         let r = request.get_ref();
         validate::peer_name("trainer", &r.trainer)?;
-        self.check_member(&self.lock(), &r.job, r.rank, r.generation, &r.member_secret)?;
-        let (action, generation) = self.lock().heartbeat(
+        let mut state = self.lock();
+        self.check_member(&state, &r.job, r.rank, r.generation, &r.member_secret)?;
+        let (action, generation) = state.heartbeat(
             &r.job,
             r.rank,
             &r.trainer,
