@@ -1,15 +1,16 @@
 //! From loaded runs to the numbers of a report: the threshold (given or
 //! calibrated) and P-M and the baselines against test accuracy here; per run
 //! P-M accuracy per example and checkpoint and the checkpoint summaries
-//! (`run.rs`), ATC (`atc.rs`), the robustness view (`robustness.rs`), and
-//! warnings of suspect rows (`warnings.rs`).
+//! (`run.rs`), ATC (`atc.rs`), the robustness view (`robustness.rs`), what
+//! limits the fit (`limits.rs`), and warnings of suspect rows (`warnings.rs`).
 
 mod atc;
+mod limits;
 mod robustness;
 mod run;
 mod warnings;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -20,6 +21,7 @@ use premem_core::pm::{
 };
 
 pub use atc::AtcFit;
+pub use limits::{AfterMemorization, Limits, MEMORIZED};
 pub use robustness::{Bucket, Robustness};
 pub use run::{CheckpointSummary, Coverage, ExampleCheckpoint, RunAnalysis};
 
@@ -177,6 +179,8 @@ pub struct Analysis {
     pub correlations: Vec<MetricCorrelation>,
     pub atc: Option<AtcFit>,
     pub robustness: Option<Robustness>,
+    /// What limits P-M's out-of-sample fit (sweeps of three runs or more).
+    pub limits: Option<Limits>,
     /// Notes from loading (unreadable side files, orphan results).
     pub notes: Vec<String>,
     /// What makes the numbers suspect (rows of non-finite perplexity), one
@@ -252,6 +256,12 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         &correlations[0],
     )?;
     let robustness = robustness::robustness(runs, &analyses, options.buckets);
+    let samples: BTreeSet<u32> = analyses
+        .iter()
+        .flat_map(|a| a.coverage.samples_per_example.iter().copied())
+        .collect();
+    let samples: Vec<u32> = samples.into_iter().collect();
+    let limits = limits::limits(runs, &analyses, &observations, &options.grid, &samples)?;
     let notes = runs
         .iter()
         .flat_map(|r| r.notes.iter().map(move |n| format!("{}: {n}", r.name)))
@@ -265,6 +275,7 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         correlations,
         atc,
         robustness,
+        limits,
         notes,
         warnings: warnings::non_finite_perplexities(runs),
         provenance: runs.iter().map(RunProvenance::of).collect(),

@@ -27,6 +27,8 @@ pub mod load;
 mod markdown;
 pub mod plots;
 pub mod tables;
+#[cfg(test)]
+mod test_runs;
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,7 @@
 //! `report.md`: one function per section, in the order they appear.
 
+mod limits;
+
 use std::fmt::Write as _;
 
 use super::analysis::{Analysis, MetricCorrelation, ThresholdSource};
@@ -12,6 +14,7 @@ pub(crate) fn markdown(location: &str, a: &Analysis) -> String {
     checkpoints(&mut md, a);
     learning_progression(&mut md, a);
     baselines(&mut md, a);
+    limits::limits(&mut md, a);
     robustness(&mut md, a);
     calibration(&mut md, a);
     missing(&mut md, a);
@@ -490,60 +493,9 @@ fn provenance(md: &mut String, a: &Analysis) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use crate::analysis::{ReportOptions, analyze};
-    use crate::load::RunData;
     use crate::tables::write_provenance;
-    use premem_core::checkpoint::RunRecord;
-    use premem_core::spec::JobSpec;
-
-    fn run(name: &str, git_revision: Option<&str>) -> RunData {
-        let spec = JobSpec::from_toml(
-            &format!(
-                r#"
-[run]
-name = "{name}"
-output = "runs/{name}"
-
-[model]
-base = "models/tiny"
-
-[data.train]
-path = "data/train.jsonl"
-format = "gsm8k"
-
-[train]
-lr = 1e-4
-schedule = {{ type = "linear", warmup_steps = 20 }}
-batch_size = 8
-micro_batch_size = 4
-"#
-            ),
-            std::path::Path::new("job.toml"),
-        )
-        .unwrap();
-        RunData {
-            name: name.into(),
-            url: format!("file:///runs/{name}"),
-            record: RunRecord {
-                name: name.into(),
-                training_hash: spec.training_hash(),
-                inputs_digest: "digest".into(),
-                premem_version: "9.8.7-test".into(),
-                spec,
-                git_revision: git_revision.map(Into::into),
-                checksums: BTreeMap::from([
-                    ("data/train.jsonl".to_string(), "ab".repeat(32)),
-                    ("models/tiny/model.safetensors".to_string(), "cd".repeat(32)),
-                ]),
-            },
-            published: vec![],
-            rows: BTreeMap::new(),
-            baselines: BTreeMap::new(),
-            notes: vec![],
-        }
-    }
+    use crate::test_runs::run;
 
     #[test]
     fn provenance_is_in_the_json_and_the_markdown() {

@@ -1,0 +1,84 @@
+//! Runs built in memory for the report's unit tests.
+
+use std::collections::BTreeMap;
+
+use premem_core::checkpoint::RunRecord;
+use premem_core::results::ExampleResult;
+use premem_core::spec::JobSpec;
+
+use crate::load::RunData;
+
+/// A run with a minimal spec and no checkpoints or results.
+pub(crate) fn run(name: &str, git_revision: Option<&str>) -> RunData {
+    let spec = JobSpec::from_toml(
+        &format!(
+            r#"
+[run]
+name = "{name}"
+output = "runs/{name}"
+
+[model]
+base = "models/tiny"
+
+[data.train]
+path = "data/train.jsonl"
+format = "gsm8k"
+
+[train]
+lr = 1e-4
+schedule = {{ type = "linear", warmup_steps = 20 }}
+batch_size = 8
+micro_batch_size = 4
+"#
+        ),
+        std::path::Path::new("job.toml"),
+    )
+    .unwrap();
+    RunData {
+        name: name.into(),
+        url: format!("file:///runs/{name}"),
+        record: RunRecord {
+            name: name.into(),
+            training_hash: spec.training_hash(),
+            inputs_digest: "digest".into(),
+            premem_version: "9.8.7-test".into(),
+            spec,
+            git_revision: git_revision.map(Into::into),
+            checksums: BTreeMap::from([
+                ("data/train.jsonl".to_string(), "ab".repeat(32)),
+                ("models/tiny/model.safetensors".to_string(), "cd".repeat(32)),
+            ]),
+        },
+        published: vec![],
+        rows: BTreeMap::new(),
+        baselines: BTreeMap::new(),
+        notes: vec![],
+    }
+}
+
+/// A result row of example `id` without a preamble: `accuracy` of 8
+/// samples and the target's perplexity.
+pub(crate) fn row(
+    id: &str,
+    split: &str,
+    step: u64,
+    accuracy: f64,
+    perplexity: f64,
+) -> ExampleResult {
+    ExampleResult {
+        id: id.into(),
+        split: split.into(),
+        checkpoint_step: step,
+        preamble: String::new(),
+        n_correct: (accuracy * 8.0).round() as u32,
+        samples: 8,
+        accuracy,
+        target_nll: perplexity.ln() * 10.0,
+        target_tokens: 10,
+        target_perplexity: perplexity,
+        mean_sample_tokens: 10.0,
+        frac_equal_target: 0.0,
+        sample_confidences: vec![-0.5; 8],
+        sample_texts: vec![],
+    }
+}
