@@ -23,12 +23,21 @@ pub struct RunEvalOptions {
     pub splits: Vec<Split>,
     /// How to sample (the preambles on train queries only).
     pub sampling: SamplingSpec,
+    /// Sample as the run's own evaluation did: every setting of its spec's
+    /// `[eval]` but the preambles, which come from `sampling`.
+    pub sampling_of_run: bool,
+    /// Write only the rows with a preamble: those without are the run's
+    /// own, in its evaluators' files (sampled again here in other batches,
+    /// they could differ in the last bits and so in a sample).
+    pub preambles_only: bool,
     /// Prompts per generation batch.
     pub batch_size: usize,
     /// Only the first N examples of each split.
     pub limit: Option<usize>,
     /// Only these checkpoint steps (all published ones when `None`).
     pub steps: Option<Vec<u64>>,
+    /// Only the last of those steps.
+    pub last: bool,
     /// Evaluate again even where results exist.
     pub redo: bool,
     pub cache_dir: PathBuf,
@@ -137,6 +146,8 @@ struct RunEval<'a> {
     run: BlockingStore,
     record: RunRecord,
     options: &'a RunEvalOptions,
+    /// `options.sampling`, or the run's own with its preambles.
+    sampling: SamplingSpec,
 }
 
 /// Evaluates the run at `location`; `progress(step, split, done, total)`.
@@ -147,11 +158,20 @@ pub fn evaluate_run(
 ) -> Result<Vec<TaskReport>> {
     let run = BlockingStore::new(Store::open(location)?)?;
     let record = run.run(read_run_record(run.store()))?;
+    let sampling = if options.sampling_of_run {
+        SamplingSpec {
+            preambles: options.sampling.preambles.clone(),
+            ..record.spec.eval.sampling.clone()
+        }
+    } else {
+        options.sampling.clone()
+    };
     let eval = RunEval {
         location,
         run,
         record,
         options,
+        sampling,
     };
     let steps = eval.steps()?;
     let inputs = eval.split_inputs()?;
@@ -196,6 +216,11 @@ impl RunEval<'_> {
             }
             steps.retain(|s| wanted.contains(s));
         }
+        if self.options.last
+            && let Some(&last) = steps.last()
+        {
+            steps = vec![last];
+        }
         Ok(steps)
     }
 
@@ -225,7 +250,7 @@ impl RunEval<'_> {
         if self.options.redo || !run.run(store.exists(&results))? {
             return Ok(false);
         }
-        let wanted = Recorded::new(&self.options.sampling, input.split, input.examples.len());
+        let wanted = Recorded::new(&self.sampling, input.split, input.examples.len());
         let settings = settings_file(step, input.split);
         let found: Option<Recorded> = match run.run(store.exists(&settings))? {
             true => serde_json::from_slice(&run.run(store.get(&settings))?).ok(),
@@ -281,7 +306,7 @@ impl RunEval<'_> {
             eos: loaded.eos,
             pad: loaded.pad(),
         };
-        let recorded = Recorded::new(&self.options.sampling, input.split, input.examples.len());
+        let recorded = Recorded::new(&self.sampling, input.split, input.examples.len());
         let settings = EvalSettings {
             split: input.split,
             checkpoint_step: step,
@@ -297,6 +322,15 @@ impl RunEval<'_> {
         let rows = evaluator.evaluate(&refs, &settings, &|done| {
             progress(step, input.split, done, total)
         })?;
+        let base: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.preamble.is_empty())
+            .map(|r| r.accuracy)
+            .collect();
+        let mut rows = rows;
+        if self.options.preambles_only {
+            rows.retain(|r| !r.preamble.is_empty());
+        }
         let file = results_file(step, input.split);
         let bytes = to_parquet(&rows).map_err(|message| premem_core::results::ResultsError {
             location: store.url_of(&file),
@@ -307,11 +341,6 @@ impl RunEval<'_> {
             serde_json::to_vec_pretty(&recorded).expect("settings serialise"),
         ))?;
         run.run(store.put(&file, bytes))?;
-        let base: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.preamble.is_empty())
-            .map(|r| r.accuracy)
-            .collect();
         Ok(TaskReport {
             step,
             split: input.split,

@@ -25,6 +25,21 @@ pub struct EvalRunArgs {
     /// Only these checkpoint steps (comma-separated; default: all published).
     #[arg(long, value_delimiter = ',')]
     steps: Option<Vec<u64>>,
+    /// Only the last of those checkpoints.
+    #[arg(long)]
+    last: bool,
+    /// Sample as the run's own evaluation did: K, temperature, top-p, new
+    /// tokens and kept texts from its spec's [eval] (run.json), so the rows
+    /// without a preamble repeat the run's own; only --preamble is taken
+    /// from here.
+    #[arg(long, conflicts_with_all = ["samples", "temperature", "top_p", "max_new_tokens", "keep_samples"])]
+    sampling_of_run: bool,
+    /// Write only the rows with a preamble, for a run whose own evaluation
+    /// has those without (its evaluators' files); use with
+    /// --sampling-of-run. Rows sampled again in other batches can differ in
+    /// the last bits, and the report refuses two rows of one example.
+    #[arg(long, requires = "preambles")]
+    preambles_only: bool,
     /// Evaluate again where results already exist (default: skip them).
     #[arg(long)]
     redo: bool,
@@ -36,9 +51,12 @@ pub fn run(args: EvalRunArgs) -> Result<()> {
     let options = RunEvalOptions {
         splits: args.splits.clone(),
         sampling: sampling.sampling()?.clone(),
+        sampling_of_run: args.sampling_of_run,
+        preambles_only: args.preambles_only,
         batch_size: sampling.batch_size,
         limit: args.limit,
         steps: args.steps.clone(),
+        last: args.last,
         redo: args.redo,
         cache_dir: sampling.cache_dir.clone(),
         device,
