@@ -223,9 +223,9 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
             .all(|(_, v)| v.is_some())
     );
 
-    // A sweep: a directory of runs (here two copies under other names).
+    // A sweep: a directory of runs (here three copies under other names).
     let sweep = tmp.path().join("sweep");
-    for name in ["lr-a", "lr-b"] {
+    for name in ["lr-a", "lr-b", "lr-c"] {
         copy_dir(&output, &sweep.join(name));
         let record = sweep.join(name).join("run.json");
         let mut json: serde_json::Value =
@@ -245,7 +245,7 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("P-M vs test over 6 checkpoints") && stdout.contains("(leave one run out"),
+        stdout.contains("P-M vs test over 9 checkpoints") && stdout.contains("(leave one run out"),
         "{stdout}"
     );
     assert!(
@@ -254,8 +254,17 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
     );
     let md = std::fs::read_to_string(sweep_report.join("report.md")).unwrap();
     assert!(
-        md.contains("2 runs (lr-a, lr-b)") && md.contains("run `lr-b`"),
+        md.contains("3 runs (lr-a, lr-b, lr-c)") && md.contains("run `lr-b`"),
         "{md}"
+    );
+    // Three runs: what limits the fit, measured.
+    let limits = &md[md.find("## What limits the fit").expect("a limits section")..];
+    assert!(
+        limits.contains("caps the R² of any predictor")
+            && limits.contains("| samples per train example (k) | 1 | 2 |")
+            && limits.contains("| train examples | 25% | 50% | 100% |")
+            && limits.contains("| checkpoints: every n-th | 1 | 2 | 4 |"),
+        "{limits}"
     );
     let provenance: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sweep_report.join("provenance.json")).unwrap())
@@ -266,10 +275,10 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
         .iter()
         .map(|e| e["run"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["lr-a", "lr-b"]);
+    assert_eq!(names, ["lr-a", "lr-b", "lr-c"]);
     assert_eq!(
         table(&sweep_report.join("checkpoints.parquet")).num_rows(),
-        6
+        9
     );
 
     // Gaps: step 16 loses its test results, step 24 one train example.
@@ -368,4 +377,91 @@ fn measuring_baselines_leaves_training_bit_identical() {
         weights.push(std::fs::read(last.join("model.safetensors")).unwrap());
     }
     assert!(weights[0] == weights[1], "the probe changed the training");
+}
+
+/// `eval-run --last --sampling-of-run --preambles-only`: the last
+/// checkpoint re-sampled with a preamble as the run's own evaluation sampled
+/// it, beside the run's own rows (what `make reproduce-sweep` does).
+#[test]
+fn eval_run_adds_preamble_rows_to_the_last_checkpoint_as_the_run_sampled() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_task(tmp.path());
+    let output = tmp.path().join("run");
+    let eval = "\n[eval]\nsamples = 2\nmax_new_tokens = 24\ntemperature = 0.7";
+    let spec = job_spec(tmp.path(), &output, "epochs = 2", eval);
+    let out = run(&["train", "--config", spec.to_str().unwrap(), "--no-progress"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run_dir = output.to_str().unwrap();
+    let cache = tmp.path().join("cache");
+    let eval_run = |extra: &[&str]| {
+        let mut args = vec!["eval-run", "--run", run_dir, "--splits", "train"];
+        args.extend_from_slice(&["--limit", "8", "--cache-dir", cache.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let flags = [
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--temperature",
+        "0.7",
+    ];
+    let out = eval_run(&flags);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("evaluated 2 checkpoint splits"));
+    // The run's own rows, named as its evaluators name their files.
+    let step = output.join("results/step-00000016");
+    std::fs::rename(step.join("train.parquet"), step.join("train-0000.parquet")).unwrap();
+    let own = std::fs::read(step.join("train-0000.parquet")).unwrap();
+    let first = std::fs::read(output.join("results/step-00000008/train.parquet")).unwrap();
+
+    let out = eval_run(&[
+        "--last",
+        "--sampling-of-run",
+        "--preambles-only",
+        "--preamble",
+        "First",
+        "--redo",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("evaluated 1 checkpoint splits"),
+        "only the last checkpoint: {}",
+        text(&out.stdout)
+    );
+    let added = read_parquet(&step.join("train.parquet")).unwrap();
+    assert_eq!(added.len(), 8);
+    assert!(
+        added
+            .iter()
+            .all(|r| r.preamble == "First" && r.samples == 2)
+    );
+    assert_eq!(std::fs::read(step.join("train-0000.parquet")).unwrap(), own);
+    let untouched = std::fs::read(output.join("results/step-00000008/train.parquet")).unwrap();
+    assert_eq!(untouched, first);
+    let report = tmp.path().join("report");
+    let out = run(&["report", run_dir, "--out", report.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        md.contains("at test step 16") && md.contains("\"First\" |"),
+        "{md}"
+    );
+
+    // The run's settings leave no room for others; preamble rows need a preamble.
+    let out = eval_run(&["--sampling-of-run", "--samples", "4"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--samples"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = eval_run(&["--preambles-only"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--preamble"),
+        "{}",
+        text(&out.stderr)
+    );
 }
