@@ -5,7 +5,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 PREMEM = $(CARGO) run --quiet --bin premem --
 
-.PHONY: all libtorch build demo test fuzz helm-check fmt clippy fixtures doctor clean
+.PHONY: all libtorch build demo test fuzz helm-check fmt clippy fixtures doctor clean reproduce reproduce-sweep
 
 all: build
 
@@ -36,6 +36,18 @@ test: libtorch
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 	$(MAKE) helm-check
+
+# The paper's experiments on the synthetic task, measured (docs/reproduction.md;
+# not part of `make test`). reproduce-sweep: 9 runs into the memorization
+# regime (K = 8, 500 test problems), the report with out-of-sample R² of P-M
+# and every baseline, what limits the fit, and the robustness view; about
+# 42 minutes on 2 CPU cores. Writes runs/reproduce-sweep-report and the
+# figures in docs/reproduction/.
+reproduce: reproduce-sweep
+
+reproduce-sweep: libtorch
+	$(CARGO) build --quiet --bin premem
+	scripts/reproduce.sh sweep
 
 # The parsers' property tests (core/tests/parsers_fuzz, curation/tests/spec_fuzz,
 # model/tests/weights_fuzz and tokenizer_fuzz, evaluator/tests/manifest_fuzz)
