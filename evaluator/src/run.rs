@@ -319,7 +319,7 @@ impl RunEval<'_> {
         let refs: Vec<&Example> = input.examples.iter().collect();
         let total = refs.len();
         progress(step, input.split, 0, total);
-        let rows = evaluator.evaluate(&refs, &settings, &|done| {
+        let mut rows = evaluator.evaluate(&refs, &settings, &|done| {
             progress(step, input.split, done, total)
         })?;
         let base: Vec<f64> = rows
@@ -327,7 +327,6 @@ impl RunEval<'_> {
             .filter(|r| r.preamble.is_empty())
             .map(|r| r.accuracy)
             .collect();
-        let mut rows = rows;
         if self.options.preambles_only {
             rows.retain(|r| !r.preamble.is_empty());
         }
