@@ -246,3 +246,45 @@ fn model_convert_and_random_write_loadable_checkpoints() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("nope.json"));
 }
+
+/// `data synth --group-weights`: one weight per number of groups, refused
+/// before anything is written; a valid mix writes the task.
+#[test]
+fn data_synth_group_weights_are_checked_at_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("task");
+    let synth = |weights: &str| {
+        premem(&[
+            "data",
+            "synth",
+            "--out",
+            out.to_str().unwrap(),
+            "--train",
+            "20",
+            "--test",
+            "5",
+            "--groups",
+            "1-3",
+            "--group-weights",
+            weights,
+        ])
+    };
+    let bad = synth("6,3");
+    assert!(!bad.status.success());
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains("--group-weights: 2 group weight(s) for 3"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written on bad input");
+    let err = text(&synth("1,-1,1").stderr);
+    assert!(err.contains(">= 0"), "{err}");
+    let ok = synth("0,0,1");
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let train = std::fs::read_to_string(out.join("train.jsonl")).unwrap();
+    // Weight only on 3 groups: every trace has three multiplications.
+    assert!(
+        train.lines().all(|l| l.matches('*').count() == 3),
+        "{train}"
+    );
+}

@@ -58,6 +58,11 @@ pub struct SynthConfig {
     /// How many item groups a problem has, drawn uniformly from this range
     /// (each group is one multiplication step; more groups, harder problem).
     pub groups: std::ops::RangeInclusive<usize>,
+    /// How often each number of groups occurs, one weight per value of
+    /// `groups` in order (e.g. `[6, 3, 1]` for 1..=3: easy problems common,
+    /// hard ones rare, as in real reasoning data); `None`: uniform. Train,
+    /// test and pool share the mix (a pool child has its parent's shape).
+    pub group_weights: Option<Vec<f64>>,
 }
 
 impl Default for SynthConfig {
@@ -68,6 +73,7 @@ impl Default for SynthConfig {
             pool_per_example: 2,
             seed: 0,
             groups: 2..=3,
+            group_weights: None,
         }
     }
 }
@@ -220,21 +226,57 @@ pub struct SynthData {
     pub pool: Vec<Example>,
 }
 
-pub fn generate(config: &SynthConfig) -> SynthData {
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+/// Checks `config.group_weights` against `config.groups`: one finite,
+/// non-negative weight per number of groups, not all zero.
+pub fn check_group_weights(config: &SynthConfig) -> Result<(), String> {
+    let Some(weights) = &config.group_weights else {
+        return Ok(());
+    };
+    let shapes = config.groups.clone().count();
+    if weights.len() != shapes {
+        return Err(format!(
+            "{} group weight(s) for {shapes} number(s) of groups ({}-{}): give one per number",
+            weights.len(),
+            config.groups.start(),
+            config.groups.end()
+        ));
+    }
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
+        return Err(format!(
+            "group weights {weights:?}: each must be a number >= 0, and not all 0"
+        ));
+    }
+    Ok(())
+}
+
+/// Draws a problem's number of groups from `config`.
+fn shape_sampler(config: &SynthConfig) -> impl Fn(&mut ChaCha8Rng) -> usize {
     let (lo, hi) = (*config.groups.start(), *config.groups.end());
     assert!(
         1 <= lo && lo <= hi && hi <= MAX_GROUPS,
         "synthetic problems have 1..={MAX_GROUPS} groups, not {lo}..={hi}"
     );
+    if let Err(e) = check_group_weights(config) {
+        panic!("{e}");
+    }
+    let weighted = config
+        .group_weights
+        .as_ref()
+        .map(|w| rand::distr::weighted::WeightedIndex::new(w).expect("checked group weights"));
     // Two shapes take one fair coin, so the default 2..=3 makes the same data
     // as before the range existed.
-    let shape = |rng: &mut ChaCha8Rng| match hi - lo {
-        0 => lo,
-        1 if rng.random_bool(0.5) => lo,
-        1 => hi,
-        _ => rng.random_range(lo..=hi),
-    };
+    move |rng: &mut ChaCha8Rng| match (&weighted, hi - lo) {
+        (Some(w), _) => lo + rng.sample(w),
+        (None, 0) => lo,
+        (None, 1) if rng.random_bool(0.5) => lo,
+        (None, 1) => hi,
+        (None, _) => rng.random_range(lo..=hi),
+    }
+}
+
+pub fn generate(config: &SynthConfig) -> SynthData {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let shape = shape_sampler(config);
     let mut train = Vec::with_capacity(config.train);
     let mut pool = Vec::with_capacity(config.train * config.pool_per_example);
     for i in 0..config.train {
@@ -412,6 +454,52 @@ mod tests {
             ..Default::default()
         });
         assert!(fixed.train.iter().all(|e| e.meta["groups"] == "3"));
+    }
+
+    /// Weights 6:3:1 over 1..=3 groups: the counts of 2000 problems are
+    /// within 4 standard deviations of 1200/600/200, a zero weight never
+    /// occurs, and pool children keep their parent's shape.
+    #[test]
+    fn group_weights_set_how_often_each_shape_occurs() {
+        let count = |weights: Vec<f64>| {
+            let data = generate(&SynthConfig {
+                train: 2000,
+                test: 0,
+                pool_per_example: 1,
+                groups: 1..=3,
+                group_weights: Some(weights),
+                ..Default::default()
+            });
+            for (e, child) in data.train.iter().zip(&data.pool) {
+                assert_eq!(e.meta["groups"], child.meta["groups"]);
+            }
+            let mut n = [0usize; 3];
+            for e in &data.train {
+                n[e.meta["groups"].parse::<usize>().unwrap() - 1] += 1;
+            }
+            n
+        };
+        let n = count(vec![6.0, 3.0, 1.0]);
+        for (got, p) in n.iter().zip([0.6f64, 0.3, 0.1]) {
+            let (mean, sd) = (2000.0 * p, (2000.0 * p * (1.0 - p)).sqrt());
+            assert!((*got as f64 - mean).abs() < 4.0 * sd, "{n:?}");
+        }
+        assert_eq!(count(vec![1.0, 0.0, 1.0])[1], 0);
+    }
+
+    #[test]
+    fn group_weights_must_fit_the_range() {
+        let config = |groups, weights: Vec<f64>| SynthConfig {
+            groups,
+            group_weights: Some(weights),
+            ..Default::default()
+        };
+        let err = check_group_weights(&config(1..=3, vec![1.0, 2.0])).unwrap_err();
+        assert!(err.contains("2 group weight(s) for 3"), "{err}");
+        let err = check_group_weights(&config(1..=2, vec![1.0, -1.0])).unwrap_err();
+        assert!(err.contains(">= 0"), "{err}");
+        assert!(check_group_weights(&config(1..=2, vec![0.0, 0.0])).is_err());
+        assert!(check_group_weights(&config(2..=3, vec![0.0, 1.0])).is_ok());
     }
 
     /// Every gold trace of the synthetic set is judged correct against its
