@@ -233,6 +233,7 @@ fn calibration(analysis: &Analysis, c: &Calibration) -> Lines {
                 analysis.threshold.loglog()
             ),
         )),
+        bars: vec![],
     }
 }
 
@@ -271,5 +272,6 @@ fn training(analysis: &Analysis) -> Lines {
         log_x: false,
         series,
         marker: None,
+        bars: vec![],
     }
 }

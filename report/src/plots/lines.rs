@@ -26,6 +26,9 @@ pub struct Lines {
     pub series: Vec<Series>,
     /// Vertical dashed line at `x` with this legend label.
     pub marker: Option<(f64, String)>,
+    /// Error bars, per series (in the order of `series`, its color; may be
+    /// shorter): `(x, low, high)`, a vertical bar from `low` to `high`.
+    pub bars: Vec<Vec<(f64, f64, f64)>>,
 }
 
 /// Line chart with one line per series and an optional vertical marker.
@@ -74,7 +77,8 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, l: &Lines) -> D
         .map(|p| p.0)
         .chain(marker.map(|m| m.0));
     let x_span = span(xs);
-    let y = span(series.iter().flatten().map(|p| p.1))
+    let bar_ends = l.bars.iter().flatten().flat_map(|b| [b.1, b.2]);
+    let y = span(series.iter().flatten().map(|p| p.1).chain(bar_ends))
         .map(pad)
         .unwrap_or((0.0, 1.0));
     let data = LinesData {
@@ -164,6 +168,11 @@ where
         for &p in pts {
             let m = marker_el::<DB, _>(k, p, c.filled(), 3);
             chart.plotting_area().draw(&m).msg()?;
+        }
+        for &(x, low, high) in d.l.bars.get(k).into_iter().flatten() {
+            let bar =
+                ErrorBar::new_vertical(x, low, (low + high) / 2.0, high, c.stroke_width(2), 8);
+            chart.plotting_area().draw(&bar).msg()?;
         }
     }
     if let Some((x, _)) = d.marker {

@@ -251,6 +251,7 @@ fn lines_normal_and_degenerate() {
             points: vec![(0.0, 0.1), (-1.0, 0.2), (0.5, 0.4), (1.0, 0.6), (2.0, 0.5)],
         }],
         marker: Some((1.095, "chosen p = 1.095".into())),
+        bars: vec![],
     };
     let [png, svg] = lines(&dir.path().join("lines"), &l).expect("lines");
     load(&png, SINGLE_SIZE);
@@ -268,4 +269,31 @@ fn lines_normal_and_degenerate() {
     l.series = vec![];
     l.marker = None;
     lines(&dir.path().join("empty"), &l).expect("empty");
+}
+
+/// Error bars widen the y axis to their ends and draw in their series.
+#[test]
+fn lines_with_error_bars() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut l = Lines {
+        title: "Curation".into(),
+        x_label: "examples".into(),
+        y_label: "accuracy".into(),
+        log_x: false,
+        series: vec![Series {
+            label: "pm".into(),
+            points: vec![(10.0, 0.2), (20.0, 0.3)],
+        }],
+        marker: None,
+        bars: vec![],
+    };
+    let [_, plain] = lines(&dir.path().join("plain"), &l).expect("plain");
+    l.bars = vec![vec![(10.0, 0.1, 0.3), (20.0, 0.25, 0.9)]];
+    let [png, svg] = lines(&dir.path().join("bars"), &l).expect("bars");
+    load(&png, SINGLE_SIZE);
+    let read = |p: &PathBuf| fs::read_to_string(p).expect("svg readable");
+    let (plain, svg) = (read(&plain), read(&svg));
+    let tick = "\n0.8\n";
+    assert!(!plain.contains(tick), "the plain axis stops near 0.3");
+    assert!(svg.contains(tick), "the axis reaches the bar top 0.9");
 }
