@@ -62,6 +62,11 @@ pub fn iteration_job(spec: &CurationSpec, job: &JobSpec, s: Strategy, i: u32) ->
     }
     run.run.name = name;
     run.run.output = output.to_string_lossy().into_owned();
+    let read = s == Strategy::Pm && i < spec.curation.iterations;
+    if spec.curation.measure_last_checkpoint_only && !read {
+        run.checkpoint.every_epoch = false;
+        run.checkpoint.every_steps = None;
+    }
     run.data.train = DatasetSpec {
         path: train.to_string_lossy().into_owned(),
         format: DatasetFormat::Gsm8k,
@@ -259,4 +264,59 @@ fn write_train_file(path: &std::path::Path, examples: Vec<Example>) -> Result<()
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A curation of 3 iterations of pm and iid on two synthetic problems,
+    /// its train file and its iteration-2/3 data in a temporary directory.
+    fn spec_in(dir: &std::path::Path, last_only: bool) -> (CurationSpec, JobSpec) {
+        let data = premem_core::synth::generate(&premem_core::synth::SynthConfig {
+            train: 2,
+            test: 2,
+            ..Default::default()
+        });
+        let train = dir.join("train.jsonl");
+        Dataset::write_gsm8k_jsonl(&data.train, &train).unwrap();
+        let mut spec =
+            CurationSpec::from_toml(crate::spec::tests::POOL_SPEC, &dir.join("cur.toml")).unwrap();
+        spec.curation.output = dir.join("out").to_string_lossy().into_owned();
+        spec.curation.measure_last_checkpoint_only = last_only;
+        let mut job =
+            JobSpec::from_toml(crate::state::tests::JOB, std::path::Path::new("job.toml")).unwrap();
+        job.data.train.path = train.to_string_lossy().into_owned();
+        job.checkpoint.every_steps = Some(5);
+        for s in [Strategy::Pm, Strategy::Iid] {
+            for i in [2, 3] {
+                let (file, _, _) = iteration_paths(&spec, s, i);
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                Dataset::write_gsm8k_jsonl(&data.train, &file).unwrap();
+            }
+        }
+        (spec, job)
+    }
+
+    /// With `measure_last_checkpoint_only`, only the runs whose P-M
+    /// accuracy chooses parents (the base run, pm before the last iteration)
+    /// keep the base job's checkpoints; without it, every run does.
+    #[test]
+    fn only_runs_that_choose_parents_keep_every_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let every = |last_only: bool, s: Strategy, i: u32| {
+            let (spec, job) = spec_in(dir.path(), last_only);
+            let run = iteration_job(&spec, &job, s, i).unwrap();
+            assert_eq!(run.eval.limit, Some(2));
+            (run.checkpoint.every_steps, run.checkpoint.every_epoch)
+        };
+        let kept = (Some(5), true);
+        assert_eq!(every(true, Strategy::Iid, 1), kept);
+        assert_eq!(every(true, Strategy::Pm, 2), kept);
+        assert_eq!(every(true, Strategy::Pm, 3), (None, false));
+        assert_eq!(every(true, Strategy::Iid, 2), (None, false));
+        for (s, i) in [(Strategy::Pm, 3), (Strategy::Iid, 2), (Strategy::Iid, 3)] {
+            assert_eq!(every(false, s, i), kept);
+        }
+    }
 }

@@ -118,6 +118,13 @@ pub struct CurationSection {
     /// Evaluator processes of the local cluster.
     #[serde(default = "one")]
     pub evaluators: usize,
+    /// Runs whose per-example P-M accuracy no strategy reads (all but the
+    /// shared first run and pm's runs before the last iteration) checkpoint
+    /// only at their last step: the same final weights and test accuracy,
+    /// a fraction of the evaluation. Their P-M accuracy in the report is
+    /// then that of one checkpoint.
+    #[serde(default)]
+    pub measure_last_checkpoint_only: bool,
     /// The base job spec (a path); or an inline `[job]` table. Exactly one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
@@ -661,5 +668,22 @@ trainers = 2
         let job = spec.base_job(path).unwrap();
         assert!(job.data.test.is_some());
         assert!(spec.source.pool.is_some());
+    }
+
+    /// `scripts/reproduce.sh curation` fills in `{seed}`: every seed of the
+    /// curation and its job follows, and the paths are that seed's.
+    #[test]
+    fn the_reproduce_template_parses_for_a_seed() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/reproduce");
+        let text = std::fs::read_to_string(format!("{dir}/curation.toml.in")).unwrap();
+        let path = Path::new(dir).join("seed-3.toml");
+        let spec = CurationSpec::from_toml(&text.replace("{seed}", "3"), &path).unwrap();
+        let job = spec.base_job(&path).unwrap();
+        assert_eq!(spec.curation.seed, 3);
+        assert_eq!((job.run.seed, job.model.init_seed), (3, 3));
+        assert_eq!(spec.curation.output, "runs/reproduce-curation/seed-3");
+        assert!(job.data.train.path.contains("seed-3/"));
+        assert!(spec.curation.measure_last_checkpoint_only);
+        assert_eq!(spec.curation.strategies.len(), 4);
     }
 }

@@ -290,7 +290,7 @@ pub(super) mod tests {
         state
     }
 
-    const JOB: &str = r#"
+    pub(crate) const JOB: &str = r#"
 [run]
 name = "base"
 output = "runs/base"
