@@ -103,6 +103,11 @@ enum Command {
     /// command. Writes test accuracy vs training examples (table, plot) and
     /// the examples chosen each iteration; resumes from its state file.
     Curate(cmd::curate::CurateArgs),
+    /// Summarize the curations of several seeds: test accuracy against
+    /// training examples with 95 % intervals (table, plot), and each
+    /// strategy's sample efficiency over iid — how many examples iid needs
+    /// to reach its accuracy — with a 95 % interval over the seeds.
+    CurationSummary(cmd::curation_summary::CurationSummaryArgs),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Sweep(args) => cmd::sweep::run(args),
         Command::Curate(args) => cmd::curate::run(args),
+        Command::CurationSummary(args) => cmd::curation_summary::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,6 +103,54 @@ evaluators = 1
     path
 }
 
+/// `premem curation-summary` over `calm` and a copy of its state as
+/// another seed's: one state file given twice is refused, the two give the
+/// report, and on the copy, with iid at 10 % then 30 % and pm at 20 % after
+/// 6 new examples each, iid needs 3 examples: 0.5×.
+fn summary_of_two_seeds(dir: &Path, calm: &Path, state: &CurationState) {
+    let mut other = state.clone();
+    other.spec.curation.seed += 1;
+    let mut set = |s: Strategy, i: usize, a: f64| {
+        other.strategies.get_mut(&s).unwrap()[i].test_accuracy = Some(a);
+    };
+    set(Strategy::Iid, 0, 0.1);
+    set(Strategy::Iid, 1, 0.3);
+    set(Strategy::Pm, 1, 0.2);
+    let copy = dir.join("other-seed");
+    other.save(&copy.join("curation-state.json")).unwrap();
+    let out_dir = dir.join("summary");
+    let summary = |a: &Path, b: &Path| {
+        premem()
+            .args(["curation-summary", a.to_str().unwrap(), b.to_str().unwrap()])
+            .args(["--out", out_dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = summary(calm, calm);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("have the same seeds"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = summary(calm, &copy);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("pm over iid after iteration 2:"),
+        "{}",
+        text(&out.stdout)
+    );
+    for file in ["summary.md", "summary.csv", "test-vs-examples.svg"] {
+        assert!(out_dir.join(file).is_file(), "{file} missing");
+    }
+    let csv = read(&out_dir.join("summary.csv"));
+    let pm = csv
+        .lines()
+        .find(|l| l.starts_with("efficiency_over_iid,pm,2,"))
+        .unwrap();
+    assert!(pm.contains(";0.500000,"), "the copy's pm is 0.5×: {pm}");
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -165,6 +213,8 @@ fn a_curation_survives_killing_its_coordinator_and_itself() {
                 .all(|c| s == Strategy::Iid || c.score < 0.5)
         );
     }
+
+    summary_of_two_seeds(dir, &calm, &state);
 
     // Disturbed: a cluster of 2 pool trainers and 1 evaluator. Once
     // iteration 1 is recorded and iteration 2 has a checkpoint, both the

@@ -11,6 +11,9 @@
 //! - `generator`: new examples from a command ([`generate`]);
 //! - `state`: the state file a curation resumes from ([`CurationState`]);
 //! - `output`: the curation report ([`write_outputs`]);
+//! - `summary`: several seeds' curations together: test accuracy with 95 %
+//!   intervals and the sample efficiency over iid ([`summarize`]), and
+//!   their report (`summary_output`, [`write_summary`]);
 //! - `iteration`: the loop's steps between runs: the job of an iteration
 //!   ([`iteration_job`]), what its run says ([`outcome_of`]), and what
 //!   follows it ([`Curation::finish_iteration`]).
@@ -50,6 +53,8 @@ mod pool;
 mod select;
 mod spec;
 mod state;
+mod summary;
+mod summary_output;
 
 use std::path::PathBuf;
 
@@ -63,6 +68,10 @@ pub use spec::{
     NewExamples, SourceSpec, Strategy,
 };
 pub use state::{CurationState, IterationRecord, STATE_FILE, STATE_FORMAT};
+pub use summary::{
+    Curve, Efficiency, Estimate, Point, Ratio, Summary, estimate, examples_needed, ratio, summarize,
+};
+pub use summary_output::write_summary;
 
 /// What can go wrong in the pure parts of a curation.
 #[derive(Debug, thiserror::Error)]

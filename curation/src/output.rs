@@ -68,6 +68,7 @@ fn chart(state: &CurationState, strategies: &[Strategy]) -> Lines {
             })
             .collect(),
         marker: None,
+        bars: vec![],
     }
 }
 
@@ -82,7 +83,8 @@ fn strategies(state: &CurationState) -> Vec<Strategy> {
     out
 }
 
-fn label(s: Strategy) -> &'static str {
+/// A strategy's name in reports and legends.
+pub(crate) fn label(s: Strategy) -> &'static str {
     match s {
         Strategy::Pm => "P-M (pre-memorization)",
         Strategy::Iid => "IID",

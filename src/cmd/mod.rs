@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod coordinator;
 pub mod curate;
+pub mod curation_summary;
 pub mod data;
 pub mod doctor;
 pub mod eval;
