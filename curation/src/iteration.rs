@@ -39,7 +39,9 @@ fn iteration_paths(spec: &CurationSpec, s: Strategy, i: u32) -> (PathBuf, String
 /// The job of iteration `i` of strategy `s`.
 /// Every iteration evaluates the first |D| examples of its train file
 /// (D itself: P-M accuracy is about D; the added examples are not
-/// evaluated) and the first |D| test examples.
+/// evaluated) and the first |D| test examples. With
+/// `measure_last_checkpoint_only`, a run whose P-M no strategy reads
+/// checkpoints only at its last step.
 pub fn iteration_job(spec: &CurationSpec, job: &JobSpec, s: Strategy, i: u32) -> Result<JobSpec> {
     let mut run = job.clone();
     let d = Dataset::load(&job.data.train)?.len();

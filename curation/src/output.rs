@@ -198,6 +198,14 @@ fn header(md: &mut String, state: &CurationState, strategies: &[Strategy]) {
     let _ = writeln!(md, "- new examples: {new_examples}");
     let _ = writeln!(md, "- source: {source}");
     let _ = writeln!(md, "- seed: {}", c.seed);
+    if c.measure_last_checkpoint_only {
+        let _ = writeln!(
+            md,
+            "- checkpoints: only the shared first run and pm's runs before the last iteration \
+             keep every checkpoint; the other runs checkpoint once, at the end, so their P-M \
+             accuracy is that of one checkpoint (every example memorized there counts 0)"
+        );
+    }
     for s in strategies {
         let _ = writeln!(md, "- **{s}**: {}", how_chosen(state, *s));
     }
@@ -457,6 +465,13 @@ mod tests {
             md.contains("## heuristic: the top 75% of the train set by trace lines"),
             "{md}"
         );
+
+        assert!(!md.contains("- checkpoints: only"), "{md}");
+        let mut lean = state.clone();
+        lean.spec.curation.measure_last_checkpoint_only = true;
+        write_outputs(&lean, &out).unwrap();
+        let md = std::fs::read_to_string(out.join("curation.md")).unwrap();
+        assert!(md.contains("checkpoint once, at the end"), "{md}");
 
         let png = image::open(out.join("test-vs-examples.png")).expect("the PNG decodes");
         assert_eq!((png.width(), png.height()), (900, 600));

@@ -249,6 +249,8 @@ fn efficiencies(iid: &Curve, c: &Curve) -> Vec<Efficiency> {
     c.points
         .iter()
         .skip(1)
+        // A pool that ran dry may have added nothing: no ratio to take.
+        .filter(|p| (0..seeds).all(|k| p.examples[k] > iid.points[0].examples[k]))
         .map(|p| {
             let per_seed: Vec<Ratio> = (0..seeds)
                 .map(|k| {
@@ -374,6 +376,20 @@ mod tests {
         };
         assert!((r - 0.9).abs() < 1e-9);
         assert_eq!(after3.censored(), 1);
+    }
+
+    /// A pool that ran dry on one seed (pm's iteration 2 added nothing
+    /// there) leaves no ratio after iteration 2, and the others stand.
+    #[test]
+    fn no_ratio_where_nothing_was_added() {
+        use Strategy::{Iid, Pm};
+        let mut dry = state(1, &[(Pm, [0.1, 0.2, 0.3]), (Iid, [0.1, 0.2, 0.3])]);
+        dry.1.strategies.get_mut(&Pm).unwrap()[1].train_examples = 100;
+        let seeds = [state(0, &[(Pm, [0.1, 0.2, 0.3]), (Iid, [0.1, 0.2, 0.3])]), dry];
+        let s = summarize(&seeds).unwrap();
+        let iterations: Vec<u32> = s.efficiency.iter().map(|e| e.iteration).collect();
+        assert_eq!(iterations, [3]);
+        assert_eq!(s.efficiency[0].per_seed, [Ratio::Exact(1.0); 2]);
     }
 
     #[test]
