@@ -41,10 +41,10 @@ test: libtorch
 # not part of `make test`). reproduce-sweep: 9 runs into the memorization
 # regime (K = 8, 500 test problems), the report with out-of-sample R² of P-M
 # and every baseline, what limits the fit, and the robustness view; about
-# 42 minutes on 2 CPU cores. reproduce-curation: pm, iid, ifd and heuristic
+# 40 minutes on 2 CPU cores. reproduce-curation: pm, iid, ifd and heuristic
 # curation on 3 seeds (SEEDS="0 1 2"), test accuracy against training
 # examples with 95 % intervals and the sample efficiency of each over iid;
-# about 32 minutes. Write runs/reproduce-sweep-report,
+# about 28 minutes. Both from a fresh clone, with the build: 78 minutes. Write runs/reproduce-sweep-report,
 # runs/reproduce-curation-report and the figures in docs/reproduction/.
 reproduce: reproduce-sweep reproduce-curation
 
