@@ -385,7 +385,10 @@ mod tests {
         use Strategy::{Iid, Pm};
         let mut dry = state(1, &[(Pm, [0.1, 0.2, 0.3]), (Iid, [0.1, 0.2, 0.3])]);
         dry.1.strategies.get_mut(&Pm).unwrap()[1].train_examples = 100;
-        let seeds = [state(0, &[(Pm, [0.1, 0.2, 0.3]), (Iid, [0.1, 0.2, 0.3])]), dry];
+        let seeds = [
+            state(0, &[(Pm, [0.1, 0.2, 0.3]), (Iid, [0.1, 0.2, 0.3])]),
+            dry,
+        ];
         let s = summarize(&seeds).unwrap();
         let iterations: Vec<u32> = s.efficiency.iter().map(|e| e.iteration).collect();
         assert_eq!(iterations, [3]);
