@@ -18,20 +18,8 @@ const LISTED: usize = 20;
 /// `curation.md`, `curation.csv`, `chosen.csv`, `test-vs-examples.png`,
 /// `test-vs-examples.svg`.
 pub fn write_outputs(state: &CurationState, out_dir: &Path) -> Result<Vec<PathBuf>, CurationError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| CurationError::Io {
-        path: out_dir.into(),
-        source,
-    })?;
-    let write = |name: &str, text: String| -> Result<PathBuf, CurationError> {
-        let path = out_dir.join(name);
-        premem_core::files::write_atomic(&path, text.as_bytes()).map_err(|source| {
-            CurationError::Io {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        Ok(path)
-    };
+    create_dir(out_dir)?;
+    let write = |name: &str, text: String| write_text(out_dir, name, &text);
     let strategies = strategies(state);
     let mut files = vec![
         write("curation.md", markdown(state, &strategies))?,
@@ -43,6 +31,26 @@ pub fn write_outputs(state: &CurationState, out_dir: &Path) -> Result<Vec<PathBu
         &chart(state, &strategies),
     )?);
     Ok(files)
+}
+
+/// Creates a report directory (and its parents).
+pub(crate) fn create_dir(out_dir: &Path) -> Result<(), CurationError> {
+    std::fs::create_dir_all(out_dir).map_err(|source| CurationError::Io {
+        path: out_dir.into(),
+        source,
+    })
+}
+
+/// Writes `text` to `out_dir/name` atomically; returns the path.
+pub(crate) fn write_text(out_dir: &Path, name: &str, text: &str) -> Result<PathBuf, CurationError> {
+    let path = out_dir.join(name);
+    premem_core::files::write_atomic(&path, text.as_bytes()).map_err(|source| {
+        CurationError::Io {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok(path)
 }
 
 /// Paper Fig. 6: test accuracy against training examples, one line per

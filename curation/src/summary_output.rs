@@ -6,30 +6,17 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::CurationError;
-use super::output::label;
+use super::output::{create_dir, label, write_text};
 use super::summary::{Efficiency, Estimate, Ratio, Summary};
 use premem_report::plots::{Lines, Series, lines};
 
 /// Writes the report into `out_dir` (created); returns the files written.
 pub fn write_summary(summary: &Summary, out_dir: &Path) -> Result<Vec<PathBuf>, CurationError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| CurationError::Io {
-        path: out_dir.into(),
-        source,
-    })?;
-    let mut files = vec![];
-    for (name, text) in [
-        ("summary.md", markdown(summary)),
-        ("summary.csv", csv(summary)),
-    ] {
-        let path = out_dir.join(name);
-        premem_core::files::write_atomic(&path, text.as_bytes()).map_err(|source| {
-            CurationError::Io {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        files.push(path);
-    }
+    create_dir(out_dir)?;
+    let mut files = vec![
+        write_text(out_dir, "summary.md", &markdown(summary))?,
+        write_text(out_dir, "summary.csv", &csv(summary))?,
+    ];
     files.extend(lines(&out_dir.join("test-vs-examples"), &chart(summary))?);
     Ok(files)
 }
