@@ -5,6 +5,7 @@
 //! policy ([`retry`]). The reports (`premem-report`) and curation
 //! (`premem-curation`) are built on it.
 
+pub mod advice;
 pub mod answer;
 pub mod baselines;
 pub mod checkpoint;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::advice::AdviceSpec;
 use crate::dataset::DatasetSpec;
 use crate::sampling::SamplingSpec;
 use crate::template::PromptTemplate;
@@ -28,6 +29,54 @@ pub struct JobSpec {
     /// How many processes the distributed runtime uses.
     #[serde(default)]
     pub cluster: ClusterSpec,
+    /// The advice's thresholds and the optional early stop
+    /// ([`crate::advice`]). Left out of `run.json` when default.
+    #[serde(default, skip_serializing_if = "AdviceSpec::is_default")]
+    pub advice: AdviceSpec,
+    /// Experiment trackers the coordinator writes to.
+    #[serde(default, skip_serializing_if = "TrackingSpec::is_default")]
+    pub tracking: TrackingSpec,
+}
+
+/// `[tracking]`: where the coordinator sends a run's metrics besides its
+/// own store. TensorBoard event files always go to `<run>/tensorboard/`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSpec {
+    /// An MLflow tracking server (`http://host:5000`): the run's
+    /// parameters, per-step training metrics and per-checkpoint P-M, test
+    /// and advice metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<String>,
+    /// The MLflow experiment (default: the sweep or curation the run is part
+    /// of, else `premem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+}
+
+impl TrackingSpec {
+    pub fn is_default(&self) -> bool {
+        *self == TrackingSpec::default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.mlflow {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.len() > 2000 {
+                return Err(format!(
+                    "tracking.mlflow {url:?}: an MLflow tracking server's http:// or https:// URL"
+                ));
+            }
+        }
+        if let Some(name) = &self.experiment
+            && (name.trim().is_empty() || name.len() > 500)
+        {
+            return Err(format!(
+                "tracking.experiment {name:?}: 1 to 500 characters, not only spaces"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +91,26 @@ pub struct RunSpec {
     /// Seeds data order and everything random in the run.
     #[serde(default)]
     pub seed: u64,
+    /// The sweep or curation this run is part of (`sweep/<name>`,
+    /// `curation/<name>`), set by `premem sweep` and `premem curate`: the
+    /// dashboard groups runs by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl RunSpec {
+    fn validate(&self) -> Result<(), String> {
+        check_name("run.name", &self.name)?;
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        match group.split_once('/') {
+            Some(("sweep" | "curation", name)) => check_name("run.group's name", name),
+            _ => Err(format!(
+                "run.group {group:?}: `sweep/<name>` or `curation/<name>`"
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -576,7 +645,7 @@ impl JobSpec {
     /// Checks every value that parses but cannot be used; the message names
     /// the key. Called once, where a spec enters a process (its parse).
     pub fn validate(&self) -> Result<(), String> {
-        check_name("run.name", &self.run.name)?;
+        self.run.validate()?;
         self.model.validate()?;
         if !(self.data.fraction > 0.0 && self.data.fraction <= 1.0) {
             return Err(format!(
@@ -588,6 +657,8 @@ impl JobSpec {
         self.checkpoint.validate()?;
         self.validate_distributed()?;
         self.prompt.validate()?;
+        self.advice.validate()?;
+        self.tracking.validate()?;
         Ok(())
     }
 

@@ -50,9 +50,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::advice::AdviceSpec;
 use crate::spec::{
     CheckpointSpec, ClusterSpec, DataSpec, EvalSpec, JobSpec, ModelSpec, RunSpec, SpecError,
-    TrainSpec, parse_toml, read_spec_file,
+    TrackingSpec, TrainSpec, parse_toml, read_spec_file,
 };
 use crate::template::PromptTemplate;
 
@@ -153,6 +154,10 @@ struct InlineJob {
     eval: EvalSpec,
     #[serde(default)]
     cluster: ClusterSpec,
+    #[serde(default)]
+    advice: AdviceSpec,
+    #[serde(default)]
+    tracking: TrackingSpec,
 }
 
 #[derive(Deserialize, Default)]
@@ -173,6 +178,7 @@ impl InlineJob {
                 name: self.run.name.unwrap_or_else(|| sweep.name.clone()),
                 output: self.run.output.unwrap_or_else(|| sweep.output.clone()),
                 seed: self.run.seed,
+                group: None,
             },
             model: self.model,
             data: self.data,
@@ -181,6 +187,8 @@ impl InlineJob {
             checkpoint: self.checkpoint,
             eval: self.eval,
             cluster: self.cluster,
+            advice: self.advice,
+            tracking: self.tracking,
         }
     }
 }
@@ -309,6 +317,7 @@ impl SweepSpec {
         let output = self.sweep.output.trim_end_matches('/');
         spec.run.output = format!("{output}/{name}");
         spec.run.name = name;
+        spec.run.group = Some(format!("sweep/{}", self.sweep.name));
         spec.validate()?;
         if spec.cluster.trainers > self.sweep.trainers {
             return Err(format!(
@@ -593,6 +602,8 @@ fn canonical_without_name(spec: &JobSpec) -> Result<String, String> {
     if let Some(run) = value.get_mut("run").and_then(Value::as_object_mut) {
         run.remove("name");
         run.remove("output");
+        // The sweep's own name, like the two above: not part of a run's id.
+        run.remove("group");
     }
     let mut out = String::new();
     write_canonical(&value, &mut out);

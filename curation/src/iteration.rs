@@ -44,6 +44,7 @@ fn iteration_paths(spec: &CurationSpec, s: Strategy, i: u32) -> (PathBuf, String
 /// checkpoints only at its last step.
 pub fn iteration_job(spec: &CurationSpec, job: &JobSpec, s: Strategy, i: u32) -> Result<JobSpec> {
     let mut run = job.clone();
+    run.run.group = Some(format!("curation/{}", spec.curation.name));
     let d = Dataset::load(&job.data.train)?.len();
     run.eval.limit = Some(d);
     if i == 1 {
