@@ -505,6 +505,7 @@ fn result_file(task: &v1::Task, rows: &[v1::ExampleRow]) -> Vec<u8> {
             frac_equal_target: 0.0,
             sample_confidences: vec![],
             sample_texts: vec![],
+            distinct_samples: None,
         })
         .collect();
     premem_core::results::to_parquet(&results).expect("rows serialise")

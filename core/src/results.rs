@@ -12,7 +12,9 @@ use std::sync::Arc;
 use arrow_array::builder::{Float64Builder, ListBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
 use arrow_schema::Schema;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -46,6 +48,10 @@ pub struct ExampleResult {
     pub sample_confidences: Vec<f64>,
     /// The first `keep_samples` sample texts (cut at the stop string).
     pub sample_texts: Vec<String>,
+    /// How many of the `samples` texts are distinct (compared without
+    /// surrounding whitespace): the sample diversity of the over-memorization
+    /// advice. `None` in files written before the column existed.
+    pub distinct_samples: Option<u32>,
 }
 
 /// `results/step-XXXXXXXX`, relative to the run.
@@ -104,6 +110,12 @@ fn batch_of(rows: &[ExampleResult]) -> std::result::Result<RecordBatch, arrow_sc
             Arc::new(confidences.finish()) as ArrayRef,
         ),
         ("sample_texts", Arc::new(texts.finish()) as ArrayRef),
+        (
+            "distinct_samples",
+            Arc::new(UInt32Array::from_iter(
+                rows.iter().map(|r| r.distinct_samples),
+            )) as ArrayRef,
+        ),
     ])
 }
 
@@ -212,8 +224,11 @@ pub(crate) fn check_chunks(metadata: &ParquetMetaData, size: u64) -> Result<(), 
     Ok(())
 }
 
+/// Columns that files of earlier versions lack: read as `None`.
+const OPTIONAL_COLUMNS: [&str; 1] = ["distinct_samples"];
+
 /// The rows of one record batch whose columns have the names and types of
-/// `expected` (extra columns are ignored).
+/// `expected` (extra columns are ignored; [`OPTIONAL_COLUMNS`] may be missing).
 fn batch_rows(batch: &RecordBatch, expected: &Schema) -> Result<Vec<ExampleResult>, String> {
     let column = |name: &str| -> Result<&ArrayRef, String> {
         let want = expected
@@ -243,6 +258,10 @@ fn batch_rows(batch: &RecordBatch, expected: &Schema) -> Result<Vec<ExampleResul
     let equal = column("frac_equal_target")?.as_primitive::<Float64Type>();
     let confidences = column("sample_confidences")?.as_list::<i32>();
     let texts = column("sample_texts")?.as_list::<i32>();
+    let distinct = match batch.column_by_name(OPTIONAL_COLUMNS[0]) {
+        Some(_) => Some(column(OPTIONAL_COLUMNS[0])?.as_primitive::<UInt32Type>()),
+        None => None,
+    };
     let rows = (0..batch.num_rows()).map(|i| ExampleResult {
         id: id.value(i).to_string(),
         split: split.value(i).to_string(),
@@ -268,6 +287,46 @@ fn batch_rows(batch: &RecordBatch, expected: &Schema) -> Result<Vec<ExampleResul
             .iter()
             .map(|s| s.unwrap_or_default().to_string())
             .collect(),
+        distinct_samples: distinct.and_then(|d| d.is_valid(i).then(|| d.value(i))),
     });
     Ok(rows.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(distinct: Option<u32>) -> ExampleResult {
+        ExampleResult {
+            id: "train-0001".into(),
+            split: "train".into(),
+            checkpoint_step: 32,
+            preamble: String::new(),
+            n_correct: 2,
+            samples: 5,
+            accuracy: 0.4,
+            target_nll: 3.5,
+            target_tokens: 10,
+            target_perplexity: 0.35f64.exp(),
+            mean_sample_tokens: 11.0,
+            frac_equal_target: 0.2,
+            sample_confidences: vec![-0.5; 5],
+            sample_texts: vec!["a".into()],
+            distinct_samples: distinct,
+        }
+    }
+
+    #[test]
+    fn distinct_samples_round_trip_and_may_be_missing() {
+        let rows = [row(Some(3)), row(None)];
+        let back = from_parquet(Bytes::from(to_parquet(&rows).unwrap()), "r.parquet").unwrap();
+        assert_eq!(back, rows);
+        // A file written before the column existed.
+        let batch = batch_of(&rows).unwrap();
+        let old: Vec<usize> = (0..batch.num_columns() - 1).collect();
+        let old = parquet_bytes(&batch.project(&old).unwrap()).unwrap();
+        let back = from_parquet(Bytes::from(old), "old.parquet").unwrap();
+        assert!(back.iter().all(|r| r.distinct_samples.is_none()));
+        assert_eq!(back[0].accuracy, 0.4);
+    }
 }

@@ -252,8 +252,15 @@ impl Evaluator<'_> {
                 .take(settings.sampling.keep_samples)
                 .map(|s| s.text.clone())
                 .collect(),
+            distinct_samples: Some(distinct_texts(samples)),
         }
     }
+}
+
+/// How many of the samples' texts differ (surrounding whitespace aside).
+fn distinct_texts(samples: &[Sample]) -> u32 {
+    let texts: std::collections::BTreeSet<&str> = samples.iter().map(|s| s.text.trim()).collect();
+    texts.len() as u32
 }
 
 /// No preamble (""), then each of `preambles`.

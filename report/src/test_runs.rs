@@ -35,6 +35,7 @@ micro_batch_size = 4
     )
     .unwrap();
     RunData {
+        early_stop: None,
         name: name.into(),
         url: format!("file:///runs/{name}"),
         record: RunRecord {
@@ -80,5 +81,6 @@ pub(crate) fn row(
         frac_equal_target: 0.0,
         sample_confidences: vec![-0.5; 8],
         sample_texts: vec![],
+        distinct_samples: None,
     }
 }

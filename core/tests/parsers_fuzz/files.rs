@@ -157,6 +157,7 @@ fn result_row() -> impl Strategy<Value = ExampleResult> {
                     frac_equal_target: eq,
                     sample_confidences: c,
                     sample_texts: t,
+                    distinct_samples: (k > 0).then_some(k),
                 }
             },
         )
@@ -182,7 +183,7 @@ fn damaged_results() -> impl Strategy<Value = Vec<u8>> {
 
 /// The expected column names with any of a few types, some nulls.
 fn odd_results() -> impl Strategy<Value = Vec<u8>> {
-    const NAMES: [&str; 14] = [
+    const NAMES: [&str; 15] = [
         "id",
         "split",
         "checkpoint_step",
@@ -197,6 +198,7 @@ fn odd_results() -> impl Strategy<Value = Vec<u8>> {
         "frac_equal_target",
         "sample_confidences",
         "sample_texts",
+        "distinct_samples",
     ];
     let rows = 3;
     let column = prop_oneof![
@@ -280,6 +282,7 @@ fn results_with_any_one_byte_damaged() {
         frac_equal_target: 0.2,
         sample_confidences: vec![-0.1, -0.2],
         sample_texts: vec!["#### 7".into()],
+        distinct_samples: Some(2),
     };
     let bytes = to_parquet(&[row.clone(), row]).expect("rows serialise");
     for at in 0..bytes.len() {
