@@ -5,7 +5,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 PREMEM = $(CARGO) run --quiet --bin premem --
 
-.PHONY: all libtorch build demo test fuzz helm-check fmt clippy fixtures doctor clean reproduce reproduce-sweep reproduce-curation
+.PHONY: all libtorch build demo test test-tools fuzz helm-check fmt clippy fixtures doctor clean reproduce reproduce-sweep reproduce-curation
 
 all: build
 
@@ -31,7 +31,7 @@ demo: libtorch
 	rm -rf runs/synth-cluster runs/synth-cluster-report premem-run/synth-cluster
 	$(PREMEM) run
 
-test: libtorch
+test: libtorch test-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
@@ -68,6 +68,18 @@ fuzz: libtorch
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p premem-curation --test spec_fuzz
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p premem-model --test weights_fuzz --test tokenizer_fuzz
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p premem-evaluator --test manifest_fuzz
+
+# What the tests start besides the project's own code: Debian's Chromium and
+# ChromeDriver for the dashboard's browser test (installed with apt when
+# missing, which needs root), and TensorBoard's event reader and an MLflow
+# server (tests/tools/requirements.txt) in .venv-test/, once.
+test-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+		{ echo "make: the dashboard test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver, as root)" >&2; exit 1; }
+	@[ -x .venv-test/bin/python ] || $(PYTHON) -m venv .venv-test
+	@.venv-test/bin/python -c 'import tensorboard, mlflow' 2>/dev/null || \
+		.venv-test/bin/pip install --quiet --disable-pip-version-check -r tests/tools/requirements.txt
 
 # Renders the Helm chart (k8s/premem) with a real Helm (the Helm v4 SDK of
 # the helm-python-sdk wheel) for the default values, the GPU sweep values and
