@@ -15,13 +15,18 @@
 //!   errors' statuses, the replies' wire form;
 //! - [`persist`]: the state store and the rebuild after a restart;
 //! - [`metrics`]: Prometheus metrics;
+//! - [`dashboard`]: the live web dashboard and its JSON;
+//! - [`publish`]: what goes out besides the gRPC replies: TensorBoard event
+//!   files, MLflow, the early-stop record;
 //! - [`server`]: serving it all.
 //!
 //! The load benchmark of the lease path is `tests/bench.rs`.
 
+pub mod dashboard;
 pub mod membership;
 pub mod metrics;
 pub mod persist;
+pub mod publish;
 pub mod runs;
 pub mod server;
 pub mod service;

@@ -154,8 +154,8 @@ impl Metrics {
                 if let Some(pm) = job.pm_by_step.values().last().and_then(|p| p.pm) {
                     self.pm_accuracy.get_or_create(&label).set(pm);
                 }
-                if let Some(test) = job.test_accuracy.values().last() {
-                    self.test_accuracy.get_or_create(&label).set(*test);
+                if let Some(test) = job.test.values().last() {
+                    self.test_accuracy.get_or_create(&label).set(test.accuracy);
                 }
             }
         }

@@ -66,7 +66,10 @@ impl Persist {
     ) -> Result<usize, StoreError> {
         let mut restored = 0;
         for name in self.store.list_dirs("jobs").await? {
-            let Some(job) = self.restore_job(&name).await? else {
+            let Some(mut job) = self.restore_job(&name).await? else {
+                continue;
+            };
+            let Ok(()) = restore_early_stop(&mut job, runs).await else {
                 continue;
             };
             let output = job.spec.run.output.clone();
@@ -148,5 +151,30 @@ impl Persist {
         let value: serde_json::Value =
             serde_json::from_slice(&self.store.get(&file).await?).unwrap_or_default();
         Ok(value.get("generation").and_then(|g| g.as_u64()))
+    }
+}
+
+/// An early stop of `[advice] stop_when` recorded in the job's run store
+/// (`early-stop.json`): the job stops there again instead of training on.
+/// `Err`: the store cannot say (logged; the job is skipped, as one that
+/// cannot be rebuilt).
+async fn restore_early_stop(job: &mut Job, runs: &RunStores) -> Result<(), ()> {
+    let read = match runs.get(&job.spec.run.output) {
+        Ok(store) => premem_core::checkpoint::read_early_stop(&store).await,
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(Some(record)) => {
+            if let Some(step) = record.stopped_at_step.filter(|s| *s <= job.total_steps) {
+                job.total_steps = step;
+            }
+            job.early_stop = Some(record.reason);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            tracing::error!(job = job.name, error = %e, "cannot read the job's early-stop record: job skipped");
+            Err(())
+        }
     }
 }

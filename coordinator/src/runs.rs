@@ -291,11 +291,20 @@ pub async fn result_rows(run: &Store, key: TaskKey) -> Result<Option<Vec<Row>>, 
                 r.id, r.accuracy, r.n_correct, r.samples
             ));
         }
+        if let Some(d) = r.distinct_samples.filter(|&d| d == 0 || d > r.samples) {
+            return Err(format!(
+                "{url}: row '{}' has {d} distinct samples of {}",
+                r.id, r.samples
+            ));
+        }
         if r.preamble.is_empty() {
             kept.push(Row {
                 id: r.id,
                 accuracy: r.accuracy,
                 perplexity: r.target_perplexity,
+                distinct: r
+                    .distinct_samples
+                    .map(|d| f64::from(d) / f64::from(r.samples)),
             });
         }
     }

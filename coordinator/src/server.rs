@@ -184,10 +184,16 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let address = local_address(&listener, &options.listen)?;
     let tokens = options.tokens();
     let metrics_address = match &options.metrics_listen {
-        Some(listen) => serve_metrics(listen, &state, &metrics, tokens.clone(), &stop).await?,
+        Some(listen) => serve_http(listen, &state, &metrics, tokens.clone(), &stop).await?,
         None => None,
     };
     spawn_scanner(&state, &runs, &scan, options.scan_interval, &stop);
+    crate::publish::spawn(
+        state.clone(),
+        runs.clone(),
+        crate::publish::INTERVAL,
+        stop.stopped(),
+    );
     let service = Service {
         state: state.clone(),
         runs,
@@ -236,10 +242,10 @@ async fn restore(
     Ok((persist, state, runs))
 }
 
-/// Serves `/metrics` (to a bearer token with the read role) and
-/// `/healthz` (to anyone) on `listen` until the stop; returns the address
-/// bound.
-async fn serve_metrics(
+/// Serves `/metrics` and the dashboard ([`crate::dashboard`]) to a bearer
+/// token with the read role, and `/healthz` to anyone, on `listen` until
+/// the stop; returns the address bound.
+async fn serve_http(
     listen: &str,
     state: &Arc<Mutex<State>>,
     metrics: &Arc<Metrics>,
@@ -250,6 +256,7 @@ async fn serve_metrics(
     use axum::response::IntoResponse;
     let listener = bind(listen).await?;
     let local = listener.local_addr().ok();
+    let (state_for_dashboard, dashboard_tokens) = (state.clone(), tokens.clone());
     let (state, metrics) = (state.clone(), metrics.clone());
     let exposition = move |headers: axum::http::HeaderMap| {
         let roles = headers
@@ -280,7 +287,11 @@ async fn serve_metrics(
     };
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(exposition))
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(crate::dashboard::router(
+            state_for_dashboard,
+            dashboard_tokens,
+        ));
     let stopped = stop.stopped();
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

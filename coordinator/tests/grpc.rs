@@ -356,6 +356,8 @@ async fn trainers_register_meet_and_regroup_and_bad_requests_change_nothing() {
             step: 3,
             trainer: String::new(),
             member_secret: r0.member_secret.clone(),
+
+            tokens_per_s: None,
         })
         .await;
     assert_refused(out_of_range, Code::InvalidArgument, "rank 9");

@@ -6,6 +6,9 @@
 //!                                         MANIFEST.json (written last)
 //! <run>/resume/step-00000100/             optimizer state, step/epoch/cursor, MANIFEST.json
 //! <run>/metrics/step-00000100.jsonl       per-step metrics up to that checkpoint
+//! <run>/results/step-00000100/            evaluation rows (crate::results)
+//! <run>/tensorboard/events.out.tfevents.* per-step and per-checkpoint scalars (the coordinator)
+//! <run>/early-stop.json                   why `[advice] stop_when` stopped the run, when it did
 //! ```
 //!
 //! A directory is visible only once its `MANIFEST.json` exists: files are
@@ -76,6 +79,39 @@ pub fn parse_step_name(name: &str) -> Option<u64> {
 /// `<area>/step-XXXXXXXX`, relative to the run.
 pub fn step_prefix(area: Area, step: u64) -> String {
     format!("{}/{}", area.dir(), step_name(step))
+}
+
+/// Where the coordinator writes a run's TensorBoard event files.
+pub const TENSORBOARD_DIR: &str = "tensorboard";
+
+/// The record of an early stop by `[advice] stop_when`, written by the
+/// coordinator when the rule fires and again once the ranks stopped.
+pub const EARLY_STOP_FILE: &str = "early-stop.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopRecord {
+    /// The rule's finding, in words.
+    pub reason: String,
+    /// The newest evaluated checkpoint when the rule fired.
+    pub checkpoint: u64,
+    /// The step training stopped at (its checkpoint is the run's last);
+    /// `None` until the ranks stopped.
+    pub stopped_at_step: Option<u64>,
+}
+
+/// A run's early-stop record, if it has one; the error names the file.
+pub async fn read_early_stop(run: &Store) -> Result<Option<EarlyStopRecord>, StoreError> {
+    let bytes = match run.get(EARLY_STOP_FILE).await {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            url: run.url_of(EARLY_STOP_FILE),
+            message: format!("not an early-stop record: {e}"),
+        })
 }
 
 pub fn metrics_file(step: u64) -> String {

@@ -315,7 +315,8 @@ impl<'a> Node<'a> {
             // returns only after it), or stopped: a regroup asked for
             // meanwhile changes nothing.
             Ok(summary) => {
-                if !summary.interrupted {
+                let finished_early = watch.shared.finish_early.load(Ordering::SeqCst);
+                if !summary.interrupted || finished_early {
                     self.runtime.block_on(coordinator::finished(
                         &self.client,
                         self.options,

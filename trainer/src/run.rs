@@ -99,8 +99,10 @@ pub fn train(
 /// What a run tells its caller as it goes (a node reporting to its
 /// coordinator, a test). Every method defaults to doing nothing.
 pub trait TrainObserver {
-    /// After each optimizer step (`done` steps completed), on every rank.
-    fn step(&self, _done: u64) {}
+    /// After each optimizer step (`done` steps completed), on every rank,
+    /// with the group's throughput at that step (tokens over every rank per
+    /// second).
+    fn step(&self, _done: u64, _tokens_per_s: f64) {}
     /// On rank 0, after the checkpoint of `step` is published.
     fn checkpoint(&self, _step: u64) {}
     /// On every rank, with the in-memory model, when the run ends without
@@ -297,7 +299,7 @@ impl<'a> Run<'a> {
             self.show_progress(done, &output, settings.lr, tokens_per_s);
         }
         if let Some(observer) = self.observer {
-            observer.step(done);
+            observer.step(done, tokens_per_s);
         }
     }
 

@@ -104,7 +104,7 @@ struct Observer {
 }
 
 impl TrainObserver for Observer {
-    fn step(&self, done: u64) {
+    fn step(&self, done: u64, _tokens_per_s: f64) {
         if let Some((step, aborter)) = &self.abort_after
             && *step == done
         {

@@ -298,6 +298,8 @@ impl Coordinator for Service {
             r.step,
             Instant::now(),
         )?;
+        let rate = r.tokens_per_s.filter(|t| t.is_finite() && *t >= 0.0);
+        state.note_throughput(&r.job, r.rank, rate);
         Ok(Response::new(reply::heartbeat(action, generation)))
     }
 

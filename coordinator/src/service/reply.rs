@@ -27,6 +27,8 @@ pub fn job_status(job: &Job) -> v1::JobStatus {
         tasks_leased: job.leased_tasks() as u32,
         tasks_done: job.done_tasks() as u32,
         checkpoints: checkpoint_statuses(job),
+        advice: job.advice.lines(),
+        stopped_early: job.early_stop.clone().unwrap_or_default(),
     }
 }
 
@@ -73,7 +75,9 @@ fn checkpoint_statuses(job: &Job) -> Vec<v1::CheckpointStatus> {
                 pm_accuracy: pm.and_then(|p| p.pm),
                 train_accuracy: pm.map(|p| p.train_accuracy),
                 memorized_fraction: pm.map(|p| p.memorized_fraction),
-                test_accuracy: job.test_accuracy.get(&step).copied(),
+                test_accuracy: job.test.get(&step).map(|t| t.accuracy),
+                test_perplexity: job.test.get(&step).map(|t| t.perplexity),
+                distinct_fraction: job.test.get(&step).and_then(|t| t.distinct),
             }
         })
         .collect()
@@ -98,6 +102,7 @@ pub fn heartbeat(action: Action, generation: u64) -> v1::TrainerHeartbeatReply {
         Action::Continue => v1::TrainerAction::Continue,
         Action::Regroup => v1::TrainerAction::Regroup,
         Action::Stop => v1::TrainerAction::Stop,
+        Action::Finish => v1::TrainerAction::Finish,
     };
     v1::TrainerHeartbeatReply {
         action: action as i32,

@@ -76,6 +76,8 @@ pub fn rows(request: &v1::CompleteTaskRequest) -> Vec<Row> {
             id: r.example_id.clone(),
             accuracy: r.accuracy,
             perplexity: r.perplexity,
+            // Not on the wire: the result file says.
+            distinct: None,
         })
         .collect()
 }

@@ -8,12 +8,37 @@ use premem_core::pm::Observation;
 
 use super::{Job, TaskKey, TaskState};
 
-/// One example's row without preamble: what P-M accuracy needs.
+/// One example's row without preamble: what P-M accuracy and the advice
+/// need.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub id: String,
     pub accuracy: f64,
     pub perplexity: f64,
+    /// Distinct samples over samples (`None`: the file does not say).
+    pub distinct: Option<f64>,
+}
+
+/// A checkpoint's test split, once every test task of it is done.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TestFold {
+    pub accuracy: f64,
+    /// Mean target-trace perplexity over the examples.
+    pub perplexity: f64,
+    /// Mean distinct fraction, when every row has one.
+    pub distinct: Option<f64>,
+}
+
+impl TestFold {
+    fn of(rows: &[&Row]) -> TestFold {
+        let n = rows.len().max(1) as f64;
+        let distinct: Option<Vec<f64>> = rows.iter().map(|r| r.distinct).collect();
+        TestFold {
+            accuracy: rows.iter().map(|r| r.accuracy).sum::<f64>() / n,
+            perplexity: rows.iter().map(|r| r.perplexity).sum::<f64>() / n,
+            distinct: distinct.map(|d| d.iter().sum::<f64>() / n),
+        }
+    }
 }
 
 impl Job {
@@ -24,8 +49,9 @@ impl Job {
         task.state = TaskState::Done;
         task.rows = rows;
         self.pending.remove(&key);
-        self.fold_test_accuracy();
+        self.fold_test();
         self.fold_pm();
+        self.refresh_advice();
     }
 
     /// The rows of a checkpoint's split once every task of it is done.
@@ -50,16 +76,15 @@ impl Job {
         Some(rows)
     }
 
-    fn fold_test_accuracy(&mut self) {
+    fn fold_test(&mut self) {
         if self.examples.test.is_empty() {
             return;
         }
         for step in self.checkpoint_steps() {
-            if !self.test_accuracy.contains_key(&step)
+            if !self.test.contains_key(&step)
                 && let Some(rows) = self.split_done(step, Split::Test)
             {
-                let mean = rows.iter().map(|r| r.accuracy).sum::<f64>() / rows.len() as f64;
-                self.test_accuracy.insert(step, mean);
+                self.test.insert(step, TestFold::of(&rows));
             }
         }
     }

@@ -23,6 +23,9 @@ pub struct Member {
     pub nccl_id: Vec<u8>,
     pub last_seen: Instant,
     pub step: u64,
+    /// The group's tokens per second at its last step, as this rank
+    /// reported it.
+    pub tokens_per_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -55,6 +58,9 @@ pub enum Action {
     Continue,
     Regroup,
     Stop,
+    /// Checkpoint, stop and report finishing: the early stop of
+    /// `[advice] stop_when`.
+    Finish,
 }
 
 impl Member {
@@ -64,6 +70,7 @@ impl Member {
             nccl_id: vec![],
             last_seen: now,
             step,
+            tokens_per_s: None,
         }
     }
 }
@@ -165,6 +172,7 @@ impl State {
             nccl_id,
             last_seen: now,
             step: 0,
+            tokens_per_s: None,
         };
         job.join(rank, member);
         Ok(Registered {
@@ -275,6 +283,9 @@ impl State {
         if job.phase == Phase::Cancelled {
             return Ok((Action::Stop, job.group.generation));
         }
+        if job.early_stop.is_some() && !job.trained {
+            return Ok((Action::Finish, job.group.generation));
+        }
         if generation < job.group.generation {
             return Ok((Action::Regroup, job.group.generation));
         }
@@ -297,6 +308,18 @@ impl State {
         Ok((Action::Continue, job.group.generation))
     }
 
+    /// Notes the throughput a rank reported with its heartbeat (after
+    /// [`State::heartbeat`] took it).
+    pub fn note_throughput(&mut self, job: &str, rank: u32, tokens_per_s: Option<f64>) {
+        let member = self
+            .jobs
+            .get_mut(job)
+            .and_then(|job| job.group.members.get_mut(&rank));
+        if let (Some(member), Some(rate)) = (member, tokens_per_s) {
+            member.tokens_per_s = Some(rate);
+        }
+    }
+
     pub fn trainer_finished(
         &mut self,
         job: &str,
@@ -306,6 +329,10 @@ impl State {
     ) -> Refused<()> {
         let job = self.job_mut(job)?;
         Self::rank_in_range(job, rank)?;
+        if job.early_stop.is_some() && step <= job.total_steps {
+            // The run ends here: its last checkpoint is this step's.
+            job.total_steps = step;
+        }
         if step != job.total_steps {
             return Err(Refusal::Invalid(format!(
                 "rank {rank} reports finishing at step {step}; job '{}' plans {} steps",

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use super::evaluators::Event;
 use super::{Job, Phase, Refusal, Refused, Row, State, Task, TaskKey, TaskState, parse_task_id};
 
 /// How a completion was taken.
@@ -128,6 +129,15 @@ impl State {
 
     /// Leases the first pending task of the oldest active job.
     pub fn lease(&mut self, evaluator: &str, now: Instant) -> Option<Leased> {
+        let leased = self.lease_task(evaluator, now);
+        let event = Event::Polled {
+            leased: leased.is_some(),
+        };
+        self.note_evaluator(evaluator, event, now);
+        leased
+    }
+
+    fn lease_task(&mut self, evaluator: &str, now: Instant) -> Option<Leased> {
         let ttl = self.timing.lease_ttl;
         // The task whose checkpoint was found first (ties: job order).
         let name = self
@@ -216,14 +226,20 @@ impl State {
             let (job, key, task) = self.task(task_id)?;
             (job.name.clone(), key, task.state.clone())
         };
-        match state {
+        let evaluator = match state {
             TaskState::Done => return Ok(Completed::Duplicate),
             TaskState::Leased {
-                ref lease, expires, ..
-            } if lease == lease_id && expires > now => {}
+                ref lease,
+                expires,
+                evaluator,
+            } if lease == lease_id && expires > now => evaluator,
             _ => return Ok(Completed::Expired),
-        }
+        };
         self.rows_accepted += rows.len() as u64;
+        let event = Event::Completed {
+            rows: rows.len() as u64,
+        };
+        self.note_evaluator(&evaluator, event, now);
         self.jobs
             .get_mut(&name)
             .expect("found above")
@@ -240,13 +256,17 @@ impl State {
         message: &str,
         now: Instant,
     ) -> Refused<()> {
-        let (name, key) = {
+        let (name, key, evaluator) = {
             let (job, key, task) = self.task(task_id)?;
-            if !lease_valid(task, lease_id, now) {
-                return Ok(());
-            }
-            (job.name.clone(), key)
+            let evaluator = match &task.state {
+                TaskState::Leased { evaluator, .. } if lease_valid(task, lease_id, now) => {
+                    evaluator.clone()
+                }
+                _ => return Ok(()),
+            };
+            (job.name.clone(), key, evaluator)
         };
+        self.note_evaluator(&evaluator, Event::Failed, now);
         let job = self.jobs.get_mut(&name).expect("found above");
         let max = job.spec.eval.max_attempts;
         let task = job.tasks.get_mut(&key).expect("found above");

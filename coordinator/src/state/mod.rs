@@ -9,14 +9,19 @@
 //! - [`leases`]: handing tasks to evaluators, renewals, completions, failures;
 //! - [`pool`]: packing jobs onto the trainers started without a job;
 //! - [`fold`]: folding finished checkpoints into P-M and test accuracy;
+//! - [`advice`]: the advice on them, and the early stop it may ask for;
+//! - [`evaluators`]: what each evaluator has done, for the dashboard;
 //! - [`task_id`]: the task ids of the wire and the result files they name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use premem_core::advice::Advice;
 use premem_core::pm::{CheckpointPm, PmTracker};
 use premem_core::spec::JobSpec;
 
+pub mod advice;
+pub mod evaluators;
 pub mod fold;
 pub mod group;
 pub mod leases;
@@ -24,7 +29,8 @@ pub mod pool;
 pub mod task_id;
 pub mod tasks;
 
-pub use fold::Row;
+pub use evaluators::EvaluatorStats;
+pub use fold::{Row, TestFold};
 pub use group::{Action, Group, Member, Registered, Rendezvous};
 pub use leases::{Completed, Leased};
 pub use pool::{Assignment, PoolTrainer};
@@ -60,7 +66,14 @@ pub struct Job {
     pm: PmTracker,
     /// P-M values of checkpoints pushed into the tracker, in order.
     pub pm_by_step: BTreeMap<u64, CheckpointPm>,
-    pub test_accuracy: BTreeMap<u64, f64>,
+    /// Test accuracy, perplexity and diversity of checkpoints whose test
+    /// tasks are all done.
+    pub test: BTreeMap<u64, TestFold>,
+    /// The advice on the folded checkpoints ([`advice`]), refreshed at each
+    /// completion.
+    pub advice: Advice,
+    /// Set when `[advice] stop_when` fired: why the run stops early.
+    pub early_stop: Option<String>,
 }
 
 /// A refused request: the gRPC status it maps to and a message naming the
@@ -115,6 +128,8 @@ pub struct State {
     order: Vec<String>,
     /// Accepted result rows, for the results/s metric.
     pub rows_accepted: u64,
+    /// Every evaluator seen, by name.
+    pub evaluators: BTreeMap<String, EvaluatorStats>,
     lease_counter: u64,
     lease_salt: u64,
 }
@@ -141,7 +156,9 @@ impl Job {
             pending: BTreeSet::new(),
             pm,
             pm_by_step: BTreeMap::new(),
-            test_accuracy: BTreeMap::new(),
+            test: BTreeMap::new(),
+            advice: Advice::default(),
+            early_stop: None,
         }
     }
 
@@ -194,6 +211,7 @@ impl State {
             jobs: BTreeMap::new(),
             order: vec![],
             rows_accepted: 0,
+            evaluators: BTreeMap::new(),
             lease_counter: 0,
             lease_salt: rand::random(),
         }

@@ -69,6 +69,7 @@ fn rows(ids: &[String], accuracy: f64, perplexity: f64) -> Vec<Row> {
             id: id.clone(),
             accuracy,
             perplexity,
+            distinct: None,
         })
         .collect()
 }
@@ -211,6 +212,7 @@ fn pm_accuracy_folds_checkpoints_in_order_as_results_arrive() {
         id: id.into(),
         accuracy,
         perplexity,
+        distinct: None,
     };
     let step8 = vec![row("tr0", 0.4, 1.1), row("tr1", 1.0, 2.0)];
     state
@@ -369,7 +371,7 @@ fn a_job_is_complete_when_trained_and_every_task_is_done() {
     }
     let job = state.job("job").unwrap();
     assert!(job.complete());
-    assert_eq!(job.test_accuracy[&8], 1.0);
+    assert_eq!(job.test[&8].accuracy, 1.0);
     // Memorized everywhere: P-M accuracy 0 although accuracy is 1.
     assert_eq!(job.pm_by_step[&8].pm, Some(0.0));
 }
@@ -550,4 +552,103 @@ fn tasks_are_leased_in_the_order_their_checkpoints_appeared() {
     let switch = jobs.iter().position(|j| j == "a").unwrap();
     assert!(jobs[..switch].iter().all(|j| j == "b"));
     assert!(jobs[switch..].iter().all(|j| j == "a"), "{jobs:?}");
+}
+
+/// Leases and completes every pending task with the same rows' values.
+fn complete_pending(state: &mut State, accuracy: f64, perplexity: f64, now: Instant) {
+    while let Some(l) = state.lease("e", now) {
+        let r = rows(&l.examples, accuracy, perplexity);
+        assert_eq!(
+            state.complete(&l.lease, &l.key.id("job"), r, now).unwrap(),
+            Completed::Accepted
+        );
+    }
+}
+
+fn job_with_advice(advice: &str, total_steps: u64) -> Job {
+    let spec = JobSpec::from_toml(
+        &format!("{SPEC}\n[advice]\n{advice}"),
+        Path::new("spec.toml"),
+    );
+    let mut job = job(2, 2, total_steps);
+    job.spec = spec.unwrap();
+    job
+}
+
+/// P-M that does not grow from one checkpoint to the next (stall over one
+/// checkpoint, any train gain): the rule fires at the second checkpoint.
+const STALL: &str = "stall_checkpoints = 1\npm_gain = 0.5\ntrain_gain = 0.0\n";
+
+#[test]
+fn a_stalled_pm_with_stop_when_memorized_finishes_the_run_early() {
+    let mut state = state_with(job_with_advice(
+        &format!("{STALL}stop_when = \"memorized\""),
+        20,
+    ));
+    let now = Instant::now();
+    for (rank, ring) in [(0, "127.0.0.1:1"), (1, "127.0.0.1:2")] {
+        state
+            .register("job", rank, "", ring.into(), vec![], now)
+            .unwrap();
+    }
+    checkpoint(&mut state, 4);
+    complete_pending(&mut state, 0.5, 2.0, now);
+    assert!(state.job("job").unwrap().early_stop.is_none());
+    assert_eq!(
+        state.heartbeat("job", 0, "", 1, 6, now).unwrap(),
+        (Action::Continue, 1)
+    );
+    checkpoint(&mut state, 8);
+    complete_pending(&mut state, 0.5, 2.0, now);
+    let job = state.job("job").unwrap();
+    assert_eq!(job.advice.findings.len(), 1, "{:?}", job.advice);
+    let reason = job.early_stop.clone().expect("the rule fired");
+    assert!(
+        reason.contains("stop_when = \"memorized\"") && reason.contains("P-M stalled"),
+        "{reason}"
+    );
+    for rank in [0, 1] {
+        assert_eq!(
+            state.heartbeat("job", rank, "", 1, 9, now).unwrap(),
+            (Action::Finish, 1)
+        );
+    }
+    // The ranks stop after step 9 and report it: the run ends there.
+    checkpoint(&mut state, 9);
+    state.trainer_finished("job", 0, 1, 9).unwrap();
+    state.trainer_finished("job", 1, 1, 9).unwrap();
+    assert_eq!(state.job("job").unwrap().total_steps, 9);
+    complete_pending(&mut state, 0.5, 2.0, now);
+    assert!(state.job("job").unwrap().complete());
+    // A finish at another step than the stop's is still refused.
+    assert!(state.trainer_finished("job", 0, 1, 20).is_err());
+}
+
+#[test]
+fn without_stop_when_the_advice_only_warns() {
+    let mut state = state_with(job_with_advice(STALL, 20));
+    let now = Instant::now();
+    for (rank, ring) in [(0, "127.0.0.1:1"), (1, "127.0.0.1:2")] {
+        state
+            .register("job", rank, "", ring.into(), vec![], now)
+            .unwrap();
+    }
+    for step in [4, 8] {
+        checkpoint(&mut state, step);
+        complete_pending(&mut state, 0.5, 2.0, now);
+    }
+    let job = state.job("job").unwrap();
+    assert_eq!(job.advice.findings[0].rule(), "pm-stalled");
+    assert_eq!(job.advice.keep.as_ref().map(|k| k.step), Some(4));
+    assert!(job.early_stop.is_none());
+    let views = job.checkpoint_views();
+    assert_eq!(views.len(), 2);
+    assert_eq!(
+        (views[1].test_accuracy, views[1].test_perplexity),
+        (Some(0.5), Some(2.0))
+    );
+    assert_eq!(
+        state.heartbeat("job", 0, "", 1, 9, now).unwrap(),
+        (Action::Continue, 1)
+    );
 }

@@ -117,6 +117,7 @@ impl Fixture {
                 frac_equal_target: 0.0,
                 sample_confidences: vec![-0.5; 4],
                 sample_texts: vec!["sample".into()],
+                distinct_samples: Some(1),
             })
             .collect();
         self.write_result_bytes(task, &to_parquet(&rows).unwrap());
@@ -343,6 +344,8 @@ pub async fn heartbeat(
             step,
             trainer: String::new(),
             member_secret: member.member_secret.clone(),
+
+            tokens_per_s: None,
         })
         .await
         .unwrap()
@@ -358,8 +361,18 @@ pub async fn http_get(address: SocketAddr, path: &str) -> String {
 /// A plain HTTP/1.0 GET with `Authorization: Bearer <token>` when given.
 pub async fn http_get_as(address: SocketAddr, path: &str, token: Option<&str>) -> String {
     let authorization = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .map(|t| format!("Authorization: Bearer {t}"))
         .unwrap_or_default();
+    http_get_with(address, path, &[authorization.as_str()]).await
+}
+
+/// A plain HTTP/1.0 GET with these header lines (empty ones left out).
+pub async fn http_get_with(address: SocketAddr, path: &str, headers: &[&str]) -> String {
+    let authorization: String = headers
+        .iter()
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("{h}\r\n"))
+        .collect();
     let get = async {
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
         stream

@@ -178,7 +178,8 @@ pub(super) async fn rendezvous(
 
 /// Reports progress every `options.heartbeat` and acts on the answer:
 /// REGROUP aborts the ring (the training thread sees its collective fail),
-/// STOP sets the stop flag (train checkpoints and stops). An unreachable
+/// STOP sets the stop flag (train checkpoints and stops), FINISH too, as
+/// the end of the run. An unreachable
 /// coordinator is logged; training goes on. A coordinator that no longer
 /// takes this rank's membership (PERMISSION_DENIED) is a regroup too.
 pub(super) async fn heartbeat(
@@ -203,6 +204,8 @@ pub(super) async fn heartbeat(
             step: shared.step.load(Ordering::SeqCst),
             trainer: options.trainer.clone(),
             member_secret: member.secret.clone(),
+            tokens_per_s: Some(f64::from_bits(shared.tokens_per_s.load(Ordering::SeqCst)))
+                .filter(|t| *t > 0.0),
         };
         match client.trainer_heartbeat(request).await {
             Ok(reply) => {
@@ -218,6 +221,14 @@ pub(super) async fn heartbeat(
                     TrainerAction::Stop => {
                         if !stop.swap(true, Ordering::SeqCst) {
                             tracing::info!("coordinator: stop (checkpointing and stopping)");
+                        }
+                    }
+                    TrainerAction::Finish => {
+                        shared.finish_early.store(true, Ordering::SeqCst);
+                        if !stop.swap(true, Ordering::SeqCst) {
+                            tracing::info!(
+                                "coordinator: the advice's early stop (checkpointing and finishing)"
+                            );
                         }
                     }
                     TrainerAction::Continue | TrainerAction::Unspecified => {}
@@ -285,6 +296,11 @@ pub(super) async fn finished(
 pub(super) struct Shared {
     /// Steps completed, reported by the heartbeat.
     pub step: AtomicU64,
+    /// The bits of the group's tokens/s at the last step (0: none yet).
+    pub tokens_per_s: AtomicU64,
+    /// The coordinator asked for the early stop of `[advice] stop_when`:
+    /// the run ends as finished at the step it stops at.
+    pub finish_early: AtomicBool,
     /// Steps completed in this generation (any at all resets the failure count).
     pub progressed: AtomicBool,
     /// The coordinator asked this generation to regroup.
@@ -338,8 +354,11 @@ impl Reporter {
 }
 
 impl TrainObserver for Reporter {
-    fn step(&self, done: u64) {
+    fn step(&self, done: u64, tokens_per_s: f64) {
         self.shared.step.store(done, Ordering::SeqCst);
+        self.shared
+            .tokens_per_s
+            .store(tokens_per_s.to_bits(), Ordering::SeqCst);
         self.shared.progressed.store(true, Ordering::SeqCst);
     }
 
