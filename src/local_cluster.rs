@@ -26,7 +26,8 @@ pub const MAX_RESTARTS: u32 = 3;
 
 /// How a [`LocalCluster`] starts and supervises its processes.
 pub struct ClusterOptions<'a> {
-    /// Serve the coordinator's Prometheus metrics at this address.
+    /// Serve the coordinator's metrics and dashboard at this address
+    /// (default: a free loopback port).
     pub metrics_listen: Option<&'a str>,
     /// Restarts of each child process before supervision gives up.
     pub max_restarts: u32,
@@ -106,6 +107,9 @@ fn terminate(child: &mut Child) {
 /// loopback: `premem run`, `premem sweep` and `premem curate`.
 pub struct LocalCluster {
     pub address: String,
+    /// The dashboard's URL, the token in it (the coordinator serves on
+    /// loopback unless told otherwise).
+    pub dashboard: Option<String>,
     pub token: String,
     pub logs: PathBuf,
     coordinator: Coordinator,
@@ -122,6 +126,12 @@ struct Coordinator {
     max_restarts: u32,
 }
 
+/// Where the coordinator child serves.
+struct Addresses {
+    grpc: String,
+    http: Option<String>,
+}
+
 /// How the coordinator child starts.
 struct Launch {
     /// Its arguments without `--listen`.
@@ -133,8 +143,8 @@ struct Launch {
 
 impl Launch {
     /// Starts `premem coordinator --listen <listen> <args>` and waits until
-    /// it writes the address it serves.
-    fn start(&self, listen: &str) -> Result<(Child, String)> {
+    /// it writes the addresses it serves: gRPC, and HTTP when it has one.
+    fn start(&self, listen: &str) -> Result<(Child, Addresses)> {
         let _ = std::fs::remove_file(&self.address_file);
         let mut args = vec!["coordinator".to_string(), "--listen".into(), listen.into()];
         args.extend(self.args.iter().cloned());
@@ -142,7 +152,15 @@ impl Launch {
         let started = Instant::now();
         loop {
             if let Ok(text) = std::fs::read_to_string(&self.address_file) {
-                return Ok((child, text.trim().to_string()));
+                let mut lines = text.lines().map(|l| l.trim().to_string());
+                let grpc = lines.next().unwrap_or_default();
+                return Ok((
+                    child,
+                    Addresses {
+                        grpc,
+                        http: lines.next(),
+                    },
+                ));
             }
             if let Some(status) = child.try_wait()? {
                 bail!(
@@ -185,6 +203,7 @@ impl Coordinator {
         let listen = address.split_once("://").map_or(address, |(_, rest)| rest);
         let (child, again) = self.launch.start(listen)?;
         self.child = child;
+        let again = again.grpc;
         if again != address {
             bail!("the restarted coordinator serves {again}, not {address}");
         }
@@ -224,22 +243,32 @@ impl LocalCluster {
             "--lease-owner".into(),
             format!("premem-run-{}", std::process::id()),
         ];
-        if let Some(metrics) = options.metrics_listen {
-            args.extend(["--metrics-listen".into(), metrics.to_string()]);
-        }
+        let http = options.metrics_listen.unwrap_or("127.0.0.1:0");
+        args.extend(["--metrics-listen".into(), http.to_string()]);
         if let Some(ttl) = options.lease_ttl {
             args.extend(["--lease-ttl".into(), ttl.to_string()]);
         }
         let env = vec![(TOKEN_ENV, token.clone())];
-        let launch = Launch {
+        let mut launch = Launch {
             args,
             env,
             log: logs.join("coordinator.log"),
             address_file,
         };
-        let (child, address) = launch.start("127.0.0.1:0")?;
+        let (child, addresses) = launch.start("127.0.0.1:0")?;
+        // A restart serves HTTP where the first start did: the URL printed stays good.
+        if let Some(http) = &addresses.http {
+            let bound = http.trim_start_matches("http://").to_string();
+            if let Some(at) = launch.args.iter().position(|a| a == "--metrics-listen") {
+                launch.args[at + 1] = bound;
+            }
+        }
+        let dashboard = addresses
+            .http
+            .map(|http| format!("{http}/dashboard?token={token}"));
         Ok(LocalCluster {
-            address,
+            address: addresses.grpc,
+            dashboard,
             token,
             logs,
             coordinator: Coordinator {
@@ -251,6 +280,13 @@ impl LocalCluster {
             members: vec![],
             max_restarts: options.max_restarts,
         })
+    }
+
+    /// Prints where the dashboard is (stdout, so that a script can read it).
+    pub fn print_dashboard(&self) {
+        if let Some(url) = &self.dashboard {
+            println!("dashboard: {url}");
+        }
     }
 
     /// The environment of a worker: the token, the coordinator, and

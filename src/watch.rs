@@ -39,21 +39,36 @@ pub fn print_status(status: &v1::JobStatus) {
         status.tasks_pending,
         status.output
     );
+    print_checkpoints(&status.checkpoints);
+    if !status.stopped_early.is_empty() {
+        println!("{}", status.stopped_early);
+    }
+    for line in &status.advice {
+        println!("advice: {line}");
+    }
+}
+
+/// The table of a job's checkpoints.
+fn print_checkpoints(checkpoints: &[v1::CheckpointStatus]) {
     let pct = |v: Option<f64>| v.map_or("     -".to_string(), |v| format!("{:5.1}%", v * 100.0));
-    if !status.checkpoints.is_empty() {
-        println!("    step  tasks    P-M  train   test  memorized");
-        for c in &status.checkpoints {
-            println!(
-                "{:>8} {:>3}/{:<3} {} {} {} {}",
-                c.step,
-                c.tasks_done,
-                c.tasks_total,
-                pct(c.pm_accuracy),
-                pct(c.train_accuracy),
-                pct(c.test_accuracy),
-                pct(c.memorized_fraction)
-            );
-        }
+    let num = |v: Option<f64>| v.map_or("     -".to_string(), |v| format!("{v:6.3}"));
+    if checkpoints.is_empty() {
+        return;
+    }
+    println!("    step  tasks    P-M  train   test  memorized  test-ppl  distinct");
+    for c in checkpoints {
+        println!(
+            "{:>8} {:>3}/{:<3} {} {} {}     {}    {}    {}",
+            c.step,
+            c.tasks_done,
+            c.tasks_total,
+            pct(c.pm_accuracy),
+            pct(c.train_accuracy),
+            pct(c.test_accuracy),
+            pct(c.memorized_fraction),
+            num(c.test_perplexity),
+            pct(c.distinct_fraction)
+        );
     }
 }
 

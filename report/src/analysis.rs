@@ -4,6 +4,7 @@
 //! (`run.rs`), ATC (`atc.rs`), the robustness view (`robustness.rs`), what
 //! limits the fit (`limits.rs`), and warnings of suspect rows (`warnings.rs`).
 
+mod advice;
 mod atc;
 mod limits;
 mod robustness;
@@ -188,6 +189,10 @@ pub struct Analysis {
     pub warnings: Vec<String>,
     /// Per run, in report order: what it was made with.
     pub provenance: Vec<RunProvenance>,
+    /// Per run: the advice on its checkpoints, and its early stop.
+    pub advice: Vec<advice::RunAdviceReport>,
+    /// Over two runs or more: which over-memorized, which settings to prefer.
+    pub sweep_advice: Option<premem_core::advice::SweepAdvice>,
 }
 
 /// `metric` against test accuracy over `points` (run index, metric, test);
@@ -266,6 +271,7 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         .iter()
         .flat_map(|r| r.notes.iter().map(move |n| format!("{}: {n}", r.name)))
         .collect();
+    let (advice, sweep_advice) = advice::advice(runs, &analyses);
     Ok(Analysis {
         threshold,
         threshold_source,
@@ -279,6 +285,8 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         notes,
         warnings: warnings::non_finite_perplexities(runs),
         provenance: runs.iter().map(RunProvenance::of).collect(),
+        advice,
+        sweep_advice,
     })
 }
 

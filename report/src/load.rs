@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use premem_core::baselines::{BASELINES_FILE, CheckpointBaselines};
 use premem_core::checkpoint::{
-    Area, RUN_FILE, RunRecord, parse_step_name, published_steps, read_run_record, step_prefix,
+    Area, EarlyStopRecord, RUN_FILE, RunRecord, parse_step_name, published_steps, read_early_stop,
+    read_run_record, step_prefix,
 };
 use premem_core::results::{ExampleResult, from_parquet, results_prefix};
 use premem_core::{BlockingStore, Store};
@@ -26,6 +27,8 @@ pub struct RunData {
     pub baselines: BTreeMap<u64, CheckpointBaselines>,
     /// Things that did not stop the report but limit it (one line each).
     pub notes: Vec<String>,
+    /// Why `[advice] stop_when` stopped the run, when it did.
+    pub early_stop: Option<EarlyStopRecord>,
 }
 
 /// A run (a location with `run.json`) or a sweep (a location whose
@@ -70,6 +73,7 @@ fn load_run(run: &BlockingStore) -> Result<RunData> {
     let mut notes = vec![];
     let baselines = load_baselines(run, &published, &mut notes)?;
     let rows = load_results(run, &mut notes)?;
+    let early_stop = run.run(read_early_stop(store))?;
     for step in rows.keys() {
         if !published.contains(step) {
             notes.push(format!(
@@ -85,6 +89,7 @@ fn load_run(run: &BlockingStore) -> Result<RunData> {
         rows,
         baselines,
         notes,
+        early_stop,
     })
 }
 

@@ -12,6 +12,7 @@ pub(crate) fn markdown(location: &str, a: &Analysis) -> String {
     title(&mut md, location, a);
     headline(&mut md, a);
     checkpoints(&mut md, a);
+    advice(&mut md, a);
     learning_progression(&mut md, a);
     baselines(&mut md, a);
     limits::limits(&mut md, a);
@@ -215,6 +216,36 @@ fn checkpoints(md: &mut String, a: &Analysis) {
                 c.missing_train,
                 c.missing_test
             );
+        }
+        let _ = writeln!(md);
+    }
+}
+
+/// The advice on each run's checkpoints (premem_core::advice), its early
+/// stop, and over a sweep the settings to prefer.
+fn advice(md: &mut String, a: &Analysis) {
+    let _ = writeln!(md, "## Advice\n");
+    for run in &a.advice {
+        let _ = writeln!(md, "### {}\n", run.run);
+        if let Some(stop) = &run.early_stop {
+            let _ = writeln!(md, "- **The run stopped early**: {stop}");
+        }
+        let lines = run.advice.lines();
+        if run.advice.findings.is_empty() {
+            let _ = writeln!(
+                md,
+                "- No over-memorization or stalled P-M at the last checkpoint."
+            );
+        }
+        for line in lines {
+            let _ = writeln!(md, "- {line}");
+        }
+        let _ = writeln!(md);
+    }
+    if let Some(sweep) = &a.sweep_advice {
+        let _ = writeln!(md, "### Over the runs\n");
+        for line in &sweep.text {
+            let _ = writeln!(md, "- {line}");
         }
         let _ = writeln!(md);
     }

@@ -14,7 +14,10 @@ pub struct CoordinatorArgs {
     /// gRPC address to listen on (port 0: any free port, see --address-file).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: String,
-    /// Serve Prometheus metrics at http://<this>/metrics.
+    /// Serve HTTP here: Prometheus metrics at /metrics and the live
+    /// dashboard at /dashboard (open http://<this>/dashboard?token=<token>
+    /// once; every route needs a token with the read role). Not served
+    /// unless given.
     #[arg(long)]
     metrics_listen: Option<String>,
     /// Where the coordinator keeps its state (a directory or object-store
@@ -68,7 +71,8 @@ pub struct CoordinatorArgs {
     /// one restarted under the same name takes it back at once.
     #[arg(long, env = "PREMEM_LEASE_OWNER")]
     lease_owner: Option<String>,
-    /// Write the address actually bound (http://host:port) to this file.
+    /// Write the address actually bound (http://host:port) to this file,
+    /// and on a second line the HTTP address of --metrics-listen.
     #[arg(long)]
     address_file: Option<PathBuf>,
 }
@@ -147,11 +151,15 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
         let scheme = if tls { "https" } else { "http" };
         let address = format!("{scheme}://{}", running.address);
         if let Some(file) = &args.address_file {
-            premem_core::files::write_atomic(file, address.as_bytes())
+            let mut text = address.clone();
+            if let Some(http) = running.metrics_address {
+                text.push_str(&format!("\nhttp://{http}"));
+            }
+            premem_core::files::write_atomic(file, text.as_bytes())
                 .with_context(|| format!("writing {}", file.display()))?;
         }
-        if let Some(metrics) = running.metrics_address {
-            tracing::info!("metrics at http://{metrics}/metrics");
+        if let Some(http) = running.metrics_address {
+            tracing::info!("metrics at http://{http}/metrics, dashboard at http://{http}/dashboard");
         }
         if !tls && !running.address.ip().is_loopback() {
             tracing::warn!(

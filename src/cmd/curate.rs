@@ -203,6 +203,7 @@ fn connect(args: &CurateArgs, spec: &CurationSpec) -> Result<(Jobs, Option<Local
         .clone()
         .unwrap_or_else(|| PathBuf::from("premem-run").join(&spec.curation.name));
     let mut cluster = LocalCluster::start(&workdir, None)?;
+    cluster.print_dashboard();
     let connected = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.token));
     let workers = cluster
         .add_pool_trainers(spec.curation.trainers)

@@ -32,7 +32,8 @@ pub struct RunArgs {
     /// Skip the report at the end.
     #[arg(long)]
     no_report: bool,
-    /// Serve Prometheus metrics of the coordinator at this address.
+    /// Serve the coordinator's dashboard and Prometheus metrics at this
+    /// address (default: a free loopback port; the URL is printed).
     #[arg(long)]
     metrics_listen: Option<String>,
     /// Checkpoint cache of the evaluators.
@@ -114,6 +115,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         rank_ttl: args.rank_ttl,
     };
     let mut cluster = LocalCluster::start_with(&workdir, &options)?;
+    cluster.print_dashboard();
     let result = drive(&args, &spec, &mut cluster, &stop);
     let logs = cluster.logs.clone();
     cluster.stop();

@@ -43,7 +43,8 @@ pub struct SweepArgs {
     remote: bool,
     #[command(flatten)]
     connect: ConnectArgs,
-    /// Serve Prometheus metrics of the local coordinator at this address.
+    /// Serve the coordinator's dashboard and Prometheus metrics at this
+    /// address (default: a free loopback port; the URL is printed).
     #[arg(long)]
     metrics_listen: Option<String>,
     /// Checkpoint cache of the local evaluators.
@@ -138,6 +139,7 @@ fn run_local(
         .clone()
         .unwrap_or_else(|| PathBuf::from("premem-run").join(&spec.sweep.name));
     let mut cluster = LocalCluster::start(&workdir, args.metrics_listen.as_deref())?;
+    cluster.print_dashboard();
     let outcome = (|| {
         let mut jobs = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.token))?;
         let mut created = 0;
