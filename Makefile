@@ -23,8 +23,9 @@ doctor: libtorch
 # synthetic task if missing, starts a coordinator, 2 trainer ranks on the TCP
 # ring and 2 evaluators, trains a tiny random Llama for 24 epochs with a
 # checkpoint each epoch, evaluates every checkpoint on 48 train and 48 test
-# examples (K=5) as the checkpoints appear, shows the live P-M accuracy, and
-# writes the report to runs/synth-cluster-report (report.md / report.html,
+# examples (K=5) as the checkpoints appear, shows the live P-M accuracy,
+# prints the URL of the live dashboard (docs/dashboard.md), and writes the
+# report to runs/synth-cluster-report (report.md / report.html,
 # charts, tables). Logs: premem-run/synth-cluster/logs/.
 demo: libtorch
 	$(PREMEM) doctor

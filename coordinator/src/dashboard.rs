@@ -67,12 +67,13 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
-/// `Err`: the 401 or 403 to answer instead.
-fn require_read(headers: &HeaderMap, tokens: &RequireToken) -> Result<(), Response> {
+/// The 401 or 403 to answer instead of the route, unless the request's
+/// token holds the read role.
+fn refusal(headers: &HeaderMap, tokens: &RequireToken) -> Option<Response> {
     match roles_of(headers, tokens) {
-        Some(roles) if roles.holds(Role::Read) => Ok(()),
-        Some(_) => Err(forbidden()),
-        None => Err(unauthorized()),
+        Some(roles) if roles.holds(Role::Read) => None,
+        Some(_) => Some(forbidden()),
+        None => Some(unauthorized()),
     }
 }
 
@@ -110,7 +111,7 @@ async fn page(
             None => unauthorized(),
         };
     }
-    if let Err(refused) = require_read(&headers, &d.tokens) {
+    if let Some(refused) = refusal(&headers, &d.tokens) {
         return refused;
     }
     asset_response("text/html; charset=utf-8", INDEX.as_bytes())
@@ -140,7 +141,7 @@ async fn asset(
     Path(asset): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = require_read(&headers, &d.tokens) {
+    if let Some(refused) = refusal(&headers, &d.tokens) {
         return refused;
     }
     let (kind, body) = match asset.as_str() {
@@ -170,7 +171,7 @@ fn asset_response(kind: &'static str, body: &'static [u8]) -> Response {
 }
 
 async fn overview(Extract(d): Extract<Dashboard>, headers: HeaderMap) -> Response {
-    if let Err(refused) = require_read(&headers, &d.tokens) {
+    if let Some(refused) = refusal(&headers, &d.tokens) {
         return refused;
     }
     let view = {
@@ -185,7 +186,7 @@ async fn heatmap(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = require_read(&headers, &d.tokens) {
+    if let Some(refused) = refusal(&headers, &d.tokens) {
         return refused;
     }
     let view = {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod live_run;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -87,6 +87,22 @@ impl MlflowServer {
         }
     }
 
+    /// GET `endpoint` of the server's REST API (`runs/get`, …), straight,
+    /// for checking what it holds; a failure names the URL and the answer.
+    pub async fn get(&self, endpoint: &str, query: &[(&str, &str)]) -> serde_json::Value {
+        let url = format!("{}/api/2.0/mlflow/{endpoint}", self.url);
+        let answer = reqwest::Client::new()
+            .get(&url)
+            .query(query)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        assert!(status.is_success(), "GET {url}: {status}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
+    }
+
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()

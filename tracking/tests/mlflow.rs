@@ -6,21 +6,6 @@ use premem_tracking::mlflow::{Metric, Mlflow, RunStatus, flatten_params};
 use premem_tracking::testing::MlflowServer;
 use serde_json::{Value, json};
 
-/// GET `endpoint` of the server's REST API, straight, for checking.
-async fn rest(server: &MlflowServer, endpoint: &str, query: &[(&str, &str)]) -> Value {
-    let url = format!("{}/api/2.0/mlflow/{endpoint}", server.url);
-    let answer = reqwest::Client::new()
-        .get(&url)
-        .query(query)
-        .send()
-        .await
-        .unwrap();
-    let status = answer.status();
-    let body = answer.text().await.unwrap();
-    assert!(status.is_success(), "GET {url}: {status}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 fn metrics() -> Vec<Metric> {
     let mut metrics = vec![];
     for step in 1..=5 {
@@ -49,12 +34,12 @@ fn spec() -> Value {
 
 /// Every metric of `key` the server holds, as (step, value, timestamp).
 async fn history(server: &MlflowServer, run_id: &str, key: &str) -> Vec<(i64, f64, i64)> {
-    let reply = rest(
-        server,
-        "metrics/get-history",
-        &[("run_id", run_id), ("metric_key", key)],
-    )
-    .await;
+    let reply = server
+        .get(
+            "metrics/get-history",
+            &[("run_id", run_id), ("metric_key", key)],
+        )
+        .await;
     let mut points: Vec<_> = reply["metrics"]
         .as_array()
         .unwrap()
@@ -72,7 +57,7 @@ async fn history(server: &MlflowServer, run_id: &str, key: &str) -> Vec<(i64, f6
 }
 
 async fn check_params(server: &MlflowServer, run_id: &str) {
-    let run = rest(server, "runs/get", &[("run_id", run_id)]).await;
+    let run = server.get("runs/get", &[("run_id", run_id)]).await;
     let mut params: Vec<(String, String)> = run["run"]["data"]["params"]
         .as_array()
         .unwrap()
@@ -159,7 +144,7 @@ async fn a_job_logs_into_one_run_that_reads_back() {
 
     check_params(&server, &run_id).await;
     check_metrics(&server, &run_id).await;
-    let run = rest(&server, "runs/get", &[("run_id", &run_id)]).await;
+    let run = &server.get("runs/get", &[("run_id", &run_id)]).await;
     assert_eq!(run["run"]["info"]["status"], "FINISHED");
     assert!(run["run"]["info"]["end_time"].as_i64().is_some(), "{run}");
 }

@@ -213,26 +213,12 @@ pub(super) async fn heartbeat(
                     tracing::info!(coordinator = %address, "coordinator reachable again");
                     unreachable = false;
                 }
-                match reply.into_inner().action() {
-                    TrainerAction::Regroup => {
-                        tracing::info!(generation, "coordinator: the group changed");
-                        return regroup(&shared, &abort);
-                    }
-                    TrainerAction::Stop => {
-                        if !stop.swap(true, Ordering::SeqCst) {
-                            tracing::info!("coordinator: stop (checkpointing and stopping)");
-                        }
-                    }
-                    TrainerAction::Finish => {
-                        shared.finish_early.store(true, Ordering::SeqCst);
-                        if !stop.swap(true, Ordering::SeqCst) {
-                            tracing::info!(
-                                "coordinator: the advice's early stop (checkpointing and finishing)"
-                            );
-                        }
-                    }
-                    TrainerAction::Continue | TrainerAction::Unspecified => {}
+                let action = reply.into_inner().action();
+                if action == TrainerAction::Regroup {
+                    tracing::info!(generation, "coordinator: the group changed");
+                    return regroup(&shared, &abort);
                 }
+                stop_if_asked(action, &shared, &stop);
             }
             Err(status) if status.code() == Code::PermissionDenied => {
                 tracing::warn!(generation, error = %status.message(), "coordinator: not a member any more; regrouping");
@@ -249,6 +235,22 @@ pub(super) async fn heartbeat(
                 }
             }
         }
+    }
+}
+
+/// STOP and FINISH set the stop flag (train checkpoints and stops); FINISH
+/// also marks the stop as the run's end.
+fn stop_if_asked(action: TrainerAction, shared: &Shared, stop: &AtomicBool) {
+    let note = match action {
+        TrainerAction::Stop => "coordinator: stop (checkpointing and stopping)",
+        TrainerAction::Finish => {
+            shared.finish_early.store(true, Ordering::SeqCst);
+            "coordinator: the advice's early stop (checkpointing and finishing)"
+        }
+        _ => return,
+    };
+    if !stop.swap(true, Ordering::SeqCst) {
+        tracing::info!("{note}");
     }
 }
 
