@@ -101,13 +101,18 @@ struct MlflowRun {
     ended: bool,
 }
 
-/// Publishes every `interval` until `stopped` resolves.
+/// How long the last round, after the stop, may take.
+const LAST_ROUND: Duration = Duration::from_secs(10);
+
+/// Publishes every `interval` until `stopped` resolves, then once more (a
+/// run that ended just before the stop is published whole); the task ends
+/// after that round.
 pub fn spawn(
     state: Arc<Mutex<State>>,
     runs: RunStores,
     interval: Duration,
     stopped: impl Future<Output = ()> + Send + 'static,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         tokio::pin!(stopped);
         let mut sent: HashMap<String, Sent> = HashMap::new();
@@ -116,23 +121,34 @@ pub fn spawn(
                 _ = &mut stopped => break,
                 _ = tokio::time::sleep(interval) => {}
             }
-            let snapshots: Vec<Snapshot> = {
-                let state = state.lock().unwrap_or_else(|p| p.into_inner());
-                state.jobs.values().map(Snapshot::of).collect()
-            };
-            for job in snapshots {
-                let store = match runs.get(&job.spec.run.output) {
-                    Ok(store) => store,
-                    Err(e) => {
-                        tracing::warn!(job = job.name, error = %e, "publishing: cannot open the run's store");
-                        continue;
-                    }
-                };
-                let sent = sent.entry(job.name.clone()).or_default();
-                publish_job(&job, &store, sent).await;
-            }
+            round(&state, &runs, &mut sent).await;
         }
-    });
+        if tokio::time::timeout(LAST_ROUND, round(&state, &runs, &mut sent))
+            .await
+            .is_err()
+        {
+            tracing::warn!("publishing: the last round took over {LAST_ROUND:?}; left unfinished");
+        }
+    })
+}
+
+/// One round over every job.
+async fn round(state: &Mutex<State>, runs: &RunStores, sent: &mut HashMap<String, Sent>) {
+    let snapshots: Vec<Snapshot> = {
+        let state = state.lock().unwrap_or_else(|p| p.into_inner());
+        state.jobs.values().map(Snapshot::of).collect()
+    };
+    for job in snapshots {
+        let store = match runs.get(&job.spec.run.output) {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::warn!(job = job.name, error = %e, "publishing: cannot open the run's store");
+                continue;
+            }
+        };
+        let sent = sent.entry(job.name.clone()).or_default();
+        publish_job(&job, &store, sent).await;
+    }
 }
 
 /// One round for one job; failures are logged, and retried next round.

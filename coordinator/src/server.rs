@@ -188,7 +188,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         None => None,
     };
     spawn_scanner(&state, &runs, &scan, options.scan_interval, &stop);
-    crate::publish::spawn(
+    let publisher = crate::publish::spawn(
         state.clone(),
         runs.clone(),
         crate::publish::INTERVAL,
@@ -206,8 +206,12 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     };
     let grpc = serve_grpc(listener, service, tokens, &options, &stop)?;
     // The server's end, then the lease's: a lost lease is the error.
+    let ended = shutdown.clone();
     let task = tokio::spawn(async move {
         let served = grpc.await.expect("server task does not panic");
+        // A server that failed ends the rest too.
+        ended.send_replace(true);
+        publisher.await.expect("publisher does not panic");
         keeper.await.expect("lease task does not panic")?;
         served
     });

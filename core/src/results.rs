@@ -227,6 +227,23 @@ pub(crate) fn check_chunks(metadata: &ParquetMetaData, size: u64) -> Result<(), 
 /// Columns that files of earlier versions lack: read as `None`.
 const OPTIONAL_COLUMNS: [&str; 1] = ["distinct_samples"];
 
+/// The u32 column `name`, if the batch has it.
+fn optional_u32s<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<Option<&'a arrow_array::UInt32Array>, String> {
+    match batch.column_by_name(name) {
+        None => Ok(None),
+        Some(c) if c.data_type() == &arrow_schema::DataType::UInt32 => {
+            Ok(Some(c.as_primitive::<UInt32Type>()))
+        }
+        Some(c) => Err(format!(
+            "column `{name}` has type {}, expected UInt32",
+            c.data_type()
+        )),
+    }
+}
+
 /// The rows of one record batch whose columns have the names and types of
 /// `expected` (extra columns are ignored; [`OPTIONAL_COLUMNS`] may be missing).
 fn batch_rows(batch: &RecordBatch, expected: &Schema) -> Result<Vec<ExampleResult>, String> {
@@ -258,10 +275,7 @@ fn batch_rows(batch: &RecordBatch, expected: &Schema) -> Result<Vec<ExampleResul
     let equal = column("frac_equal_target")?.as_primitive::<Float64Type>();
     let confidences = column("sample_confidences")?.as_list::<i32>();
     let texts = column("sample_texts")?.as_list::<i32>();
-    let distinct = match batch.column_by_name(OPTIONAL_COLUMNS[0]) {
-        Some(_) => Some(column(OPTIONAL_COLUMNS[0])?.as_primitive::<UInt32Type>()),
-        None => None,
-    };
+    let distinct = optional_u32s(batch, OPTIONAL_COLUMNS[0])?;
     let rows = (0..batch.num_rows()).map(|i| ExampleResult {
         id: id.value(i).to_string(),
         split: split.value(i).to_string(),
