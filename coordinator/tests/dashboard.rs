@@ -184,3 +184,58 @@ async fn the_overview_and_heatmap_show_the_state() {
     assert!(status_line(&missing).contains(" 404"), "{missing}");
     running.stop().await.unwrap();
 }
+
+/// Runs of one sweep (`run.group`) form a group: its runs, the P-M vs
+/// test point of each run with both, and the sweep's advice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_a_sweep_are_grouped_with_their_points() {
+    let fixture = Fixture::new();
+    let mut options = fixture.options();
+    options.metrics_listen = Some("127.0.0.1:0".into());
+    options.role_tokens = vec![(READ.into(), Role::Read)];
+    let running = start(options).await.unwrap();
+    let mut client = connect(&running);
+    for (name, output) in [(JOB, "run"), ("grpc-job-b", "run-b")] {
+        let mut spec = fixture.spec(2);
+        spec["run"] = serde_json::json!({
+            "name": name, "output": fixture.path(output), "group": "sweep/s",
+        });
+        submit(&mut client, spec.to_string()).await;
+    }
+    fixture.publish(4);
+    wait_for_tasks(&mut client, 3).await;
+    for _ in 0..3 {
+        let task = lease(&mut client).await;
+        fixture.write_result(&task, &rows_for(&task));
+        complete(&mut client, &task, rows_for(&task)).await.unwrap();
+    }
+    let overview = json(running.metrics_address.unwrap(), "/api/overview").await;
+    let group = &overview["groups"][0];
+    assert_eq!(
+        (group["name"].as_str(), group["kind"].as_str()),
+        (Some("sweep/s"), Some("sweep"))
+    );
+    assert_eq!(group["runs"], serde_json::json!([JOB, "grpc-job-b"]));
+    let points = group["points"].as_array().unwrap();
+    assert_eq!(
+        points.len(),
+        1,
+        "only the first run has a folded checkpoint: {group}"
+    );
+    let status = status(&mut client).await;
+    assert_eq!(points[0]["pm"].as_f64(), status.checkpoints[0].pm_accuracy);
+    assert_eq!(
+        points[0]["test_accuracy"].as_f64(),
+        status.checkpoints[0].test_accuracy
+    );
+    assert_eq!(points[0]["lr"].as_f64(), Some(1e-4));
+    assert!(!group["advice"].as_array().unwrap().is_empty(), "{group}");
+    assert!(
+        overview["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["group"] == "sweep/s")
+    );
+    running.stop().await.unwrap();
+}
