@@ -198,8 +198,12 @@ fn a_sweep_survives_a_coordinator_restart_and_reruns_nothing_finished() {
     cluster.wait_success("sweep", Duration::from_secs(300));
 
     // The finished run was not trained or evaluated again: none of its
-    // files was written after the restart.
-    let after = file_times(&rough.join(&finished));
+    // files was written after the restart. The restarted coordinator may
+    // add the TensorBoard event files its predecessor had not written yet.
+    let mut after = file_times(&rough.join(&finished));
+    after.retain(|path, _| {
+        before.contains_key(path) || !path.to_string_lossy().contains("/tensorboard/events.")
+    });
     assert_eq!(before, after, "{finished} was touched after the restart");
     let log = cluster.log_text("pool-0");
     let assigned = log
