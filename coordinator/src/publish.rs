@@ -89,7 +89,12 @@ fn folded_at(job: &Job, step: u64) -> bool {
 struct Sent {
     /// Suffixes of the event files in its `tensorboard/` (listed once).
     events: Option<BTreeSet<String>>,
+    /// Per-step scalars read from the store that MLflow has not taken yet:
+    /// each metrics file is read once.
+    train: BTreeMap<u64, Vec<Scalar>>,
     mlflow: Option<MlflowRun>,
+    /// No MLflow call before this, after a failure.
+    mlflow_after: Option<std::time::Instant>,
     early_stop: Option<EarlyStopRecord>,
 }
 
@@ -163,10 +168,23 @@ async fn publish_job(job: &Snapshot, store: &Store, sent: &mut Sent) {
             return;
         }
     };
-    if let Err(e) = send_mlflow(job, sent, &train, &eval).await {
-        tracing::warn!(job = job.name, error = %e, "cannot log to MLflow");
+    if sent
+        .mlflow_after
+        .is_some_and(|t| std::time::Instant::now() < t)
+    {
+        return;
+    }
+    match send_mlflow(job, sent, &train, &eval).await {
+        Ok(()) => sent.mlflow_after = None,
+        Err(e) => {
+            tracing::warn!(job = job.name, error = %e, retry_in = ?MLFLOW_RETRY, "cannot log to MLflow");
+            sent.mlflow_after = Some(std::time::Instant::now() + MLFLOW_RETRY);
+        }
     }
 }
+
+/// How long after a failed MLflow call the next is tried.
+const MLFLOW_RETRY: Duration = Duration::from_secs(10);
 
 async fn write_early_stop(job: &Snapshot, store: &Store, sent: &mut Sent) -> Result<(), String> {
     let Some(record) = &job.early_stop else {
@@ -207,9 +225,15 @@ async fn write_events(
         if written && (job.spec.tracking.mlflow.is_none() || tracked_elsewhere) {
             continue;
         }
-        let scalars = train_scalars(store, step).await?;
+        let scalars = match sent.train.get(&step) {
+            Some(scalars) => scalars.clone(),
+            None => train_scalars(store, step).await?,
+        };
         if !written {
             put_events(store, &suffix, &scalars, sent).await?;
+        }
+        if job.spec.tracking.mlflow.is_some() {
+            sent.train.insert(step, scalars.clone());
         }
         train.insert(step, scalars);
     }
@@ -332,10 +356,20 @@ async fn send_mlflow(
     if sent.mlflow.is_none() {
         sent.mlflow = Some(open_mlflow(job, url).await?);
     }
-    let run = sent.mlflow.as_mut().expect("opened above");
-    for (kind, scalars) in [(&mut run.train, train), (&mut run.eval, eval)] {
+    let Sent {
+        mlflow,
+        train: read,
+        ..
+    } = sent;
+    let run = mlflow.as_mut().expect("opened above");
+    for (is_train, scalars) in [(true, train), (false, eval)] {
         for (step, values) in scalars {
-            if kind.contains(step) {
+            let logged = if is_train {
+                &mut run.train
+            } else {
+                &mut run.eval
+            };
+            if logged.contains(step) {
                 continue;
             }
             let metrics: Vec<Metric> = values.iter().map(metric).collect();
@@ -343,7 +377,10 @@ async fn send_mlflow(
                 .log(&run.run_id, &[], &metrics)
                 .await
                 .map_err(|e| e.to_string())?;
-            kind.insert(*step);
+            logged.insert(*step);
+            if is_train {
+                read.remove(step);
+            }
         }
     }
     if let Some(status) = job.ended.filter(|_| !run.ended) {
