@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use common::*;
 use premem_coordinator::start;
 use premem_proto::Role;
-use premem_proto::v1::Completion;
 
 const READ: &str = "dashboard-read-token-0123";
 const TRAINER: &str = "dashboard-trainer-token-01";
@@ -44,12 +43,7 @@ async fn coordinator_with_a_folded_checkpoint(fixture: &Fixture) -> premem_coord
     }
     fixture.publish(4);
     wait_for_tasks(&mut client, 3).await;
-    for _ in 0..2 {
-        let task = lease(&mut client).await;
-        fixture.write_result(&task, &rows_for(&task));
-        let done = complete(&mut client, &task, rows_for(&task)).await.unwrap();
-        assert_eq!(done, Completion::Accepted);
-    }
+    evaluate(fixture, &mut client, 2).await;
     running
 }
 
@@ -204,11 +198,7 @@ async fn runs_of_a_sweep_are_grouped_with_their_points() {
     }
     fixture.publish(4);
     wait_for_tasks(&mut client, 3).await;
-    for _ in 0..3 {
-        let task = lease(&mut client).await;
-        fixture.write_result(&task, &rows_for(&task));
-        complete(&mut client, &task, rows_for(&task)).await.unwrap();
-    }
+    evaluate(&fixture, &mut client, 3).await;
     let overview = json(running.metrics_address.unwrap(), "/api/overview").await;
     let group = &overview["groups"][0];
     assert_eq!(

@@ -33,11 +33,7 @@ async fn a_stop_publishes_the_last_folded_checkpoint() {
     submit(&mut client, fixture.spec_json()).await;
     fixture.publish(4);
     wait_for_tasks(&mut client, 3).await;
-    for _ in 0..3 {
-        let task = lease(&mut client).await;
-        fixture.write_result(&task, &rows_for(&task));
-        complete(&mut client, &task, rows_for(&task)).await.unwrap();
-    }
+    evaluate(&fixture, &mut client, 3).await;
     let status = status(&mut client).await;
     running.stop().await.unwrap();
     let checkpoint = &status.checkpoints[0];

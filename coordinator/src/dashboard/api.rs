@@ -50,17 +50,15 @@ pub struct TaskCounts {
     pub done: usize,
 }
 
+/// A checkpoint as the advice sees it ([`Job::view_at`]), with its tasks
+/// and memorized fraction.
 #[derive(Serialize)]
 pub struct CheckpointView {
-    pub step: u64,
+    #[serde(flatten)]
+    pub folded: premem_core::advice::CheckpointView,
     pub tasks_done: usize,
     pub tasks_total: usize,
-    pub pm: Option<f64>,
-    pub train_accuracy: Option<f64>,
     pub memorized_fraction: Option<f64>,
-    pub test_accuracy: Option<f64>,
-    pub test_perplexity: Option<f64>,
-    pub distinct_fraction: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -205,20 +203,11 @@ fn checkpoints(job: &Job) -> Vec<CheckpointView> {
     }
     tasks
         .into_iter()
-        .map(|(step, (tasks_done, tasks_total))| {
-            let pm = job.pm_by_step.get(&step);
-            let test = job.test.get(&step);
-            CheckpointView {
-                step,
-                tasks_done,
-                tasks_total,
-                pm: pm.and_then(|p| p.pm),
-                train_accuracy: pm.map(|p| p.train_accuracy),
-                memorized_fraction: pm.map(|p| p.memorized_fraction),
-                test_accuracy: test.map(|t| t.accuracy),
-                test_perplexity: test.map(|t| t.perplexity),
-                distinct_fraction: test.and_then(|t| t.distinct),
-            }
+        .map(|(step, (tasks_done, tasks_total))| CheckpointView {
+            folded: job.view_at(step),
+            tasks_done,
+            tasks_total,
+            memorized_fraction: job.pm_by_step.get(&step).map(|p| p.memorized_fraction),
         })
         .collect()
 }

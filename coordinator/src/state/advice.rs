@@ -18,21 +18,21 @@ impl Job {
             .chain(self.test.keys())
             .copied()
             .collect();
-        steps
-            .into_iter()
-            .map(|step| {
-                let pm = self.pm_by_step.get(&step);
-                let test = self.test.get(&step);
-                CheckpointView {
-                    step,
-                    pm: pm.and_then(|p| p.pm),
-                    train_accuracy: pm.map(|p| p.train_accuracy),
-                    test_accuracy: test.map(|t| t.accuracy),
-                    test_perplexity: test.map(|t| t.perplexity),
-                    distinct_fraction: test.and_then(|t| t.distinct),
-                }
-            })
-            .collect()
+        steps.into_iter().map(|step| self.view_at(step)).collect()
+    }
+
+    /// Checkpoint `step` as folded so far (`None` where a split is not).
+    pub fn view_at(&self, step: u64) -> CheckpointView {
+        let pm = self.pm_by_step.get(&step);
+        let test = self.test.get(&step);
+        CheckpointView {
+            step,
+            pm: pm.and_then(|p| p.pm),
+            train_accuracy: pm.map(|p| p.train_accuracy),
+            test_accuracy: test.map(|t| t.accuracy),
+            test_perplexity: test.map(|t| t.perplexity),
+            distinct_fraction: test.and_then(|t| t.distinct),
+        }
     }
 
     /// Recomputes the advice, and asks for the early stop when its rule

@@ -203,6 +203,17 @@ pub async fn complete(
         .map(|r| r.into_inner().completion())
 }
 
+/// Leases `tasks` tasks, writes their result files and completes them, as
+/// an evaluator does; each completion is accepted.
+pub async fn evaluate(fixture: &Fixture, client: &mut Client, tasks: usize) {
+    for _ in 0..tasks {
+        let task = lease(client).await;
+        fixture.write_result(&task, &rows_for(&task));
+        let done = complete(client, &task, rows_for(&task)).await.unwrap();
+        assert_eq!(done, Completion::Accepted, "{}", task.task_id);
+    }
+}
+
 #[track_caller]
 pub fn assert_refused<T: std::fmt::Debug>(
     result: Result<T, tonic::Status>,
