@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--bandwidth-gbs", type=float,
+                    help="the device's memory bandwidth (H200: 4800), for the roofline fraction")
     args = ap.parse_args()
 
     p = premem_run(args)
@@ -96,6 +98,15 @@ def main() -> None:
     print(f"premem        {p['tokens_per_s']:12.0f} sampled tokens/s")
     print(f"transformers  {t:12.0f} sampled tokens/s")
     print(f"ratio premem/transformers = {p['tokens_per_s'] / t:.3f}")
+    if args.bandwidth_gbs:
+        # Each decoding step reads every weight once for all rows in flight:
+        # the weights alone need (tokens/s / rows) x weight bytes of bandwidth
+        # (a lower bound of what a step moves; the KV reads come on top).
+        weight_bytes = p["parameters"] * (2 if args.dtype == "bf16" else 4)
+        rows = args.prompts * args.samples
+        for name, rate in (("premem", p["tokens_per_s"]), ("transformers", t)):
+            used = rate / rows * weight_bytes / (args.bandwidth_gbs * 1e9)
+            print(f"{name}: {100 * used:.2f} % of the memory-bandwidth roofline (weight reads)")
 
 
 if __name__ == "__main__":

@@ -92,5 +92,17 @@ loss = {s: json.loads(open(f"'"$out"'/shard-{s}.log").read().strip().splitlines(
 print(loss)
 sys.exit(0 if all(abs(v - loss["none"]) <= 1e-4 * abs(loss["none"]) for v in loss.values()) else 1)'
 
+# Issue 21: the continuous sampler against transformers `generate`, 64
+# prompts x K=8, 256 new tokens, with the roofline fraction (H200: 4.8 TB/s).
+if [ "$device" = cuda ]; then
+    check sample-llama-0.5b 300 "$python" benches/sample_throughput.py --premem "$premem" \
+        --config benches/llama-0.5b.json --prompts 64 --samples 8 --new-tokens 256 \
+        --device cuda --dtype bf16 --bandwidth-gbs 4800
+else
+    check sample-llama-tiny 120 "$python" benches/sample_throughput.py --premem "$premem" \
+        --config benches/llama-tiny.json --prompts 8 --samples 4 --prompt-len 32 --new-tokens 32 \
+        --device cpu --dtype fp32
+fi
+
 echo "gpu-check: $failures check(s) failed; logs in $out/"
 [ "$failures" -eq 0 ]

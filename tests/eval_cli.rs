@@ -86,6 +86,51 @@ fn eval_reads_the_newest_checkpoint_of_a_run_and_writes_parquet() {
         "{}",
         text(&out.stderr)
     );
+
+    // `premem bench evaluate` does the same work with either sampler (two
+    // prompts in flight, so the continuous one refills its slots), and
+    // writes it out for the transformers run.
+    let work = tmp.path().join("work.json");
+    let bench = |sampler: &str| {
+        let mut a = vec!["bench".to_string()];
+        a.extend(args(&[
+            "--samples",
+            "3",
+            "--batch-size",
+            "2",
+            "--warmup",
+            "0",
+        ]));
+        a[1] = "evaluate".into();
+        a.extend(["--sampler", sampler, "--work-out", work.to_str().unwrap()].map(String::from));
+        let out = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let line: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+        assert_eq!(
+            (line["sampler"].as_str(), line["examples"].as_u64()),
+            (Some(sampler), Some(6))
+        );
+        assert!(line["examples_per_s"].as_f64().unwrap() > 0.0, "{line}");
+        premem_evaluator::results::read_parquet(&results).unwrap()
+    };
+    let (continuous, static_batch) = (bench("continuous"), bench("static"));
+    let key = |rows: &[premem_evaluator::ExampleResult]| -> Vec<(String, u32, Vec<String>)> {
+        rows.iter()
+            .map(|r| (r.id.clone(), r.n_correct, r.sample_texts.clone()))
+            .collect()
+    };
+    assert_eq!(key(&continuous), key(&static_batch));
+    let work: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&work).unwrap()).unwrap();
+    let prompts = work["examples"].as_array().unwrap();
+    assert_eq!((prompts.len(), work["samples"].as_u64()), (6, Some(3)));
+    assert!(
+        prompts[0]["prompt"]
+            .as_str()
+            .unwrap()
+            .ends_with("\nAnswer:"),
+        "{work}"
+    );
 }
 
 /// Issue 18, finding 13: a checkpoint trained with a custom template is

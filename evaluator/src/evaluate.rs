@@ -13,7 +13,9 @@ use premem_core::{Example, PromptTemplate, SamplingSpec, Split};
 use premem_model::batch::{
     Batch, LengthLimit, TokenizedExample, per_example_nll, per_example_nll_chunked, tokenize,
 };
-use premem_model::{CausalLm, Prompt, Stop, Tokenizer, generate, mix_seed};
+use premem_model::{
+    CausalLm, Completion, Prompt, Stop, Tokenizer, generate_static, mix_seed, sample,
+};
 use sha2::{Digest, Sha256};
 
 use crate::error::{EvalError, Result};
@@ -30,7 +32,8 @@ pub struct EvalSettings {
     /// K, temperature, top-p, new tokens, the preambles to sample with
     /// (results come for no preamble and for each of these), kept texts.
     pub sampling: SamplingSpec,
-    /// Prompts per generation batch (each with its K samples).
+    /// Prompts in flight (each with its K samples): the sampler keeps
+    /// `batch_size × K` rows going, and scores targets this many at a time.
     pub batch_size: usize,
     /// Longer prompt + target sequences are cut for the perplexity.
     pub max_length: usize,
@@ -38,6 +41,20 @@ pub struct EvalSettings {
     /// pass never holds the logits of a whole batch (the job's
     /// `train.loss_chunk_tokens`; absent: all at once).
     pub loss_chunk_tokens: Option<usize>,
+    /// Which sampler runs (the static one only for `premem bench evaluate`'s
+    /// before figure).
+    pub sampler: SamplerKind,
+}
+
+/// The sampler an evaluation runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// Continuous batching ([`premem_model::sample`]).
+    #[default]
+    Continuous,
+    /// The static-batch loop it replaced ([`premem_model::generate_static`]),
+    /// one batch per `batch_size` prompts.
+    Static,
 }
 
 impl EvalSettings {
@@ -51,6 +68,7 @@ impl EvalSettings {
             batch_size: 16,
             max_length: 4096,
             loss_chunk_tokens: None,
+            sampler: SamplerKind::Continuous,
         }
     }
 
@@ -106,23 +124,24 @@ impl Evaluator<'_> {
     ) -> Result<Vec<ExampleResult>> {
         settings.validate()?;
         let preambles = &settings.sampling.preambles;
-        let mut rows = Vec::with_capacity(examples.len() * (1 + preambles.len()));
-        let mut done = 0;
+        let mut perplexity = Vec::with_capacity(examples.len());
         for chunk in examples.chunks(settings.batch_size) {
-            let perplexity = self.target_nll(chunk, settings)?;
-            let mut per_preamble = vec![];
+            perplexity.extend(self.target_nll(chunk, settings)?);
+        }
+        // Progress counts examples done with every preamble.
+        let passes = 1 + preambles.len();
+        let mut per_preamble = Vec::with_capacity(passes);
+        for (p, preamble) in with_none(preambles).enumerate() {
+            let pass_progress = |done: usize| progress((p * examples.len() + done) / passes);
+            per_preamble.push(self.sample(examples, settings, p, preamble, &pass_progress)?);
+        }
+        let mut rows = Vec::with_capacity(examples.len() * passes);
+        for (i, example) in examples.iter().enumerate() {
+            let (nll, tokens) = perplexity[i];
             for (p, preamble) in with_none(preambles).enumerate() {
-                per_preamble.push(self.sample(chunk, settings, p, preamble)?);
+                let samples = &per_preamble[p][i];
+                rows.push(self.row(example, settings, preamble, nll, tokens, samples));
             }
-            for (i, example) in chunk.iter().enumerate() {
-                let (nll, tokens) = perplexity[i];
-                for (p, preamble) in with_none(preambles).enumerate() {
-                    let samples = &per_preamble[p][i];
-                    rows.push(self.row(example, settings, preamble, nll, tokens, samples));
-                }
-            }
-            done += chunk.len();
-            progress(done);
         }
         Ok(rows)
     }
@@ -167,6 +186,7 @@ impl Evaluator<'_> {
         settings: &EvalSettings,
         preamble_index: usize,
         preamble: &str,
+        progress: &dyn Fn(usize),
     ) -> Result<Vec<Vec<Sample>>> {
         let prefix = if preamble.is_empty() {
             String::new()
@@ -193,7 +213,7 @@ impl Evaluator<'_> {
             token_ids: std::slice::from_ref(&self.eos),
             condition: Some(&stop_string),
         };
-        let completions = generate(self.model, &prompts, &settings.sampling, stop, self.pad)?;
+        let completions = self.generate(&prompts, settings, stop, progress)?;
         let mut samples = vec![Vec::with_capacity(settings.sampling.samples); examples.len()];
         for c in completions {
             let text = self.tokenizer.decode(&c.tokens, true)?;
@@ -208,6 +228,35 @@ impl Evaluator<'_> {
             });
         }
         Ok(samples)
+    }
+
+    /// The samples of `prompts` with the settings' sampler.
+    fn generate(
+        &self,
+        prompts: &[Prompt],
+        settings: &EvalSettings,
+        stop: Stop<'_>,
+        progress: &dyn Fn(usize),
+    ) -> Result<Vec<Completion>> {
+        let sampling = &settings.sampling;
+        match settings.sampler {
+            SamplerKind::Continuous => {
+                let rows = settings.batch_size * sampling.samples;
+                Ok(sample(self.model, prompts, sampling, stop, rows, progress)?.completions)
+            }
+            SamplerKind::Static => {
+                let mut completions = vec![];
+                for (b, batch) in prompts.chunks(settings.batch_size).enumerate() {
+                    let first = b * settings.batch_size;
+                    for mut c in generate_static(self.model, batch, sampling, stop, self.pad)? {
+                        c.prompt_index += first;
+                        completions.push(c);
+                    }
+                    progress(first + batch.len());
+                }
+                Ok(completions)
+            }
+        }
     }
 
     /// True once the decoded tail of a row contains a stop string.

@@ -23,7 +23,7 @@ pub mod worker;
 
 pub use cache::CheckpointCache;
 pub use error::{EvalError, Result};
-pub use evaluate::{EvalSettings, Evaluator, ExampleResult, select};
+pub use evaluate::{EvalSettings, Evaluator, ExampleResult, SamplerKind, select};
 /// Result rows to and from Parquet (they live in `premem-core`, which the
 /// report reads without libtorch).
 pub use premem_core::results;

@@ -315,6 +315,7 @@ impl RunEval<'_> {
             batch_size: self.options.batch_size,
             max_length: config.max_position_embeddings as usize,
             loss_chunk_tokens: self.record.spec.train.loss_chunk_tokens,
+            sampler: crate::SamplerKind::Continuous,
         };
         let refs: Vec<&Example> = input.examples.iter().collect();
         let total = refs.len();

@@ -179,6 +179,7 @@ pub fn evaluate_task(
         batch_size: eval.batch_size,
         max_length: loaded.model.config().max_position_embeddings as usize,
         loss_chunk_tokens: record.spec.train.loss_chunk_tokens,
+        sampler: crate::SamplerKind::Continuous,
     };
     let rows = evaluator
         .evaluate(&selected, &settings, &|_| {})

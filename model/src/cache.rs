@@ -60,8 +60,10 @@ impl KvCache {
 
     /// Appends the mask of `q_len` new positions and returns the mask over all
     /// positions (cached + new) and whether any of them is padding.
-    pub(crate) fn extend_mask(&mut self, new_mask: &Tensor) -> (Tensor, bool) {
-        let new_padding = new_mask.eq(0).any().int64_value(&[]) != 0;
+    /// `all_tokens` says the new mask is known to have no padding (no mask
+    /// was given), which spares reading it back from the device.
+    pub(crate) fn extend_mask(&mut self, new_mask: &Tensor, all_tokens: bool) -> (Tensor, bool) {
+        let new_padding = !all_tokens && new_mask.eq(0).any().int64_value(&[]) != 0;
         let full = match &self.key_mask {
             Some(old) => Tensor::cat(&[old, new_mask], 1),
             None => new_mask.shallow_clone(),
@@ -76,14 +78,38 @@ impl KvCache {
         self.has_padding = has_padding;
     }
 
+    /// Layer `layer`'s keys and values `[batch, kv_heads, capacity,
+    /// head_dim]` (the first [`KvCache::len`] positions hold the cache).
+    pub(crate) fn layer_kv(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        self.layers[layer].as_ref().map(|kv| (&kv.keys, &kv.values))
+    }
+
+    /// Row `i` of the result is row `index[i]` of this cache: repeats a
+    /// prefilled prompt for several samples, or drops finished rows.
+    pub fn select_rows(&mut self, index: &Tensor) {
+        for kv in self.layers.iter_mut().flatten() {
+            kv.keys = kv.keys.index_select(0, index);
+            kv.values = kv.values.index_select(0, index);
+        }
+        if let Some(mask) = &self.key_mask {
+            let mask = mask.index_select(0, &index.to_device(mask.device()));
+            self.key_mask = Some(mask);
+        }
+    }
+}
+
+/// Where a decoder layer's attention writes its new keys and values and
+/// reads all of them back: the growing [`KvCache`] of a (padded) batch, or
+/// the fixed slots of the continuous sampler ([`crate::slots::SlotCache`]).
+pub(crate) trait KvStore {
     /// Writes the new keys/values `[batch, kv_heads, q_len, head_dim]` of
-    /// `layer` after the cached ones and returns views over all of them.
-    pub(crate) fn append(
-        &mut self,
-        layer: usize,
-        keys: &Tensor,
-        values: &Tensor,
-    ) -> (Tensor, Tensor) {
+    /// `layer` and returns views over every key/value a query may attend.
+    fn append(&mut self, layer: usize, keys: &Tensor, values: &Tensor) -> (Tensor, Tensor);
+}
+
+impl KvStore for KvCache {
+    /// After the cached positions.
+    fn append(&mut self, layer: usize, keys: &Tensor, values: &Tensor) -> (Tensor, Tensor) {
         let offset = self.len;
         let (b, h, q_len, d) = keys
             .size4()
@@ -114,18 +140,5 @@ impl KvCache {
         kv.keys.narrow(2, offset, q_len).copy_(keys);
         kv.values.narrow(2, offset, q_len).copy_(values);
         (kv.keys.narrow(2, 0, needed), kv.values.narrow(2, 0, needed))
-    }
-
-    /// Row `i` of the result is row `index[i]` of this cache: repeats a
-    /// prefilled prompt for several samples, or drops finished rows.
-    pub fn select_rows(&mut self, index: &Tensor) {
-        for kv in self.layers.iter_mut().flatten() {
-            kv.keys = kv.keys.index_select(0, index);
-            kv.values = kv.values.index_select(0, index);
-        }
-        if let Some(mask) = &self.key_mask {
-            let mask = mask.index_select(0, &index.to_device(mask.device()));
-            self.key_mask = Some(mask);
-        }
     }
 }

@@ -9,7 +9,7 @@
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
-use crate::cache::KvCache;
+use crate::cache::KvStore;
 use crate::config::{Activation, ModelConfig, NormStyle};
 use crate::rope::apply_rotary;
 
@@ -96,6 +96,11 @@ pub(crate) enum AttnMask {
     Causal,
     /// Explicit `[batch, 1, q_len, kv_len]` boolean mask (true = attend).
     Explicit(Tensor),
+    /// One query per row (a step of the continuous sampler), with its
+    /// `[slots, 1, 1, kv_len]` mask: attention is computed per kv head for
+    /// its group of query heads, reading the slots' keys and values where
+    /// they are (no copy per query head).
+    Slots(Tensor),
 }
 
 impl AttnMask {
@@ -133,9 +138,22 @@ impl AttnMask {
         AttnMask::Explicit(allowed.logical_or(&diagonal))
     }
 
+    /// The mask of one decoding step of the continuous sampler: slot `b`'s
+    /// query sits at `positions[b]` (`[slots, 1]`, on the device) and sees
+    /// keys `0 ..= positions[b]` of the first `kv_len` (within the window).
+    /// Built on the device from the positions: nothing is read back.
+    pub(crate) fn for_slots(positions: &Tensor, kv_len: i64, window: Option<i64>) -> AttnMask {
+        let k_idx = Tensor::arange(kv_len, (Kind::Int64, positions.device())).unsqueeze(0);
+        let mut allowed = k_idx.le_tensor(positions);
+        if let Some(w) = window {
+            allowed = allowed.logical_and(&k_idx.gt_tensor(&(positions - w)));
+        }
+        AttnMask::Slots(allowed.view([-1, 1, 1, kv_len]))
+    }
+
     fn explicit(&self, q_len: i64, kv_len: i64, device: tch::Device) -> Tensor {
         match self {
-            AttnMask::Explicit(mask) => mask.shallow_clone(),
+            AttnMask::Explicit(mask) | AttnMask::Slots(mask) => mask.shallow_clone(),
             AttnMask::Causal => Tensor::ones([q_len, kv_len], (Kind::Bool, device))
                 .tril(kv_len - q_len)
                 .view([1, 1, q_len, kv_len]),
@@ -178,7 +196,7 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         mask: &AttnMask,
-        cache: Option<(&mut KvCache, usize)>,
+        cache: Option<(&mut dyn KvStore, usize)>,
     ) -> Tensor {
         let (b, t, _) = xs.size3().expect("hidden states are [batch, seq, hidden]");
         let heads = |proj: &Linear, n: i64| {
@@ -195,6 +213,7 @@ impl Attention {
         };
         let groups = self.num_heads / self.num_kv_heads;
         let out = match (self.softcap, mask) {
+            (softcap, AttnMask::Slots(m)) => self.grouped_decode(&q, &k, &v, m, softcap),
             // Without a mask the flash kernels take grouped kv heads as they
             // are (as transformers does): no copies of k and v.
             (None, AttnMask::Causal) => Tensor::scaled_dot_product_attention(
@@ -236,6 +255,30 @@ impl Attention {
             .contiguous()
             .view([b, t, self.num_heads * self.head_dim]);
         self.o_proj.forward(&out)
+    }
+}
+
+impl Attention {
+    /// One query per row: `q` `[rows, heads, 1, d]` viewed as `[rows,
+    /// kv_heads, groups, d]`, so each kv head's keys and values (views into
+    /// the slots) serve its group of query heads in one matmul.
+    fn grouped_decode(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        softcap: Option<f64>,
+    ) -> Tensor {
+        let (b, h, _, d) = q.size4().expect("q is [batch, heads, 1, head_dim]");
+        let q = q.view([b, self.num_kv_heads, h / self.num_kv_heads, d]);
+        let mut scores = q.matmul(&k.transpose(2, 3)) * self.scale;
+        if let Some(cap) = softcap {
+            scores = (scores / cap).tanh() * cap;
+        }
+        let scores = scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+        let probs = scores.softmax(-1, Kind::Float).to_kind(q.kind());
+        probs.matmul(v).view([b, h, 1, d])
     }
 }
 
@@ -324,7 +367,7 @@ impl DecoderLayer {
         cos: &Tensor,
         sin: &Tensor,
         mask: &AttnMask,
-        cache: Option<(&mut KvCache, usize)>,
+        cache: Option<(&mut dyn KvStore, usize)>,
     ) -> Tensor {
         let attn = self
             .self_attn

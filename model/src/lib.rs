@@ -9,7 +9,9 @@
 //! - [`Tokenizer`] from `tokenizer.json`;
 //! - [`batch`]: examples to tokens, padded batches and the summed NLL of
 //!   the target completion (the training loss and the evaluator's perplexity);
-//! - [`generate()`]: batched sampling with a shared prompt cache;
+//! - [`generate()`] / [`sample()`]: continuous-batching sampling (each
+//!   prompt prefilled once for its K samples), and [`generate_static`], the
+//!   static-batch loop it replaced (the bench's reference);
 //! - [`runtime`]: loading the CUDA part of libtorch at start-up.
 
 pub mod batch;
@@ -22,12 +24,16 @@ mod layers;
 pub mod model;
 pub mod rope;
 pub mod runtime;
+pub mod slots;
 pub mod tokenizer;
 pub mod weights;
 
 pub use cache::KvCache;
 pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
-pub use generate::{Completion, Prompt, Stop, StopCondition, generate, mix_seed};
+pub use generate::{
+    Completion, Prompt, Sampled, SamplerStats, Stop, StopCondition, generate, generate_static,
+    mix_seed, sample,
+};
 pub use model::{CausalLm, SaveOptions, default_kind};
 pub use tokenizer::Tokenizer;

@@ -6,11 +6,12 @@ use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::cache::KvCache;
+use crate::cache::{KvCache, KvStore};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::layers::{AttnMask, DecoderLayer, RmsNorm, WeightInit};
 use crate::rope::Rotary;
+use crate::slots::SlotCache;
 use crate::weights::{self, Checkpoint};
 
 pub struct CausalLm {
@@ -193,13 +194,47 @@ impl CausalLm {
         let (mut xs, shared, keys) =
             self.prepare(input_ids, attention_mask, cache.as_deref_mut())?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+            let layer_cache = cache.as_deref_mut().map(|c| (c as &mut dyn KvStore, i));
             xs = shared.forward(layer, &xs, layer_cache);
         }
         if let Some(cache) = cache {
             cache.commit(keys.mask, keys.has_padding);
         }
         Ok(self.norm.forward(&xs))
+    }
+
+    /// One decoding step of the continuous sampler: `tokens` `[slots]` (on
+    /// the device, as the last step chose them) go in at each slot's own
+    /// position; the queries see the first `attended` keys. Returns the
+    /// logits `[slots, vocab]`. Nothing is read back from the device and
+    /// nothing sent to it (`tests/sync_free.rs` holds it to that).
+    pub fn forward_slots(
+        &self,
+        tokens: &Tensor,
+        slots: &mut SlotCache,
+        attended: i64,
+    ) -> Result<Tensor> {
+        let positions = slots.query_positions();
+        let mut xs = self.embed(&tokens.view([-1, 1]))?;
+        let (cos, sin) = self.rotary.cos_sin(&positions, self.kind());
+        let mut masks: Vec<(Option<i64>, AttnMask)> = vec![];
+        for layer in &self.layers {
+            if !masks.iter().any(|(w, _)| *w == layer.window) {
+                let mask = AttnMask::for_slots(&positions, attended, layer.window);
+                masks.push((layer.window, mask));
+            }
+        }
+        let shared = LayerInputs {
+            cos: cos.unsqueeze(1),
+            sin: sin.unsqueeze(1),
+            masks,
+        };
+        slots.begin_step(attended);
+        for (i, layer) in self.layers.iter().enumerate() {
+            xs = shared.forward(layer, &xs, Some((slots as &mut dyn KvStore, i)));
+        }
+        slots.end_step();
+        Ok(self.logits(&self.norm.forward(&xs)).select(1, 0))
     }
 
     /// The embedded tokens, what every layer of this call shares (rotary
@@ -275,6 +310,7 @@ impl CausalLm {
             Some(mask) => mask.to_device(device).to_kind(Kind::Int64),
             None => Tensor::ones([batch, q_len], (Kind::Int64, device)),
         };
+        let all_tokens = attention_mask.is_none();
         let (mask, has_padding) = match cache {
             Some(cache) => {
                 if let Some(cached) = cache.key_mask()
@@ -285,10 +321,10 @@ impl CausalLm {
                         cached.size()[0]
                     )));
                 }
-                cache.extend_mask(&new_mask)
+                cache.extend_mask(&new_mask, all_tokens)
             }
             None => {
-                let padded = new_mask.eq(0).any().int64_value(&[]) != 0;
+                let padded = !all_tokens && new_mask.eq(0).any().int64_value(&[]) != 0;
                 (new_mask.shallow_clone(), padded)
             }
         };
@@ -317,9 +353,11 @@ impl CausalLm {
             })?;
         if let Some(scale) = self.config.embedding_scale {
             // transformers multiplies by the scale cast to the weight dtype.
+            // The cast is done on the host (a scalar, not a tensor sent to
+            // the device at every step): the product is computed the same.
             let scale = Tensor::from(scale as f32)
                 .to_kind(self.kind())
-                .to_device(device);
+                .double_value(&[]);
             xs *= scale;
         }
         Ok(xs)
@@ -339,7 +377,7 @@ impl LayerInputs {
         &self,
         layer: &DecoderLayer,
         xs: &Tensor,
-        cache: Option<(&mut KvCache, usize)>,
+        cache: Option<(&mut dyn KvStore, usize)>,
     ) -> Tensor {
         let mask = &self
             .masks

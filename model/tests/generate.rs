@@ -8,8 +8,6 @@ use premem_core::SamplingSpec;
 use premem_model::{CausalLm, Prompt, Stop, generate};
 use tch::{Kind, Tensor};
 
-const PAD: i64 = 0;
-
 fn prompts() -> Vec<Prompt> {
     [
         vec![11, 45, 7, 90, 23, 5, 61],
@@ -62,7 +60,6 @@ fn cached_greedy_batch_matches_naive_decoding() {
             &prompts(),
             &SamplingSpec::greedy(10),
             Stop::default(),
-            PAD,
         )
         .unwrap();
         assert_eq!(out.len(), 3);
@@ -84,8 +81,8 @@ fn sampling_is_seeded_per_prompt_and_samples_differ() {
         top_p: 0.95,
         ..SamplingSpec::default()
     };
-    let a = generate(&model, &prompts(), &params, Stop::default(), PAD).unwrap();
-    let b = generate(&model, &prompts(), &params, Stop::default(), PAD).unwrap();
+    let a = generate(&model, &prompts(), &params, Stop::default()).unwrap();
+    let b = generate(&model, &prompts(), &params, Stop::default()).unwrap();
     assert_eq!(a, b, "same seeds, same samples");
     assert_eq!(a.len(), 12);
     let first: Vec<&Vec<i64>> = a
@@ -102,13 +99,12 @@ fn sampling_is_seeded_per_prompt_and_samples_differ() {
         &with_seed_offset(&prompts(), 1),
         &params,
         Stop::default(),
-        PAD,
     )
     .unwrap();
     assert_ne!(a, c, "other seeds, other samples");
 
     // A prompt's samples do not depend on the other prompts of the batch.
-    let alone = generate(&model, &prompts()[1..2], &params, Stop::default(), PAD).unwrap();
+    let alone = generate(&model, &prompts()[1..2], &params, Stop::default()).unwrap();
     let in_batch: Vec<&Vec<i64>> = a
         .iter()
         .filter(|c| c.prompt_index == 1)
@@ -128,7 +124,6 @@ fn tiny_top_p_is_greedy_and_stop_conditions_end_rows() {
         &prompts(),
         &SamplingSpec::greedy(6),
         Stop::default(),
-        PAD,
     )
     .unwrap();
     let nucleus = SamplingSpec {
@@ -136,7 +131,7 @@ fn tiny_top_p_is_greedy_and_stop_conditions_end_rows() {
         top_p: 1e-6,
         ..SamplingSpec::greedy(6)
     };
-    let sampled = generate(&model, &prompts(), &nucleus, Stop::default(), PAD).unwrap();
+    let sampled = generate(&model, &prompts(), &nucleus, Stop::default()).unwrap();
     assert_eq!(sampled, greedy);
 
     let stop = greedy[1].tokens[2];
@@ -145,7 +140,6 @@ fn tiny_top_p_is_greedy_and_stop_conditions_end_rows() {
         &prompts(),
         &SamplingSpec::greedy(6),
         Stop::at_tokens(&[stop]),
-        PAD,
     )
     .unwrap();
     assert_eq!(stopped[1].tokens, greedy[1].tokens[..3].to_vec());
@@ -170,7 +164,6 @@ fn tiny_top_p_is_greedy_and_stop_conditions_end_rows() {
             token_ids: &[],
             condition: Some(&two),
         },
-        PAD,
     )
     .unwrap();
     for (c, g) in cut.iter().zip(&greedy) {
@@ -186,7 +179,7 @@ fn bad_sampling_parameters_are_errors() {
         top_p: 0.0,
         ..SamplingSpec::greedy(4)
     };
-    let err = generate(&model, &prompts(), &bad, Stop::default(), PAD)
+    let err = generate(&model, &prompts(), &bad, Stop::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("top_p"), "{err}");
@@ -194,14 +187,8 @@ fn bad_sampling_parameters_are_errors() {
         tokens: vec![],
         seed: 0,
     }];
-    let err = generate(
-        &model,
-        &empty,
-        &SamplingSpec::greedy(4),
-        Stop::default(),
-        PAD,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = generate(&model, &empty, &SamplingSpec::greedy(4), Stop::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("prompt 0 is empty"), "{err}");
 }

@@ -1,4 +1,4 @@
-//! `premem bench sample|train`: throughput on random inputs, one JSON line
+//! `premem bench sample|train|evaluate`: throughput on random inputs, one JSON line
 //! each, for the comparison scripts in benches/ (benches/README.md).
 
 use std::path::PathBuf;
@@ -48,6 +48,10 @@ pub enum BenchCommand {
     /// Training steps on random tokens (AdamW, clipping, the real step):
     /// tokens/s after warm-up. Prints one JSON line.
     Train(TrainBench),
+    /// The evaluator's work on a checkpoint (K samples per example stopped
+    /// at the stop string, plus target perplexity): examples/s and generated
+    /// tokens/s after warm-up. Prints one JSON line; writes the rows to --out.
+    Evaluate(Box<super::bench_evaluate::EvaluateBench>),
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -93,11 +97,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 }
             };
             for _ in 0..warmup {
-                premem_model::generate(&model, &batch, &sampling, Stop::default(), 0)?;
+                premem_model::generate(&model, &batch, &sampling, Stop::default())?;
             }
             sync();
             let started = Instant::now();
-            let out = premem_model::generate(&model, &batch, &sampling, Stop::default(), 0)?;
+            let out = premem_model::generate(&model, &batch, &sampling, Stop::default())?;
             sync();
             let seconds = started.elapsed().as_secs_f64();
             let tokens: usize = out.iter().map(|c| c.tokens.len()).sum();
@@ -118,6 +122,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             );
         }
         BenchCommand::Train(args) => args.run()?,
+        BenchCommand::Evaluate(args) => args.run()?,
     }
     Ok(())
 }

@@ -7,9 +7,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use premem_core::dataset::{DatasetFormat, DatasetSpec};
 use premem_core::spec::DEFAULT_EVAL_BATCH_SIZE;
-use premem_core::{Dataset, SamplingSpec, Split};
+use premem_core::{Dataset, Example, SamplingSpec, Split};
 use premem_evaluator::checkpoint::{DEFAULT_CACHE_DIR, LoadedModel};
-use premem_evaluator::{EvalSettings, Evaluator, ExampleResult};
+use premem_evaluator::{EvalSettings, Evaluator, ExampleResult, SamplerKind};
 
 use crate::device::{DType, parse_device};
 
@@ -81,12 +81,43 @@ pub struct EvalArgs {
     loss_chunk_tokens: Option<u64>,
     /// The Parquet file to write.
     #[arg(long, default_value = "results.parquet")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     #[command(flatten)]
     template: template::TemplateArgs,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    with_evaluator(
+        &args,
+        SamplerKind::Continuous,
+        |evaluator, examples, settings| {
+            let bar = indicatif::ProgressBar::new(examples.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} examples (eta {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            let started = Instant::now();
+            let rows =
+                evaluator.evaluate(examples, settings, &|done| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            premem_evaluator::results::write_parquet(&args.out, &rows)?;
+            print_summary(&args, settings, &rows, seconds);
+            Ok(())
+        },
+    )
+}
+
+/// Loads what `args` names (dataset, examples, template, checkpoint) and
+/// hands `work` the evaluator, the examples and the settings.
+pub fn with_evaluator<R>(
+    args: &EvalArgs,
+    sampler: SamplerKind,
+    work: impl FnOnce(&Evaluator<'_>, &[&Example], &EvalSettings) -> Result<R>,
+) -> Result<R> {
     let sampling = args.sampling.sampling()?.clone();
     let format = match args.format.as_str() {
         "gsm8k" => DatasetFormat::Gsm8k,
@@ -106,7 +137,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         examples.truncate(limit);
     }
     let (template, source) = template::resolve(&args.template, &args.checkpoint)?;
-    let (loaded, step) = load(&args, device)?;
+    let (loaded, step) = load(args, device)?;
     eprintln!("prompt template: {source}");
     let evaluator = Evaluator {
         model: &loaded.model,
@@ -124,22 +155,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         batch_size: args.sampling.batch_size,
         max_length: loaded.model.config().max_position_embeddings as usize,
         loss_chunk_tokens: args.loss_chunk_tokens.map(|n| n as usize),
+        sampler,
     };
-    let bar = indicatif::ProgressBar::new(examples.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} examples (eta {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let started = Instant::now();
-    let rows = evaluator.evaluate(&examples, &settings, &|done| bar.set_position(done as u64))?;
-    bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    premem_evaluator::results::write_parquet(&args.out, &rows)?;
-    print_summary(&args, &settings, &rows, seconds);
-    Ok(())
+    work(&evaluator, &examples, &settings)
 }
 
 /// The checkpoint of `--checkpoint`, fetched and loaded on `device`, and

@@ -16,7 +16,7 @@ pub struct GenerateArgs {
     /// MANIFEST.json when it is a published checkpoint).
     #[arg(long)]
     model: PathBuf,
-    /// Prompt text; repeat for a batch (prompts are left-padded together).
+    /// Prompt text; repeat for a batch (sampled together).
     #[arg(long = "prompt", required = true)]
     prompts: Vec<String>,
     /// Tokens to generate per sample at most.
@@ -74,14 +74,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     sampling
         .validate()
         .map_err(|e| anyhow::anyhow!(e.as_flag()))?;
-    let pad = model
-        .config()
-        .pad_token_id
-        .or(model.config().eos_token_ids.first().copied())
-        .unwrap_or(0);
     let start = Instant::now();
     let stop = Stop::at_tokens(&model.config().eos_token_ids);
-    let completions = premem_model::generate(&model, &prompts, &sampling, stop, pad)
+    let completions = premem_model::generate(&model, &prompts, &sampling, stop)
         .with_context(|| format!("generating with {}", args.model.display()))?;
     let elapsed = start.elapsed().as_secs_f64();
 

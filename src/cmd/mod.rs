@@ -1,6 +1,7 @@
 //! One module per command: its arguments (clap) and what it does.
 
 pub mod bench;
+pub mod bench_evaluate;
 pub mod coordinator;
 pub mod curate;
 pub mod curation_summary;

@@ -15,7 +15,6 @@ pub struct Monitor<'a> {
     pub style: AnswerStyle,
     pub max_new_tokens: i64,
     pub eos: i64,
-    pub pad: i64,
 }
 
 impl Monitor<'_> {
@@ -39,7 +38,7 @@ impl Monitor<'_> {
                     Ok(Prompt { tokens, seed: 0 })
                 })
                 .collect::<premem_model::Result<Vec<_>>>()?;
-            for completion in generate(model, &prompts, &greedy, stop, self.pad)? {
+            for completion in generate(model, &prompts, &greedy, stop)? {
                 let text = tokenizer.decode(&completion.tokens, true)?;
                 let answer = self.template.cut_at_stop(&text);
                 if is_correct(answer, &chunk[completion.prompt_index].answer, self.style) {

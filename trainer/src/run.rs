@@ -421,7 +421,6 @@ impl<'a> Run<'a> {
             style: self.inputs.data.style,
             max_new_tokens: t.monitor_max_new_tokens,
             eos: self.inputs.eos,
-            pad: self.inputs.pad,
         }
     }
 
