@@ -38,14 +38,6 @@ impl SlotCache {
         }
     }
 
-    pub fn slots(&self) -> i64 {
-        self.positions.size()[0]
-    }
-
-    pub fn capacity(&self) -> i64 {
-        self.capacity
-    }
-
     /// Bytes of keys and values held.
     pub fn bytes(&self) -> i64 {
         self.keys
