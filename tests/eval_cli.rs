@@ -120,6 +120,18 @@ fn eval_reads_the_newest_checkpoint_of_a_run_and_writes_parquet() {
             .collect()
     };
     assert_eq!(key(&continuous), key(&static_batch));
+    // The continuous sampler scores the targets in its prefills, the static
+    // one in batched forwards: the same NLL up to floating-point noise.
+    for (c, s) in continuous.iter().zip(&static_batch) {
+        let tolerance = 1e-4 * s.target_nll.abs().max(1.0);
+        assert!(
+            (c.target_nll - s.target_nll).abs() < tolerance,
+            "{}: {} vs {}",
+            c.id,
+            c.target_nll,
+            s.target_nll
+        );
+    }
     let work: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&work).unwrap()).unwrap();
     let prompts = work["examples"].as_array().unwrap();

@@ -1,7 +1,8 @@
 //! The per-task core: for each example, the perplexity of its target trace
-//! (one teacher-forced forward per batch, completion tokens + EOS, the same
-//! tokens the training loss covers) and K samples checked against its answer,
-//! optionally with the answer started by a preamble (paper §5.1).
+//! (teacher-forced, completion tokens + EOS, the same tokens the training
+//! loss covers; scored in the forward that prefills the example's prompt for
+//! sampling, so the prompt is run once) and K samples checked against its
+//! answer, optionally with the answer started by a preamble (paper §5.1).
 //!
 //! Sampling seeds derive from (run seed, checkpoint step, example id,
 //! preamble, sample index), so a result depends on none of: batch size, task
@@ -14,7 +15,7 @@ use premem_model::batch::{
     Batch, LengthLimit, TokenizedExample, per_example_nll, per_example_nll_chunked, tokenize,
 };
 use premem_model::{
-    CausalLm, Completion, Prompt, Stop, Tokenizer, generate_static, mix_seed, sample,
+    CausalLm, Completion, Prompt, SampleLimits, Stop, Tokenizer, generate_static, mix_seed, sample,
 };
 use sha2::{Digest, Sha256};
 
@@ -33,7 +34,8 @@ pub struct EvalSettings {
     /// (results come for no preamble and for each of these), kept texts.
     pub sampling: SamplingSpec,
     /// Prompts in flight (each with its K samples): the sampler keeps
-    /// `batch_size × K` rows going, and scores targets this many at a time.
+    /// `batch_size × K` rows going (the static one batches this many
+    /// prompts, and targets for their perplexity).
     pub batch_size: usize,
     /// Longer prompt + target sequences are cut for the perplexity.
     pub max_length: usize,
@@ -41,19 +43,21 @@ pub struct EvalSettings {
     /// pass never holds the logits of a whole batch (the job's
     /// `train.loss_chunk_tokens`; absent: all at once).
     pub loss_chunk_tokens: Option<usize>,
-    /// Which sampler runs (the static one only for `premem bench evaluate`'s
-    /// before figure).
+    /// Which sampler runs (the static one, with its own perplexity pass,
+    /// only for `premem bench evaluate`'s before figure).
     pub sampler: SamplerKind,
 }
 
 /// The sampler an evaluation runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SamplerKind {
-    /// Continuous batching ([`premem_model::sample`]).
+    /// Continuous batching ([`premem_model::sample`]), the targets scored in
+    /// the prompts' prefills.
     #[default]
     Continuous,
     /// The static-batch loop it replaced ([`premem_model::generate_static`]),
-    /// one batch per `batch_size` prompts.
+    /// one batch per `batch_size` prompts, after a teacher-forced forward
+    /// per `batch_size` targets.
     Static,
 }
 
@@ -94,6 +98,19 @@ pub struct Evaluator<'a> {
     pub pad: i64,
 }
 
+/// One sampling pass over a task's examples: its index (part of the
+/// seeds), its preamble, and the targets it scores (the pass without a
+/// preamble, under the continuous sampler).
+struct Pass<'a> {
+    index: usize,
+    preamble: &'a str,
+    targets: Option<&'a [TokenizedExample]>,
+}
+
+/// A pass's samples, example by example, and the targets' summed NLLs when
+/// it scored them.
+type PassOutput = (Vec<Vec<Sample>>, Option<Vec<f64>>);
+
 /// One sample: its answer text (cut at the stop string), generated tokens,
 /// and mean log-probability per token.
 #[derive(Clone)]
@@ -124,96 +141,140 @@ impl Evaluator<'_> {
     ) -> Result<Vec<ExampleResult>> {
         settings.validate()?;
         let preambles = &settings.sampling.preambles;
-        let mut perplexity = Vec::with_capacity(examples.len());
-        for chunk in examples.chunks(settings.batch_size) {
-            perplexity.extend(self.target_nll(chunk, settings)?);
-        }
+        let targets = self.targets(examples, settings)?;
+        let mut scored = None;
         // Progress counts examples done with every preamble.
         let passes = 1 + preambles.len();
         let mut per_preamble = Vec::with_capacity(passes);
         for (p, preamble) in with_none(preambles).enumerate() {
             let pass_progress = |done: usize| progress((p * examples.len() + done) / passes);
-            per_preamble.push(self.sample(examples, settings, p, preamble, &pass_progress)?);
+            // The pass without a preamble prefills exactly the targets'
+            // prompts: it scores them.
+            let fold = p == 0 && settings.sampler == SamplerKind::Continuous;
+            let pass = Pass {
+                index: p,
+                preamble,
+                targets: fold.then_some(&targets[..]),
+            };
+            let (samples, nll) = self.sample(examples, settings, &pass, &pass_progress)?;
+            scored = scored.or(nll);
+            per_preamble.push(samples);
         }
+        let nll = match scored {
+            Some(nll) => nll,
+            None => self.target_nll(&targets, settings)?,
+        };
         let mut rows = Vec::with_capacity(examples.len() * passes);
         for (i, example) in examples.iter().enumerate() {
-            let (nll, tokens) = perplexity[i];
+            let tokens = targets[i].loss_tokens() as u64;
             for (p, preamble) in with_none(preambles).enumerate() {
                 let samples = &per_preamble[p][i];
-                rows.push(self.row(example, settings, preamble, nll, tokens, samples));
+                rows.push(self.row(example, settings, preamble, nll[i], tokens, samples));
             }
         }
         Ok(rows)
     }
 
-    /// (summed NLL, tokens) of each example's target completion + EOS.
-    fn target_nll(
+    /// Each example's prompt + target completion + EOS, cut at the
+    /// settings' `max_length`.
+    fn targets(
         &self,
         examples: &[&Example],
         settings: &EvalSettings,
-    ) -> Result<Vec<(f64, u64)>> {
-        let tokenized: Vec<TokenizedExample> = examples
+    ) -> Result<Vec<TokenizedExample>> {
+        examples
             .iter()
             .map(|e| {
-                Ok(tokenize(
-                    e,
-                    self.template,
-                    self.tokenizer,
-                    self.eos,
-                    LengthLimit::context(settings.max_length),
-                )?
-                .0)
+                let limit = LengthLimit::context(settings.max_length);
+                Ok(tokenize(e, self.template, self.tokenizer, self.eos, limit)?.0)
             })
-            .collect::<Result<_>>()?;
+            .collect()
+    }
+
+    /// The summed NLL of each target's completion + EOS, by teacher-forced
+    /// forwards of `batch_size` targets (the static sampler's perplexity).
+    fn target_nll(
+        &self,
+        targets: &[TokenizedExample],
+        settings: &EvalSettings,
+    ) -> Result<Vec<f64>> {
+        let mut nll = Vec::with_capacity(targets.len());
+        for chunk in targets.chunks(settings.batch_size) {
+            nll.extend(self.batch_nll(chunk, settings)?);
+        }
+        Ok(nll)
+    }
+
+    fn batch_nll(
+        &self,
+        tokenized: &[TokenizedExample],
+        settings: &EvalSettings,
+    ) -> Result<Vec<f64>> {
         let refs: Vec<&TokenizedExample> = tokenized.iter().collect();
         let batch = Batch::collate(&refs, self.pad, self.model.device());
         let nll = tch::no_grad(|| match settings.loss_chunk_tokens {
             Some(chunk) => per_example_nll_chunked(self.model, &batch, chunk),
             None => per_example_nll(self.model, &batch),
         })?;
-        let nll = Vec::<f64>::try_from(nll.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))?;
-        Ok(nll
-            .into_iter()
-            .zip(&tokenized)
-            .map(|(n, t)| (n, t.loss_tokens() as u64))
-            .collect())
+        Ok(Vec::<f64>::try_from(
+            nll.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu),
+        )?)
     }
 
-    /// K samples per example, in sample order.
+    /// The prompts of a pass: each example's prompt with the preamble, or
+    /// with the pass's targets, their tokens (the same encoding of the same
+    /// text) and the target to score.
+    fn prompts(
+        &self,
+        examples: &[&Example],
+        settings: &EvalSettings,
+        pass: &Pass<'_>,
+        prefix: &str,
+    ) -> Result<Vec<Prompt>> {
+        let seed =
+            |e: &Example| prompt_seed(settings.seed, settings.checkpoint_step, &e.id, pass.index);
+        if let Some(targets) = pass.targets {
+            return Ok(examples
+                .iter()
+                .zip(targets)
+                .map(|(e, t)| {
+                    let (prompt, target) = t.tokens.split_at(t.prompt_len);
+                    let mut p = Prompt::new(prompt.to_vec(), seed(e));
+                    p.scored = target.to_vec();
+                    p
+                })
+                .collect());
+        }
+        examples
+            .iter()
+            .map(|e| {
+                let text = format!("{}{prefix}", self.template.render_prompt(e));
+                Ok(Prompt::new(self.tokenizer.encode(&text, true)?, seed(e)))
+            })
+            .collect()
+    }
+
+    /// K samples per example, in sample order, and the targets' NLLs when
+    /// the pass scores them.
     fn sample(
         &self,
         examples: &[&Example],
         settings: &EvalSettings,
-        preamble_index: usize,
-        preamble: &str,
+        pass: &Pass<'_>,
         progress: &dyn Fn(usize),
-    ) -> Result<Vec<Vec<Sample>>> {
-        let prefix = if preamble.is_empty() {
+    ) -> Result<PassOutput> {
+        let prefix = if pass.preamble.is_empty() {
             String::new()
         } else {
-            format!(" {preamble}")
+            format!(" {}", pass.preamble)
         };
-        let prompts = examples
-            .iter()
-            .map(|e| {
-                let text = format!("{}{prefix}", self.template.render_prompt(e));
-                Ok(Prompt {
-                    tokens: self.tokenizer.encode(&text, true)?,
-                    seed: prompt_seed(
-                        settings.seed,
-                        settings.checkpoint_step,
-                        &e.id,
-                        preamble_index,
-                    ),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let prompts = self.prompts(examples, settings, pass, &prefix)?;
         let stop_string = self.stop_condition();
         let stop = Stop {
             token_ids: std::slice::from_ref(&self.eos),
             condition: Some(&stop_string),
         };
-        let completions = self.generate(&prompts, settings, stop, progress)?;
+        let (completions, nll) = self.generate(&prompts, settings, stop, progress)?;
         let mut samples = vec![Vec::with_capacity(settings.sampling.samples); examples.len()];
         for c in completions {
             let text = self.tokenizer.decode(&c.tokens, true)?;
@@ -227,22 +288,31 @@ impl Evaluator<'_> {
                 confidence: c.mean_logprob(),
             });
         }
-        Ok(samples)
+        // Nothing scored sums to 0.
+        let nll = pass
+            .targets
+            .map(|_| nll.into_iter().map(|n| n.unwrap_or(0.0)).collect());
+        Ok((samples, nll))
     }
 
-    /// The samples of `prompts` with the settings' sampler.
+    /// The samples of `prompts` with the settings' sampler, and each
+    /// prompt's scored NLL (the continuous sampler's).
     fn generate(
         &self,
         prompts: &[Prompt],
         settings: &EvalSettings,
         stop: Stop<'_>,
         progress: &dyn Fn(usize),
-    ) -> Result<Vec<Completion>> {
+    ) -> Result<(Vec<Completion>, Vec<Option<f64>>)> {
         let sampling = &settings.sampling;
         match settings.sampler {
             SamplerKind::Continuous => {
-                let rows = settings.batch_size * sampling.samples;
-                Ok(sample(self.model, prompts, sampling, stop, rows, progress)?.completions)
+                let limits = SampleLimits {
+                    rows: settings.batch_size * sampling.samples,
+                    score_chunk: settings.loss_chunk_tokens,
+                };
+                let sampled = sample(self.model, prompts, sampling, stop, limits, progress)?;
+                Ok((sampled.completions, sampled.scored_nll))
             }
             SamplerKind::Static => {
                 let mut completions = vec![];
@@ -254,7 +324,7 @@ impl Evaluator<'_> {
                     }
                     progress(first + batch.len());
                 }
-                Ok(completions)
+                Ok((completions, vec![None; prompts.len()]))
             }
         }
     }

@@ -346,7 +346,7 @@ fn scored_positions(batch: &Batch, device: Device) -> (Tensor, Tensor) {
 
 /// The fp32 NLL of `labels` under the LM head over the hidden states
 /// `rows` (`[n, hidden]`), reduced as `reduction` says.
-fn chunk_nll(
+pub(crate) fn chunk_nll(
     model: &crate::CausalLm,
     rows: &Tensor,
     labels: &Tensor,

@@ -27,6 +27,22 @@ use crate::model::CausalLm;
 pub struct Prompt {
     pub tokens: Vec<i64>,
     pub seed: u64,
+    /// Tokens after the prompt (a target trace) whose negative
+    /// log-likelihood [`sample`] scores in the prompt's own prefill,
+    /// teacher-forced: the prompt's keys and values come out of the same
+    /// forward. Empty: nothing scored. Samples never see them.
+    pub scored: Vec<i64>,
+}
+
+impl Prompt {
+    /// A prompt with nothing scored.
+    pub fn new(tokens: Vec<i64>, seed: u64) -> Prompt {
+        Prompt {
+            tokens,
+            seed,
+            scored: vec![],
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -99,15 +115,37 @@ pub fn generate(
     sampling: &SamplingSpec,
     stop: Stop<'_>,
 ) -> Result<Vec<Completion>> {
-    let rows = prompts.len() * sampling.samples;
-    Ok(sample(model, prompts, sampling, stop, rows.max(1), &|_| {})?.completions)
+    let limits = SampleLimits::rows((prompts.len() * sampling.samples).max(1));
+    Ok(sample(model, prompts, sampling, stop, limits, &|_| {})?.completions)
+}
+
+/// How much [`sample`] holds at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleLimits {
+    /// Rows (one sample of one prompt each) in flight.
+    pub rows: usize,
+    /// Scored tokens whose logits exist at once (absent: all of a prompt's).
+    pub score_chunk: Option<usize>,
+}
+
+impl SampleLimits {
+    /// `rows` in flight, each prompt's scored tokens projected at once.
+    pub fn rows(rows: usize) -> SampleLimits {
+        SampleLimits {
+            rows,
+            score_chunk: None,
+        }
+    }
 }
 
 /// What [`sample`] returns: the completions, prompt by prompt and sample by
-/// sample, and how the work went.
+/// sample, each prompt's scored NLL, and how the work went.
 #[derive(Debug)]
 pub struct Sampled {
     pub completions: Vec<Completion>,
+    /// Per prompt: the summed NLL (fp32) of its [`Prompt::scored`] tokens,
+    /// `None` when it has none.
+    pub scored_nll: Vec<Option<f64>>,
     pub stats: SamplerStats,
 }
 
@@ -117,7 +155,8 @@ pub struct SamplerStats {
     /// Decoding steps (each picks one token for every row in flight).
     pub steps: u64,
     /// Reads from the device: one per step, plus one for each step whose
-    /// nucleus did not fit the candidate set (`fallbacks`).
+    /// nucleus did not fit the candidate set (`fallbacks`), plus one at the
+    /// end for the scored NLLs when a prompt has scored tokens.
     pub readbacks: u64,
     /// Steps redone with the full-vocabulary sort.
     pub fallbacks: u64,
@@ -129,23 +168,29 @@ pub struct SamplerStats {
     pub kv_bytes: u64,
 }
 
-/// [`generate`] with at most `max_rows` rows in flight; `progress` is told
-/// how many prompts have all their samples.
+/// [`generate`] within `limits`, scoring each prompt's [`Prompt::scored`]
+/// tokens in its prefill; `progress` is told how many prompts have all
+/// their samples.
 pub fn sample(
     model: &CausalLm,
     prompts: &[Prompt],
     sampling: &SamplingSpec,
     stop: Stop<'_>,
-    max_rows: usize,
+    limits: SampleLimits,
     progress: &dyn Fn(usize),
 ) -> Result<Sampled> {
     check(prompts, sampling)?;
-    if max_rows == 0 {
+    if limits.rows == 0 {
         return Err(ModelError::Invalid(
             "rows in flight must be at least 1".into(),
         ));
     }
-    tch::no_grad(|| continuous::run(model, prompts, sampling, stop, max_rows, progress))
+    if limits.score_chunk == Some(0) {
+        return Err(ModelError::Invalid(
+            "scored tokens at once must be at least 1".into(),
+        ));
+    }
+    tch::no_grad(|| continuous::run(model, prompts, sampling, stop, limits, progress))
 }
 
 /// The static-batch sampler [`sample`] replaced: all prompts left-padded

@@ -32,8 +32,8 @@ pub use cache::KvCache;
 pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
 pub use generate::{
-    Completion, Prompt, Sampled, SamplerStats, Stop, StopCondition, generate, generate_static,
-    mix_seed, sample,
+    Completion, Prompt, SampleLimits, Sampled, SamplerStats, Stop, StopCondition, generate,
+    generate_static, mix_seed, sample,
 };
 pub use model::{CausalLm, SaveOptions, default_kind};
 pub use tokenizer::Tokenizer;

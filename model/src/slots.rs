@@ -52,10 +52,15 @@ impl SlotCache {
         self.positions.unsqueeze(1)
     }
 
-    /// Puts a prefilled prompt (a one-row [`KvCache`]) into `slot`: its
-    /// keys and values are copied there, and the slot continues after it.
-    pub fn load_prompt(&mut self, slot: i64, prompt: &KvCache) {
-        let len = prompt.len();
+    /// Puts a prefilled prompt (the first `len` positions of a one-row
+    /// [`KvCache`]) into `slot`: its keys and values are copied there, and
+    /// the slot continues after it.
+    pub fn load_prompt(&mut self, slot: i64, prompt: &KvCache, len: i64) {
+        assert!(
+            len <= prompt.len(),
+            "{len} positions of a {}-position cache",
+            prompt.len()
+        );
         assert!(
             len < self.capacity,
             "a prompt of {len} positions in slots of {}",

@@ -5,7 +5,7 @@ mod common;
 
 use common::{device, fixture};
 use premem_core::SamplingSpec;
-use premem_model::{CausalLm, Prompt, Stop, generate};
+use premem_model::{CausalLm, Prompt, SampleLimits, Stop, generate, sample};
 use tch::{Kind, Tensor};
 
 fn prompts() -> Vec<Prompt> {
@@ -16,20 +16,14 @@ fn prompts() -> Vec<Prompt> {
     ]
     .into_iter()
     .enumerate()
-    .map(|(i, tokens)| Prompt {
-        tokens,
-        seed: 1000 + i as u64,
-    })
+    .map(|(i, tokens)| Prompt::new(tokens, 1000 + i as u64))
     .collect()
 }
 
 fn with_seed_offset(prompts: &[Prompt], offset: u64) -> Vec<Prompt> {
     prompts
         .iter()
-        .map(|p| Prompt {
-            tokens: p.tokens.clone(),
-            seed: p.seed + offset,
-        })
+        .map(|p| Prompt::new(p.tokens.clone(), p.seed + offset))
         .collect()
 }
 
@@ -183,12 +177,91 @@ fn bad_sampling_parameters_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("top_p"), "{err}");
-    let empty = [Prompt {
-        tokens: vec![],
-        seed: 0,
-    }];
+    let empty = [Prompt::new(vec![], 0)];
     let err = generate(&model, &empty, &SamplingSpec::greedy(4), Stop::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("prompt 0 is empty"), "{err}");
+}
+
+/// The summed NLL of `scored` after `prompt`: one forward over both, no
+/// cache, log-softmax at each position that predicts a scored token.
+fn reference_nll(model: &CausalLm, prompt: &[i64], scored: &[i64]) -> f64 {
+    let all: Vec<i64> = prompt.iter().chain(scored).copied().collect();
+    let ids = Tensor::from_slice(&all)
+        .view([1, -1])
+        .to_device(model.device());
+    let logits = tch::no_grad(|| model.forward(&ids, None, None)).unwrap();
+    let logprobs = logits.get(0).log_softmax(-1, Kind::Double);
+    let at = prompt.len() - 1;
+    scored
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| -logprobs.double_value(&[(at + i) as i64, t]))
+        .sum()
+}
+
+#[test]
+fn targets_are_scored_in_the_prefill_and_change_no_sample() {
+    let device = device();
+    let sampling = SamplingSpec {
+        samples: 3,
+        temperature: 0.8,
+        top_p: 0.95,
+        max_new_tokens: 8,
+        ..SamplingSpec::default()
+    };
+    let targets: [&[i64]; 3] = [&[3, 9, 27, 81, 2], &[], &[40]];
+    for family in ["llama", "gemma2"] {
+        let model = CausalLm::load(&fixture(family), device, Kind::Float).unwrap();
+        let plain = prompts();
+        let scored: Vec<Prompt> = plain
+            .iter()
+            .zip(targets)
+            .map(|(p, t)| Prompt {
+                scored: t.to_vec(),
+                ..p.clone()
+            })
+            .collect();
+        let unscored = sample(
+            &model,
+            &plain,
+            &sampling,
+            Stop::default(),
+            SampleLimits::rows(4),
+            &|_| {},
+        )
+        .unwrap();
+        assert_eq!(unscored.scored_nll, vec![None; 3]);
+        for chunk in [None, Some(2), Some(1)] {
+            let limits = SampleLimits {
+                rows: 4,
+                score_chunk: chunk,
+            };
+            let out = sample(&model, &scored, &sampling, Stop::default(), limits, &|_| {}).unwrap();
+            for (a, b) in out.completions.iter().zip(&unscored.completions) {
+                assert_eq!(a.tokens, b.tokens, "{family} {chunk:?}");
+                assert!((a.logprob - b.logprob).abs() < 1e-4, "{family} {chunk:?}");
+            }
+            for (i, (p, nll)) in scored.iter().zip(&out.scored_nll).enumerate() {
+                if p.scored.is_empty() {
+                    assert_eq!(*nll, None, "prompt {i}");
+                    continue;
+                }
+                let expected = reference_nll(&model, &p.tokens, &p.scored);
+                let got = nll.expect("scored");
+                assert!(
+                    (got - expected).abs() < 1e-4 * expected.max(1.0),
+                    "{family} prompt {i} chunk {chunk:?}: {got} vs {expected}"
+                );
+            }
+            let s = out.stats;
+            assert_eq!(
+                s.readbacks,
+                s.steps + s.fallbacks + 1,
+                "one read of the NLLs"
+            );
+            assert_eq!(s.prefills, 3, "the scoring is the prefill");
+        }
+    }
 }

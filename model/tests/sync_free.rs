@@ -12,7 +12,7 @@ mod common;
 
 use common::{device, fixture};
 use premem_core::SamplingSpec;
-use premem_model::{CausalLm, Prompt, Stop, generate_static, sample};
+use premem_model::{CausalLm, Prompt, SampleLimits, Stop, generate_static, sample};
 use tch::Kind;
 
 fn prompts() -> Vec<Prompt> {
@@ -25,10 +25,7 @@ fn prompts() -> Vec<Prompt> {
     ]
     .into_iter()
     .enumerate()
-    .map(|(i, tokens)| Prompt {
-        tokens,
-        seed: 77 + i as u64,
-    })
+    .map(|(i, tokens)| Prompt::new(tokens, 77 + i as u64))
     .collect()
 }
 
@@ -61,7 +58,8 @@ fn one_read_back_per_step_and_the_static_samplers_draws() {
             };
             let reference = generate_static(&model, &prompts(), &sampling, stop, 0).unwrap();
             for rows in [1, 4, 15] {
-                let out = sample(&model, &prompts(), &sampling, stop, rows, &|_| {}).unwrap();
+                let limits = SampleLimits::rows(rows);
+                let out = sample(&model, &prompts(), &sampling, stop, limits, &|_| {}).unwrap();
                 let s = out.stats;
                 assert_eq!(
                     s.readbacks,
@@ -143,4 +141,36 @@ fn step_code_moves_no_data() {
         parts[3].1.contains("slots.begin_step"),
         "the scan covers the step"
     );
+}
+
+/// The slots hold what the memory plan budgets an evaluator's KV cache
+/// (`batch_size × K` rows of prompt + new tokens): measured on the tensors,
+/// against the plan's formula.
+#[test]
+fn the_slots_kv_is_the_memory_plans_budget() {
+    use premem_core::plan::{EvalLoad, EvaluatorPlan, ModelShape, WeightKind};
+    let model = CausalLm::load(&fixture("llama"), device(), Kind::Float).unwrap();
+    let config = fixture("llama").join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let shape = ModelShape::from_config_json(&text, &config).unwrap();
+    let sampling = spec(0.8, 0.95);
+    let longest = prompts().iter().map(|p| p.tokens.len()).max().unwrap();
+    for prompts_in_flight in [1, 2, 5] {
+        let rows = prompts_in_flight * sampling.samples;
+        let stop = Stop::default();
+        let limits = SampleLimits::rows(rows);
+        let out = sample(&model, &prompts(), &sampling, stop, limits, &|_| {}).unwrap();
+        let load = EvalLoad {
+            batch_size: prompts_in_flight as u64,
+            samples: sampling.samples as u64,
+            sequence: longest as u64 + sampling.max_new_tokens as u64,
+            scored: 0,
+            chunk_tokens: None,
+        };
+        let plan = EvaluatorPlan::new(&shape, WeightKind::Fp32, &load);
+        assert_eq!(
+            out.stats.kv_bytes, plan.kv_cache,
+            "{prompts_in_flight} prompts"
+        );
+    }
 }

@@ -74,14 +74,14 @@ pub fn run(command: BenchCommand) -> Result<()> {
             let model = CausalLm::random(config, device, dtype.kind(device), 0);
             tch::manual_seed(1);
             let batch: Vec<Prompt> = (0..prompts)
-                .map(|i| Prompt {
-                    tokens: Vec::<i64>::try_from(tch::Tensor::randint(
+                .map(|i| {
+                    let tokens = Vec::<i64>::try_from(tch::Tensor::randint(
                         vocab,
                         [prompt_len as i64],
                         (Kind::Int64, Device::Cpu),
                     ))
-                    .expect("int64 tokens"),
-                    seed: i as u64,
+                    .expect("int64 tokens");
+                    Prompt::new(tokens, i as u64)
                 })
                 .collect();
             let sampling = SamplingSpec {

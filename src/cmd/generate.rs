@@ -58,10 +58,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .enumerate()
         .map(|(i, p)| {
             let tokens = tokenizer.encode(p, true)?;
-            Ok(Prompt {
+            Ok(Prompt::new(
                 tokens,
-                seed: premem_model::mix_seed(args.seed, i as u64, 0),
-            })
+                premem_model::mix_seed(args.seed, i as u64, 0),
+            ))
         })
         .collect::<Result<Vec<_>, premem_model::ModelError>>()?;
     let sampling = SamplingSpec {

@@ -35,7 +35,7 @@ impl Monitor<'_> {
                 .iter()
                 .map(|e| {
                     let tokens = tokenizer.encode(&self.template.render_prompt(e), true)?;
-                    Ok(Prompt { tokens, seed: 0 })
+                    Ok(Prompt::new(tokens, 0))
                 })
                 .collect::<premem_model::Result<Vec<_>>>()?;
             for completion in generate(model, &prompts, &greedy, stop)? {

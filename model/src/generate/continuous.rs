@@ -1,7 +1,8 @@
 //! Continuous batching: a fixed number of rows (slots) in flight. Each prompt
-//! is prefilled once, on its own (so its keys and values, and its first
-//! token's distribution, do not depend on what else is being sampled), and
-//! copied into the slots of its samples; when a row finishes, the next
+//! is prefilled once, on its own (so its keys and values, its first token's
+//! distribution and the NLL of its scored tokens, which the same forward
+//! covers, do not depend on what else is being sampled), and copied into the
+//! slots of its samples; when a row finishes, the next
 //! (prompt, sample) takes its slot before the next step, so the batch stays
 //! full until the work runs out; then it is compacted as it empties.
 //!
@@ -19,7 +20,8 @@ use tch::{Device, Kind, Tensor};
 use premem_core::SamplingSpec;
 
 use super::step::{self, Nucleus, Picked};
-use super::{Completion, Prompt, Sampled, SamplerStats, Stop, row_rng};
+use super::{Completion, Prompt, SampleLimits, Sampled, SamplerStats, Stop, row_rng};
+use crate::batch::chunk_nll;
 use crate::cache::KvCache;
 use crate::error::Result;
 use crate::model::CausalLm;
@@ -30,22 +32,25 @@ pub(super) fn run(
     prompts: &[Prompt],
     sampling: &SamplingSpec,
     stop: Stop<'_>,
-    max_rows: usize,
+    limits: SampleLimits,
     progress: &dyn Fn(usize),
 ) -> Result<Sampled> {
     if prompts.is_empty() {
         return Ok(Sampled {
             completions: vec![],
+            scored_nll: vec![],
             stats: SamplerStats::default(),
         });
     }
-    let mut sampler = Sampler::new(model, prompts, sampling, stop, max_rows, progress);
+    let mut sampler = Sampler::new(model, prompts, sampling, stop, limits, progress);
     sampler.admit()?;
     while sampler.slots.iter().any(Option::is_some) {
         sampler.step()?;
     }
+    let scored_nll = sampler.read_scored()?;
     Ok(Sampled {
         completions: sampler.completions,
+        scored_nll,
         stats: sampler.stats,
     })
 }
@@ -60,6 +65,8 @@ struct Row {
 /// A prefilled prompt, kept while its samples are being started.
 struct Prefix {
     prompt: usize,
+    /// The prompt's positions in `cache` (its scored tokens follow).
+    len: i64,
     cache: KvCache,
     /// `[1, vocab]` f32: the distribution of its first token.
     logits: Tensor,
@@ -95,6 +102,10 @@ struct Sampler<'a> {
     /// `[slots]` int64: tokens each slot's row has chosen.
     steps: Tensor,
     prefix: Option<Prefix>,
+    /// `[prompts]` f32: each prompt's scored NLL, kept on the device until
+    /// the end (absent when no prompt has scored tokens).
+    scored_nll: Option<Tensor>,
+    score_chunk: Option<usize>,
     stats: SamplerStats,
 }
 
@@ -104,14 +115,14 @@ impl<'a> Sampler<'a> {
         prompts: &'a [Prompt],
         sampling: &'a SamplingSpec,
         stop: Stop<'a>,
-        max_rows: usize,
+        limits: SampleLimits,
         progress: &'a dyn Fn(usize),
     ) -> Sampler<'a> {
         let k = sampling.samples;
         let completions: Vec<Completion> = (0..prompts.len())
             .flat_map(|p| (0..k).map(move |s| empty_completion(p, s)))
             .collect();
-        let slots = max_rows.min(completions.len());
+        let slots = limits.rows.min(completions.len());
         let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
         let cache = SlotCache::new(
             model,
@@ -143,6 +154,11 @@ impl<'a> Sampler<'a> {
                 .then(|| Tensor::zeros([slots as i64, sampling.max_new_tokens], float)),
             steps: Tensor::zeros([slots as i64], (Kind::Int64, device)),
             prefix: None,
+            scored_nll: prompts
+                .iter()
+                .any(|p| !p.scored.is_empty())
+                .then(|| Tensor::zeros([prompts.len() as i64], float)),
+            score_chunk: limits.score_chunk,
             stats,
         }
     }
@@ -255,11 +271,12 @@ impl<'a> Sampler<'a> {
             };
             self.prefill(p)?;
             let prefix = self.prefix.as_ref().expect("prefilled");
-            self.cache.load_prompt(slot as i64, &prefix.cache);
+            self.cache
+                .load_prompt(slot as i64, &prefix.cache, prefix.len);
             self.logits.narrow(0, slot as i64, 1).copy_(&prefix.logits);
             self.slots[slot] = Some(Row {
                 completion,
-                cached: prefix.cache.len(),
+                cached: prefix.len,
             });
             started.push(slot as i64);
             if self.uniforms.is_some() {
@@ -286,25 +303,76 @@ impl<'a> Sampler<'a> {
         }
     }
 
-    /// Makes `prompt` the prefilled one (a forward over it alone).
+    /// Makes `prompt` the prefilled one: a forward over it alone and its
+    /// scored tokens, whose NLL it records.
     fn prefill(&mut self, prompt: usize) -> Result<()> {
         if self.prefix.as_ref().is_some_and(|p| p.prompt == prompt) {
             return Ok(());
         }
         self.stats.prefills += 1;
-        let tokens = &self.prompts[prompt].tokens;
+        let Prompt { tokens, scored, .. } = &self.prompts[prompt];
         let len = tokens.len() as i64;
-        let ids = Tensor::from_slice(tokens)
-            .view([1, len])
+        let all: Vec<i64> = tokens.iter().chain(scored).copied().collect();
+        let ids = Tensor::from_slice(&all)
+            .view([1, -1])
             .to_device(self.model.device());
-        let mut cache = self.model.new_cache(len);
-        let logits = self.model.forward(&ids, None, Some(&mut cache))?;
+        let mut cache = self.model.new_cache(all.len() as i64);
+        let hidden = self
+            .model
+            .forward_hidden(&ids, None, Some(&mut cache))?
+            .squeeze_dim(0);
+        if let Some(nll) = &self.scored_nll
+            && !scored.is_empty()
+        {
+            let labels = ids.narrow(1, len, scored.len() as i64).view([-1]);
+            let rows = hidden.narrow(0, len - 1, scored.len() as i64);
+            let summed = self.score(&rows, &labels);
+            nll.narrow(0, prompt as i64, 1).copy_(&summed.view([1]));
+        }
+        let first = self.model.logits(&hidden.narrow(0, len - 1, 1));
         self.prefix = Some(Prefix {
             prompt,
+            len,
             cache,
-            logits: logits.select(1, len - 1).to_kind(Kind::Float),
+            logits: first.to_kind(Kind::Float),
         });
         Ok(())
+    }
+
+    /// The summed NLL (fp32, on the device) of `labels` under the hidden
+    /// states `rows` that predict them, `score_chunk` rows at a time.
+    fn score(&self, rows: &Tensor, labels: &Tensor) -> Tensor {
+        let n = rows.size()[0];
+        let chunk = self.score_chunk.map_or(n, |c| c as i64);
+        let mut summed = Tensor::zeros([], (Kind::Float, rows.device()));
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            let part = chunk_nll(
+                self.model,
+                &rows.narrow(0, start, len),
+                &labels.narrow(0, start, len),
+                tch::Reduction::Sum,
+            );
+            summed += part;
+            start += len;
+        }
+        summed
+    }
+
+    /// The scored NLLs, read back once at the end.
+    fn read_scored(&mut self) -> Result<Vec<Option<f64>>> {
+        let Some(nll) = &self.scored_nll else {
+            return Ok(vec![None; self.prompts.len()]);
+        };
+        self.stats.readbacks += 1;
+        let nll = Vec::<f64>::try_from(nll.to_kind(Kind::Double).to_device(Device::Cpu))?;
+        Ok(self
+            .prompts
+            .iter()
+            .zip(nll)
+            .map(|(p, n)| (!p.scored.is_empty()).then_some(n))
+            .collect())
     }
 
     /// Once nothing is left to start and half the slots or more are free,
