@@ -74,8 +74,11 @@ fn assert_same(family: &str, options: LossOptions) {
         let scale = want.abs().max().double_value(&[]);
         assert!(scale > 0.0, "{family}: {name} got no gradient");
         let diff = (got - want).abs().max().double_value(&[]);
+        // fp32 gradients summed in another order: on an AMD EPYC (MKL's
+        // other code path) the chunked loss's norm gradient differed by
+        // 1.1e-6 of its largest entry, so 1e-6 was inside the noise.
         assert!(
-            diff <= 1e-6 * scale,
+            diff <= 1e-5 * scale,
             "{family} {options:?}: {name} differs by {diff} (max |grad| {scale})"
         );
     }
