@@ -18,10 +18,10 @@
 //! - [`dashboard`]: the live web dashboard and its JSON;
 //! - [`publish`]: what goes out besides the gRPC replies: TensorBoard event
 //!   files, MLflow, the early-stop record;
-//! - [`server`]: serving it all.
-//!
-//! The load benchmark of the lease path is `tests/bench.rs`.
+//! - [`server`]: serving it all;
+//! - [`bench`]: the load benchmark and soak (`premem-coordinator-bench`).
 
+pub mod bench;
 pub mod dashboard;
 pub mod membership;
 pub mod metrics;

@@ -69,7 +69,7 @@ impl Snapshot {
             name: job.name.clone(),
             spec: job.spec.clone(),
             spec_json: job.spec_json.clone(),
-            found: job.checkpoint_steps().into_iter().collect(),
+            found: job.checkpoint_steps().collect(),
             folded,
             early_stop,
             ended,

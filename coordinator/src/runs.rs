@@ -5,15 +5,18 @@
 //! exactly when its manifest is there, a task is done exactly when its
 //! result file is.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use premem_core::checkpoint::{Area, MANIFEST, published_steps, step_prefix};
 use premem_core::dataset::DatasetError;
 use premem_core::order::{DataPlan, subset};
+use premem_core::results::results_prefix;
 use premem_core::spec::JobSpec;
 use premem_core::{Dataset, Store, StoreError};
+
+use futures::StreamExt;
 
 use crate::state::{Examples, Job, Row, State, TaskKey, TaskState};
 
@@ -110,18 +113,18 @@ fn add_published(
     steps: impl IntoIterator<Item = u64>,
 ) -> (usize, Vec<RunTask>) {
     let mut state = lock(state);
-    let Some(job) = state.jobs.get_mut(job).filter(|j| j.watches_checkpoints()) else {
+    if !state.jobs.get(job).is_some_and(|j| j.watches_checkpoints()) {
         return (0, vec![]);
-    };
+    }
     let mut added = 0;
     let mut tasks = vec![];
     for step in steps {
-        let keys = job.checkpoint_published(step, Instant::now());
+        let keys = state.checkpoint_published(job, step, Instant::now());
         if !keys.is_empty() {
             added += 1;
         }
         tasks.extend(keys.into_iter().map(|key| RunTask {
-            job: job.name.clone(),
+            job: job.to_string(),
             run: run.to_string(),
             key,
         }));
@@ -212,25 +215,51 @@ pub async fn adopt_all_results(state: &Mutex<State>, runs: &RunStores) {
     tracing::info!(tasks = found, "results found in the run stores");
 }
 
+/// Result files read at once while adopting (an object store's GETs are
+/// latency-bound: a restart's reads overlap).
+const ADOPT_READS: usize = 32;
+
 /// Marks done each task whose result file is already in its run's store
 /// (written before this coordinator knew the task: an earlier life of it,
 /// or another coordinator) and matches the task's examples; returns how
 /// many. Unreadable or mismatched files are left to be evaluated again.
+/// Each checkpoint's results are listed once, so only files that exist
+/// are read, [`ADOPT_READS`] at a time; each adoption takes the lock once.
 async fn adopt_results(state: &Mutex<State>, runs: &RunStores, tasks: Vec<RunTask>) -> usize {
+    let tasks: Vec<RunTask> = {
+        let state = lock(state);
+        tasks
+            .into_iter()
+            .filter(|task| {
+                state
+                    .jobs
+                    .get(&task.job)
+                    .and_then(|j| j.tasks.get(&task.key))
+                    .is_some_and(|t| !matches!(t.state, TaskState::Done))
+            })
+            .collect()
+    };
+    let tasks = with_result_files(runs, tasks).await;
+    // Each read is a task of its own, so that parsing runs on every worker.
+    let reads = futures::stream::iter(tasks.into_iter().map(|task| {
+        let run = runs.get(&task.run);
+        tokio::spawn(async move {
+            let rows = match run {
+                Ok(run) => result_rows(&run, task.key).await,
+                Err(e) => Err(e.to_string()),
+            };
+            (task, rows)
+        })
+    }))
+    .buffer_unordered(ADOPT_READS);
+    futures::pin_mut!(reads);
     let mut found = 0;
-    for task in tasks {
-        let open = lock(state)
-            .jobs
-            .get(&task.job)
-            .and_then(|j| j.tasks.get(&task.key))
-            .is_some_and(|t| !matches!(t.state, TaskState::Done));
-        if !open {
-            continue;
-        }
-        let Ok(run) = runs.get(&task.run) else {
+    while let Some(read) = reads.next().await {
+        let Ok((task, rows)) = read else {
+            tracing::error!("reading a result file panicked: task evaluated again");
             continue;
         };
-        let rows = match result_rows(&run, task.key).await {
+        let rows = match rows {
             Ok(Some(rows)) => rows,
             Ok(None) => continue,
             Err(e) => {
@@ -238,9 +267,7 @@ async fn adopt_results(state: &Mutex<State>, runs: &RunStores, tasks: Vec<RunTas
                 continue;
             }
         };
-        let mut state = lock(state);
-        let job = state.jobs.get_mut(&task.job).expect("listed above");
-        match job.adopt_result(task.key, rows) {
+        match lock(state).adopt_result(&task.job, task.key, rows) {
             Ok(()) => found += 1,
             Err(e) => {
                 tracing::warn!(task = task.key.id(&task.job), refusal = ?e, "result file does not match its task: evaluated again");
@@ -248,6 +275,47 @@ async fn adopt_results(state: &Mutex<State>, runs: &RunStores, tasks: Vec<RunTas
         }
     }
     found
+}
+
+/// The tasks whose result file a listing of their checkpoint's results
+/// shows (one listing per run and checkpoint); where a listing fails, all
+/// of that checkpoint's tasks, to be read one by one.
+async fn with_result_files(runs: &RunStores, tasks: Vec<RunTask>) -> Vec<RunTask> {
+    let mut by_checkpoint: BTreeMap<(String, u64), Vec<RunTask>> = BTreeMap::new();
+    for task in tasks {
+        by_checkpoint
+            .entry((task.run.clone(), task.key.step))
+            .or_default()
+            .push(task);
+    }
+    let mut kept = vec![];
+    for ((run, step), tasks) in by_checkpoint {
+        let prefix = results_prefix(step);
+        let listed = match runs.get(&run) {
+            Ok(store) => store.list_files(&prefix).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok(files) => {
+                let files: BTreeSet<String> = files.into_iter().collect();
+                kept.extend(tasks.into_iter().filter(|t| {
+                    let file = t.key.result_file();
+                    let name = file.rsplit('/').next().unwrap_or(&file);
+                    files.contains(name)
+                }));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    run,
+                    step,
+                    error = e,
+                    "cannot list the results: each result file read"
+                );
+                kept.extend(tasks);
+            }
+        }
+    }
+    kept
 }
 
 /// The largest result file the coordinator reads.
@@ -380,7 +448,7 @@ trainers = 1
             .unwrap();
         // 3 train examples in tasks of 2.
         assert_eq!(tasks.len(), 2);
-        assert_eq!(lock(&state).jobs["job"].checkpoint_steps().len(), 1);
+        assert_eq!(lock(&state).jobs["job"].checkpoint_steps().count(), 1);
         // The listing finds nothing new; a second report adds nothing.
         assert_eq!(scan_checkpoints(&state, &runs).await, 0);
         let again = checkpoint_reported(&state, &runs, "job", &run, 4).await;

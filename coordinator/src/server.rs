@@ -115,6 +115,7 @@ pub struct Running {
     pub address: SocketAddr,
     pub metrics_address: Option<SocketAddr>,
     pub state: Arc<Mutex<State>>,
+    pub metrics: Arc<Metrics>,
     shutdown: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -198,7 +199,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         state: state.clone(),
         runs,
         persist,
-        metrics,
+        metrics: metrics.clone(),
         scan,
         retry_after: Duration::from_millis(500),
         membership,
@@ -220,6 +221,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         address,
         metrics_address,
         state,
+        metrics,
         shutdown,
         task,
     })

@@ -1018,7 +1018,7 @@ fn status_now(running: &Running) -> String {
     format!(
         "trained {}, checkpoints {:?}, complete {}",
         job.trained,
-        job.checkpoint_steps(),
+        job.checkpoint_steps().collect::<Vec<_>>(),
         job.complete()
     )
 }

@@ -195,18 +195,12 @@ fn job_view(job: &Job, now: Instant) -> JobView {
 }
 
 fn checkpoints(job: &Job) -> Vec<CheckpointView> {
-    let mut tasks: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
-    for (key, task) in &job.tasks {
-        let (done, total) = tasks.entry(key.step).or_default();
-        *total += 1;
-        *done += usize::from(task.state == TaskState::Done);
-    }
-    tasks
-        .into_iter()
-        .map(|(step, (tasks_done, tasks_total))| CheckpointView {
+    job.checkpoints()
+        .iter()
+        .map(|(&step, c)| CheckpointView {
             folded: job.view_at(step),
-            tasks_done,
-            tasks_total,
+            tasks_done: c.done() as usize,
+            tasks_total: c.tasks() as usize,
             memorized_fraction: job.pm_by_step.get(&step).map(|p| p.memorized_fraction),
         })
         .collect()
@@ -297,13 +291,12 @@ fn run_advice(job: &Job) -> RunAdvice {
 }
 
 fn evaluators(state: &State, now: Instant) -> Vec<EvaluatorView> {
-    let held = state.leases_held();
     state
         .evaluators
         .iter()
         .map(|(name, e)| EvaluatorView {
             name: name.clone(),
-            leases: held.get(name.as_str()).copied().unwrap_or(0),
+            leases: state.queue.held_by(name),
             tasks_done: e.tasks_done,
             rows: e.rows,
             failures: e.failures,
@@ -317,7 +310,7 @@ fn evaluators(state: &State, now: Instant) -> Vec<EvaluatorView> {
 /// checkpoint, examples ordered by the first checkpoint where they reach
 /// accuracy 0.5 (never: last), then by id.
 pub fn heatmap(job: &Job) -> Heatmap {
-    let steps: Vec<u64> = job.checkpoint_steps().into_iter().collect();
+    let steps: Vec<u64> = job.checkpoint_steps().collect();
     let column: BTreeMap<u64, usize> = steps.iter().enumerate().map(|(i, s)| (*s, i)).collect();
     let mut cells: BTreeMap<&str, Vec<Option<f64>>> = job
         .examples
@@ -329,9 +322,9 @@ pub fn heatmap(job: &Job) -> Heatmap {
         if key.split != Split::Train || task.state != TaskState::Done {
             continue;
         }
-        for row in &task.rows {
-            if let Some(cells) = cells.get_mut(row.id.as_str()) {
-                cells[column[&key.step]] = Some(row.accuracy);
+        for (id, &accuracy) in job.task_examples(*key).iter().zip(&task.accuracy) {
+            if let Some(cells) = cells.get_mut(id.as_str()) {
+                cells[column[&key.step]] = Some(accuracy);
             }
         }
     }

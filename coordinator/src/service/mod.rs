@@ -17,7 +17,7 @@ use crate::membership::MembershipKey;
 use crate::metrics::Metrics;
 use crate::persist::Persist;
 use crate::runs::{self, RunStores, RunTask, build_job};
-use crate::state::{Completed, Job, Refusal, State};
+use crate::state::{Completed, Job, Refusal, State, check_task_rows};
 
 pub mod error;
 pub mod prefixes;
@@ -406,7 +406,8 @@ impl Coordinator for Service {
         require(&request, Role::Evaluator, "CompleteTask")?;
         let r = request.get_ref();
         let claimed = validate::rows(r);
-        let (run, key) = self.lock().check_rows(&r.task_id, &claimed)?;
+        let (run, key, examples) = self.lock().completion_target(&r.task_id)?;
+        check_task_rows(&examples, &r.task_id, &claimed)?;
         let rows = self
             .rows_of_result_file(&r.task_id, &run, key, &claimed)
             .await?;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use premem_proto::v1;
 
-use crate::state::{Action, Assignment, Completed, Job, Leased, Phase, Rendezvous, TaskState};
+use crate::state::{Action, Assignment, Completed, Job, Leased, Phase, Rendezvous};
 
 /// The status of a job as the API reports it.
 pub fn job_status(job: &Job) -> v1::JobStatus {
@@ -43,7 +43,7 @@ fn job_state(job: &Job) -> (v1::JobState, String) {
             JobState::Evaluating,
             format!(
                 "{} evaluation tasks left",
-                job.tasks.len() - job.done_tasks()
+                job.tasks_total() - job.done_tasks()
             ),
         ),
         Phase::Active if job.group.running => (JobState::Training, String::new()),
@@ -60,18 +60,14 @@ fn job_state(job: &Job) -> (v1::JobState, String) {
 }
 
 fn checkpoint_statuses(job: &Job) -> Vec<v1::CheckpointStatus> {
-    job.checkpoint_steps()
-        .into_iter()
-        .map(|step| {
-            let tasks: Vec<_> = job.tasks.iter().filter(|(k, _)| k.step == step).collect();
+    job.checkpoints()
+        .iter()
+        .map(|(&step, c)| {
             let pm = job.pm_by_step.get(&step);
             v1::CheckpointStatus {
                 step,
-                tasks_total: tasks.len() as u32,
-                tasks_done: tasks
-                    .iter()
-                    .filter(|(_, t)| t.state == TaskState::Done)
-                    .count() as u32,
+                tasks_total: c.tasks(),
+                tasks_done: c.done(),
                 pm_accuracy: pm.and_then(|p| p.pm),
                 train_accuracy: pm.map(|p| p.train_accuracy),
                 memorized_fraction: pm.map(|p| p.memorized_fraction),

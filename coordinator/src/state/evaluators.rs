@@ -88,19 +88,6 @@ impl super::State {
         }
         stats.forget_old(now);
     }
-
-    /// Tasks each evaluator holds now.
-    pub fn leases_held(&self) -> std::collections::BTreeMap<&str, usize> {
-        let mut held = std::collections::BTreeMap::new();
-        for job in self.jobs.values() {
-            for task in job.tasks.values() {
-                if let super::TaskState::Leased { evaluator, .. } = &task.state {
-                    *held.entry(evaluator.as_str()).or_insert(0) += 1;
-                }
-            }
-        }
-        held
-    }
 }
 
 #[cfg(test)]

@@ -42,21 +42,32 @@ impl TestFold {
 }
 
 impl Job {
-    /// Marks a task done with its rows (checked by the caller) and folds
-    /// finished checkpoints into the P-M tracker, in step order.
-    pub fn finish_task(&mut self, key: TaskKey, rows: Vec<Row>) {
+    /// Keeps the rows of task `key`, just done, and folds what it finished:
+    /// its checkpoint's test split, or the P-M accuracy of the checkpoints
+    /// whose train tasks (and all before them) are now done. The advice is
+    /// computed again when anything was folded. Each checkpoint's rows are
+    /// gathered once, when it folds; afterwards a train task keeps its
+    /// accuracies only, a test task nothing.
+    pub(super) fn fold_task(&mut self, key: TaskKey, rows: Vec<Row>) {
+        let examples = self.task_examples(key);
+        let accuracy = match key.split {
+            Split::Train => in_order(examples, &rows),
+            Split::Test => vec![],
+        };
         let task = self.tasks.get_mut(&key).expect("known task");
-        task.state = TaskState::Done;
         task.rows = rows;
-        self.pending.remove(&key);
-        self.fold_test();
-        self.fold_pm();
-        self.refresh_advice();
+        task.accuracy = accuracy;
+        let folded = match key.split {
+            Split::Test => self.fold_test(key.step),
+            Split::Train => self.fold_pm(),
+        };
+        if folded {
+            self.refresh_advice();
+        }
     }
 
-    /// The rows of a checkpoint's split once every task of it is done.
-    fn split_done(&self, step: u64, split: Split) -> Option<Vec<&Row>> {
-        let mut rows = vec![];
+    /// The keys of a checkpoint's split, in order.
+    fn split_keys(&self, step: u64, split: Split) -> impl Iterator<Item = TaskKey> + '_ {
         let first = TaskKey {
             step,
             split,
@@ -66,58 +77,62 @@ impl Job {
             index: u32::MAX,
             ..first
         };
-        for (key, task) in self.tasks.range(first..=last) {
-            debug_assert_eq!((key.step, key.split), (step, split));
-            if task.state != TaskState::Done {
-                return None;
-            }
-            rows.extend(task.rows.iter());
-        }
-        Some(rows)
+        self.tasks.range(first..=last).map(|(key, _)| *key)
     }
 
-    fn fold_test(&mut self) {
-        if self.examples.test.is_empty() {
-            return;
+    /// Takes the rows of a checkpoint's split (every task of it done).
+    fn take_rows(&mut self, step: u64, split: Split) -> Vec<Row> {
+        let keys: Vec<TaskKey> = self.split_keys(step, split).collect();
+        let mut rows = vec![];
+        for key in keys {
+            let task = self.tasks.get_mut(&key).expect("listed above");
+            debug_assert_eq!(task.state, TaskState::Done);
+            rows.append(&mut task.rows);
+            task.rows.shrink_to_fit();
         }
-        for step in self.checkpoint_steps() {
-            if !self.test.contains_key(&step)
-                && let Some(rows) = self.split_done(step, Split::Test)
-            {
-                self.test.insert(step, TestFold::of(&rows));
-            }
+        rows
+    }
+
+    /// Folds the test split of checkpoint `step` once its tasks are done.
+    fn fold_test(&mut self, step: u64) -> bool {
+        let done = self.checkpoints[&step].test.complete();
+        if self.examples.test.is_empty() || !done || self.test.contains_key(&step) {
+            return false;
         }
+        let rows = self.take_rows(step, Split::Test);
+        self.test
+            .insert(step, TestFold::of(&rows.iter().collect::<Vec<_>>()));
+        true
     }
 
     /// Pushes the checkpoints after the last folded one into the tracker,
     /// stopping at the first whose train tasks are not all done.
-    fn fold_pm(&mut self) {
-        let folded = self.pm_by_step.keys().next_back().copied();
-        let steps: Vec<u64> = self
-            .checkpoint_steps()
-            .into_iter()
-            .filter(|s| folded.is_none_or(|f| *s > f))
+    fn fold_pm(&mut self) -> bool {
+        let from = self.pm_by_step.keys().next_back().map_or(0, |f| f + 1);
+        let ready: Vec<u64> = self
+            .checkpoints
+            .range(from..)
+            .take_while(|(_, c)| c.train.complete())
+            .map(|(step, _)| *step)
             .collect();
-        for step in steps {
-            let Some(rows) = self.split_done(step, Split::Train) else {
-                break;
-            };
-            let observations: Vec<(String, Observation)> = rows
-                .iter()
-                .map(|r| {
-                    let observation = Observation {
-                        accuracy: r.accuracy,
-                        perplexity: r.perplexity,
-                    };
-                    (r.id.clone(), observation)
-                })
-                .collect();
-            let pushed = self
-                .pm
-                .push(step, observations.iter().map(|(id, o)| (id.as_str(), *o)));
-            match pushed {
-                Ok(pm) => {
+        let mut any = false;
+        for step in ready {
+            let rows = self.take_rows(step, Split::Train);
+            let observations = rows.iter().map(|r| {
+                let observation = Observation {
+                    accuracy: r.accuracy,
+                    perplexity: r.perplexity,
+                };
+                (r.id.as_str(), observation)
+            });
+            match self.pm.push(step, observations) {
+                Ok(mut pm) => {
+                    // Nothing here reads the per-example values (the report
+                    // recomputes them from the result files): a sweep of
+                    // 100k tasks would keep ~300 bytes a task for nothing.
+                    pm.per_example = Default::default();
                     self.pm_by_step.insert(step, pm);
+                    any = true;
                 }
                 Err(e) => {
                     // Rows were validated on completion; this is a bug.
@@ -126,5 +141,17 @@ impl Job {
                 }
             }
         }
+        any
     }
+}
+
+/// The accuracies of `rows` in the order of `examples` (the rows are
+/// checked to be one per example).
+fn in_order(examples: &[String], rows: &[Row]) -> Vec<f64> {
+    let by_id: std::collections::HashMap<&str, f64> =
+        rows.iter().map(|r| (r.id.as_str(), r.accuracy)).collect();
+    examples
+        .iter()
+        .map(|id| by_id.get(id.as_str()).copied().unwrap_or(f64::NAN))
+        .collect()
 }

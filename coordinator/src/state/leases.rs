@@ -28,10 +28,11 @@ pub struct Leased {
     pub examples: Vec<String>,
 }
 
-/// Checks a completion's rows against its task (named `task_id` in the
-/// refusal): exactly one row per example of the task, with valid values.
-fn check_task_rows(task: &Task, task_id: &str, rows: &[Row]) -> Refused<()> {
-    let wanted: BTreeSet<&str> = task.examples.iter().map(String::as_str).collect();
+/// Checks a completion's rows against its task's examples (the task named
+/// `task_id` in the refusal): exactly one row per example, with valid
+/// values.
+pub fn check_task_rows(examples: &[String], task_id: &str, rows: &[Row]) -> Refused<()> {
+    let wanted: BTreeSet<&str> = examples.iter().map(String::as_str).collect();
     let mut seen = BTreeSet::new();
     for row in rows {
         if !wanted.contains(row.id.as_str()) {
@@ -79,45 +80,45 @@ fn lease_valid(task: &Task, lease_id: &str, now: Instant) -> bool {
     matches!(&task.state, TaskState::Leased { lease, expires, .. } if lease == lease_id && *expires > now)
 }
 
-impl Job {
+impl State {
     /// Takes rows found in the run's store for a task that is not done (its
     /// result file, written before this coordinator knew the task) if they
     /// match the task, as a completion that needs no lease.
-    pub fn adopt_result(&mut self, key: TaskKey, rows: Vec<Row>) -> Refused<()> {
-        let task = self
+    pub fn adopt_result(&mut self, job: &str, key: TaskKey, rows: Vec<Row>) -> Refused<()> {
+        let j = self.job(job)?;
+        let id = key.id(job);
+        let task = j
             .tasks
             .get(&key)
-            .ok_or_else(|| Refusal::NotFound(format!("no task '{}'", key.id(&self.name))))?;
-        check_task_rows(task, &key.id(&self.name), &rows)?;
-        self.finish_task(key, rows);
+            .ok_or_else(|| Refusal::NotFound(format!("no task '{id}'")))?;
+        if task.state == TaskState::Done {
+            return Ok(());
+        }
+        check_task_rows(j.task_examples(key), &id, &rows)?;
+        self.finish_task(job, key, rows);
         Ok(())
     }
-}
 
-impl State {
+    /// Marks task `key` of `job` done with its rows (checked by the caller)
+    /// and folds what it finished.
+    fn finish_task(&mut self, job: &str, key: TaskKey, rows: Vec<Row>) {
+        self.set_task_state(job, key, TaskState::Done);
+        self.jobs
+            .get_mut(job)
+            .expect("a known job")
+            .fold_task(key, rows);
+    }
+
     /// Leased tasks whose lease ran out become pending again.
     pub fn expire_leases(&mut self, now: Instant) -> usize {
         let mut expired = 0;
-        for job in self.jobs.values_mut() {
-            let mut back = vec![];
-            for (key, task) in job.tasks.iter_mut() {
-                if let TaskState::Leased {
-                    expires, evaluator, ..
-                } = &task.state
-                    && *expires <= now
-                {
-                    tracing::info!(
-                        job = job.name,
-                        task = key.id(&job.name),
-                        evaluator,
-                        "lease expired"
-                    );
-                    task.state = TaskState::Pending;
-                    back.push(*key);
-                }
+        while let Some((index, key)) = self.queue.first_expired(now) {
+            let job = self.job_at(index).to_string();
+            let old = self.set_task_state(&job, key, TaskState::Pending);
+            if let TaskState::Leased { evaluator, .. } = old {
+                tracing::info!(job, task = key.id(&job), evaluator, "lease expired");
             }
-            expired += back.len();
-            job.pending.extend(back);
+            expired += 1;
         }
         expired
     }
@@ -127,7 +128,8 @@ impl State {
         format!("{:016x}{:08x}", self.lease_salt, self.lease_counter)
     }
 
-    /// Leases the first pending task of the oldest active job.
+    /// Leases the first pending task: that of the checkpoint found first
+    /// (ties: job order, then step, split and index) among the active jobs.
     pub fn lease(&mut self, evaluator: &str, now: Instant) -> Option<Leased> {
         let leased = self.lease_task(evaluator, now);
         let event = Event::Polled {
@@ -138,32 +140,17 @@ impl State {
     }
 
     fn lease_task(&mut self, evaluator: &str, now: Instant) -> Option<Leased> {
-        let ttl = self.timing.lease_ttl;
-        // The task whose checkpoint was found first (ties: job order).
-        let name = self
-            .order
-            .iter()
-            .filter(|name| {
-                let job = &self.jobs[*name];
-                job.phase == Phase::Active && !job.pending.is_empty()
-            })
-            .min_by_key(|name| {
-                let job = &self.jobs[*name];
-                let first = job.pending.first().expect("non-empty");
-                job.found.get(&first.step).copied()
-            })?;
-        let name = name.clone();
+        let (index, key) = self.queue.first_pending()?;
+        let name = self.job_at(index).to_string();
         let lease = self.new_lease_id();
-        let job = self.jobs.get_mut(&name).expect("ordered job exists");
-        let key = job.pending.pop_first().expect("non-empty");
-        let task = job.tasks.get_mut(&key).expect("pending task exists");
-        task.state = TaskState::Leased {
+        let state = TaskState::Leased {
             lease: lease.clone(),
             evaluator: evaluator.to_string(),
-            expires: now + ttl,
+            expires: now + self.timing.lease_ttl,
         };
+        self.set_task_state(&name, key, state);
         Some(Leased {
-            examples: task.examples.clone(),
+            examples: self.jobs[&name].task_examples(key).to_vec(),
             job: name,
             key,
             lease,
@@ -182,39 +169,47 @@ impl State {
         Ok((job, key, task))
     }
 
-    fn task_mut(&mut self, job: &str, key: TaskKey) -> &mut Task {
-        self.jobs
-            .get_mut(job)
-            .and_then(|j| j.tasks.get_mut(&key))
-            .expect("looked up by its id first")
-    }
-
     pub fn renew(&mut self, lease_id: &str, task_id: &str, now: Instant) -> Refused<bool> {
-        let ttl = self.timing.lease_ttl;
-        let (name, key) = {
-            let (job, key, _) = self.task(task_id)?;
-            (job.name.clone(), key)
+        let (name, key, state) = {
+            let (job, key, task) = self.task(task_id)?;
+            if !lease_valid(task, lease_id, now) {
+                return Ok(false);
+            }
+            (job.name.clone(), key, task.state.clone())
         };
-        let task = self.task_mut(&name, key);
-        if !lease_valid(task, lease_id, now) {
-            return Ok(false);
-        }
-        if let TaskState::Leased { expires, .. } = &mut task.state {
-            *expires = now + ttl;
+        if let TaskState::Leased {
+            lease, evaluator, ..
+        } = state
+        {
+            let expires = now + self.timing.lease_ttl;
+            let renewed = TaskState::Leased {
+                lease,
+                evaluator,
+                expires,
+            };
+            self.set_task_state(&name, key, renewed);
         }
         Ok(true)
     }
 
-    /// Checks a completion's rows against its task: exactly one row per
-    /// example of the task, with valid values. Returns the task's run and
-    /// result file for the caller to check the file exists.
-    pub fn check_rows(&self, task_id: &str, rows: &[Row]) -> Refused<(String, TaskKey)> {
-        let (job, key, task) = self.task(task_id)?;
-        check_task_rows(task, task_id, rows)?;
-        Ok((job.spec.run.output.clone(), key))
+    /// What a completion's rows are checked against, outside the lock: the
+    /// task's run, key and examples ([`check_task_rows`]).
+    pub fn completion_target(&self, task_id: &str) -> Refused<(String, TaskKey, Vec<String>)> {
+        let (job, key, _) = self.task(task_id)?;
+        let examples = job.task_examples(key).to_vec();
+        Ok((job.spec.run.output.clone(), key, examples))
     }
 
-    /// Takes a completion (rows already checked by [`State::check_rows`]).
+    /// Checks a completion's rows against its task: exactly one row per
+    /// example of the task, with valid values. Returns the task's run and
+    /// key for the caller to check its result file.
+    pub fn check_rows(&self, task_id: &str, rows: &[Row]) -> Refused<(String, TaskKey)> {
+        let (run, key, examples) = self.completion_target(task_id)?;
+        check_task_rows(&examples, task_id, rows)?;
+        Ok((run, key))
+    }
+
+    /// Takes a completion (rows already checked by [`check_task_rows`]).
     pub fn complete(
         &mut self,
         lease_id: &str,
@@ -222,28 +217,23 @@ impl State {
         rows: Vec<Row>,
         now: Instant,
     ) -> Refused<Completed> {
-        let (name, key, state) = {
+        let (name, key, evaluator) = {
             let (job, key, task) = self.task(task_id)?;
-            (job.name.clone(), key, task.state.clone())
-        };
-        let evaluator = match state {
-            TaskState::Done => return Ok(Completed::Duplicate),
-            TaskState::Leased {
-                ref lease,
-                expires,
-                evaluator,
-            } if lease == lease_id && expires > now => evaluator,
-            _ => return Ok(Completed::Expired),
+            let evaluator = match &task.state {
+                TaskState::Done => return Ok(Completed::Duplicate),
+                TaskState::Leased { evaluator, .. } if lease_valid(task, lease_id, now) => {
+                    evaluator.clone()
+                }
+                _ => return Ok(Completed::Expired),
+            };
+            (job.name.clone(), key, evaluator)
         };
         self.rows_accepted += rows.len() as u64;
         let event = Event::Completed {
             rows: rows.len() as u64,
         };
         self.note_evaluator(&evaluator, event, now);
-        self.jobs
-            .get_mut(&name)
-            .expect("found above")
-            .finish_task(key, rows);
+        self.finish_task(&name, key, rows);
         Ok(Completed::Accepted)
     }
 
@@ -256,7 +246,7 @@ impl State {
         message: &str,
         now: Instant,
     ) -> Refused<()> {
-        let (name, key, evaluator) = {
+        let (name, key, evaluator, attempts, max) = {
             let (job, key, task) = self.task(task_id)?;
             let evaluator = match &task.state {
                 TaskState::Leased { evaluator, .. } if lease_valid(task, lease_id, now) => {
@@ -264,29 +254,24 @@ impl State {
                 }
                 _ => return Ok(()),
             };
-            (job.name.clone(), key, evaluator)
+            let max = job.spec.eval.max_attempts;
+            (job.name.clone(), key, evaluator, task.attempts + 1, max)
         };
         self.note_evaluator(&evaluator, Event::Failed, now);
-        let job = self.jobs.get_mut(&name).expect("found above");
-        let max = job.spec.eval.max_attempts;
-        let task = job.tasks.get_mut(&key).expect("found above");
-        task.attempts += 1;
-        task.state = TaskState::Pending;
         tracing::warn!(
             job = name,
             task = task_id,
-            attempt = task.attempts,
+            attempt = attempts,
             message,
             "task failed"
         );
-        if task.attempts >= max {
-            job.phase = Phase::Failed(format!(
-                "task '{task_id}' failed {} times; last error: {message}",
-                task.attempts
-            ));
-        } else {
-            job.pending.insert(key);
+        if attempts >= max {
+            let why = format!("task '{task_id}' failed {attempts} times; last error: {message}");
+            self.deactivate(&name, Phase::Failed(why));
         }
+        self.set_task_state(&name, key, TaskState::Pending);
+        let job = self.jobs.get_mut(&name).expect("found above");
+        job.tasks.get_mut(&key).expect("found above").attempts = attempts;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! The rules, one module each:
 //! - [`group`]: the generations of a job's trainer ranks and their rendezvous;
 //! - [`tasks`]: the evaluation tasks of each published checkpoint;
+//! - [`queue`]: the indexes over all jobs' tasks (pending, expiring, held);
 //! - [`leases`]: handing tasks to evaluators, renewals, completions, failures;
 //! - [`pool`]: packing jobs onto the trainers started without a job;
 //! - [`fold`]: folding finished checkpoints into P-M and test accuracy;
@@ -13,7 +14,7 @@
 //! - [`evaluators`]: what each evaluator has done, for the dashboard;
 //! - [`task_id`]: the task ids of the wire and the result files they name.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use premem_core::advice::Advice;
@@ -26,16 +27,17 @@ pub mod fold;
 pub mod group;
 pub mod leases;
 pub mod pool;
+pub mod queue;
 pub mod task_id;
 pub mod tasks;
 
 pub use evaluators::EvaluatorStats;
 pub use fold::{Row, TestFold};
 pub use group::{Action, Group, Member, Registered, Rendezvous};
-pub use leases::{Completed, Leased};
+pub use leases::{Completed, Leased, check_task_rows};
 pub use pool::{Assignment, PoolTrainer};
 pub use task_id::{TaskKey, parse_task_id};
-pub use tasks::{Examples, Task, TaskState};
+pub use tasks::{Checkpoint, Examples, Progress, Task, TaskCounts, TaskState};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Phase {
@@ -46,12 +48,15 @@ pub enum Phase {
 
 pub struct Job {
     pub name: String,
+    /// Its place in the state's job order (set when the state takes it).
+    index: u32,
     /// Ranks held by pool trainers: rank → trainer name.
     pub assigned: BTreeMap<u32, String>,
     /// A trainer started for this job (not from the pool) joined it.
     pub dedicated: bool,
-    /// When each checkpoint's tasks were added: the leasing order.
-    found: BTreeMap<u64, Instant>,
+    /// Checkpoints with tasks: when each was found (the leasing order) and
+    /// its splits' progress.
+    checkpoints: BTreeMap<u64, Checkpoint>,
     pub spec: JobSpec,
     /// The spec as submitted: stored, and sent to the trainer ranks.
     pub spec_json: String,
@@ -62,9 +67,10 @@ pub struct Job {
     /// Rank 0 finished every step (or the final checkpoint is published).
     pub trained: bool,
     pub tasks: BTreeMap<TaskKey, Task>,
-    pending: BTreeSet<TaskKey>,
+    counts: TaskCounts,
     pm: PmTracker,
-    /// P-M values of checkpoints pushed into the tracker, in order.
+    /// P-M values of checkpoints pushed into the tracker, in order (their
+    /// summaries: `per_example` is left empty).
     pub pm_by_step: BTreeMap<u64, CheckpointPm>,
     /// Test accuracy, perplexity and diversity of checkpoints whose test
     /// tasks are all done.
@@ -130,6 +136,8 @@ pub struct State {
     pub rows_accepted: u64,
     /// Every evaluator seen, by name.
     pub evaluators: BTreeMap<String, EvaluatorStats>,
+    /// The indexes over every job's tasks.
+    pub queue: queue::Queue,
     lease_counter: u64,
     lease_salt: u64,
 }
@@ -139,9 +147,10 @@ impl Job {
         let pm = PmTracker::new(spec.eval.threshold, examples.train.iter().cloned());
         Job {
             name: spec.run.name.clone(),
+            index: 0,
             assigned: BTreeMap::new(),
             dedicated: false,
-            found: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
             spec,
             spec_json,
             examples,
@@ -153,7 +162,7 @@ impl Job {
             },
             trained: false,
             tasks: BTreeMap::new(),
-            pending: BTreeSet::new(),
+            counts: TaskCounts::default(),
             pm,
             pm_by_step: BTreeMap::new(),
             test: BTreeMap::new(),
@@ -170,14 +179,12 @@ impl Job {
     /// found after the ranks report finishing), and every task is done.
     pub fn complete(&self) -> bool {
         self.trained
-            && self.pending.is_empty()
             && self.done_tasks() == self.tasks.len()
             && (!self.spec.eval.enabled
                 || self
-                    .tasks
-                    .keys()
+                    .checkpoint_steps()
                     .next_back()
-                    .is_some_and(|k| k.step >= self.total_steps))
+                    .is_some_and(|step| step >= self.total_steps))
     }
 
     /// New checkpoints of the job can still matter: it is active and not
@@ -191,7 +198,7 @@ impl Job {
         if self.trained {
             return self.total_steps;
         }
-        let newest = self.checkpoint_steps().last().copied().unwrap_or(0);
+        let newest = self.checkpoint_steps().next_back().unwrap_or(0);
         self.group
             .members
             .values()
@@ -212,6 +219,7 @@ impl State {
             order: vec![],
             rows_accepted: 0,
             evaluators: BTreeMap::new(),
+            queue: queue::Queue::default(),
             lease_counter: 0,
             lease_salt: rand::random(),
         }
@@ -238,6 +246,8 @@ impl State {
                 job.name, job.spec.run.output, other.name, other.spec.run.output
             )));
         }
+        let mut job = job;
+        job.index = self.order.len() as u32;
         self.order.push(job.name.clone());
         self.jobs.insert(job.name.clone(), job);
         Ok(true)
@@ -269,11 +279,14 @@ impl State {
     }
 
     pub fn cancel(&mut self, job: &str) -> Refused<()> {
-        let job = self.job_mut(job)?;
-        if job.phase == Phase::Active {
-            job.phase = Phase::Cancelled;
-        }
+        self.job(job)?;
+        self.deactivate(job, Phase::Cancelled);
         Ok(())
+    }
+
+    /// The name of the job at `index` of the job order.
+    fn job_at(&self, index: u32) -> &str {
+        &self.order[index as usize]
     }
 }
 

@@ -3,8 +3,13 @@
 //! identical for any number of evaluators. The run's store is the truth for
 //! which checkpoints are published; a checkpoint's tasks are added once,
 //! whether a trainer reported it or a listing found it.
+//!
+//! A task's examples are a slice of the job's split, worked out from its
+//! key ([`Job::task_examples`]), and the job counts its tasks by state and
+//! each checkpoint's done tasks by split as they change
+//! ([`Job::set_task_state`]), so no question about a job's progress scans
+//! its tasks.
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use premem_core::Split;
@@ -24,11 +29,13 @@ pub enum TaskState {
 
 #[derive(Clone, Debug)]
 pub struct Task {
-    pub examples: Vec<String>,
     pub state: TaskState,
     pub attempts: u32,
-    /// Rows of a done task.
+    /// A done task's rows, until its checkpoint's split is folded.
     pub rows: Vec<Row>,
+    /// A done train task's accuracies in the order of its examples, kept
+    /// after the fold (the dashboard's heatmap).
+    pub accuracy: Vec<f64>,
 }
 
 /// What a job's evaluation covers, fixed when the job is submitted.
@@ -38,83 +45,170 @@ pub struct Examples {
     pub test: Vec<String>,
 }
 
-impl Job {
-    /// Checkpoint steps that have tasks.
-    pub fn checkpoint_steps(&self) -> BTreeSet<u64> {
-        self.tasks.keys().map(|k| k.step).collect()
+/// Tasks of one split of a checkpoint: how many, how many done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub tasks: u32,
+    pub done: u32,
+}
+
+impl Progress {
+    pub fn complete(&self) -> bool {
+        self.done == self.tasks
+    }
+}
+
+/// A checkpoint with tasks: when it was found (the leasing order) and its
+/// splits' progress.
+#[derive(Clone, Copy, Debug)]
+pub struct Checkpoint {
+    pub found: Instant,
+    pub train: Progress,
+    pub test: Progress,
+}
+
+impl Checkpoint {
+    pub fn progress(&self, split: Split) -> &Progress {
+        match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        }
     }
 
-    /// Adds the tasks of a newly published checkpoint found at `now` (no-op
-    /// if known). Returns the new tasks' keys.
-    pub fn add_checkpoint(&mut self, step: u64, now: Instant) -> Vec<TaskKey> {
-        if !self.spec.eval.enabled || self.tasks.keys().any(|k| k.step == step) {
+    fn progress_mut(&mut self, split: Split) -> &mut Progress {
+        match split {
+            Split::Train => &mut self.train,
+            Split::Test => &mut self.test,
+        }
+    }
+
+    pub fn tasks(&self) -> u32 {
+        self.train.tasks + self.test.tasks
+    }
+
+    pub fn done(&self) -> u32 {
+        self.train.done + self.test.done
+    }
+}
+
+/// A job's tasks by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub pending: usize,
+    pub leased: usize,
+    pub done: usize,
+}
+
+impl TaskCounts {
+    fn of(&mut self, state: &TaskState) -> &mut usize {
+        match state {
+            TaskState::Pending => &mut self.pending,
+            TaskState::Leased { .. } => &mut self.leased,
+            TaskState::Done => &mut self.done,
+        }
+    }
+}
+
+impl Job {
+    /// Checkpoint steps that have tasks, in order.
+    pub fn checkpoint_steps(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
+        self.checkpoints.keys().copied()
+    }
+
+    /// The checkpoints with tasks, by step.
+    pub fn checkpoints(&self) -> &std::collections::BTreeMap<u64, Checkpoint> {
+        &self.checkpoints
+    }
+
+    /// The examples of task `key`: its slice of the job's split.
+    pub fn task_examples(&self, key: TaskKey) -> &[String] {
+        let ids = match key.split {
+            Split::Train => &self.examples.train,
+            Split::Test => &self.examples.test,
+        };
+        let size = self.spec.eval.task_examples;
+        let start = (key.index as usize * size).min(ids.len());
+        &ids[start..(start + size).min(ids.len())]
+    }
+
+    /// Adds the tasks of a newly published checkpoint found at `now`, all
+    /// pending (no-op if known). Returns the new tasks' keys.
+    pub(super) fn add_checkpoint(&mut self, step: u64, now: Instant) -> Vec<TaskKey> {
+        if !self.spec.eval.enabled || self.checkpoints.contains_key(&step) {
             return vec![];
         }
         let size = self.spec.eval.task_examples;
-        self.found.insert(step, now);
+        let mut checkpoint = Checkpoint {
+            found: now,
+            train: Progress::default(),
+            test: Progress::default(),
+        };
         let mut added = vec![];
-        for (split, ids) in [
-            (Split::Train, &self.examples.train),
-            (Split::Test, &self.examples.test),
-        ] {
-            for (index, chunk) in ids.chunks(size).enumerate() {
-                let key = TaskKey {
-                    step,
-                    split,
-                    index: index as u32,
+        for split in [Split::Train, Split::Test] {
+            let examples = match split {
+                Split::Train => self.examples.train.len(),
+                Split::Test => self.examples.test.len(),
+            };
+            let tasks = examples.div_ceil(size) as u32;
+            checkpoint.progress_mut(split).tasks = tasks;
+            for index in 0..tasks {
+                let key = TaskKey { step, split, index };
+                let task = Task {
+                    state: TaskState::Pending,
+                    attempts: 0,
+                    rows: vec![],
+                    accuracy: vec![],
                 };
-                self.tasks.insert(
-                    key,
-                    Task {
-                        examples: chunk.to_vec(),
-                        state: TaskState::Pending,
-                        attempts: 0,
-                        rows: vec![],
-                    },
-                );
-                self.pending.insert(key);
+                self.tasks.insert(key, task);
                 added.push(key);
             }
         }
+        self.counts.pending += added.len();
+        self.checkpoints.insert(step, checkpoint);
         if step >= self.total_steps {
             self.trained = true;
         }
         added
     }
 
-    /// The checkpoint of `step` is published (seen at `now`): adds its tasks
-    /// if they are new, and the final step's checkpoint ends training even
-    /// when nothing is evaluated. Returns the new tasks' keys.
-    pub fn checkpoint_published(&mut self, step: u64, now: Instant) -> Vec<TaskKey> {
-        let keys = self.add_checkpoint(step, now);
-        if !keys.is_empty() {
-            tracing::info!(
-                job = self.name,
-                step,
-                "checkpoint found: evaluation tasks added"
-            );
+    /// Moves task `key` (a known one) to `state`, keeping the counts;
+    /// returns its state before.
+    pub(super) fn set_task_state(&mut self, key: TaskKey, state: TaskState) -> TaskState {
+        let task = self.tasks.get_mut(&key).expect("a known task");
+        *self.counts.of(&task.state) -= 1;
+        *self.counts.of(&state) += 1;
+        let progress = self
+            .checkpoints
+            .get_mut(&key.step)
+            .expect("a task's checkpoint")
+            .progress_mut(key.split);
+        match (&task.state, &state) {
+            (TaskState::Done, TaskState::Done) => {}
+            (TaskState::Done, _) => progress.done -= 1,
+            (_, TaskState::Done) => progress.done += 1,
+            _ => {}
         }
-        if step >= self.total_steps {
-            self.trained = true;
-        }
-        keys
+        std::mem::replace(&mut task.state, state)
+    }
+
+    /// When the checkpoint of `step` was found.
+    pub(super) fn found(&self, step: u64) -> Instant {
+        self.checkpoints[&step].found
+    }
+
+    pub fn tasks_total(&self) -> usize {
+        self.tasks.len()
     }
 
     pub fn done_tasks(&self) -> usize {
-        self.tasks
-            .values()
-            .filter(|t| t.state == TaskState::Done)
-            .count()
+        self.counts.done
     }
 
     pub fn leased_tasks(&self) -> usize {
-        self.tasks
-            .values()
-            .filter(|t| matches!(t.state, TaskState::Leased { .. }))
-            .count()
+        self.counts.leased
     }
 
     pub fn pending_tasks(&self) -> usize {
-        self.pending.len()
+        self.counts.pending
     }
 }

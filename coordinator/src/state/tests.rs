@@ -57,10 +57,7 @@ fn state_with(job: Job) -> State {
 
 /// Publishes the checkpoint of `step` of the job "job" now.
 fn checkpoint(state: &mut State, step: u64) -> Vec<TaskKey> {
-    state
-        .job_mut("job")
-        .unwrap()
-        .add_checkpoint(step, Instant::now())
+    state.checkpoint_published("job", step, Instant::now())
 }
 
 fn rows(ids: &[String], accuracy: f64, perplexity: f64) -> Vec<Row> {
@@ -86,6 +83,15 @@ fn task_ids_round_trip_and_name_their_files() {
     assert_eq!(key.result_file(), "results/step-00000064/test-0003.parquet");
     assert_eq!(parse_task_id("job/step-00000064/dev-0003"), None);
     assert_eq!(parse_task_id("nonsense"), None);
+    // A split of more than 10,000 tasks: five digits, still one spelling.
+    let big = TaskKey {
+        index: 12345,
+        ..key
+    };
+    assert_eq!(big.id("j"), "j/step-00000064/test-12345");
+    assert_eq!(parse_task_id(&big.id("j")), Some(("j", big)));
+    assert_eq!(parse_task_id("j/step-00000064/test-03"), None);
+    assert_eq!(parse_task_id("j/step-00000064/test-00003"), None);
 }
 
 #[test]
@@ -539,9 +545,9 @@ fn tasks_are_leased_in_the_order_their_checkpoints_appeared() {
     let mut state = state_with(named_job("a", 1));
     state.insert_job(named_job("b", 1)).unwrap();
     // "b" publishes first, though "a" was submitted first.
-    state.jobs.get_mut("b").unwrap().add_checkpoint(4, now);
+    state.checkpoint_published("b", 4, now);
     let later = now + Duration::from_millis(2);
-    state.jobs.get_mut("a").unwrap().add_checkpoint(4, later);
+    state.checkpoint_published("a", 4, later);
     let first = state.lease("e", now).unwrap();
     assert_eq!((first.job.as_str(), first.key.step), ("b", 4));
     // Every task of b's checkpoint goes before a's.
@@ -650,5 +656,159 @@ fn without_stop_when_the_advice_only_warns() {
     assert_eq!(
         state.heartbeat("job", 0, "", 1, 9, now).unwrap(),
         (Action::Continue, 1)
+    );
+}
+
+/// The job's counts, the checkpoints' progress and the queue's indexes
+/// equal what a scan of every task finds.
+fn assert_indexes_match_a_scan(state: &State) {
+    let mut pending_active = 0;
+    let mut leased = 0;
+    let mut held: BTreeMap<String, usize> = BTreeMap::new();
+    for job in state.jobs.values() {
+        let (mut p, mut l, mut d) = (0, 0, 0);
+        let mut progress: BTreeMap<(u64, Split), (u32, u32)> = BTreeMap::new();
+        for (key, task) in &job.tasks {
+            let entry = progress.entry((key.step, key.split)).or_default();
+            entry.0 += 1;
+            match &task.state {
+                TaskState::Pending => p += 1,
+                TaskState::Leased { evaluator, .. } => {
+                    l += 1;
+                    *held.entry(evaluator.clone()).or_default() += 1;
+                }
+                TaskState::Done => {
+                    d += 1;
+                    entry.1 += 1;
+                }
+            }
+        }
+        assert_eq!(
+            (job.pending_tasks(), job.leased_tasks(), job.done_tasks()),
+            (p, l, d),
+            "job {}",
+            job.name
+        );
+        for ((step, split), (tasks, done)) in progress {
+            let c = job.checkpoints()[&step].progress(split);
+            assert_eq!(
+                (c.tasks, c.done),
+                (tasks, done),
+                "{} {step} {split:?}",
+                job.name
+            );
+        }
+        if job.phase == Phase::Active {
+            pending_active += p;
+        }
+        leased += l;
+    }
+    assert_eq!(state.queue.pending(), pending_active);
+    assert_eq!(state.queue.leased(), leased);
+    for (evaluator, n) in held {
+        assert_eq!(state.queue.held_by(&evaluator), n, "{evaluator}");
+    }
+}
+
+#[test]
+fn the_indexes_follow_every_transition_of_a_random_history() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let t0 = Instant::now();
+    let mut state = state_with(named_job("a", 1));
+    state.insert_job(named_job("b", 1)).unwrap();
+    state.insert_job(named_job("c", 1)).unwrap();
+    let mut held: Vec<Leased> = vec![];
+    for i in 0..2000u64 {
+        let now = t0 + Duration::from_millis(i * 50);
+        let job = ["a", "b", "c"][rng.random_range(0..3)];
+        if i == 1500 {
+            state.cancel("c").unwrap();
+        }
+        match rng.random_range(0..10) {
+            0 => {
+                state.checkpoint_published(job, rng.random_range(1..6) * 4, now);
+            }
+            1 | 2 => held.extend(state.lease(&format!("e{}", i % 5), now)),
+            3 => {
+                state.expire_leases(now);
+            }
+            4 if !held.is_empty() => {
+                let l = held.swap_remove(rng.random_range(0..held.len()));
+                state.renew(&l.lease, &l.key.id(&l.job), now).unwrap();
+                held.push(l);
+            }
+            5 if !held.is_empty() => {
+                let l = held.swap_remove(rng.random_range(0..held.len()));
+                state.fail(&l.lease, &l.key.id(&l.job), "x", now).unwrap();
+            }
+            _ if !held.is_empty() => {
+                let l = held.swap_remove(rng.random_range(0..held.len()));
+                let r = rows(&l.examples, 0.5, 2.0);
+                let id = l.key.id(&l.job);
+                state.complete(&l.lease, &id, r, now).unwrap();
+            }
+            _ => {}
+        }
+        assert_indexes_match_a_scan(&state);
+    }
+    // The history did exercise the rules.
+    let done: usize = state.jobs.values().map(|j| j.done_tasks()).sum();
+    assert!(done > 20, "{done} done");
+    assert!(state.jobs["c"].phase != Phase::Active);
+}
+
+#[test]
+fn a_test_completion_folds_only_its_checkpoint_and_p_m_waits_for_earlier_train_tasks() {
+    let mut state = state_with(job(2, 2, 8));
+    let now = Instant::now();
+    checkpoint(&mut state, 4);
+    checkpoint(&mut state, 8);
+    let mut leased = vec![];
+    while let Some(l) = state.lease("e", now) {
+        leased.push(l);
+    }
+    // Finish everything of step 8 first: its test split folds, its P-M
+    // waits for step 4's train task.
+    leased.sort_by_key(|l| std::cmp::Reverse(l.key));
+    for l in leased {
+        let id = l.key.id("job");
+        state
+            .complete(&l.lease, &id, rows(&l.examples, 1.0, 2.0), now)
+            .unwrap();
+        let job = state.job("job").unwrap();
+        if l.key.step == 8 {
+            assert!(job.pm_by_step.is_empty());
+        }
+        if l.key
+            == (TaskKey {
+                step: 8,
+                split: Split::Test,
+                index: 0,
+            })
+        {
+            assert!(job.test.contains_key(&8) && !job.test.contains_key(&4));
+        }
+    }
+    let job = state.job("job").unwrap();
+    assert_eq!(
+        job.pm_by_step.keys().copied().collect::<Vec<_>>(),
+        vec![4, 8]
+    );
+    // The folded tasks keep their accuracies only.
+    assert!(job.tasks.values().all(|t| t.rows.is_empty()));
+    let train = &job.tasks[&TaskKey {
+        step: 4,
+        split: Split::Train,
+        index: 0,
+    }];
+    assert_eq!(train.accuracy, vec![1.0, 1.0]);
+    assert_eq!(
+        job.task_examples(TaskKey {
+            step: 4,
+            split: Split::Test,
+            index: 0
+        }),
+        ["te0", "te1"]
     );
 }
