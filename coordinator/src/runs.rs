@@ -103,18 +103,32 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How checkpoints were found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// A listing of the run's checkpoints: every published one.
+    Listing,
+    /// A trainer's report of one.
+    Report,
+}
+
 /// Notes the published checkpoints `steps` of `job` (its tasks are added
 /// once each, in the order found); returns how many checkpoints were new
-/// and their tasks.
+/// and their tasks. A listing that holds the final step ends the job's
+/// scanning.
 fn add_published(
     state: &Mutex<State>,
     job: &str,
     run: &str,
-    steps: impl IntoIterator<Item = u64>,
+    steps: Vec<u64>,
+    found: Found,
 ) -> (usize, Vec<RunTask>) {
     let mut state = lock(state);
-    if !state.jobs.get(job).is_some_and(|j| j.watches_checkpoints()) {
+    let Some(j) = state.jobs.get_mut(job).filter(|j| j.watches_checkpoints()) else {
         return (0, vec![]);
+    };
+    if found == Found::Listing && steps.iter().any(|&step| step >= j.total_steps) {
+        j.final_listed = true;
     }
     let mut added = 0;
     let mut tasks = vec![];
@@ -155,7 +169,7 @@ pub async fn scan_checkpoints(state: &Mutex<State>, runs: &RunStores) -> usize {
                 continue;
             }
         };
-        let (checkpoints, tasks) = add_published(state, &name, &output, steps);
+        let (checkpoints, tasks) = add_published(state, &name, &output, steps, Found::Listing);
         added += checkpoints;
         new_tasks.extend(tasks);
     }
@@ -181,7 +195,9 @@ pub async fn checkpoint_reported(
     if !runs.get(run)?.exists(&manifest).await? {
         return Ok(None);
     }
-    Ok(Some(add_published(state, job, run, [step]).1))
+    Ok(Some(
+        add_published(state, job, run, vec![step], Found::Report).1,
+    ))
 }
 
 /// Adopts the result files of new tasks: a run submitted again to a
@@ -459,5 +475,29 @@ trainers = 1
         let cancelled = checkpoint_reported(&state, &runs, "job", &run, 8).await;
         assert!(cancelled.unwrap().unwrap().is_empty());
         assert!(!lock(&state).jobs["job"].trained);
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_holds_the_final_checkpoint_ends_the_scanning() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().display().to_string();
+        let state = state_with_job(dir.path());
+        let runs = RunStores::default();
+        // The final step (8) reported while step 4's report was lost: the
+        // job is trained, but only a listing can find step 4.
+        publish(dir.path(), 4);
+        publish(dir.path(), 8);
+        checkpoint_reported(&state, &runs, "job", &run, 8)
+            .await
+            .unwrap();
+        assert!(lock(&state).jobs["job"].trained);
+        assert!(lock(&state).jobs["job"].watches_checkpoints());
+        assert_eq!(scan_checkpoints(&state, &runs).await, 1);
+        let steps: Vec<u64> = lock(&state).jobs["job"].checkpoint_steps().collect();
+        assert_eq!(steps, [4, 8]);
+        // Every checkpoint is known: the scanner no longer lists this run.
+        assert!(!lock(&state).jobs["job"].watches_checkpoints());
+        publish(dir.path(), 12);
+        assert_eq!(scan_checkpoints(&state, &runs).await, 0);
     }
 }

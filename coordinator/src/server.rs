@@ -333,6 +333,7 @@ fn spawn_scanner(
             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             s.expire_leases(now);
+            s.forget_evaluators(now);
             s.expire_ranks(now);
             s.expire_pool(now);
         }

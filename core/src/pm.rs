@@ -181,12 +181,19 @@ pub struct PmTracker {
 }
 
 impl PmTracker {
-    /// `expected`: the ids every checkpoint should have rows for.
+    /// `expected`: the ids every checkpoint should have rows for. Their
+    /// states exist from the start (none seen yet), so a tracker fed for a
+    /// whole run allocates only for ids outside `expected`.
     pub fn new(threshold: Threshold, expected: impl IntoIterator<Item = String>) -> PmTracker {
+        let expected: BTreeSet<String> = expected.into_iter().collect();
+        let states = expected
+            .iter()
+            .map(|id| (id.clone(), ExampleState::default()))
+            .collect();
         PmTracker {
             p: threshold.perplexity(),
-            expected: expected.into_iter().collect(),
-            states: BTreeMap::new(),
+            expected,
+            states,
             last_step: None,
             checkpoints: 0,
         }
@@ -196,6 +203,8 @@ impl PmTracker {
         self.states.get(id)
     }
 
+    /// Every expected example's state (`seen` 0 until it has a row), and
+    /// that of any other example with a row.
     pub fn states(&self) -> &BTreeMap<String, ExampleState> {
         &self.states
     }
@@ -615,6 +624,33 @@ mod tests {
             .unwrap();
         assert_eq!(third.incomplete_history, ["c"]);
         assert!((third.pm.unwrap() - (0.6 + 0.0 + 0.9) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn expected_examples_have_states_before_their_first_row() {
+        let ids = ["a".to_string(), "b".to_string()];
+        let mut tracker = PmTracker::new(Threshold::Perplexity(1.1), ids);
+        assert_eq!(tracker.states().len(), 2);
+        assert_eq!(tracker.state("b"), Some(&ExampleState::default()));
+        let first = tracker.push(1, [("a", obs(0.5, 2.0))]).unwrap();
+        assert_eq!(
+            (first.pm, first.missing.as_slice()),
+            (None, &["b".to_string()][..])
+        );
+        assert!(first.incomplete_history.is_empty());
+        assert_eq!(tracker.state("b").unwrap().seen, 0);
+        let second = tracker
+            .push(
+                2,
+                [
+                    ("a", obs(0.5, 2.0)),
+                    ("b", obs(1.0, 2.0)),
+                    ("z", obs(1.0, 2.0)),
+                ],
+            )
+            .unwrap();
+        assert_eq!(second.incomplete_history, ["b", "z"]);
+        assert_eq!(tracker.states().len(), 3);
     }
 
     #[test]

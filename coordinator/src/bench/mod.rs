@@ -69,6 +69,9 @@ pub struct BenchOptions {
     pub lease_ttl: Duration,
     /// How often the coordinator process's memory is sampled.
     pub memory_every: Duration,
+    /// The bytes the process's heap holds now, when its allocator counts
+    /// them (the benchmark's binary does; a test does not).
+    pub heap_bytes: Option<fn() -> usize>,
     /// After the run, restart the coordinator over its state and time it.
     pub restart: bool,
 }
@@ -85,6 +88,7 @@ impl BenchOptions {
             behaviour: Behaviour::default(),
             lease_ttl: Duration::from_secs(3600),
             memory_every: Duration::from_secs(5),
+            heap_bytes: None,
             restart: false,
         }
     }
@@ -134,7 +138,7 @@ pub async fn run(options: BenchOptions) -> Result<RunStats, BenchError> {
     let running = start(serve_options(dir.path(), options.lease_ttl)).await?;
     let address = format!("http://{}", running.address);
     submit(&address, &specs, workload.tasks()).await?;
-    let (memory, log) = sample_memory(running.state.clone(), options.memory_every);
+    let (memory, log) = sample_memory(running.state.clone(), &options);
     let started = Instant::now();
     let cpu_before = cpu_seconds().unwrap_or(f64::NAN);
     let tally = drive(&options, &workload, dir.path(), &address).await;
@@ -406,16 +410,29 @@ async fn restart(
     Ok(seconds)
 }
 
-/// The memory samples of the running benchmark: (seconds, RSS bytes, tasks
-/// done).
-type MemoryLog = Arc<Mutex<Vec<(f64, u64, usize)>>>;
+/// One sample of the coordinator process's memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MemorySample {
+    /// Since the evaluators started.
+    pub seconds: f64,
+    /// Resident set size.
+    pub rss: u64,
+    /// What the heap holds (live allocations), when counted: unlike the
+    /// RSS it does not include what the allocator keeps of freed memory.
+    pub heap: Option<u64>,
+    /// Tasks done by then.
+    pub done: usize,
+}
 
-/// Samples this process's resident memory every `every` (the coordinator:
-/// the evaluators are other processes).
+type MemoryLog = Arc<Mutex<Vec<MemorySample>>>;
+
+/// Samples this process's memory every `options.memory_every` (the
+/// coordinator: the evaluators are other processes).
 fn sample_memory(
     state: Arc<Mutex<crate::state::State>>,
-    every: Duration,
+    options: &BenchOptions,
 ) -> (tokio::task::JoinHandle<()>, MemoryLog) {
+    let (every, heap) = (options.memory_every, options.heap_bytes);
     let log = MemoryLog::default();
     let kept = log.clone();
     let started = Instant::now();
@@ -425,12 +442,13 @@ fn sample_memory(
                 let state = state.lock().unwrap_or_else(|p| p.into_inner());
                 state.jobs.values().map(|j| j.done_tasks()).sum()
             };
-            let rss = resident_bytes().unwrap_or(0);
-            log.lock().unwrap_or_else(|p| p.into_inner()).push((
-                started.elapsed().as_secs_f64(),
-                rss,
+            let sample = MemorySample {
+                seconds: started.elapsed().as_secs_f64(),
+                rss: resident_bytes().unwrap_or(0),
+                heap: heap.map(|bytes| bytes() as u64),
                 done,
-            ));
+            };
+            log.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
             tokio::time::sleep(every).await;
         }
     });

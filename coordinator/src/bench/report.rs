@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{BenchOptions, Tally, Workload};
+use super::{BenchOptions, MemorySample, Tally, Workload};
 
 /// One run's figures.
 #[derive(Clone, Debug)]
@@ -31,8 +31,8 @@ pub struct RunStats {
     /// Every job's final P-M accuracy (checked against the independent
     /// computation).
     pub pm_accuracy: f64,
-    /// (seconds, RSS bytes, tasks done) of the coordinator process.
-    pub memory: Vec<(f64, u64, usize)>,
+    /// The coordinator process's memory over the run.
+    pub memory: Vec<MemorySample>,
     /// Seconds a new coordinator took to rebuild the finished state.
     pub restart_seconds: Option<f64>,
     /// CPU seconds of the coordinator's process and of the client
@@ -134,13 +134,44 @@ impl RunStats {
         )
     }
 
-    /// RSS in MiB at the first sample after `warm_up` seconds and at the
-    /// last one, and the tasks done in between.
-    pub fn memory_growth(&self, warm_up: f64) -> Option<(f64, f64, usize)> {
-        let first = self.memory.iter().find(|(t, ..)| *t >= warm_up)?;
+    /// The memory at the first sample after `warm_up` seconds and at the
+    /// last one, with the tasks done in between.
+    pub fn memory_growth(&self, warm_up: f64) -> Option<(MemorySample, MemorySample)> {
+        let first = self.memory.iter().find(|m| m.seconds >= warm_up)?;
         let last = self.memory.last()?;
+        Some((*first, *last))
+    }
+
+    /// The memory samples as a table, then their growth after `warm_up`
+    /// seconds.
+    pub fn memory_table(&self, warm_up: f64) -> String {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        Some((mib(first.1), mib(last.1), last.2 - first.2))
+        let heap = |m: &MemorySample| m.heap.map_or("-".to_string(), |h| format!("{:.1}", mib(h)));
+        let mut text = format!(
+            "{:>8} {:>10} {:>10} {:>10}\n",
+            "t s", "RSS MiB", "heap MiB", "tasks done"
+        );
+        for m in &self.memory {
+            text += &format!(
+                "{:>8.0} {:>10.1} {:>10} {:>10}\n",
+                m.seconds,
+                mib(m.rss),
+                heap(m),
+                m.done
+            );
+        }
+        let Some((first, last)) = self.memory_growth(warm_up) else {
+            return text + &format!("no sample after the warm-up of {warm_up:.0} s");
+        };
+        let growth = |a: f64, b: f64| format!("{a:.1} -> {b:.1} MiB ({:+.1} MiB)", b - a);
+        text += &format!(
+            "after the warm-up ({warm_up:.0} s): RSS {}",
+            growth(mib(first.rss), mib(last.rss))
+        );
+        if let (Some(a), Some(b)) = (first.heap, last.heap) {
+            text += &format!(", heap {}", growth(mib(a), mib(b)));
+        }
+        text + &format!(" over {} tasks done", last.done - first.done)
     }
 }
 

@@ -6,11 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use premem_core::Split;
 use premem_core::advice::{RunAdvice, advise_sweep};
 use serde::Serialize;
 
-use crate::state::{Job, Phase, State, TaskState};
+use crate::state::{Job, Phase, State};
 
 #[derive(Serialize)]
 pub struct Overview {
@@ -311,24 +310,21 @@ fn evaluators(state: &State, now: Instant) -> Vec<EvaluatorView> {
 /// accuracy 0.5 (never: last), then by id.
 pub fn heatmap(job: &Job) -> Heatmap {
     let steps: Vec<u64> = job.checkpoint_steps().collect();
-    let column: BTreeMap<u64, usize> = steps.iter().enumerate().map(|(i, s)| (*s, i)).collect();
-    let mut cells: BTreeMap<&str, Vec<Option<f64>>> = job
+    let columns: Vec<&[f64]> = job
+        .checkpoints()
+        .values()
+        .map(|c| c.train_accuracy.as_slice())
+        .collect();
+    let mut rows: Vec<(&str, Vec<Option<f64>>)> = job
         .examples
         .train
         .iter()
-        .map(|id| (id.as_str(), vec![None; steps.len()]))
+        .enumerate()
+        .map(|(i, id)| {
+            let cells = columns.iter().map(|c| Some(c[i]).filter(|a| !a.is_nan()));
+            (id.as_str(), cells.collect())
+        })
         .collect();
-    for (key, task) in &job.tasks {
-        if key.split != Split::Train || task.state != TaskState::Done {
-            continue;
-        }
-        for (id, &accuracy) in job.task_examples(*key).iter().zip(&task.accuracy) {
-            if let Some(cells) = cells.get_mut(id.as_str()) {
-                cells[column[&key.step]] = Some(accuracy);
-            }
-        }
-    }
-    let mut rows: Vec<(&str, Vec<Option<f64>>)> = cells.into_iter().collect();
     let learned = |cells: &[Option<f64>]| cells.iter().position(|a| a.is_some_and(|a| a >= 0.5));
     rows.sort_by_key(|(id, cells)| (learned(cells).unwrap_or(usize::MAX), *id));
     let rows = evenly(rows, HEATMAP_EXAMPLES);

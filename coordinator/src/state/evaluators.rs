@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 /// The window of the tasks-per-minute rate.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// An evaluator silent for this many lease TTLs while holding no lease has
+/// left the fleet (evaluators poll well within one TTL).
+const FORGET_AFTER_TTLS: u32 = 10;
 
 #[derive(Clone, Debug)]
 pub struct EvaluatorStats {
@@ -88,6 +91,21 @@ impl super::State {
         }
         stats.forget_old(now);
     }
+
+    /// Forgets the evaluators that left the fleet: silent for
+    /// [`FORGET_AFTER_TTLS`] lease TTLs and holding no lease. One that comes
+    /// back starts afresh. A fleet whose evaluators die and come back under
+    /// new names would otherwise grow this map for ever. Returns how many
+    /// were forgotten.
+    pub fn forget_evaluators(&mut self, now: Instant) -> usize {
+        let silence = self.timing.lease_ttl * FORGET_AFTER_TTLS;
+        let before = self.evaluators.len();
+        let queue = &self.queue;
+        self.evaluators.retain(|name, e| {
+            now.saturating_duration_since(e.last_seen) < silence || queue.held_by(name) > 0
+        });
+        before - self.evaluators.len()
+    }
 }
 
 #[cfg(test)]
@@ -116,5 +134,24 @@ mod tests {
         assert_eq!(e.last_seen, later);
         state.note_evaluator("", Event::Failed, later);
         assert_eq!(state.evaluators.len(), 1);
+    }
+
+    #[test]
+    fn evaluators_silent_for_ten_lease_ttls_and_holding_nothing_are_forgotten() {
+        let timing = Timing {
+            lease_ttl: Duration::from_secs(10),
+            ..Timing::default()
+        };
+        let mut state = State::new(timing);
+        let t0 = Instant::now();
+        state.note_evaluator("gone", Event::Polled { leased: false }, t0);
+        state.note_evaluator("quiet", Event::Polled { leased: false }, t0);
+        let t1 = t0 + Duration::from_secs(50);
+        state.note_evaluator("quiet", Event::Completed { rows: 1 }, t1);
+        assert_eq!(state.forget_evaluators(t0 + Duration::from_secs(99)), 0);
+        assert_eq!(state.forget_evaluators(t0 + Duration::from_secs(100)), 1);
+        assert!(!state.evaluators.contains_key("gone"));
+        assert_eq!(state.forget_evaluators(t1 + Duration::from_secs(100)), 1);
+        assert!(state.evaluators.is_empty());
     }
 }

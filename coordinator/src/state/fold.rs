@@ -46,17 +46,19 @@ impl Job {
     /// its checkpoint's test split, or the P-M accuracy of the checkpoints
     /// whose train tasks (and all before them) are now done. The advice is
     /// computed again when anything was folded. Each checkpoint's rows are
-    /// gathered once, when it folds; afterwards a train task keeps its
-    /// accuracies only, a test task nothing.
+    /// gathered once, when it folds, and dropped; a train task's accuracies
+    /// stay in its checkpoint's `train_accuracy`.
     pub(super) fn fold_task(&mut self, key: TaskKey, rows: Vec<Row>) {
-        let examples = self.task_examples(key);
-        let accuracy = match key.split {
-            Split::Train => in_order(examples, &rows),
-            Split::Test => vec![],
-        };
-        let task = self.tasks.get_mut(&key).expect("known task");
-        task.rows = rows;
-        task.accuracy = accuracy;
+        if key.split == Split::Train {
+            let range = self.task_range(key, self.examples.train.len());
+            let checkpoint = self
+                .checkpoints
+                .get_mut(&key.step)
+                .expect("a task's checkpoint");
+            let examples = &self.examples.train[range.clone()];
+            write_in_order(examples, &rows, &mut checkpoint.train_accuracy[range]);
+        }
+        self.tasks.get_mut(&key).expect("known task").rows = rows;
         let folded = match key.split {
             Split::Test => self.fold_test(key.step),
             Split::Train => self.fold_pm(),
@@ -145,13 +147,13 @@ impl Job {
     }
 }
 
-/// The accuracies of `rows` in the order of `examples` (the rows are
-/// checked to be one per example).
-fn in_order(examples: &[String], rows: &[Row]) -> Vec<f64> {
+/// Writes the accuracies of `rows` into `out` in the order of `examples`
+/// (the rows are checked to be one per example; an example without one
+/// stays NaN).
+fn write_in_order(examples: &[String], rows: &[Row], out: &mut [f64]) {
     let by_id: std::collections::HashMap<&str, f64> =
         rows.iter().map(|r| (r.id.as_str(), r.accuracy)).collect();
-    examples
-        .iter()
-        .map(|id| by_id.get(id.as_str()).copied().unwrap_or(f64::NAN))
-        .collect()
+    for (id, out) in examples.iter().zip(out) {
+        *out = by_id.get(id.as_str()).copied().unwrap_or(f64::NAN);
+    }
 }

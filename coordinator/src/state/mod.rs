@@ -66,6 +66,10 @@ pub struct Job {
     pub group: Group,
     /// Rank 0 finished every step (or the final checkpoint is published).
     pub trained: bool,
+    /// A listing of the run's checkpoints held the final step's: every
+    /// checkpoint the job will have is known (a trainer's report of the
+    /// final one alone is not enough: an earlier report may have been lost).
+    pub final_listed: bool,
     pub tasks: BTreeMap<TaskKey, Task>,
     counts: TaskCounts,
     pm: PmTracker,
@@ -161,6 +165,7 @@ impl Job {
                 ..Group::default()
             },
             trained: false,
+            final_listed: false,
             tasks: BTreeMap::new(),
             counts: TaskCounts::default(),
             pm,
@@ -187,10 +192,14 @@ impl Job {
                     .is_some_and(|step| step >= self.total_steps))
     }
 
-    /// New checkpoints of the job can still matter: it is active and not
-    /// every checkpoint it will have is evaluated.
+    /// New checkpoints of the job can still matter: it is active, no
+    /// listing has shown its final checkpoint yet, and not every checkpoint
+    /// it will have is evaluated. A sweep's finished runs cost the scanner
+    /// nothing while their evaluation goes on.
     pub fn watches_checkpoints(&self) -> bool {
-        self.phase == Phase::Active && !(self.trained && self.spec.eval.enabled && self.complete())
+        self.phase == Phase::Active
+            && !self.final_listed
+            && !(self.trained && self.spec.eval.enabled && self.complete())
     }
 
     /// Optimizer steps the group reports (the slowest rank).

@@ -33,9 +33,6 @@ pub struct Task {
     pub attempts: u32,
     /// A done task's rows, until its checkpoint's split is folded.
     pub rows: Vec<Row>,
-    /// A done train task's accuracies in the order of its examples, kept
-    /// after the fold (the dashboard's heatmap).
-    pub accuracy: Vec<f64>,
 }
 
 /// What a job's evaluation covers, fixed when the job is submitted.
@@ -58,13 +55,18 @@ impl Progress {
     }
 }
 
-/// A checkpoint with tasks: when it was found (the leasing order) and its
-/// splits' progress.
-#[derive(Clone, Copy, Debug)]
+/// A checkpoint with tasks: when it was found (the leasing order), its
+/// splits' progress and its train examples' accuracies.
+#[derive(Clone, Debug)]
 pub struct Checkpoint {
     pub found: Instant,
     pub train: Progress,
     pub test: Progress,
+    /// Each train example's accuracy, in the order of the job's train
+    /// examples; NaN until its task is done (the dashboard's heatmap). Sized
+    /// when the checkpoint is found, so completions allocate nothing that
+    /// outlives the fold.
+    pub train_accuracy: Vec<f64>,
 }
 
 impl Checkpoint {
@@ -126,9 +128,14 @@ impl Job {
             Split::Train => &self.examples.train,
             Split::Test => &self.examples.test,
         };
+        &ids[self.task_range(key, ids.len())]
+    }
+
+    /// Where task `key`'s examples are in a split of `len` examples.
+    pub(super) fn task_range(&self, key: TaskKey, len: usize) -> std::ops::Range<usize> {
         let size = self.spec.eval.task_examples;
-        let start = (key.index as usize * size).min(ids.len());
-        &ids[start..(start + size).min(ids.len())]
+        let start = (key.index as usize * size).min(len);
+        start..(start + size).min(len)
     }
 
     /// Adds the tasks of a newly published checkpoint found at `now`, all
@@ -142,6 +149,7 @@ impl Job {
             found: now,
             train: Progress::default(),
             test: Progress::default(),
+            train_accuracy: vec![f64::NAN; self.examples.train.len()],
         };
         let mut added = vec![];
         for split in [Split::Train, Split::Test] {
@@ -157,7 +165,6 @@ impl Job {
                     state: TaskState::Pending,
                     attempts: 0,
                     rows: vec![],
-                    accuracy: vec![],
                 };
                 self.tasks.insert(key, task);
                 added.push(key);

@@ -164,6 +164,23 @@ fn renewal_keeps_a_lease_alive() {
 }
 
 #[test]
+fn an_evaluator_holding_a_lease_is_not_forgotten() {
+    let mut state = state_with(job(2, 0, 10));
+    checkpoint(&mut state, 4);
+    let t0 = Instant::now();
+    state.lease("busy", t0).unwrap();
+    state.lease("idle", t0);
+    // Ten lease TTLs (10 s) of silence: the idle one leaves the fleet.
+    let late = t0 + Duration::from_secs(100);
+    assert_eq!(state.forget_evaluators(late), 1);
+    assert_eq!(state.evaluators.keys().collect::<Vec<_>>(), ["busy"]);
+    // Once its lease has run out, so does the busy one.
+    assert_eq!(state.expire_leases(late), 1);
+    assert_eq!(state.forget_evaluators(late), 1);
+    assert!(state.evaluators.is_empty());
+}
+
+#[test]
 fn rows_must_match_the_task_exactly() {
     let mut state = state_with(job(2, 0, 10));
     checkpoint(&mut state, 4);
@@ -779,6 +796,8 @@ fn a_test_completion_folds_only_its_checkpoint_and_p_m_waits_for_earlier_train_t
         let job = state.job("job").unwrap();
         if l.key.step == 8 {
             assert!(job.pm_by_step.is_empty());
+            let heatmap = &job.checkpoints()[&4].train_accuracy;
+            assert!(heatmap.len() == 2 && heatmap.iter().all(|a| a.is_nan()));
         }
         if l.key
             == (TaskKey {
@@ -795,14 +814,11 @@ fn a_test_completion_folds_only_its_checkpoint_and_p_m_waits_for_earlier_train_t
         job.pm_by_step.keys().copied().collect::<Vec<_>>(),
         vec![4, 8]
     );
-    // The folded tasks keep their accuracies only.
+    // The folded tasks keep no rows; their checkpoints, the accuracies.
     assert!(job.tasks.values().all(|t| t.rows.is_empty()));
-    let train = &job.tasks[&TaskKey {
-        step: 4,
-        split: Split::Train,
-        index: 0,
-    }];
-    assert_eq!(train.accuracy, vec![1.0, 1.0]);
+    for checkpoint in job.checkpoints().values() {
+        assert_eq!(checkpoint.train_accuracy, vec![1.0, 1.0]);
+    }
     assert_eq!(
         job.task_examples(TaskKey {
             step: 4,

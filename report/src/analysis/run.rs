@@ -357,11 +357,12 @@ fn coverage(
     }
 }
 
-/// Examples in order of the step they were first memorized (never: last),
+/// Examples with a row, in order of the step they were first memorized (never: last),
 /// then id; evenly thinned to `limit`.
 fn heatmap_ids(states: &BTreeMap<String, ExampleState>, limit: usize) -> Vec<String> {
     let mut ids: Vec<(&String, u64)> = states
         .iter()
+        .filter(|(_, s)| s.seen > 0)
         .map(|(id, s)| (id, s.first_memorized.unwrap_or(u64::MAX)))
         .collect();
     ids.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
