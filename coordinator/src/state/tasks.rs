@@ -172,9 +172,6 @@ impl Job {
         }
         self.counts.pending += added.len();
         self.checkpoints.insert(step, checkpoint);
-        if step >= self.total_steps {
-            self.trained = true;
-        }
         added
     }
 
