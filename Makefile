@@ -5,7 +5,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 PREMEM = $(CARGO) run --quiet --bin premem --
 
-.PHONY: all libtorch build demo test test-tools fuzz helm-check fmt clippy fixtures doctor clean reproduce reproduce-sweep reproduce-curation
+.PHONY: all libtorch build demo test test-tools fuzz helm-check fmt clippy fixtures doctor clean reproduce reproduce-base reproduce-sweep reproduce-curation reproduce-templated
 
 all: build
 
@@ -39,15 +39,25 @@ test: libtorch test-tools
 	$(MAKE) helm-check
 
 # The paper's experiments on the synthetic task, measured (docs/reproduction.md;
-# not part of `make test`). reproduce-sweep: 9 runs into the memorization
-# regime (K = 8, 500 test problems), the report with out-of-sample R² of P-M
-# and every baseline, what limits the fit, and the robustness view; about
-# 40 minutes on 2 CPU cores. reproduce-curation: pm, iid, ifd and heuristic
-# curation on 3 seeds (SEEDS="0 1 2"), test accuracy against training
-# examples with 95 % intervals and the sample efficiency of each over iid;
-# about 28 minutes. Both from a fresh clone, with the build: 78 minutes. Write runs/reproduce-sweep-report,
-# runs/reproduce-curation-report and the figures in docs/reproduction/.
-reproduce: reproduce-sweep reproduce-curation
+# the protocol, frozen before the main runs: examples/reproduce/PROTOCOL.md;
+# not part of `make test`). Each part its own target, each resumable:
+# reproduce-base: the data (varied-style targets; a pretraining corpus of
+# 64,000 problems none of whose queries a split has), the base model
+# pretrained on it (cached in runs/reproduce-base: a rerun reuses it) and
+# Gate 0. reproduce-sweep: the appendix-A sweep from the base (3 learning
+# rates x 3 data settings, 8 log-spaced checkpoints, K = 8, 500 test
+# problems), the report with the out-of-sample R² of P-M and every
+# baseline, the gates and the diagnostics. reproduce-curation: pm, iid, ifd
+# and heuristic curation from the base over SEEDS (default "0 1 2 3 4"), the
+# sample efficiency over iid with 95 % intervals. Writes
+# runs/reproduce-*-report and the figures in docs/reproduction/.
+# reproduce-templated: the first measurement (templated traces, random
+# initialisation), kept for its negative result; not part of reproduce.
+reproduce: reproduce-base reproduce-sweep reproduce-curation
+
+reproduce-base: libtorch
+	$(CARGO) build --quiet --bin premem
+	scripts/reproduce.sh base
 
 reproduce-sweep: libtorch
 	$(CARGO) build --quiet --bin premem
@@ -56,6 +66,11 @@ reproduce-sweep: libtorch
 reproduce-curation: libtorch
 	$(CARGO) build --quiet --bin premem
 	scripts/reproduce.sh curation
+
+reproduce-templated: libtorch
+	$(CARGO) build --quiet --bin premem
+	scripts/reproduce.sh templated-sweep
+	scripts/reproduce.sh templated-curation
 
 # The parsers' property tests (core/tests/parsers_fuzz, curation/tests/spec_fuzz,
 # model/tests/weights_fuzz and tokenizer_fuzz, evaluator/tests/manifest_fuzz)

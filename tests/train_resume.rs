@@ -220,3 +220,43 @@ fn a_second_trainer_of_one_output_is_refused_while_the_first_trains() {
     first.wait().unwrap();
     assert!(!lease.exists(), "the lease outlived the run");
 }
+
+/// `checkpoint.steps`: the run publishes a checkpoint at each listed step
+/// and at its last, nowhere else; a step past the end, or a list out of
+/// order, is refused before anything is written.
+#[test]
+fn listed_checkpoint_steps_are_the_ones_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_task(tmp.path());
+    let output = tmp.path().join("listed");
+    // 64 examples / batch 8 = 8 steps per epoch: 3 epochs are 24 steps.
+    let spec = job_spec(
+        tmp.path(),
+        &output,
+        "epochs = 3",
+        "every_epoch = false\nsteps = [2, 5, 13]",
+    );
+    let out = run(&["train", "--config", spec.to_str().unwrap(), "--no-progress"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(published(&output, "checkpoints"), [2, 5, 13, 24]);
+
+    let past = tmp.path().join("past");
+    let spec = job_spec(tmp.path(), &past, "epochs = 3", "steps = [2, 30]");
+    let out = run(&["train", "--config", spec.to_str().unwrap(), "--no-progress"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("checkpoint.steps lists step 30, but the run has 24 steps"),
+        "{stderr}"
+    );
+    assert!(published(&past, "checkpoints").is_empty());
+
+    let unordered = tmp.path().join("unordered");
+    let spec = job_spec(tmp.path(), &unordered, "epochs = 3", "steps = [5, 3]");
+    let out = run(&["train", "--config", spec.to_str().unwrap(), "--no-progress"]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("checkpoint.steps [5, 3]: steps must be positive and increasing"),
+        "{stderr}"
+    );
+}

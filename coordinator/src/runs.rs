@@ -60,12 +60,18 @@ pub fn build_job(spec: JobSpec, spec_json: String) -> Result<Job, DatasetError> 
         Some(test) => Dataset::load(test)?
             .examples
             .into_iter()
-            .take(limit)
+            .take(spec.eval.test_limit().unwrap_or(usize::MAX))
             .map(|e| e.id)
             .collect(),
         None => vec![],
     };
     let plan = DataPlan::for_job(&spec, train.len());
+    spec.checkpoint
+        .check_steps(plan.total_steps)
+        .map_err(|message| DatasetError::Invalid {
+            path: train.path.clone(),
+            message,
+        })?;
     let examples = Examples {
         train: train_ids,
         test: test_ids,
@@ -400,6 +406,64 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    /// A spec over 6 train and 9 test problems written into `dir`, its
+    /// `[eval]` and `[checkpoint]` tables' extra lines given.
+    fn spec_over_data(dir: &Path, eval: &str, checkpoint: &str) -> JobSpec {
+        let data = premem_core::synth::generate(&premem_core::synth::SynthConfig {
+            train: 6,
+            test: 9,
+            pool_per_example: 0,
+            ..Default::default()
+        })
+        .unwrap();
+        let (train, test) = (dir.join("train.jsonl"), dir.join("test.jsonl"));
+        Dataset::write_gsm8k_jsonl(&data.train, &train).unwrap();
+        Dataset::write_gsm8k_jsonl(&data.test, &test).unwrap();
+        let text = format!(
+            "[run]\nname = \"job\"\noutput = \"{out}\"\n\n[model]\nconfig = \"tiny.json\"\ntokenizer = \"t.json\"\n\n\
+             [data]\ntrain = {{ path = \"{train}\", format = \"gsm8k\" }}\ntest = {{ path = \"{test}\", format = \"gsm8k\" }}\n\n\
+             [train]\nlr = 1e-4\nschedule = {{ type = \"constant\" }}\nbatch_size = 2\nmicro_batch_size = 1\nepochs = 2\n\n\
+             [eval]\n{eval}\n\n[checkpoint]\n{checkpoint}\n",
+            out = dir.join("run").display(),
+            train = train.display(),
+            test = test.display(),
+        );
+        JobSpec::from_toml(&text, Path::new("spec.toml")).unwrap()
+    }
+
+    /// `eval.limit` caps both splits, `eval.test_limit` the test split
+    /// alone; a listed checkpoint step past the run's 6 steps is refused,
+    /// naming the train file.
+    #[test]
+    fn the_job_takes_its_limits_and_checks_its_checkpoint_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = |eval: &str, checkpoint: &str| {
+            build_job(spec_over_data(dir.path(), eval, checkpoint), String::new())
+        };
+        let all = job("", "").unwrap();
+        assert_eq!((all.examples.train.len(), all.examples.test.len()), (6, 9));
+        assert_eq!(all.total_steps, 6);
+        let both = job("limit = 4", "").unwrap();
+        assert_eq!(
+            (both.examples.train.len(), both.examples.test.len()),
+            (4, 4)
+        );
+        let test = job("limit = 4\ntest_limit = 7", "").unwrap();
+        assert_eq!(
+            (test.examples.train.len(), test.examples.test.len()),
+            (4, 7)
+        );
+        assert!(job("", "steps = [2, 6]").is_ok());
+        let Err(err) = job("", "steps = [2, 7]") else {
+            panic!("a checkpoint step past the run was taken");
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains("train.jsonl") && err.contains("lists step 7, but the run has 6 steps"),
+            "{err}"
+        );
+    }
 
     fn state_with_job(run: &Path) -> Mutex<State> {
         let spec = format!(

@@ -13,6 +13,11 @@ use sha2::{Digest, Sha256};
 
 use crate::answer::{AnswerStyle, gold_answer};
 
+/// The meta key of an example's family (GSM8K-format JSONL field
+/// `family`): a kind of problem, such as the synthetic task's `1-step`,
+/// `2-step`, …; reports give P-M accuracy per family.
+pub const FAMILY: &str = "family";
+
 /// Which split of a job's data: the train examples the run trains on (for
 /// P-M accuracy) or the test split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -196,7 +201,7 @@ impl Columns {
             meta: meta.iter().map(|s| s.to_string()).collect(),
         };
         match (spec.format, &spec.fields) {
-            (DatasetFormat::Gsm8k, None) => Ok(fixed("question", "answer", &["id"], &[])),
+            (DatasetFormat::Gsm8k, None) => Ok(fixed("question", "answer", &["id"], &[FAMILY])),
             (DatasetFormat::Math, None) => Ok(fixed("problem", "solution", &["id", "unique_id"], &["level", "type"])),
             (DatasetFormat::Jsonl | DatasetFormat::Parquet, Some(f)) => Ok(Columns {
                 query: f.query.clone(),
@@ -308,7 +313,8 @@ impl Dataset {
     }
 
     /// Writes examples as GSM8K-style JSONL (`id`, `question`, `answer`,
-    /// optional `parent_id`), the format `premem data synth` produces.
+    /// optional `parent_id` and `family`), the format `premem data synth`
+    /// produces.
     pub fn write_gsm8k_jsonl(examples: &[Example], path: &Path) -> Result<(), DatasetError> {
         let io = |source| DatasetError::Io {
             path: path.to_path_buf(),
@@ -322,6 +328,9 @@ impl Dataset {
             row.insert("answer".into(), Value::String(e.target.clone()));
             if let Some(parent) = &e.parent_id {
                 row.insert("parent_id".into(), Value::String(parent.clone()));
+            }
+            if let Some(family) = e.meta.get(FAMILY) {
+                row.insert(FAMILY.into(), Value::String(family.clone()));
             }
             writeln!(out, "{}", Value::Object(row)).map_err(io)?;
         }

@@ -316,6 +316,11 @@ pub struct CheckpointSpec {
     /// And/or every this many steps.
     #[serde(default)]
     pub every_steps: Option<u64>,
+    /// And/or at these steps, in increasing order (e.g. log-spaced:
+    /// `[6, 12, 24, 48, 96, 192, 384]`, dense where learning is fast). A
+    /// step past the run's last is refused when the run starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u64>,
     /// Keep only the newest K resume states (optimizer state); the weights of
     /// every checkpoint are kept for evaluation.
     #[serde(default)]
@@ -351,6 +356,7 @@ impl Default for CheckpointSpec {
         CheckpointSpec {
             every_epoch: true,
             every_steps: None,
+            steps: vec![],
             keep_resume_states: None,
             max_shard_bytes: shard_bytes(),
             baselines: true,
@@ -377,6 +383,10 @@ pub struct EvalSpec {
     pub sampling: SamplingSpec,
     /// Only the first N examples of each split.
     pub limit: Option<usize>,
+    /// Only the first N test examples (default: `limit`); curation
+    /// evaluates its train set D and a test split of its own size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
     /// Examples per task: the unit of leasing. Results do not depend on it
     /// for a given value, nor on how many evaluators run.
     pub task_examples: usize,
@@ -393,12 +403,20 @@ pub struct EvalSpec {
     pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
+impl EvalSpec {
+    /// How many test examples are evaluated at most.
+    pub fn test_limit(&self) -> Option<usize> {
+        self.test_limit.or(self.limit)
+    }
+}
+
 impl Default for EvalSpec {
     fn default() -> Self {
         EvalSpec {
             enabled: true,
             sampling: SamplingSpec::default(),
             limit: None,
+            test_limit: None,
             task_examples: 32,
             batch_size: DEFAULT_EVAL_BATCH_SIZE,
             threshold: crate::pm::Threshold::LogLog(-2.4),
@@ -596,6 +614,25 @@ impl TrainSpec {
 }
 
 impl CheckpointSpec {
+    /// Whether a checkpoint is due after `done` steps of `total` (the last
+    /// step always checkpoints; `ends_epoch`: step `done` ends an epoch).
+    pub fn due(&self, done: u64, total: u64, ends_epoch: bool) -> bool {
+        done == total
+            || self.every_steps.is_some_and(|n| done.is_multiple_of(n))
+            || self.steps.binary_search(&done).is_ok()
+            || (self.every_epoch && ends_epoch)
+    }
+
+    /// `checkpoint.steps` within a run of `total` steps.
+    pub fn check_steps(&self, total: u64) -> Result<(), String> {
+        match self.steps.iter().find(|&&s| s > total) {
+            Some(step) => Err(format!(
+                "checkpoint.steps lists step {step}, but the run has {total} steps"
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.baselines && self.grad_variance_minibatches < 2 {
             return Err(format!(
@@ -607,6 +644,12 @@ impl CheckpointSpec {
             return Err(
                 "checkpoint.every_steps and checkpoint.keep_resume_states must be positive".into(),
             );
+        }
+        if self.steps.first() == Some(&0) || self.steps.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "checkpoint.steps {:?}: steps must be positive and increasing",
+                self.steps
+            ));
         }
         if self.max_shard_bytes == 0 {
             return Err("checkpoint.max_shard_bytes must be positive".into());
@@ -737,6 +780,11 @@ impl JobSpec {
         }
         if e.limit == Some(0) {
             return Err("eval.limit must be positive (leave it out for every example)".into());
+        }
+        if e.test_limit == Some(0) {
+            return Err(
+                "eval.test_limit must be positive (leave it out for every test example)".into(),
+            );
         }
         e.threshold
             .validate()
@@ -969,5 +1017,56 @@ micro_batch_size = 4
             .unwrap_err()
             .to_string();
         assert!(err.contains("zero3") && err.contains("zero2"), "{err}");
+    }
+
+    /// A checkpoint is due at every listed step, every `every_steps`, at
+    /// the ends of epochs when asked, and at the last step; the listed
+    /// steps must increase and lie within the run; a list that is empty
+    /// leaves the spec's JSON as it was (run names hash it).
+    #[test]
+    fn listed_checkpoint_steps() {
+        let spec = parse(&format!(
+            "{MINIMAL}\n[checkpoint]\nevery_epoch = false\nevery_steps = 10\nsteps = [3, 7]\n"
+        ))
+        .unwrap();
+        let c = &spec.checkpoint;
+        let due: Vec<u64> = (1..=25).filter(|&s| c.due(s, 25, s % 8 == 0)).collect();
+        assert_eq!(due, [3, 7, 10, 20, 25]);
+        assert!(c.check_steps(7).is_ok());
+        let err = c.check_steps(6).unwrap_err();
+        assert_eq!(
+            err,
+            "checkpoint.steps lists step 7, but the run has 6 steps"
+        );
+        let epochs = CheckpointSpec::default();
+        let due: Vec<u64> = (1..=25)
+            .filter(|&s| epochs.due(s, 25, s % 8 == 0))
+            .collect();
+        assert_eq!(due, [8, 16, 24, 25]);
+        for bad in ["[0, 4]", "[4, 4]", "[5, 3]"] {
+            let err = parse(&format!("{MINIMAL}\n[checkpoint]\nsteps = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("must be positive and increasing"),
+                "{bad}: {err}"
+            );
+        }
+        let json = serde_json::to_string(&parse(MINIMAL).unwrap()).unwrap();
+        assert!(
+            !json.contains("\"steps\"") && !json.contains("test_limit"),
+            "{json}"
+        );
+    }
+
+    /// `make reproduce`'s base: one epoch over the corpus, no evaluation
+    /// of its own (Gate 0 samples it with its [eval] settings).
+    #[test]
+    fn the_reproduce_base_parses() {
+        let spec = parse(include_str!("../../examples/reproduce/base.toml")).unwrap();
+        assert_eq!(spec.train.epochs, 1);
+        assert!(!spec.eval.enabled);
+        assert_eq!(spec.eval.sampling.samples, 8);
+        assert_eq!(spec.data.train.path, "data/reproduce/pretrain.jsonl");
     }
 }

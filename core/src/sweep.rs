@@ -1381,4 +1381,70 @@ micro_batch_size = 4
             && r.spec.eval.sampling.samples == 5
             && r.spec.eval.sampling.max_new_tokens == 512));
     }
+
+    /// `make reproduce`'s sweep is the protocol's (examples/reproduce/
+    /// PROTOCOL.md): 9 runs from the base, learning rates spanning 30x,
+    /// all / half / a quarter of the data for the same 512 steps, 8
+    /// log-spaced checkpoints, K = 8, p = 1.095; the first measurement's
+    /// sweeps still parse.
+    #[test]
+    fn the_reproduce_sweeps_are_the_protocol() {
+        let spec = SweepSpec::from_toml(
+            include_str!("../../examples/reproduce/sweep.toml"),
+            Path::new("sweep.toml"),
+        )
+        .unwrap();
+        let runs = spec.expand().unwrap();
+        assert_eq!(runs.len(), 9);
+        let lrs: Vec<f64> = runs.iter().map(|r| r.spec.train.lr).collect();
+        let (lo, hi) = (
+            lrs.iter().copied().fold(1.0, f64::min),
+            lrs.iter().copied().fold(0.0, f64::max),
+        );
+        assert!(hi / lo >= 30.0 - 1e-9, "{lrs:?}");
+        let settings: std::collections::BTreeSet<(u64, u64, Option<u64>)> = runs
+            .iter()
+            .map(|r| {
+                let s = &r.spec;
+                (
+                    (s.data.fraction * 4.0) as u64,
+                    s.train.epochs,
+                    s.train.keep_steps_of_epochs,
+                )
+            })
+            .collect();
+        assert_eq!(
+            settings,
+            [(4, 32, None), (2, 32, Some(32)), (1, 32, Some(32))].into()
+        );
+        for r in &runs {
+            let s = &r.spec;
+            assert_eq!(
+                s.model.base.as_deref(),
+                Some("runs/reproduce-base/checkpoints/step-00004000")
+            );
+            let steps = &s.checkpoint.steps;
+            assert!(steps.len() >= 7 && steps.last() == Some(&512), "{steps:?}");
+            assert!(
+                steps.windows(2).all(|w| w[1] <= 2 * w[0]),
+                "log-spaced: {steps:?}"
+            );
+            assert_eq!(s.eval.sampling.samples, 8);
+            assert!((s.eval.threshold.perplexity() - 1.0953).abs() < 1e-3);
+            assert_eq!(s.eval.limit, None);
+        }
+        for (name, text) in [
+            (
+                "templated/sweep.toml",
+                include_str!("../../examples/reproduce/templated/sweep.toml"),
+            ),
+            (
+                "templated/sweep-dense.toml",
+                include_str!("../../examples/reproduce/templated/sweep-dense.toml"),
+            ),
+        ] {
+            let spec = SweepSpec::from_toml(text, Path::new(name)).unwrap();
+            assert_eq!(spec.expand().unwrap().len(), 9, "{name}");
+        }
+    }
 }

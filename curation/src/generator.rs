@@ -610,7 +610,8 @@ printf '%s\n' '{"question": "q", "answer": "x\n#### 5", "parent_id": "a"}'
             pool_per_example: 0,
             seed: 3,
             ..Default::default()
-        });
+        })
+        .unwrap();
         let g = GeneratorSpec {
             command: vec![
                 "python3".into(),

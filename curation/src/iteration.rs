@@ -39,7 +39,7 @@ fn iteration_paths(spec: &CurationSpec, s: Strategy, i: u32) -> (PathBuf, String
 /// The job of iteration `i` of strategy `s`.
 /// Every iteration evaluates the first |D| examples of its train file
 /// (D itself: P-M accuracy is about D; the added examples are not
-/// evaluated) and the first |D| test examples. With
+/// evaluated) and the first `eval.test_limit` test examples (default |D|). With
 /// `measure_last_checkpoint_only`, a run whose P-M no strategy reads
 /// checkpoints only at its last step.
 pub fn iteration_job(spec: &CurationSpec, job: &JobSpec, s: Strategy, i: u32) -> Result<JobSpec> {
@@ -47,6 +47,7 @@ pub fn iteration_job(spec: &CurationSpec, job: &JobSpec, s: Strategy, i: u32) ->
     run.run.group = Some(format!("curation/{}", spec.curation.name));
     let d = Dataset::load(&job.data.train)?.len();
     run.eval.limit = Some(d);
+    run.eval.test_limit = job.eval.test_limit.or(Some(d));
     if i == 1 {
         let (name, output) = base_run(spec);
         run.run.name = name;
@@ -280,7 +281,8 @@ mod tests {
             train: 2,
             test: 2,
             ..Default::default()
-        });
+        })
+        .unwrap();
         let train = dir.join("train.jsonl");
         Dataset::write_gsm8k_jsonl(&data.train, &train).unwrap();
         let mut spec =
@@ -311,6 +313,8 @@ mod tests {
             let (spec, job) = spec_in(dir.path(), last_only);
             let run = iteration_job(&spec, &job, s, i).unwrap();
             assert_eq!(run.eval.limit, Some(2));
+            // Without a test_limit of its own, the test split is cut to |D| too.
+            assert_eq!(run.eval.test_limit, Some(2));
             (run.checkpoint.every_steps, run.checkpoint.every_epoch)
         };
         let kept = (Some(5), true);

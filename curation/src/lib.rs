@@ -54,6 +54,7 @@ mod select;
 mod spec;
 mod state;
 mod summary;
+mod summary_families;
 mod summary_output;
 
 use std::path::PathBuf;
@@ -71,6 +72,7 @@ pub use state::{CurationState, IterationRecord, STATE_FILE, STATE_FORMAT};
 pub use summary::{
     Curve, Efficiency, Estimate, Point, Ratio, Summary, estimate, examples_needed, ratio, summarize,
 };
+pub use summary_families::FamilySummary;
 pub use summary_output::write_summary;
 
 /// What can go wrong in the pure parts of a curation.

@@ -680,10 +680,24 @@ trainers = 2
         let spec = CurationSpec::from_toml(&text.replace("{seed}", "3"), &path).unwrap();
         let job = spec.base_job(&path).unwrap();
         assert_eq!(spec.curation.seed, 3);
-        assert_eq!((job.run.seed, job.model.init_seed), (3, 3));
+        assert_eq!(job.run.seed, 3);
+        assert_eq!(
+            job.model.base.as_deref(),
+            Some("runs/reproduce-base/checkpoints/step-00004000")
+        );
         assert_eq!(spec.curation.output, "runs/reproduce-curation/seed-3");
         assert!(job.data.train.path.contains("seed-3/"));
         assert!(spec.curation.measure_last_checkpoint_only);
         assert_eq!(spec.curation.strategies.len(), 4);
+        assert_eq!(job.eval.test_limit, Some(300));
+        let templated =
+            std::fs::read_to_string(format!("{dir}/templated/curation.toml.in")).unwrap();
+        let spec = CurationSpec::from_toml(&templated.replace("{seed}", "3"), &path).unwrap();
+        let job = spec.base_job(&path).unwrap();
+        assert_eq!((job.run.seed, job.model.init_seed), (3, 3));
+        assert_eq!(
+            spec.curation.output,
+            "runs/reproduce-templated-curation/seed-3"
+        );
     }
 }

@@ -16,6 +16,7 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 use super::CurationError;
 use super::spec::Strategy;
 use super::state::CurationState;
+use super::summary_families::{FamilySummary, family_summary};
 
 /// A mean over seeds and the half-width of its 95 % confidence interval
 /// (Student's t, n − 1 degrees of freedom; `None` for one value).
@@ -110,6 +111,9 @@ pub struct Summary {
     pub curves: Vec<Curve>,
     /// Empty without an `iid` strategy.
     pub efficiency: Vec<Efficiency>,
+    /// P-M per family after the first run and the parents' families, when
+    /// D has families and the runs can be read here.
+    pub families: Option<FamilySummary>,
 }
 
 /// How many training examples iid's `curve` — `(examples, accuracy)` in
@@ -152,7 +156,9 @@ pub fn summarize(seeds: &[(String, CurationState)]) -> Result<Summary, CurationE
         .map(|&s| curve(seeds, s))
         .collect::<Result<_, _>>()?;
     let names = seeds.iter().map(|(name, _)| name.clone()).collect();
-    Ok(Summary::of_curves(names, curves))
+    let mut summary = Summary::of_curves(names, curves);
+    summary.families = family_summary(seeds);
+    Ok(summary)
 }
 
 impl Summary {
@@ -171,6 +177,7 @@ impl Summary {
             seeds,
             curves,
             efficiency,
+            families: None,
         }
     }
 }

@@ -78,6 +78,47 @@ fn markdown(s: &Summary) -> String {
         }
     }
     md.push_str(&efficiency_section(s));
+    md.push_str(&families_section(s));
+    md
+}
+
+/// P-M per family after the first run and each strategy's parents by
+/// family.
+fn families_section(s: &Summary) -> String {
+    let Some(f) = &s.families else {
+        return String::new();
+    };
+    let mut md = String::from("\n## Families\n\n");
+    md.push_str("Mean P-M accuracy of each family of D after the first (shared) run, per seed:\n\n| family | mean | per seed |\n|---|---:|---|\n");
+    for (family, values) in f.families.iter().zip(&f.first_run_pm) {
+        let known: Vec<f64> = values.iter().flatten().copied().collect();
+        let cells: Vec<String> = values
+            .iter()
+            .map(|v| v.map_or("–".into(), |v| format!("{:.2}", v)))
+            .collect();
+        let mean = known.iter().sum::<f64>() / known.len().max(1) as f64;
+        let _ = writeln!(md, "| {family} | {mean:.2} | {} |", cells.join(", "));
+    }
+    md.push_str("\nThe parents each strategy chose (every seed and iteration), by family:\n\n");
+    let _ = writeln!(md, "| strategy | parents | {} |", f.families.join(" | "));
+    let _ = writeln!(md, "|---|---:|{}", "---:|".repeat(f.families.len()));
+    for (strategy, counts) in &f.parents {
+        let total: usize = counts.values().sum();
+        let cells: Vec<String> = f
+            .families
+            .iter()
+            .map(|family| {
+                let n = counts.get(family).copied().unwrap_or(0);
+                format!("{:.0} % ({n})", 100.0 * n as f64 / total.max(1) as f64)
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {total} | {} |",
+            label(*strategy),
+            cells.join(" | ")
+        );
+    }
     md
 }
 

@@ -51,7 +51,8 @@ impl TinyRun {
             pool_per_example: 0,
             seed: 3,
             ..Default::default()
-        });
+        })
+        .unwrap();
         let train = dir.join("train.jsonl");
         let test = dir.join("test.jsonl");
         Dataset::write_gsm8k_jsonl(&data.train, &train).unwrap();

@@ -6,9 +6,11 @@
 
 mod advice;
 mod atc;
+pub mod gates;
 mod limits;
 mod robustness;
 mod run;
+pub mod task;
 mod warnings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,9 +24,11 @@ use premem_core::pm::{
 };
 
 pub use atc::AtcFit;
+pub use gates::Gates;
 pub use limits::{AfterMemorization, Limits, MEMORIZED};
 pub use robustness::{Bucket, Robustness};
 pub use run::{CheckpointSummary, Coverage, ExampleCheckpoint, RunAnalysis};
+pub use task::{Base, RunFamilies};
 
 use super::load::RunData;
 use super::{ReportError, Result};
@@ -193,6 +197,94 @@ pub struct Analysis {
     pub advice: Vec<advice::RunAdviceReport>,
     /// Over two runs or more: which over-memorized, which settings to prefer.
     pub sweep_advice: Option<premem_core::advice::SweepAdvice>,
+    /// The task and the base model the runs start from.
+    pub task: TaskReport,
+}
+
+/// The share of a checkpoint's train examples memorized from which the
+/// report also scores P-M on those checkpoints alone.
+pub const MOSTLY_MEMORIZED: f64 = 0.5;
+
+/// What the report knows of the task and the base: the perfect solver's
+/// perplexity per split and family (`synth.json` beside the data), the
+/// base (`model.base`) and its SHA-256, the protocol's gates, P-M and test
+/// accuracy per family, and P-M's fit where most of the train set is
+/// memorized (where P-M differs from plain train accuracy).
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskReport {
+    pub perfect_solver: Option<BTreeMap<String, Vec<premem_core::synth::FamilyPerplexity>>>,
+    pub base: Option<BaseSummary>,
+    pub gates: Gates,
+    pub families: Vec<RunFamilies>,
+    pub memorized_fit: Option<MemorizedFit>,
+}
+
+/// The base model as the report names it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BaseSummary {
+    pub path: String,
+    pub sha256: Option<String>,
+    /// The premem run and step it is a checkpoint of.
+    pub run: Option<(String, u64)>,
+}
+
+impl BaseSummary {
+    fn of(base: &Base) -> BaseSummary {
+        BaseSummary {
+            path: base.path.clone(),
+            sha256: base.sha256.clone(),
+            run: base.run.as_ref().map(|(r, step)| (r.name.clone(), *step)),
+        }
+    }
+}
+
+/// P-M against test accuracy on the checkpoints with at least
+/// [`MOSTLY_MEMORIZED`] of their train examples memorized at the report's p.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemorizedFit {
+    pub checkpoints: usize,
+    /// Against y = x, at the report's p.
+    pub in_sample: Option<f64>,
+    /// The out-of-sample predictions of those checkpoints (each with p
+    /// calibrated without its run), pooled.
+    pub out_of_sample: Option<f64>,
+}
+
+/// [`MemorizedFit`] from the runs' checkpoints and P-M's correlation (whose
+/// points and held-out predictions follow the runs' checkpoints with both
+/// values, in order).
+fn memorized_fit(analyses: &[RunAnalysis], pm: &MetricCorrelation) -> Option<MemorizedFit> {
+    let mostly: Vec<bool> = analyses
+        .iter()
+        .flat_map(|a| &a.checkpoints)
+        .filter(|c| c.pm.is_some() && c.test_accuracy.is_some())
+        .map(|c| c.memorized_fraction.is_some_and(|m| m >= MOSTLY_MEMORIZED))
+        .collect();
+    if mostly.len() != pm.points.len() || !mostly.contains(&true) {
+        return None;
+    }
+    let pick = |points: &[(f64, f64)]| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .zip(&mostly)
+            .filter(|(_, m)| **m)
+            .map(|(p, _)| *p)
+            .collect()
+    };
+    let r2 = |points: Vec<(f64, f64)>| {
+        let (x, y): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
+        r2_identity(&x, &y)
+    };
+    let held_out = pm
+        .out_of_sample
+        .as_ref()
+        .filter(|o| o.predictions.len() == mostly.len())
+        .map(|o| pick(&o.predictions));
+    Some(MemorizedFit {
+        checkpoints: mostly.iter().filter(|m| **m).count(),
+        in_sample: r2(pick(&pm.points)),
+        out_of_sample: held_out.and_then(r2),
+    })
 }
 
 /// `metric` against test accuracy over `points` (run index, metric, test);
@@ -272,6 +364,7 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         .flat_map(|r| r.notes.iter().map(move |n| format!("{}: {n}", r.name)))
         .collect();
     let (advice, sweep_advice) = advice::advice(runs, &analyses);
+    let task = task_report(runs, &analyses, &correlations[0]);
     Ok(Analysis {
         threshold,
         threshold_source,
@@ -287,7 +380,24 @@ pub fn analyze(runs: &[RunData], options: &ReportOptions) -> Result<Analysis> {
         provenance: runs.iter().map(RunProvenance::of).collect(),
         advice,
         sweep_advice,
+        task,
     })
+}
+
+fn task_report(runs: &[RunData], analyses: &[RunAnalysis], pm: &MetricCorrelation) -> TaskReport {
+    let base = task::base_of(runs);
+    let data = &runs[0].record.spec.data;
+    TaskReport {
+        perfect_solver: data
+            .test
+            .as_ref()
+            .and_then(task::perfect_solver)
+            .or_else(|| task::perfect_solver(&data.train)),
+        base: base.as_ref().map(BaseSummary::of),
+        gates: gates::gates(runs, base.as_ref()),
+        families: task::run_families(runs, analyses),
+        memorized_fit: memorized_fit(analyses, pm),
+    }
 }
 
 /// The threshold given, else the calibrated one, else the authors' GSM8K

@@ -57,6 +57,17 @@ pub enum ReportError {
 
 pub type Result<T, E = ReportError> = std::result::Result<T, E>;
 
+/// The protocol's gates of `location` (a run or a sweep) and its base,
+/// from result rows alone (no calibration, no R²), as Markdown.
+pub fn gates_report(location: &str) -> Result<String> {
+    let runs = load(location)?;
+    let base = analysis::task::base_of(&runs);
+    Ok(markdown::gates(&analysis::gates::gates(
+        &runs,
+        base.as_ref(),
+    )))
+}
+
 /// What [`write_report`] wrote.
 #[derive(Clone, Debug)]
 pub struct Written {

@@ -1,16 +1,28 @@
 //! `report.md`: one function per section, in the order they appear.
 
 mod limits;
+mod task;
 
 use std::fmt::Write as _;
 
 use super::analysis::{Analysis, MetricCorrelation, ThresholdSource};
 use super::charts::heatmap_stems;
 
+/// The protocol's gates alone (`premem report --gates-only`).
+pub fn gates(g: &crate::analysis::Gates) -> String {
+    let mut md = String::new();
+    task::gates_markdown(&mut md, g);
+    if md.is_empty() {
+        md.push_str("No gate applies: neither a base with test results nor runs from a base.\n");
+    }
+    md
+}
+
 pub(crate) fn markdown(location: &str, a: &Analysis) -> String {
     let mut md = String::new();
     title(&mut md, location, a);
     headline(&mut md, a);
+    task::task(&mut md, a);
     checkpoints(&mut md, a);
     advice(&mut md, a);
     learning_progression(&mut md, a);
@@ -192,21 +204,22 @@ fn checkpoints(md: &mut String, a: &Analysis) {
         let _ = writeln!(md, "### {}\n", run.name);
         let _ = writeln!(
             md,
-            "| step | P-M train acc. | test acc. | train acc. | memorized | median train perplexity | grad. variance | distance from init | ATC | train / test examples | missing train / test |"
+            "| step | P-M train acc. | test acc. | train acc. | memorized | test below p | median train perplexity | grad. variance | distance from init | ATC | train / test examples | missing train / test |"
         );
         let _ = writeln!(
             md,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for c in &run.checkpoints {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
                 c.step,
                 percent(c.pm),
                 percent(c.test_accuracy),
                 percent(c.train_accuracy),
                 percent(c.memorized_fraction),
+                percent(c.test_below_p),
                 fmt(c.median_train_perplexity, 3),
                 sci(c.grad_variance),
                 sci(c.distance_from_init),

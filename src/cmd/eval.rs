@@ -13,6 +13,7 @@ use premem_evaluator::{EvalSettings, Evaluator, ExampleResult, SamplerKind};
 
 use crate::device::{DType, parse_device};
 
+mod families;
 mod template;
 
 /// How to sample, shared by `premem eval` and `premem eval-run`: the
@@ -106,6 +107,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             let seconds = started.elapsed().as_secs_f64();
             premem_evaluator::results::write_parquet(&args.out, &rows)?;
             print_summary(&args, settings, &rows, seconds);
+            families::print(examples, &rows, settings.split, &args.data);
             Ok(())
         },
     )

@@ -45,6 +45,12 @@ pub struct ReportArgs {
     /// P-M buckets of the robustness view.
     #[arg(long, default_value_t = 5)]
     buckets: usize,
+    /// Print the gates of examples/reproduce/PROTOCOL.md and nothing else
+    /// (no calibration, no R²; writes no files): Gate 0 of the base the runs
+    /// start from (or of a lone run without a base, at its last step with
+    /// test results), Gate 1 of the runs. What a pilot may look at.
+    #[arg(long)]
+    gates_only: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,6 +60,10 @@ enum Scale {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    if args.gates_only {
+        print!("{}", premem_report::gates_report(&args.location)?);
+        return Ok(());
+    }
     if args.buckets == 0 || args.heatmap_rows == 0 {
         bail!("--buckets and --heatmap-rows must be at least 1");
     }

@@ -344,10 +344,10 @@ impl<'a> Run<'a> {
     /// stops): the monitor (when due), the baselines, then the checkpoint.
     fn checkpoint_if_due(&mut self, step: u64, stop: bool) -> Result<()> {
         let done = step + 1;
-        let every = &self.spec.checkpoint;
-        let due = done == self.plan.total_steps
-            || every.every_steps.is_some_and(|n| done.is_multiple_of(n))
-            || (every.every_epoch && self.plan.ends_epoch(step));
+        let due = self
+            .spec
+            .checkpoint
+            .due(done, self.plan.total_steps, self.plan.ends_epoch(step));
         if !(due || stop) {
             return Ok(());
         }

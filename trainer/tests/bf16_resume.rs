@@ -18,7 +18,8 @@ fn setup(dir: &Path) {
         pool_per_example: 0,
         seed: 1,
         ..Default::default()
-    });
+    })
+    .unwrap();
     train_task_tokenizer(&data.train, &PromptTemplate::default(), 300)
         .unwrap()
         .save(dir.join("tokenizer.json"), false)

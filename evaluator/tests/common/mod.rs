@@ -15,7 +15,8 @@ pub fn tiny_synth_model(train: usize) -> (CausalLm, Tokenizer, Vec<Example>) {
         pool_per_example: 0,
         seed: 4,
         ..Default::default()
-    });
+    })
+    .unwrap();
     let trained = train_task_tokenizer(&data.train, &PromptTemplate::default(), 300).unwrap();
     let tokenizer = Tokenizer::from_tokenizer(trained, "synth".into());
     let config = ModelConfig::from_json(&serde_json::json!({

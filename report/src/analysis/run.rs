@@ -25,6 +25,9 @@ pub struct CheckpointSummary {
     pub train_accuracy: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub memorized_fraction: Option<f64>,
+    /// Test examples whose target perplexity is below p (test traces are
+    /// never trained on: a high value says p is too high for the task).
+    pub test_below_p: Option<f64>,
     pub median_train_perplexity: Option<f64>,
     pub grad_variance: Option<f64>,
     pub distance_from_init: Option<f64>,
@@ -211,7 +214,11 @@ pub(super) fn analyze_run(
             ));
         }
         examples.extend(example_rows(&run.name, &train, &pm, p));
-        checkpoints.push(summary(run, rows, &train, &pm, test));
+        let mut checkpoint = summary(run, rows, &train, &pm, test);
+        checkpoint.test_below_p = checkpoint
+            .test_accuracy
+            .map(|_| below_p(base_rows(rows, "test"), p));
+        checkpoints.push(checkpoint);
     }
     for &step in &run.published {
         if !run.baselines.contains_key(&step) {
@@ -271,6 +278,14 @@ fn missing_results(
     missing
 }
 
+/// The share of `rows` whose target perplexity is below `p`.
+fn below_p<'a>(rows: impl Iterator<Item = &'a ExampleResult>, p: f64) -> f64 {
+    let (below, all) = rows.fold((0usize, 0usize), |(b, n), r| {
+        (b + usize::from(memorized(r.target_perplexity, p)), n + 1)
+    });
+    below as f64 / all.max(1) as f64
+}
+
 /// The checkpoint's row of every train example it has results for.
 fn example_rows(
     run: &str,
@@ -314,6 +329,7 @@ fn summary(
         train_accuracy: complete_train.then_some(pm.train_accuracy),
         test_accuracy,
         memorized_fraction: complete_train.then_some(pm.memorized_fraction),
+        test_below_p: None,
         median_train_perplexity: complete_train
             .then(|| median(train.iter().map(|r| r.target_perplexity).collect()))
             .flatten(),

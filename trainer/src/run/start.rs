@@ -130,6 +130,9 @@ pub(super) fn begin(
 ) -> Result<(Inputs, DataPlan, Begun)> {
     let prepared = load_inputs(spec).and_then(|inputs| {
         let plan = DataPlan::for_job(spec, inputs.data.len());
+        spec.checkpoint
+            .check_steps(plan.total_steps)
+            .map_err(TrainError::Config)?;
         let begun = if at.is_leader() {
             Some(begin_leader(spec, options, &inputs, &plan, at)?)
         } else {
