@@ -27,7 +27,8 @@
 # examples/reproduce/templated/), kept as the negative result it gave.
 #
 # Each step says what it does and how long it took since the start.
-# PREMEM: how to run premem (default: the debug binary, built first).
+# PREMEM: how to run premem (default: the debug binary; `make reproduce`
+# builds and uses the release one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
