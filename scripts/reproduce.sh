@@ -64,7 +64,7 @@ base() {
         "$PREMEM" data synth --out $DATA --style varied --train 256 --test 500 --groups 1-3 \
             --pretrain 64000 --pretrain-styles varied:3,terse:1 --pretrain-group-weights 7,14,1 --seed 0
     fi
-    step "base 2/3 pretraining: examples/reproduce/base.toml (4,000 steps; about 7 minutes on 2 cores)"
+    step "base 2/3 pretraining: examples/reproduce/base.toml (4,000 steps; 7 to 10 minutes on 2 cores)"
     if [[ -f $BASE/MANIFEST.json ]]; then
         echo "cached: $BASE (delete $BASE_RUN to pretrain again)"
     elif [[ -d $BASE_RUN ]]; then

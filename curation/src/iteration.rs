@@ -41,7 +41,7 @@ fn iteration_paths(spec: &CurationSpec, s: Strategy, i: u32) -> (PathBuf, String
 /// (D itself: P-M accuracy is about D; the added examples are not
 /// evaluated) and the first `eval.test_limit` test examples (default |D|). With
 /// `measure_last_checkpoint_only`, a run whose P-M no strategy reads
-/// checkpoints only at its last step.
+/// checkpoints only at its last step (no epoch, interval or listed steps).
 pub fn iteration_job(spec: &CurationSpec, job: &JobSpec, s: Strategy, i: u32) -> Result<JobSpec> {
     let mut run = job.clone();
     run.run.group = Some(format!("curation/{}", spec.curation.name));
@@ -70,6 +70,7 @@ pub fn iteration_job(spec: &CurationSpec, job: &JobSpec, s: Strategy, i: u32) ->
     if spec.curation.measure_last_checkpoint_only && !read {
         run.checkpoint.every_epoch = false;
         run.checkpoint.every_steps = None;
+        run.checkpoint.steps.clear();
     }
     run.data.train = DatasetSpec {
         path: train.to_string_lossy().into_owned(),
@@ -293,6 +294,7 @@ mod tests {
             JobSpec::from_toml(crate::state::tests::JOB, std::path::Path::new("job.toml")).unwrap();
         job.data.train.path = train.to_string_lossy().into_owned();
         job.checkpoint.every_steps = Some(5);
+        job.checkpoint.steps = vec![1, 3];
         for s in [Strategy::Pm, Strategy::Iid] {
             for i in [2, 3] {
                 let (file, _, _) = iteration_paths(&spec, s, i);
@@ -315,13 +317,15 @@ mod tests {
             assert_eq!(run.eval.limit, Some(2));
             // Without a test_limit of its own, the test split is cut to |D| too.
             assert_eq!(run.eval.test_limit, Some(2));
-            (run.checkpoint.every_steps, run.checkpoint.every_epoch)
+            let c = run.checkpoint;
+            (c.every_steps, c.every_epoch, c.steps)
         };
-        let kept = (Some(5), true);
+        let kept = (Some(5), true, vec![1, 3]);
+        let last = (None, false, vec![]);
         assert_eq!(every(true, Strategy::Iid, 1), kept);
         assert_eq!(every(true, Strategy::Pm, 2), kept);
-        assert_eq!(every(true, Strategy::Pm, 3), (None, false));
-        assert_eq!(every(true, Strategy::Iid, 2), (None, false));
+        assert_eq!(every(true, Strategy::Pm, 3), last);
+        assert_eq!(every(true, Strategy::Iid, 2), last);
         for (s, i) in [(Strategy::Pm, 3), (Strategy::Iid, 2), (Strategy::Iid, 3)] {
             assert_eq!(every(false, s, i), kept);
         }
