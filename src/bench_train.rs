@@ -50,7 +50,7 @@ pub struct BenchResult {
     /// Mean loss of the last step (compares shardings at one rank).
     pub final_loss: f64,
     /// The memory plan's bytes of one rank for this setting
-    /// (`premem_core::plan`), to compare with the measured peak.
+    /// (`premem_core::spec::plan`), to compare with the measured peak.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub planned_rank_bytes: Option<u64>,
 }

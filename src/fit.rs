@@ -1,10 +1,11 @@
 //! Whether a job fits its GPUs, asked where the CLI starts one (`premem
 //! train`, `run`, `sweep`) before any weights are loaded; the plan itself
-//! is `premem_core::plan`.
+//! is `premem_core::spec::plan`.
 
 use anyhow::Result;
 use premem_core::JobSpec;
-use premem_core::plan::{self, ByteSize};
+use premem_core::spec::ByteSize;
+use premem_core::spec::plan;
 use premem_model::runtime;
 
 /// The smallest total memory of this host's CUDA devices (the one a rank

@@ -114,7 +114,7 @@ fn main() -> ExitCode {
     panics::install();
     // Before any tensor work: registers CUDA when libtorch_cuda.so loads.
     runtime::init();
-    premem_core::provenance::set_git_revision(env!("PREMEM_GIT_REVISION"));
+    premem_core::spec::provenance::set_git_revision(env!("PREMEM_GIT_REVISION"));
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(

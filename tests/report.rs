@@ -12,8 +12,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt64Type};
 use common::{job_spec, run, synth_task, text};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use premem_core::baselines::{BASELINES_FILE, CheckpointBaselines};
-use premem_core::results::{read_parquet, write_parquet};
+use premem_core::data::results::{read_parquet, write_parquet};
+use premem_core::science::baselines::{BASELINES_FILE, CheckpointBaselines};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -163,7 +163,7 @@ fn a_run_keeps_checkpoints_results_and_report_in_s3_and_resumes_from_it() {
             let results = s3.file(&format!(
                 "runs/a/results/step-{step:08}/{split}-0000.parquet"
             ));
-            let rows = premem_core::results::read_parquet(&results).unwrap();
+            let rows = premem_core::data::results::read_parquet(&results).unwrap();
             assert_eq!(rows.len(), 4, "{}", results.display());
         }
     }

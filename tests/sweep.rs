@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::cluster::{Cluster, TOKEN};
 use common::{file_times, job_spec, premem, synth_task, text};
-use premem_core::results::{ExampleResult, read_parquet};
+use premem_core::data::results::{ExampleResult, read_parquet};
 
 type Rows = BTreeMap<(String, u64, String, String), ExampleResult>;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::live_run::LiveRun;
 use common::{all_rows, published, spec, synth_task};
-use premem_core::checkpoint::EarlyStopRecord;
+use premem_core::storage::checkpoint::EarlyStopRecord;
 use premem_tracking::testing::{MlflowServer, read_events};
 use serde_json::Value;
 

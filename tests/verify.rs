@@ -8,8 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{job_spec, run, synth_task, text};
-use premem_core::checkpoint::{MANIFEST, Manifest};
-use premem_core::results::{read_parquet, write_parquet};
+use premem_core::data::results::{read_parquet, write_parquet};
+use premem_core::storage::checkpoint::{MANIFEST, Manifest};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -19,9 +19,7 @@
 //! - [`publish`]: what goes out besides the gRPC replies: TensorBoard event
 //!   files, MLflow, the early-stop record;
 //! - [`server`]: serving it all;
-//! - [`bench`]: the load benchmark and soak (`premem-coordinator-bench`).
 
-pub mod bench;
 pub mod dashboard;
 pub mod membership;
 pub mod metrics;
@@ -31,7 +29,7 @@ pub mod runs;
 pub mod server;
 pub mod service;
 pub mod state;
-pub mod state_lease;
+pub mod state_lock;
 
 pub use server::{Running, ServeError, ServeOptions, start};
 pub use service::prefixes::AllowedPrefixes;

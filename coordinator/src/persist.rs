@@ -160,7 +160,7 @@ impl Persist {
 /// cannot be rebuilt).
 async fn restore_early_stop(job: &mut Job, runs: &RunStores) -> Result<(), ()> {
     let read = match runs.get(&job.spec.run.output) {
-        Ok(store) => premem_core::checkpoint::read_early_stop(&store).await,
+        Ok(store) => premem_core::storage::checkpoint::read_early_stop(&store).await,
         Err(e) => Err(e),
     };
     match read {

@@ -18,11 +18,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use premem_core::advice::{CheckpointView, Finding, advise};
-use premem_core::checkpoint::{
+use premem_core::science::advice::{CheckpointView, Finding, advise};
+use premem_core::spec::JobSpec;
+use premem_core::storage::checkpoint::{
     EARLY_STOP_FILE, EarlyStopRecord, TENSORBOARD_DIR, metrics_file, step_name,
 };
-use premem_core::spec::JobSpec;
 use premem_core::{Store, StoreError};
 use premem_tracking::mlflow::{Metric, Mlflow, RunStatus, flatten_params};
 use premem_tracking::tensorboard::{Scalar, event_file, file_name};

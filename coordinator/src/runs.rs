@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use premem_core::checkpoint::{Area, MANIFEST, published_steps, step_prefix};
-use premem_core::dataset::DatasetError;
-use premem_core::order::{DataPlan, subset};
-use premem_core::results::results_prefix;
+use premem_core::data::dataset::DatasetError;
+use premem_core::data::order::subset;
+use premem_core::data::results::results_prefix;
 use premem_core::spec::JobSpec;
+use premem_core::storage::checkpoint::{Area, MANIFEST, published_steps, step_prefix};
 use premem_core::{Dataset, Store, StoreError};
 
 use futures::StreamExt;
@@ -30,7 +30,7 @@ pub const MAX_DATASET_BYTES: u64 = 1 << 30;
 fn check_dataset_files(spec: &JobSpec) -> Result<(), DatasetError> {
     for data in std::iter::once(&spec.data.train).chain(&spec.data.test) {
         let path = std::path::Path::new(&data.path);
-        let size = premem_core::dataset::regular_file_size(path)?;
+        let size = premem_core::data::dataset::regular_file_size(path)?;
         if size > MAX_DATASET_BYTES {
             return Err(DatasetError::Invalid {
                 path: path.into(),
@@ -65,7 +65,7 @@ pub fn build_job(spec: JobSpec, spec_json: String) -> Result<Job, DatasetError> 
             .collect(),
         None => vec![],
     };
-    let plan = DataPlan::for_job(&spec, train.len());
+    let plan = spec.data_plan(train.len());
     spec.checkpoint
         .check_steps(plan.total_steps)
         .map_err(|message| DatasetError::Invalid {
@@ -361,7 +361,7 @@ pub async fn result_rows(run: &Store, key: TaskKey) -> Result<Option<Vec<Row>>, 
             bytes.len()
         ));
     }
-    let rows = premem_core::results::from_parquet(bytes, &url).map_err(|e| e.to_string())?;
+    let rows = premem_core::data::results::from_parquet(bytes, &url).map_err(|e| e.to_string())?;
     let mut kept = vec![];
     for r in rows {
         if r.checkpoint_step != key.step || r.split != key.split.name() {
@@ -410,7 +410,7 @@ mod tests {
     /// A spec over 6 train and 9 test problems written into `dir`, its
     /// `[eval]` and `[checkpoint]` tables' extra lines given.
     fn spec_over_data(dir: &Path, eval: &str, checkpoint: &str) -> JobSpec {
-        let data = premem_core::synth::generate(&premem_core::synth::SynthConfig {
+        let data = premem_core::data::synth::generate(&premem_core::data::synth::SynthConfig {
             train: 6,
             test: 9,
             pool_per_example: 0,

@@ -21,7 +21,7 @@ use crate::runs::{RunStores, scan_checkpoints};
 use crate::service::Service;
 use crate::service::prefixes::AllowedPrefixes;
 use crate::state::{State, Timing};
-use crate::state_lease;
+use crate::state_lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -42,7 +42,7 @@ pub enum ServeError {
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("state store: {0}")]
-    Lease(#[from] premem_core::lease::LeaseError),
+    Lease(#[from] premem_core::storage::lease::LeaseError),
     #[error("state store: {0}")]
     MembershipKey(#[from] KeyError),
 }
@@ -70,7 +70,7 @@ pub struct ServeOptions {
     /// How often to look for new checkpoints and expired leases.
     pub scan_interval: Duration,
     /// The name this coordinator holds its state store's lease under
-    /// ([`crate::state_lease`]): host and pid by default; one that restarts
+    /// ([`crate::state_lock`]): host and pid by default; one that restarts
     /// under the same name takes its lease back at once.
     pub lease_owner: String,
     /// How long that lease outlives its last renewal.
@@ -104,8 +104,8 @@ impl ServeOptions {
             timing: Timing::default(),
             max_request_bytes: 16 << 20,
             scan_interval: Duration::from_millis(500),
-            lease_owner: premem_core::lease::this_process(),
-            state_lease_ttl: state_lease::STATE_LEASE_TTL,
+            lease_owner: premem_core::storage::lease::this_process(),
+            state_lease_ttl: state_lock::STATE_LEASE_TTL,
         }
     }
 }
@@ -172,14 +172,14 @@ impl Stop {
 pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     let state_store = Store::open(&options.state)?;
     let lease =
-        state_lease::take(&state_store, &options.lease_owner, options.state_lease_ttl).await?;
+        state_lock::take(&state_store, &options.lease_owner, options.state_lease_ttl).await?;
     let membership = MembershipKey::load_or_create(&state_store).await?;
     let (persist, state, runs) = restore(&options).await?;
     let metrics = Arc::new(Metrics::new());
     let scan = Arc::new(Notify::new());
     let (shutdown, stop) = Stop::new();
     let shutdown = Arc::new(shutdown);
-    let keeper = state_lease::keep(lease, shutdown.clone(), stop.stopped());
+    let keeper = state_lock::keep(lease, shutdown.clone(), stop.stopped());
 
     let listener = bind(&options.listen).await?;
     let address = local_address(&listener, &options.listen)?;

@@ -1,7 +1,23 @@
-//! Error text as a user reads it: libtorch's errors carry the C++ stack of
-//! where they were raised ("Exception raised from ... (most recent call
-//! first):" and one "frame #N: ..." line per frame, often 4 KB), which says
-//! nothing to a user and buries the one line that does.
+//! Error text as a user reads it: an error with its causes on one line
+//! ([`chain`]), and libtorch's errors without the C++ stack of where they
+//! were raised ([`concise`]: "Exception raised from ... (most recent call
+//! first):" and one "frame #N: ..." line per frame, often 4 KB, which says
+//! nothing to a user and buries the one line that does).
+
+/// `error` and its sources, joined by ": ". Many libraries keep the reason
+/// in a source (reqwest's own message is often just "error sending
+/// request"; libloading keeps the loader's message, which library is
+/// missing, there).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 /// `message` without libtorch's C++ stack: the "Exception raised from"
 /// lines and the "frame #N:" lines after them. Everything else is kept, in

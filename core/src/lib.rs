@@ -1,36 +1,31 @@
-//! premem-core: what every premem process shares and that needs no libtorch —
-//! job specs, datasets and answer checking, data order, the synthetic task,
-//! the object-store layout of runs, evaluation result files, the P-M accuracy
-//! formulas ([`pm`]), the sampling settings ([`sampling`]) and the retry
-//! policy ([`retry`]). The reports (`premem-report`) and curation
-//! (`premem-curation`) are built on it.
+//! premem-core: what every premem process shares and that needs no libtorch.
+//! Five folders, imports running one way (`storage` ← `data` ← `science` ←
+//! `arch` ← `spec`; a module imports only from its own folder or the ones before it):
+//!
+//! - [`storage`]: the object store, the layout of a run in it (checkpoints,
+//!   manifests, resume states), leases, atomic local files;
+//! - [`data`]: datasets and answer checking, prompt templates, sampling
+//!   settings, data order, evaluation result rows, the synthetic task;
+//! - [`science`]: the P-M accuracy formulas, out-of-sample R², the baselines
+//!   and the advice;
+//! - [`arch`]: model architectures from a Hugging Face `config.json` (the
+//!   families' keys, defaults and switches), for the plan and the model;
+//! - [`spec`]: the job spec, its memory plan, sweeps and provenance.
+//!
+//! [`retry`] and [`error_text`] are leaves every folder may use. The reports
+//! (`premem-report`) and curation (`premem-curation`) are built on this crate.
 
-pub mod advice;
-pub mod answer;
-pub mod baselines;
-pub mod checkpoint;
-pub mod crossval;
-pub mod dataset;
+pub mod arch;
+pub mod data;
 pub mod error_text;
-pub mod files;
-pub mod lease;
-pub mod order;
-pub mod plan;
-pub mod pm;
-pub mod provenance;
-pub mod results;
 pub mod retry;
-pub mod sampling;
+pub mod science;
 pub mod spec;
-pub mod store;
-pub mod store_client;
-pub mod sweep;
-pub mod synth;
-pub mod template;
+pub mod storage;
 
-pub use answer::AnswerStyle;
-pub use dataset::{Dataset, DatasetSpec, Example, Split};
-pub use sampling::SamplingSpec;
+pub use data::answer::AnswerStyle;
+pub use data::dataset::{Dataset, DatasetSpec, Example, Split};
+pub use data::sampling::SamplingSpec;
+pub use data::template::PromptTemplate;
 pub use spec::JobSpec;
-pub use store::{BlockingStore, Store, StoreError};
-pub use template::PromptTemplate;
+pub use storage::store::{BlockingStore, Store, StoreError};

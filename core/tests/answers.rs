@@ -2,7 +2,7 @@
 //! (normalisation, exact numbers, tuples, intervals, sets), GSM8K samples,
 //! `\boxed{}` extraction, and odd inputs that must not panic.
 
-use premem_core::answer::{
+use premem_core::data::answer::{
     AnswerStyle, answers_equal, gold_answer, is_correct, last_boxed, parse_number, sample_answer,
 };
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use premem_core::dataset::{DatasetError, DatasetFormat, FieldMap};
+use premem_core::data::dataset::{DatasetError, DatasetFormat, FieldMap};
 use premem_core::{AnswerStyle, Dataset, DatasetSpec};
 
 fn spec(path: &Path, format: DatasetFormat) -> DatasetSpec {
@@ -260,7 +260,7 @@ fn empty_gold_answers_are_listed_and_can_be_dropped() {
     let path = write(dir.path(), "math.jsonl", &rows.join("\n"));
     let kept = Dataset::load(&spec(&path, DatasetFormat::Math)).unwrap();
     assert_eq!(kept.len(), 3);
-    let empty = premem_core::dataset::empty_answer_ids(&kept.examples);
+    let empty = premem_core::data::dataset::empty_answer_ids(&kept.examples);
     assert_eq!(empty.len(), 2);
     assert!(!empty.contains(&kept.examples[0].id.as_str()));
     let dropped = Dataset::load(&DatasetSpec {
@@ -281,7 +281,7 @@ fn empty_gold_answers_are_listed_and_can_be_dropped() {
 #[test]
 fn endless_lines_and_special_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let long = "x".repeat(premem_core::dataset::MAX_LINE_BYTES + 1);
+    let long = "x".repeat(premem_core::data::dataset::MAX_LINE_BYTES + 1);
     let path = write(
         dir.path(),
         "long.jsonl",

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use premem_core::pm::{
+use premem_core::science::pm::{
     CheckpointObservations, Grid, Observation, PmTracker, RunObservations, Threshold, calibrate,
     pm_vs_test,
 };

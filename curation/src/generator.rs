@@ -27,8 +27,8 @@ use serde_json::{Map, Value, json};
 
 use super::spec::GeneratorSpec;
 use super::{CurationError, excerpt};
-use premem_core::answer::{AnswerStyle, gold_answer};
-use premem_core::dataset::Example;
+use premem_core::data::answer::{AnswerStyle, gold_answer};
+use premem_core::data::dataset::Example;
 
 /// New examples and the tries that failed before (one reason each, like
 /// "attempt 1 of 3: exited with exit status: 1; stderr: ...").
@@ -604,7 +604,7 @@ printf '%s\n' '{"question": "q", "answer": "x\n#### 5", "parent_id": "a"}'
             println!("note: python3 is missing; examples/rephrase.py is not tested");
             return;
         }
-        let data = premem_core::synth::generate(&premem_core::synth::SynthConfig {
+        let data = premem_core::data::synth::generate(&premem_core::data::synth::SynthConfig {
             train: 4,
             test: 0,
             pool_per_example: 0,

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use premem_core::dataset::{DatasetFormat, DatasetSpec};
+use premem_core::data::dataset::{DatasetFormat, DatasetSpec};
 use premem_core::{Dataset, Example, JobSpec};
 use premem_report::{ReportOptions, analyze, load};
 
@@ -278,7 +278,7 @@ mod tests {
     /// A curation of 3 iterations of pm and iid on two synthetic problems,
     /// its train file and its iteration-2/3 data in a temporary directory.
     fn spec_in(dir: &std::path::Path, last_only: bool) -> (CurationSpec, JobSpec) {
-        let data = premem_core::synth::generate(&premem_core::synth::SynthConfig {
+        let data = premem_core::data::synth::generate(&premem_core::data::synth::SynthConfig {
             train: 2,
             test: 2,
             ..Default::default()

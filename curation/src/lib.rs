@@ -83,7 +83,7 @@ pub enum CurationError {
     Spec(#[from] premem_core::spec::SpecError),
     /// The candidate pool (or an iteration's data file) could not be read or written.
     #[error(transparent)]
-    Dataset(#[from] premem_core::dataset::DatasetError),
+    Dataset(#[from] premem_core::data::dataset::DatasetError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

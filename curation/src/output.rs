@@ -44,7 +44,7 @@ pub(crate) fn create_dir(out_dir: &Path) -> Result<(), CurationError> {
 /// Writes `text` to `out_dir/name` atomically; returns the path.
 pub(crate) fn write_text(out_dir: &Path, name: &str, text: &str) -> Result<PathBuf, CurationError> {
     let path = out_dir.join(name);
-    premem_core::files::write_atomic(&path, text.as_bytes()).map_err(|source| {
+    premem_core::storage::files::write_atomic(&path, text.as_bytes()).map_err(|source| {
         CurationError::Io {
             path: path.clone(),
             source,

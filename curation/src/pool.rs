@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::select::Chosen;
 use super::{CurationError, derive_seed, quoted_list};
-use premem_core::dataset::{Dataset, DatasetSpec, Example};
+use premem_core::data::dataset::{Dataset, DatasetSpec, Example};
 
 /// The curation candidates: new examples keyed by the train example they
 /// derive from (`parent_id`).
@@ -227,7 +227,7 @@ mod tests {
         std::fs::write(&path, rows.join("\n")).unwrap();
         DatasetSpec {
             path: path.to_str().unwrap().into(),
-            format: premem_core::dataset::DatasetFormat::Gsm8k,
+            format: premem_core::data::dataset::DatasetFormat::Gsm8k,
             fields: None,
             answer_style: None,
             drop_empty_answers: false,

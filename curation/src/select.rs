@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{CurationSpec, HeuristicKey, Strategy};
 use super::{CurationError, derive_seed, quoted_list};
-use premem_core::dataset::Example;
+use premem_core::data::dataset::Example;
 
 /// A parent chosen by a strategy, with the score it was chosen by:
 /// its P-M accuracy (`pm`, and `iid` where known), IFD score (`ifd`),

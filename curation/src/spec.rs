@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use premem_core::answer::AnswerStyle;
-use premem_core::dataset::DatasetSpec;
+use premem_core::data::answer::AnswerStyle;
+use premem_core::data::dataset::DatasetSpec;
 use premem_core::spec::{JobSpec, SpecError, parse_toml, read_spec_file};
 
 /// How the parents of new examples are chosen.
@@ -304,11 +304,6 @@ impl CurationSpec {
 
     pub fn output_dir(&self) -> PathBuf {
         PathBuf::from(&self.curation.output)
-    }
-
-    /// `<output>/curation-state.json`.
-    pub fn state_path(&self) -> PathBuf {
-        self.output_dir().join(super::STATE_FILE)
     }
 
     /// `<output>/<strategy>/iter-<i>`: where the driver puts an iteration's

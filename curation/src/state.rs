@@ -4,7 +4,7 @@
 //! base job) that differs from the one it started with.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,6 +18,13 @@ use premem_core::spec::JobSpec;
 pub const STATE_FILE: &str = "curation-state.json";
 /// The version of the state file's layout.
 pub const STATE_FORMAT: u32 = 1;
+
+impl CurationSpec {
+    /// `<output>/curation-state.json`.
+    pub fn state_path(&self) -> PathBuf {
+        self.output_dir().join(STATE_FILE)
+    }
+}
 
 /// One iteration of one strategy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,7 +156,7 @@ impl CurationState {
         }
         let mut bytes = serde_json::to_vec_pretty(self).expect("the state serializes");
         bytes.push(b'\n');
-        premem_core::files::write_atomic(path, &bytes).map_err(io)
+        premem_core::storage::files::write_atomic(path, &bytes).map_err(io)
     }
 
     /// The iterations done for `strategy`.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use premem_core::Dataset;
-use premem_core::dataset::FAMILY;
+use premem_core::data::dataset::FAMILY;
 
 use super::iteration::{iteration_job, outcome_of};
 use super::spec::Strategy;

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
-use premem_core::checkpoint::{Area, MANIFEST, read_manifest_at, step_prefix};
+use premem_core::storage::checkpoint::{Area, MANIFEST, read_manifest_at, step_prefix};
 use premem_core::{BlockingStore, Store, StoreError};
 
 use crate::checkpoint::{
@@ -369,7 +369,7 @@ fn modified_ns(path: &Path) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use premem_core::checkpoint::publish;
+    use premem_core::storage::checkpoint::publish;
 
     /// A run directory with checkpoints whose weight file has `bytes` bytes
     /// (a few hundred more with the other files).

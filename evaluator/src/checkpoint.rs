@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use premem_core::checkpoint::{
+use premem_core::storage::checkpoint::{
     Area, MANIFEST, Manifest, download_published, published_steps, read_manifest_at, step_prefix,
 };
 use premem_core::{BlockingStore, Store};

@@ -33,11 +33,11 @@ pub enum EvalError {
     #[error(transparent)]
     Connect(#[from] premem_proto::ConnectError),
     #[error(transparent)]
-    Results(#[from] premem_core::results::ResultsError),
+    Results(#[from] premem_core::data::results::ResultsError),
     #[error(transparent)]
     Store(#[from] premem_core::StoreError),
     #[error(transparent)]
-    Dataset(#[from] premem_core::dataset::DatasetError),
+    Dataset(#[from] premem_core::data::dataset::DatasetError),
     #[error(transparent)]
     Model(#[from] premem_model::ModelError),
     #[error(transparent)]

@@ -8,8 +8,8 @@
 //! preamble, sample index), so a result depends on none of: batch size, task
 //! split, which evaluator ran it.
 
-use premem_core::answer::{AnswerStyle, is_correct};
-pub use premem_core::results::ExampleResult;
+use premem_core::data::answer::{AnswerStyle, is_correct};
+pub use premem_core::data::results::ExampleResult;
 use premem_core::{Example, PromptTemplate, SamplingSpec, Split};
 use premem_model::batch::{
     Batch, LengthLimit, TokenizedExample, per_example_nll, per_example_nll_chunked, tokenize,

@@ -7,6 +7,8 @@
 //!   store URL) made local;
 //! - [`verify`]: a local checkpoint directory against its manifest, once;
 //! - [`run`]: every checkpoint of a run into the run's result files;
+//! - [`split`]: a run's split as its checkpoints are evaluated on it (the
+//!   examples, how their answers are marked);
 //! - [`cache`]: published checkpoints on local disk, bounded by bytes;
 //! - [`worker`]: a worker that leases tasks from the coordinator, evaluates
 //!   them and reports their rows;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod evaluate;
 pub mod ifd;
 pub mod run;
+pub mod split;
 pub mod verify;
 pub mod worker;
 
@@ -26,5 +29,5 @@ pub use error::{EvalError, Result};
 pub use evaluate::{EvalSettings, Evaluator, ExampleResult, SamplerKind, select};
 /// Result rows to and from Parquet (they live in `premem-core`, which the
 /// report reads without libtorch).
-pub use premem_core::results;
+pub use premem_core::data::results;
 pub use worker::{ModelSlot, WorkerOptions, WorkerSummary, evaluate_task, run_worker};

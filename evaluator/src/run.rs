@@ -1,21 +1,23 @@
 //! Evaluating a run: every published checkpoint on its train split (the
 //! examples the run trains on) and its test split, with the run's own prompt
 //! template and seed, into the run's result files
-//! (`results/step-N/<split>.parquet`, `premem_core::results`). Checkpoints
+//! (`results/step-N/<split>.parquet`, `premem_core::data::results`). Checkpoints
 //! that already have a split's results are skipped, so an interrupted
 //! evaluation continues where it stopped.
 
 use std::path::{Path, PathBuf};
 
-use premem_core::answer::AnswerStyle;
-use premem_core::checkpoint::{Area, RunRecord, published_steps, read_run_record, step_prefix};
-use premem_core::results::{results_prefix, to_parquet};
-use premem_core::{BlockingStore, Dataset, Example, SamplingSpec, Split, Store};
+use premem_core::data::answer::AnswerStyle;
+use premem_core::data::results::{results_prefix, to_parquet};
+use premem_core::spec::record::{RunRecord, read_run_record};
+use premem_core::storage::checkpoint::{Area, published_steps, step_prefix};
+use premem_core::{BlockingStore, Example, SamplingSpec, Split, Store};
 use tch::{Device, Kind};
 
 use crate::checkpoint::LoadedModel;
 use crate::error::{EvalError, Result};
 use crate::evaluate::{EvalSettings, Evaluator};
+use crate::split::{answer_style, split_examples};
 
 /// How to evaluate a run (the rest comes from its `run.json`).
 #[derive(Clone, Debug)]
@@ -91,43 +93,6 @@ impl Recorded {
 
     fn describe(&self) -> String {
         format!("{} examples={}", self.sampling.describe(), self.examples)
-    }
-}
-
-/// The examples of a split that a run's checkpoints are evaluated on: for
-/// the train split, the subset the run trains on (`data.fraction`).
-pub fn split_examples(record: &RunRecord, split: Split) -> Result<Vec<Example>> {
-    let spec = &record.spec;
-    match split {
-        Split::Train => {
-            let data = Dataset::load(&spec.data.train)?;
-            let subset = premem_core::order::subset(data.len(), spec.data.fraction, spec.run.seed);
-            Ok(subset
-                .into_iter()
-                .map(|i| data.examples[i].clone())
-                .collect())
-        }
-        Split::Test => match &spec.data.test {
-            Some(test) => Ok(Dataset::load(test)?.examples),
-            None => Err(EvalError::Invalid(format!(
-                "run '{}' has no data.test in its spec: nothing to evaluate the test split on",
-                record.name
-            ))),
-        },
-    }
-}
-
-/// How the final answers of a split's examples are marked.
-pub fn answer_style(record: &RunRecord, split: Split) -> Result<AnswerStyle> {
-    match split {
-        Split::Train => Ok(record.spec.data.train.answer_style()),
-        Split::Test => match &record.spec.data.test {
-            Some(test) => Ok(test.answer_style()),
-            None => Err(EvalError::Invalid(format!(
-                "run '{}' has no data.test in its spec: nothing to evaluate the test split on",
-                record.name
-            ))),
-        },
     }
 }
 
@@ -332,10 +297,11 @@ impl RunEval<'_> {
             rows.retain(|r| !r.preamble.is_empty());
         }
         let file = results_file(step, input.split);
-        let bytes = to_parquet(&rows).map_err(|message| premem_core::results::ResultsError {
-            location: store.url_of(&file),
-            message,
-        })?;
+        let bytes =
+            to_parquet(&rows).map_err(|message| premem_core::data::results::ResultsError {
+                location: store.url_of(&file),
+                message,
+            })?;
         run.run(store.put(
             &settings_file(step, input.split),
             serde_json::to_vec_pretty(&recorded).expect("settings serialise"),

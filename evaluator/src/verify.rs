@@ -18,8 +18,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use premem_core::checkpoint::{MANIFEST, Manifest};
-use premem_core::store::FileEntry;
+use premem_core::storage::checkpoint::{MANIFEST, Manifest};
+use premem_core::storage::store::FileEntry;
 use sha2::{Digest, Sha256};
 
 use crate::error::{EvalError, Result};
@@ -164,7 +164,7 @@ fn write_marker(marker: &Path, dir: &Path) {
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| {
-            premem_core::files::write_atomic(marker, dir.display().to_string().as_bytes())
+            premem_core::storage::files::write_atomic(marker, dir.display().to_string().as_bytes())
         });
     if let Err(e) = written {
         tracing::warn!(marker = %marker.display(), error = %e, "cannot record a verified checkpoint");
@@ -174,7 +174,7 @@ fn write_marker(marker: &Path, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use premem_core::checkpoint::{Area, publish};
+    use premem_core::storage::checkpoint::{Area, publish};
     use premem_core::{BlockingStore, Store};
 
     /// A published checkpoint in a local run; its directory and a cache.

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use premem_core::checkpoint::{RunRecord, read_run_record};
-use premem_core::results::{ResultsError, to_parquet};
+use premem_core::data::results::{ResultsError, to_parquet};
 use premem_core::retry::RetryParams;
+use premem_core::spec::record::{RunRecord, read_run_record};
 use premem_core::{BlockingStore, Example, Split, Store};
 use premem_proto::v1::{
     CompleteTaskRequest, Completion, ExampleRow, FailTaskRequest, LeaseTaskReply, LeaseTaskRequest,
@@ -36,7 +36,7 @@ use crate::cache::CheckpointCache;
 use crate::checkpoint::LoadedModel;
 use crate::error::{EvalError, Result};
 use crate::evaluate::{EvalSettings, Evaluator, ExampleResult};
-use crate::run::{answer_style, split_examples};
+use crate::split::{answer_style, split_examples};
 
 /// The model a worker holds between tasks (reused while tasks name the same
 /// checkpoint), and the examples of the split it evaluated last.

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use premem_core::answer::AnswerStyle;
+use premem_core::data::answer::AnswerStyle;
 use premem_core::{Example, PromptTemplate, SamplingSpec, Split};
 use premem_evaluator::checkpoint::fetch;
 use premem_evaluator::results::{read_parquet, write_parquet};

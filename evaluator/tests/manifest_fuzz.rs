@@ -4,7 +4,7 @@
 //! there or not. Verification passes or fails, never panics, and never
 //! writes outside the cache directory. Cases: 64, or `PROPTEST_CASES`.
 
-use premem_core::checkpoint::MANIFEST;
+use premem_core::storage::checkpoint::MANIFEST;
 use premem_evaluator::verify::verify_dir;
 use proptest::prelude::*;
 use serde_json::{Value, json};

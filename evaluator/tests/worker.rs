@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use premem_core::checkpoint::{Area, RUN_FILE, RunRecord, publish};
-use premem_core::synth::{SynthConfig, generate as synth, train_task_tokenizer};
+use premem_core::data::synth::{SynthConfig, generate as synth, train_task_tokenizer};
+use premem_core::spec::record::RunRecord;
+use premem_core::storage::checkpoint::{Area, RUN_FILE, publish};
 use premem_core::{BlockingStore, Dataset, JobSpec, PromptTemplate, Store};
 use premem_evaluator::results::read_parquet;
 use premem_evaluator::{

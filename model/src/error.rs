@@ -14,16 +14,10 @@ pub enum ModelError {
         source: std::io::Error,
     },
 
-    /// config.json is unreadable JSON, lacks a field, or holds a value premem
-    /// cannot use.
-    #[error("{path}: {message}")]
-    Config { path: PathBuf, message: String },
-
-    #[error(
-        "{path}: unknown model_type '{model_type}' (premem supports: {})",
-        crate::config::Family::NAMES.join(", ")
-    )]
-    UnknownModelType { path: PathBuf, model_type: String },
+    /// config.json is unreadable, names an unknown family or holds a value
+    /// premem cannot use (`premem_core::arch`).
+    #[error(transparent)]
+    Config(#[from] premem_core::arch::ConfigError),
 
     /// A safetensors file (or its index) is corrupt or inconsistent.
     #[error("{path}: not a usable safetensors checkpoint: {message}")]
@@ -49,13 +43,6 @@ impl ModelError {
         ModelError::Io {
             path: path.into(),
             source,
-        }
-    }
-
-    pub(crate) fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        ModelError::Config {
-            path: path.into(),
-            message: message.into(),
         }
     }
 }

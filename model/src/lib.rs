@@ -2,8 +2,9 @@
 //! (incl. Llama 3.x rope scaling), Qwen2/Qwen2.5, Mistral and Gemma2 in tch,
 //! computing what transformers computes.
 //!
-//! - [`ModelConfig`] from `config.json` (`config`, with the family switches in
-//!   `families/`);
+//! - [`ModelConfig`] from `config.json` (`config`: `premem_core::arch`, the
+//!   one place of the families' keys, defaults and switches, shared with the
+//!   memory plan);
 //! - [`CausalLm`]: load/save the Hugging Face layout (`weights`), forward with
 //!   padding and a [`KvCache`], random initialisation;
 //! - [`Tokenizer`] from `tokenizer.json`;
@@ -16,9 +17,7 @@
 
 pub mod batch;
 pub mod cache;
-pub mod config;
 pub mod error;
-mod families;
 pub mod generate;
 mod layers;
 pub mod model;
@@ -36,4 +35,6 @@ pub use generate::{
     generate_static, mix_seed, sample,
 };
 pub use model::{CausalLm, SaveOptions, default_kind};
+/// The model configuration (`premem_core::arch::config`), under its old path.
+pub use premem_core::arch::config;
 pub use tokenizer::Tokenizer;

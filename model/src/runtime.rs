@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+use premem_core::error_text::chain;
 
 /// The libtorch version tch 0.24 binds (checked by torch-sys at build time).
 pub const LIBTORCH_VERSION: &str = "2.11.0";
@@ -53,7 +54,7 @@ pub fn init() -> &'static CudaLoad {
                 std::mem::forget(lib);
                 Ok(())
             }
-            Err(e) => Err(error_chain(&e)),
+            Err(e) => Err(chain(&e)),
         };
         CudaLoad { candidate, result }
     })
@@ -194,7 +195,7 @@ pub fn cuda_devices() -> Result<Vec<CudaDevice>, String> {
     // SAFETY: the driver library is loaded for the lifetime of the call and the
     // functions are called with the signatures of the CUDA driver API.
     unsafe {
-        let lib = libloading::Library::new("libcuda.so.1").map_err(|e| error_chain(&e))?;
+        let lib = libloading::Library::new("libcuda.so.1").map_err(|e| chain(&e))?;
         let cu_init: libloading::Symbol<CuInit> = lib.get(b"cuInit").map_err(|e| e.to_string())?;
         let count_fn: libloading::Symbol<CuDeviceGetCount> =
             lib.get(b"cuDeviceGetCount").map_err(|e| e.to_string())?;
@@ -251,7 +252,7 @@ pub fn nccl() -> Result<NcclInfo, String> {
         let lib = match unsafe { libloading::Library::new(name) } {
             Ok(lib) => lib,
             Err(e) => {
-                errors.push(error_chain(&e));
+                errors.push(chain(&e));
                 continue;
             }
         };
@@ -274,19 +275,6 @@ pub fn nccl() -> Result<NcclInfo, String> {
         });
     }
     Err(errors.join("; "))
-}
-
-/// An error with its causes: libloading keeps the loader's message (which
-/// library is missing) in the source.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 //! slot keeps its own position on the device, so a decoding step needs no
 //! host bookkeeping tensor (positions, masks) sent to the device.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::cache::{KvCache, KvStore};
-use crate::model::CausalLm;
+use crate::config::ModelConfig;
 
 pub struct SlotCache {
     /// Per layer: `[slots, kv_heads, capacity, head_dim]`.
@@ -23,16 +23,15 @@ pub struct SlotCache {
 }
 
 impl SlotCache {
-    /// `slots` empty slots of `capacity` positions for `model`.
-    pub fn new(model: &CausalLm, slots: i64, capacity: i64) -> SlotCache {
-        let c = model.config();
-        let options = (model.kind(), model.device());
+    /// `slots` empty slots of `capacity` positions for a model of config
+    /// `c` whose weights are of `options` (kind, device).
+    pub fn new(c: &ModelConfig, options: (Kind, Device), slots: i64, capacity: i64) -> SlotCache {
         let buffer = || Tensor::zeros([slots, c.num_kv_heads, capacity, c.head_dim], options);
         let layers = c.num_layers as usize;
         SlotCache {
             keys: (0..layers).map(|_| buffer()).collect(),
             values: (0..layers).map(|_| buffer()).collect(),
-            positions: Tensor::zeros([slots], (Kind::Int64, model.device())),
+            positions: Tensor::zeros([slots], (Kind::Int64, options.1)),
             capacity,
             step: None,
         }

@@ -6,6 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::fixture;
+use premem_model::config::ConfigError;
 use premem_model::{CausalLm, ModelError, Tokenizer};
 use tch::{Device, Kind, Tensor};
 
@@ -56,7 +57,10 @@ fn unknown_model_type_names_file_and_type() {
     });
     let err = load(&dir).unwrap_err();
     assert!(
-        matches!(err, ModelError::UnknownModelType { .. }),
+        matches!(
+            err,
+            ModelError::Config(ConfigError::UnknownModelType { .. })
+        ),
         "{err:?}"
     );
     let msg = err.to_string();

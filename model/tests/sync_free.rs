@@ -148,7 +148,7 @@ fn step_code_moves_no_data() {
 /// against the plan's formula.
 #[test]
 fn the_slots_kv_is_the_memory_plans_budget() {
-    use premem_core::plan::{EvalLoad, EvaluatorPlan, ModelShape, WeightKind};
+    use premem_core::spec::plan::{EvalLoad, EvaluatorPlan, ModelShape, WeightKind};
     let model = CausalLm::load(&fixture("llama"), device(), Kind::Float).unwrap();
     let config = fixture("llama").join("config.json");
     let text = std::fs::read_to_string(&config).unwrap();

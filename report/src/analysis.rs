@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use premem_core::baselines::pearson;
-use premem_core::crossval::{OutOfSample, linear_by_run, pm_out_of_sample, untuned};
-use premem_core::pm::{
+use premem_core::science::baselines::pearson;
+use premem_core::science::crossval::{OutOfSample, linear_by_run, pm_out_of_sample, untuned};
+use premem_core::science::pm::{
     Calibration, Grid, LinearFit, RunObservations, Threshold, calibrate, least_squares, r2_identity,
 };
 
@@ -138,7 +138,7 @@ pub struct MetricCorrelation {
     pub fit: Option<LinearFit>,
     pub pearson: Option<f64>,
     /// R² on checkpoints the predictor was not tuned on
-    /// ([`premem_core::crossval`]): P-M at a threshold calibrated on the
+    /// ([`premem_core::science::crossval`]): P-M at a threshold calibrated on the
     /// other folds; a baseline through a line fitted on the other folds.
     pub out_of_sample: Option<OutOfSample>,
 }
@@ -196,7 +196,7 @@ pub struct Analysis {
     /// Per run: the advice on its checkpoints, and its early stop.
     pub advice: Vec<advice::RunAdviceReport>,
     /// Over two runs or more: which over-memorized, which settings to prefer.
-    pub sweep_advice: Option<premem_core::advice::SweepAdvice>,
+    pub sweep_advice: Option<premem_core::science::advice::SweepAdvice>,
     /// The task and the base model the runs start from.
     pub task: TaskReport,
 }
@@ -212,7 +212,7 @@ pub const MOSTLY_MEMORIZED: f64 = 0.5;
 /// memorized (where P-M differs from plain train accuracy).
 #[derive(Clone, Debug, Serialize)]
 pub struct TaskReport {
-    pub perfect_solver: Option<BTreeMap<String, Vec<premem_core::synth::FamilyPerplexity>>>,
+    pub perfect_solver: Option<BTreeMap<String, Vec<premem_core::data::synth::FamilyPerplexity>>>,
     pub base: Option<BaseSummary>,
     pub gates: Gates,
     pub families: Vec<RunFamilies>,

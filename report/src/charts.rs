@@ -10,7 +10,7 @@ use super::analysis::{
     RunAnalysis,
 };
 use super::plots::{self, Bars, HeatCell, Heatmap, Lines, Scatter, Series};
-use premem_core::pm::Calibration;
+use premem_core::science::pm::Calibration;
 
 /// Writes every chart; returns the files.
 pub fn write(analysis: &Analysis, out: &Path) -> Result<Vec<PathBuf>> {

@@ -64,5 +64,5 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
-    premem_core::files::write_atomic(path, bytes).map_err(io)
+    premem_core::storage::files::write_atomic(path, bytes).map_err(io)
 }

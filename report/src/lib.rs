@@ -1,6 +1,6 @@
 //! premem's reports (`premem report`): reads a run's (or a sweep's) result
-//! files from the object store, computes P-M accuracy ([`premem_core::pm`])
-//! and the baselines ([`premem_core::baselines`]) at every checkpoint, and
+//! files from the object store, computes P-M accuracy ([`premem_core::science::pm`])
+//! and the baselines ([`premem_core::science::baselines`]) at every checkpoint, and
 //! writes `report.md`, a self-contained `report.html`, PNG and SVG charts,
 //! Parquet tables, and `provenance.json` (each run's premem version, git
 //! revision, input checksums and resolved spec).
@@ -40,9 +40,9 @@ pub enum ReportError {
     #[error(transparent)]
     Store(#[from] premem_core::StoreError),
     #[error(transparent)]
-    Results(#[from] premem_core::results::ResultsError),
+    Results(#[from] premem_core::data::results::ResultsError),
     #[error(transparent)]
-    Pm(#[from] premem_core::pm::PmError),
+    Pm(#[from] premem_core::science::pm::PmError),
     #[error(transparent)]
     Plot(#[from] plots::PlotError),
     #[error("{location}: {message}")]

@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use premem_core::baselines::{BASELINES_FILE, CheckpointBaselines};
-use premem_core::checkpoint::{
-    Area, EarlyStopRecord, RUN_FILE, RunRecord, parse_step_name, published_steps, read_early_stop,
-    read_run_record, step_prefix,
+use premem_core::data::results::{ExampleResult, from_parquet, results_prefix};
+use premem_core::science::baselines::{BASELINES_FILE, CheckpointBaselines};
+use premem_core::spec::record::{RunRecord, read_run_record};
+use premem_core::storage::checkpoint::{
+    Area, EarlyStopRecord, RUN_FILE, parse_step_name, published_steps, read_early_stop, step_prefix,
 };
-use premem_core::results::{ExampleResult, from_parquet, results_prefix};
 use premem_core::{BlockingStore, Store};
 
 use super::{ReportError, Result};

@@ -234,7 +234,7 @@ fn checkpoints(md: &mut String, a: &Analysis) {
     }
 }
 
-/// The advice on each run's checkpoints (premem_core::advice), its early
+/// The advice on each run's checkpoints (premem_core::science::advice), its early
 /// stop, and over a sweep the settings to prefer.
 fn advice(md: &mut String, a: &Analysis) {
     let _ = writeln!(md, "## Advice\n");

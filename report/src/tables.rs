@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
 
-use premem_core::files::write_atomic;
-use premem_core::results::parquet_bytes;
+use premem_core::data::results::parquet_bytes;
+use premem_core::storage::files::write_atomic;
 
 use super::analysis::{Analysis, CheckpointSummary, ExampleCheckpoint};
 use super::{ReportError, Result};
-use premem_core::pm::{Calibration, CalibrationPoint};
+use premem_core::science::pm::{Calibration, CalibrationPoint};
 
 fn write_batch(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result<PathBuf> {
     let error = |message: String| ReportError::Invalid {

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use premem_core::checkpoint::RunRecord;
-use premem_core::results::ExampleResult;
+use premem_core::data::results::ExampleResult;
 use premem_core::spec::JobSpec;
+use premem_core::spec::record::RunRecord;
 
 use crate::load::RunData;
 

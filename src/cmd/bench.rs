@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use premem_core::SamplingSpec;
-use premem_core::plan::{ModelShape, PlanSettings, RankPlan, Stage, WeightKind};
+use premem_core::spec::plan::{ModelShape, PlanSettings, RankPlan, Stage, WeightKind};
 use premem_core::spec::{ActivationCheckpointing, Sharding};
 use premem_model::batch::LossOptions;
 use premem_model::{CausalLm, ModelConfig, Prompt, Stop};

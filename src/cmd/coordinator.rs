@@ -155,7 +155,7 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
             if let Some(http) = running.metrics_address {
                 text.push_str(&format!("\nhttp://{http}"));
             }
-            premem_core::files::write_atomic(file, text.as_bytes())
+            premem_core::storage::files::write_atomic(file, text.as_bytes())
                 .with_context(|| format!("writing {}", file.display()))?;
         }
         if let Some(http) = running.metrics_address {

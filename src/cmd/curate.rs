@@ -58,8 +58,8 @@ fn ifd_scores(
     if let Ok(bytes) = std::fs::read(&file) {
         return serde_json::from_slice(&bytes).with_context(|| format!("{}", file.display()));
     }
-    let dir = Path::new(&base.run.output).join(premem_core::checkpoint::step_prefix(
-        premem_core::checkpoint::Area::Weights,
+    let dir = Path::new(&base.run.output).join(premem_core::storage::checkpoint::step_prefix(
+        premem_core::storage::checkpoint::Area::Weights,
         first_step,
     ));
     eprintln!(
@@ -82,7 +82,7 @@ fn ifd_scores(
         base.train.max_length,
     )?;
     let map: BTreeMap<String, f64> = train.iter().map(|e| e.id.clone()).zip(scores).collect();
-    premem_core::files::write_atomic(&file, &serde_json::to_vec_pretty(&map)?)
+    premem_core::storage::files::write_atomic(&file, &serde_json::to_vec_pretty(&map)?)
         .with_context(|| format!("writing {}", file.display()))?;
     Ok(map)
 }

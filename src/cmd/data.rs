@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use premem_core::dataset::{DatasetFormat, DatasetSpec};
-use premem_core::synth::{self, FamilyPerplexity, SynthData, TraceStyle};
+use premem_core::data::dataset::{DatasetFormat, DatasetSpec};
+use premem_core::data::synth::{self, FamilyPerplexity, SynthData, TraceStyle};
 use premem_core::{Dataset, Example, PromptTemplate};
 use serde::Serialize;
 
@@ -80,7 +80,7 @@ pub struct SynthArgs {
 
 /// `--groups`: `N` or `MIN-MAX`, within 1..=synth::MAX_GROUPS.
 fn parse_groups(s: &str) -> Result<std::ops::RangeInclusive<usize>, String> {
-    let max = premem_core::synth::MAX_GROUPS;
+    let max = premem_core::data::synth::MAX_GROUPS;
     let (lo, hi) = s.split_once('-').unwrap_or((s, s));
     let parse = |v: &str| {
         v.trim()
@@ -261,7 +261,7 @@ impl Summary {
                 let tokens =
                     synth::completion_tokens(tokenizer, template, e).map_err(anyhow::Error::msg)?;
                 let ppl = synth::perplexity(data.log_probs[&e.id], tokens);
-                values.push((e.meta[premem_core::dataset::FAMILY].clone(), ppl));
+                values.push((e.meta[premem_core::data::dataset::FAMILY].clone(), ppl));
             }
             perfect.insert(*name, synth::summarize_families(&values));
         }
@@ -339,7 +339,7 @@ fn count_families(examples: &[Example]) -> std::collections::BTreeMap<String, us
     for e in examples {
         let family = e
             .meta
-            .get(premem_core::dataset::FAMILY)
+            .get(premem_core::data::dataset::FAMILY)
             .cloned()
             .unwrap_or_default();
         *counts.entry(family).or_default() += 1;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use premem_core::dataset::{DatasetFormat, DatasetSpec};
+use premem_core::data::dataset::{DatasetFormat, DatasetSpec};
 use premem_core::spec::DEFAULT_EVAL_BATCH_SIZE;
 use premem_core::{Dataset, Example, SamplingSpec, Split};
 use premem_evaluator::checkpoint::{DEFAULT_CACHE_DIR, LoadedModel};

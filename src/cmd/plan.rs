@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use premem_core::JobSpec;
-use premem_core::plan::{ByteSize, JobPlan, ModelShape, PlanSettings, WeightKind};
+use premem_core::spec::ByteSize;
+use premem_core::spec::plan::{JobPlan, ModelShape, PlanSettings, WeightKind};
 use premem_core::spec::{ActivationCheckpointing, Sharding};
 
 #[derive(clap::Args)]

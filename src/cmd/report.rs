@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
-use premem_core::pm::{Grid, Threshold};
-use premem_core::store::{BlockingStore, Store};
+use premem_core::science::pm::{Grid, Threshold};
+use premem_core::storage::store::{BlockingStore, Store};
 use premem_report::{ReportOptions, write_report};
 
 #[derive(clap::Args)]

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use premem_core::JobSpec;
-use premem_core::sweep::{SweepRun, SweepSpec};
+use premem_core::spec::sweep::{SweepRun, SweepSpec};
 use premem_proto::{ClientConfig, v1};
 
 use crate::client::{ConnectArgs, Jobs, final_accuracies, state_name, state_of};
@@ -84,7 +84,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     // are known only as the spec declares them; its coordinator checks too).
     for spec in &specs {
         if args.remote {
-            premem_core::plan::check_declared(spec)?;
+            premem_core::spec::plan::check_declared(spec)?;
         } else {
             crate::fit::check_local(spec)?;
         }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
-use premem_core::results::{ExampleResult, read_parquet};
+use premem_core::data::results::{ExampleResult, read_parquet};
 
 pub fn premem() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_premem"));

@@ -5,9 +5,9 @@
 //! `mlflow/utils/validation.py`.
 
 use std::collections::BTreeMap;
-use std::error::Error as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use premem_core::error_text::chain;
 use reqwest::Url;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -90,7 +90,7 @@ impl Mlflow {
             .build()
             .map_err(|e| TrackingError::Url {
                 url: shown.clone(),
-                problem: format!("cannot make an HTTP client: {}", cause_chain(&e)),
+                problem: format!("cannot make an HTTP client: {}", chain(&e)),
             })?;
         Ok(Mlflow {
             base,
@@ -286,7 +286,7 @@ impl Mlflow {
             action: action.to_string(),
             method,
             url,
-            cause: cause_chain(&e),
+            cause: chain(&e),
         };
         let request = request
             .build()
@@ -493,19 +493,6 @@ fn has_error_code(error: &TrackingError, code: &str) -> bool {
         return false;
     };
     serde_json::from_str::<ErrorReply>(body).is_ok_and(|reply| reply.error_code == code)
-}
-
-/// `error` and its sources, joined: reqwest's own message is often just
-/// "error sending request", the reason is further down.
-fn cause_chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The start of a server's answer, for an error message.

@@ -1,4 +1,4 @@
-//! The trainer's share of the baseline metrics (`premem_core::baselines`):
+//! The trainer's share of the baseline metrics (`premem_core::science::baselines`):
 //! gradient variance over fixed minibatches and distance from the initial
 //! weights, measured at each checkpoint.
 //!
@@ -7,7 +7,7 @@
 //! overwrites whole, so a run with the probe trains bit-identically to one
 //! without it.
 
-use premem_core::baselines::CheckpointBaselines;
+use premem_core::science::baselines::CheckpointBaselines;
 use premem_model::CausalLm;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};

@@ -1,5 +1,5 @@
 //! Writing and reading checkpoints in the run's object store (layout in
-//! `premem_core::checkpoint`): the weights in the Hugging Face layout, then
+//! `premem_core::storage::checkpoint`): the weights in the Hugging Face layout, then
 //! the resume state, each published by a manifest written last.
 //!
 //! Files are staged in one directory per run, rank and process under the
@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use premem_core::BlockingStore;
-use premem_core::baselines::{BASELINES_FILE, CheckpointBaselines};
-use premem_core::checkpoint::{self as layout, Area};
+use premem_core::science::baselines::{BASELINES_FILE, CheckpointBaselines};
+use premem_core::storage::checkpoint::{self as layout, Area};
 use premem_model::{CausalLm, ModelConfig, SaveOptions, Tokenizer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

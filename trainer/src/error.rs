@@ -1,7 +1,7 @@
 //! The trainer's errors: each says what to fix and where.
 
 use premem_core::StoreError;
-use premem_core::dataset::DatasetError;
+use premem_core::data::dataset::DatasetError;
 use premem_core::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]

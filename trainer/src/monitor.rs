@@ -3,7 +3,7 @@
 //! at temperature 0.8, perplexity); this only shows, in the metrics and the
 //! progress line, whether the model is learning at all.
 
-use premem_core::answer::{AnswerStyle, is_correct};
+use premem_core::data::answer::{AnswerStyle, is_correct};
 use premem_core::{Example, PromptTemplate, SamplingSpec};
 use premem_model::{CausalLm, Prompt, Stop, Tokenizer, generate};
 

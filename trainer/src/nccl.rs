@@ -764,16 +764,8 @@ fn check_single_nccl() -> Result<(), String> {
 
 /// Distinct files named `libnccl.so*` mapped into this process (Linux).
 fn mapped_nccl_files() -> Vec<PathBuf> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let mut files: Vec<PathBuf> = maps
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .map(PathBuf::from)
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libnccl.so"))
-        })
+    let mut files: Vec<PathBuf> = premem_model::runtime::loaded_libraries("libnccl.so")
+        .into_iter()
         .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
         .collect();
     files.sort();

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use premem_core::BlockingStore;
-use premem_core::baselines::CheckpointBaselines;
-use premem_core::order::{DataPlan, rank_shard};
+use premem_core::data::order::{DataPlan, rank_shard};
+use premem_core::science::baselines::CheckpointBaselines;
 use premem_core::spec::JobSpec;
 use premem_model::CausalLm;
 use premem_model::batch::{Batch, LossOptions, TokenizedExample};

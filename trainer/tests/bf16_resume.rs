@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use premem_core::data::synth::{SynthConfig, generate, train_task_tokenizer};
 use premem_core::spec::JobSpec;
-use premem_core::synth::{SynthConfig, generate, train_task_tokenizer};
 use premem_core::{Dataset, PromptTemplate};
 use premem_trainer::{SingleProcess, TrainOptions, train};
 

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use premem_core::data::synth::{SynthConfig, generate, train_task_tokenizer};
 use premem_core::spec::JobSpec;
-use premem_core::synth::{SynthConfig, generate, train_task_tokenizer};
 use premem_core::{Dataset, PromptTemplate};
 use premem_model::CausalLm;
 use premem_trainer::baselines::weights_digest;

@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use premem_core::plan::{ModelShape, ModelStates, Stage, WeightKind};
 use premem_core::spec::OptimizerKind;
+use premem_core::spec::plan::{ModelShape, ModelStates, Stage, WeightKind};
 use premem_model::{CausalLm, ModelConfig};
 use premem_trainer::optim::{AdamConfig, Optimizer, Partition};
 use tch::{Device, Kind, Tensor};

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use premem_core::advice::{RunAdvice, advise_sweep};
+use premem_core::science::advice::{RunAdvice, advise_sweep};
 use serde::Serialize;
 
 use crate::state::{Job, Phase, State};
@@ -54,7 +54,7 @@ pub struct TaskCounts {
 #[derive(Serialize)]
 pub struct CheckpointView {
     #[serde(flatten)]
-    pub folded: premem_core::advice::CheckpointView,
+    pub folded: premem_core::science::advice::CheckpointView,
     pub tasks_done: usize,
     pub tasks_total: usize,
     pub memorized_fraction: Option<f64>,

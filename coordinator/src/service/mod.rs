@@ -152,7 +152,7 @@ impl Service {
 /// config.json, so off the runtime threads.
 async fn check_fits(spec: JobSpec) -> Result<JobSpec, ServiceError> {
     tokio::task::spawn_blocking(move || {
-        premem_core::plan::check_declared(&spec)
+        premem_core::spec::plan::check_declared(&spec)
             .map(|_| spec)
             .map_err(|e| Refusal::Precondition(e.to_string()).into())
     })

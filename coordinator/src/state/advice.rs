@@ -1,10 +1,10 @@
 //! **Advice.** After every completion the job's advice
-//! ([`premem_core::advice`]) is computed again from its folded checkpoints;
+//! ([`premem_core::science::advice`]) is computed again from its folded checkpoints;
 //! when `[advice] stop_when` names a rule that fired while the job still
 //! trains, the job asks its ranks to finish early (a normal checkpointed
 //! stop, [`super::Action::Finish`]) and says why.
 
-use premem_core::advice::{CheckpointView, StopWhen, advise};
+use premem_core::science::advice::{CheckpointView, StopWhen, advise};
 
 use super::{Job, Phase};
 

@@ -4,20 +4,9 @@
 //! accuracy takes checkpoints in step order.
 
 use premem_core::Split;
-use premem_core::pm::Observation;
+use premem_core::science::pm::Observation;
 
-use super::{Job, TaskKey, TaskState};
-
-/// One example's row without preamble: what P-M accuracy and the advice
-/// need.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Row {
-    pub id: String,
-    pub accuracy: f64,
-    pub perplexity: f64,
-    /// Distinct samples over samples (`None`: the file does not say).
-    pub distinct: Option<f64>,
-}
+use super::{Job, Row, TaskKey, TaskState};
 
 /// A checkpoint's test split, once every test task of it is done.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use premem_core::advice::Advice;
-use premem_core::pm::{CheckpointPm, PmTracker};
+use premem_core::science::advice::Advice;
+use premem_core::science::pm::{CheckpointPm, PmTracker};
 use premem_core::spec::JobSpec;
 
 pub mod advice;
@@ -32,12 +32,12 @@ pub mod task_id;
 pub mod tasks;
 
 pub use evaluators::EvaluatorStats;
-pub use fold::{Row, TestFold};
+pub use fold::TestFold;
 pub use group::{Action, Group, Member, Registered, Rendezvous};
 pub use leases::{Completed, Leased, check_task_rows};
 pub use pool::{Assignment, PoolTrainer};
 pub use task_id::{TaskKey, parse_task_id};
-pub use tasks::{Checkpoint, Examples, Progress, Task, TaskCounts, TaskState};
+pub use tasks::{Checkpoint, Examples, Progress, Row, Task, TaskCounts, TaskState};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Phase {

@@ -5,8 +5,8 @@
 //! a task is its job and [`TaskKey`], never the parsed text again.
 
 use premem_core::Split;
-use premem_core::checkpoint::{parse_step_name, step_name};
-use premem_core::results::results_prefix;
+use premem_core::data::results::results_prefix;
+use premem_core::storage::checkpoint::{parse_step_name, step_name};
 
 /// A task's place in its job: tasks are leased in this order (oldest
 /// checkpoint first, train before test).

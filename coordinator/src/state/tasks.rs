@@ -14,7 +14,18 @@ use std::time::Instant;
 
 use premem_core::Split;
 
-use super::{Job, Row, TaskKey};
+use super::{Job, TaskKey};
+
+/// One example's row without preamble: what P-M accuracy and the advice
+/// need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub id: String,
+    pub accuracy: f64,
+    pub perplexity: f64,
+    /// Distinct samples over samples (`None`: the file does not say).
+    pub distinct: Option<f64>,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum TaskState {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use premem_coordinator::{Running, ServeOptions, Timing};
-use premem_core::results::{ExampleResult, to_parquet};
+use premem_core::data::results::{ExampleResult, to_parquet};
 use premem_proto::v1::{self, Backend, Completion, TrainerAction};
 use premem_proto::{Client, ClientConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

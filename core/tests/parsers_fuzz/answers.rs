@@ -1,7 +1,7 @@
 //! GSM8K `####` and MATH `\boxed{}` extraction, the normaliser and the
 //! equality of answers.
 
-use premem_core::answer::{
+use premem_core::data::answer::{
     AnswerStyle, answers_equal, gold_answer, is_correct, last_boxed, parse_number, sample_answer,
 };
 use proptest::prelude::*;

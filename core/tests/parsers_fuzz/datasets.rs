@@ -7,8 +7,8 @@ use arrow_array::{
     ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
     UInt64Array, types::Int32Type,
 };
-use premem_core::dataset::{Dataset, DatasetFormat, DatasetSpec, FieldMap};
-use premem_core::results::parquet_bytes;
+use premem_core::data::dataset::{Dataset, DatasetFormat, DatasetSpec, FieldMap};
+use premem_core::data::results::parquet_bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use bytes::Bytes;
-use premem_core::checkpoint::{
-    MANIFEST, RUN_FILE, download_published, read_manifest_at, read_run_record,
-};
-use premem_core::results::{ExampleResult, from_parquet, parquet_bytes, to_parquet};
+use premem_core::data::results::{ExampleResult, from_parquet, parquet_bytes, to_parquet};
 use premem_core::spec::JobSpec;
-use premem_core::store::Store;
+use premem_core::spec::record::read_run_record;
+use premem_core::storage::checkpoint::{MANIFEST, RUN_FILE, download_published, read_manifest_at};
+use premem_core::storage::store::Store;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

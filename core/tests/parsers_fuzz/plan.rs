@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use premem_core::plan::{ByteSize, JobPlan, ModelShape, PlanSettings, WeightKind};
+use premem_core::spec::ByteSize;
 use premem_core::spec::JobSpec;
+use premem_core::spec::plan::{JobPlan, ModelShape, PlanSettings, WeightKind};
 use proptest::prelude::*;
 use serde_json::Value;
 

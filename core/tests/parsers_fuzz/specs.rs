@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use premem_core::spec::JobSpec;
-use premem_core::sweep::SweepSpec;
+use premem_core::spec::sweep::SweepSpec;
 use proptest::prelude::*;
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! What the evaluator's tests share.
 #![allow(dead_code)]
 
-use premem_core::synth::{SynthConfig, generate, train_task_tokenizer};
+use premem_core::data::synth::{SynthConfig, generate, train_task_tokenizer};
 use premem_core::{Example, PromptTemplate};
 use premem_model::{CausalLm, ModelConfig, Tokenizer};
 use tch::{Device, Kind};

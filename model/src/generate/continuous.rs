@@ -125,7 +125,8 @@ impl<'a> Sampler<'a> {
         let slots = limits.rows.min(completions.len());
         let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
         let cache = SlotCache::new(
-            model,
+            model.config(),
+            (model.kind(), model.device()),
             slots as i64,
             longest as i64 + sampling.max_new_tokens,
         );

@@ -1,10 +1,12 @@
-//! The advice ([`premem_core::advice`]) on each run's checkpoints, from its
+//! The advice ([`premem_core::science::advice`]) on each run's checkpoints, from its
 //! result files with the report's threshold, under the run's own
 //! `[advice]` settings; over a sweep, the settings that avoid
 //! over-memorization; and why a run stopped early, when it did.
 
-use premem_core::advice::{Advice, CheckpointView, RunAdvice, SweepAdvice, advise, advise_sweep};
-use premem_core::results::ExampleResult;
+use premem_core::data::results::ExampleResult;
+use premem_core::science::advice::{
+    Advice, CheckpointView, RunAdvice, SweepAdvice, advise, advise_sweep,
+};
 
 use super::run::{CheckpointSummary, RunAnalysis, base_rows};
 use crate::load::RunData;

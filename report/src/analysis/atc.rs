@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use premem_core::baselines::{atc_predict, atc_threshold};
+use premem_core::science::baselines::{atc_predict, atc_threshold};
 
 use super::run::RunAnalysis;
 use crate::load::RunData;

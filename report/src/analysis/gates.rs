@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use premem_core::pm::memorized;
-use premem_core::results::ExampleResult;
-use premem_core::synth::FamilyPerplexity;
+use premem_core::data::results::ExampleResult;
+use premem_core::data::synth::FamilyPerplexity;
+use premem_core::science::pm::memorized;
 
 use super::run::{base_rows, median};
 use super::task::{Base, families_of, mean, perfect_solver};

@@ -11,8 +11,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use premem_core::crossval::pm_out_of_sample;
-use premem_core::pm::{Grid, RunObservations};
+use premem_core::science::crossval::pm_out_of_sample;
+use premem_core::science::pm::{Grid, RunObservations};
 
 use super::run::{RunAnalysis, base_rows, median};
 use crate::Result;
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(halvings(1), vec![1]);
     }
 
-    use premem_core::pm::{CheckpointObservations, Observation};
+    use premem_core::science::pm::{CheckpointObservations, Observation};
 
     fn observations(accuracies: &[f64]) -> Vec<RunObservations> {
         let train = accuracies

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use premem_core::pm::{
+use premem_core::data::results::{ExampleResult, results_prefix};
+use premem_core::science::pm::{
     CheckpointObservations, CheckpointPm, ExampleState, Observation, PmTracker, RunObservations,
     Threshold, masked_accuracy, memorized,
 };
-use premem_core::results::{ExampleResult, results_prefix};
 
 use super::ReportOptions;
 use crate::load::RunData;
@@ -351,9 +351,9 @@ fn coverage(
     expected_test: &BTreeSet<String>,
 ) -> Coverage {
     let spec = &run.record.spec;
-    let train_size = premem_core::Dataset::load(&spec.data.train)
-        .ok()
-        .map(|d| premem_core::order::subset(d.len(), spec.data.fraction, spec.run.seed).len());
+    let train_size = premem_core::Dataset::load(&spec.data.train).ok().map(|d| {
+        premem_core::data::order::subset(d.len(), spec.data.fraction, spec.run.seed).len()
+    });
     let test_size = spec
         .data
         .test

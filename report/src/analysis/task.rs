@@ -10,10 +10,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use premem_core::checkpoint::parse_step_name;
-use premem_core::dataset::{DatasetSpec, FAMILY};
-use premem_core::results::ExampleResult;
-use premem_core::synth::FamilyPerplexity;
+use premem_core::data::dataset::{DatasetSpec, FAMILY};
+use premem_core::data::results::ExampleResult;
+use premem_core::data::synth::FamilyPerplexity;
+use premem_core::storage::checkpoint::parse_step_name;
 
 use super::run::{RunAnalysis, base_rows};
 use crate::load::{RunData, load};
@@ -37,7 +37,7 @@ pub fn families_of(data: &DatasetSpec) -> Families {
 /// The perfect solver's perplexity per split and family, from the
 /// `synth.json` beside `data`.
 pub fn perfect_solver(data: &DatasetSpec) -> Option<BTreeMap<String, Vec<FamilyPerplexity>>> {
-    premem_core::synth::perfect_solver_beside(Path::new(&data.path))
+    premem_core::data::synth::perfect_solver_beside(Path::new(&data.path))
 }
 
 /// The base model the runs start from.
@@ -72,7 +72,9 @@ pub fn base_of(runs: &[RunData]) -> Option<Base> {
     let run_dir = dir.parent().and_then(Path::parent);
     let run = match (step, run_dir) {
         (Some(step), Some(run_dir))
-            if run_dir.join(premem_core::checkpoint::RUN_FILE).is_file() =>
+            if run_dir
+                .join(premem_core::storage::checkpoint::RUN_FILE)
+                .is_file() =>
         {
             load(&run_dir.to_string_lossy())
                 .ok()

@@ -31,7 +31,7 @@ pub(super) fn output_paths(stem: &Path) -> [PathBuf; 2] {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    premem_core::files::write_atomic(path, bytes).map_err(|e| perr(path, e))
+    premem_core::storage::files::write_atomic(path, bytes).map_err(|e| perr(path, e))
 }
 
 pub(super) fn render<F: Figure>(stem: &Path, fig: &F) -> Result<[PathBuf; 2]> {

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use premem_core::dataset::FAMILY;
-use premem_core::synth::summarize_families;
+use premem_core::data::dataset::FAMILY;
+use premem_core::data::synth::summarize_families;
 use premem_core::{Example, Split};
 use premem_evaluator::ExampleResult;
 
@@ -60,7 +60,7 @@ pub fn print(examples: &[&Example], rows: &[ExampleResult], split: Split, data: 
 /// `synth.json` that `premem data synth` wrote beside the data (empty when
 /// there is none).
 fn perfect_solver(data: &Path, split: Split) -> BTreeMap<String, f64> {
-    premem_core::synth::perfect_solver_beside(data)
+    premem_core::data::synth::perfect_solver_beside(data)
         .and_then(|mut splits| splits.remove(split.name()))
         .unwrap_or_default()
         .into_iter()

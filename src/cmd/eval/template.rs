@@ -6,8 +6,9 @@
 
 use anyhow::{Context, Result, bail};
 use premem_core::PromptTemplate;
-use premem_core::checkpoint::{RUN_FILE, read_run_record};
-use premem_core::store::{BlockingStore, Store};
+use premem_core::spec::record::read_run_record;
+use premem_core::storage::checkpoint::RUN_FILE;
+use premem_core::storage::store::{BlockingStore, Store};
 
 /// The template flags of `premem eval`.
 #[derive(clap::Args)]
@@ -63,7 +64,7 @@ fn flagged(message: &str) -> String {
 fn run_of(checkpoint: &str) -> Option<String> {
     let trimmed = checkpoint.trim_end_matches('/');
     let (parent, step) = trimmed.rsplit_once('/')?;
-    premem_core::checkpoint::parse_step_name(step)?;
+    premem_core::storage::checkpoint::parse_step_name(step)?;
     let run = parent.strip_suffix("/checkpoints")?;
     Some(if run.is_empty() {
         "/".into()

@@ -42,7 +42,7 @@ pub(super) fn load_inputs(spec: &JobSpec) -> Result<Inputs> {
     let data = Dataset::load(&spec.data.train)?;
     let digest = spec.inputs_digest()?;
     let (config_path, tokenizer_path) = model_files(spec);
-    let config = ModelConfig::from_file(&config_path)?;
+    let config = ModelConfig::from_file(&config_path).map_err(premem_model::ModelError::from)?;
     check_context(spec, &config, &config_path)?;
     let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
     tokenizer.check_fits(config.vocab_size)?;

@@ -1,5 +1,5 @@
 //! Rank 0's hold on the run output while it trains: a lease object
-//! ([`premem_core::lease`]) in the output, taken before the output is
+//! ([`premem_core::storage::lease`]) in the output, taken before the output is
 //! checked or claimed and renewed by a thread of its own, so two `premem
 //! train --resume` of one output cannot run side by side. The training
 //! loop asks [`OutputLock::check`] before each checkpoint: a lock another
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use premem_core::lease::{Lease, LeaseError};
+use premem_core::storage::lease::{Lease, LeaseError};
 use premem_core::{BlockingStore, Store};
 
 use crate::error::{Result, TrainError};

@@ -3,8 +3,9 @@
 //! attempt left half-written.
 
 use premem_core::BlockingStore;
-use premem_core::checkpoint::{self as layout, Area, RunRecord};
 use premem_core::spec::JobSpec;
+use premem_core::spec::record::RunRecord;
+use premem_core::storage::checkpoint::{self as layout, Area};
 
 use crate::error::{Result, TrainError};
 
@@ -70,8 +71,8 @@ pub(super) fn write_run_record(
         inputs_digest: inputs_digest.to_string(),
         premem_version: env!("CARGO_PKG_VERSION").to_string(),
         spec: spec.clone(),
-        git_revision: premem_core::provenance::git_revision(),
-        checksums: premem_core::provenance::input_checksums(spec)?,
+        git_revision: premem_core::spec::provenance::git_revision(),
+        checksums: premem_core::spec::provenance::input_checksums(spec)?,
     };
     let json = serde_json::to_vec_pretty(&record).expect("run record serialises");
     if !run.run(store.put_if_absent(layout::RUN_FILE, json))? {

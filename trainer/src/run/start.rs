@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use premem_core::checkpoint::{self as layout, Area};
-use premem_core::order::DataPlan;
-use premem_core::plan::{self, ByteSize};
+use premem_core::data::order::DataPlan;
+use premem_core::spec::ByteSize;
+use premem_core::spec::plan;
 use premem_core::spec::{JobSpec, Sharding};
+use premem_core::storage::checkpoint::{self as layout, Area};
 use premem_core::{BlockingStore, Store};
 use premem_model::CausalLm;
 use tch::{Device, Kind, Tensor};
@@ -38,7 +39,7 @@ pub(super) struct Placement {
 }
 
 /// The sharding this run trains with: `train.sharding`, with `auto`
-/// resolved by the memory plan (`premem_core::plan`) for GPUs of
+/// resolved by the memory plan (`premem_core::spec::plan`) for GPUs of
 /// `train.gpu_memory`, else of this rank's device; with neither (the CPU)
 /// `auto` is `none`. The one place `auto` is resolved. Every rank must see
 /// the same memory to agree: give `train.gpu_memory` when the GPUs differ.
@@ -129,7 +130,7 @@ pub(super) fn begin(
     collective: &mut dyn Collective,
 ) -> Result<(Inputs, DataPlan, Begun)> {
     let prepared = load_inputs(spec).and_then(|inputs| {
-        let plan = DataPlan::for_job(spec, inputs.data.len());
+        let plan = spec.data_plan(inputs.data.len());
         spec.checkpoint
             .check_steps(plan.total_steps)
             .map_err(TrainError::Config)?;
@@ -197,7 +198,7 @@ fn begin_leader(
     let owner = options
         .lock_owner
         .clone()
-        .unwrap_or_else(premem_core::lease::this_process);
+        .unwrap_or_else(premem_core::storage::lease::this_process);
     let lock = super::lock::OutputLock::take(&run, &owner)?;
     let claimed = check_output(&run, spec, &inputs.digest, options.resume)?;
     checkpoint::clear_staging(&run, 0)?;
