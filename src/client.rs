@@ -3,11 +3,12 @@
 //! cancels jobs (every `SubmitJob` request of the CLI is built here).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use backon::BlockingRetryable;
 use premem_core::JobSpec;
-use premem_core::retry::RetryParams;
+use premem_core::retry::{Retry, RetryParams};
 use premem_proto::{Client, ClientConfig, v1};
 use tonic::Code;
 
@@ -99,20 +100,18 @@ impl Jobs {
         let request = v1::SubmitJobRequest {
             spec_json: serde_json::to_string(spec)?,
         };
-        let started = Instant::now();
-        let mut backoff = RetryParams::COORDINATOR.backoff();
-        loop {
-            match self.rt.block_on(self.client.submit_job(request.clone())) {
-                Ok(reply) => return Ok(reply.into_inner().created),
-                Err(s) if s.code() == Code::Unavailable && started.elapsed() < self.patience => {
-                    let wait = backoff.next_delay().unwrap_or(self.patience);
-                    tracing::warn!(error = %s.message(), retry_in = ?wait, "coordinator unreachable; retrying");
-                    std::thread::sleep(wait);
-                }
-                Err(s) => {
-                    return Err(self.refused(&format!("submitting job '{}'", spec.run.name), &s));
-                }
-            }
+        let what = format!("submitting job '{}'", spec.run.name);
+        let retry = Retry::new(&what, RetryParams::COORDINATOR).for_at_most(self.patience);
+        let (rt, client) = (&self.rt, &mut self.client);
+        let reply = (|| rt.block_on(client.submit_job(request.clone())))
+            .retry(retry.backoff())
+            .sleep(std::thread::sleep)
+            .when(|s| s.code() == Code::Unavailable)
+            .notify(|s, wait| retry.note(&s.message(), wait))
+            .call();
+        match reply {
+            Ok(reply) => Ok(reply.into_inner().created),
+            Err(s) => Err(self.refused(&what, &s)),
         }
     }
 

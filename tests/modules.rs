@@ -80,6 +80,8 @@ struct Module {
     /// Names its `use` declarations bring in, with the path as written.
     imports: BTreeMap<String, Vec<String>>,
     globs: Vec<Vec<String>>,
+    /// Declared under `#[cfg(test)]`, or inside such a module.
+    test_only: bool,
 }
 
 /// A path written in a module, to resolve once the whole tree is known.
@@ -120,6 +122,14 @@ impl Tree {
         tree
     }
 
+    /// Whether test code uses the crate's `testing` module (its shared test
+    /// fixtures): a dev edge, left out of the check as Cargo leaves
+    /// dev-dependencies out of its own cycle check.
+    fn is_dev_edge(&self, from: usize, to: usize) -> bool {
+        let top = self.modules[to].path.first().map(String::as_str);
+        self.modules[from].test_only && top == Some("testing")
+    }
+
     /// Parses one module's file; returns the file modules it declares.
     fn read_file_module(&mut self, module: usize) -> Vec<usize> {
         let file = self.modules[module].file.clone();
@@ -155,6 +165,7 @@ impl Tree {
                 (index, file, child_dir)
             }
         };
+        let test_only = outer.test_only || item.attrs.iter().any(is_cfg_test);
         let mut path = outer.path.clone();
         path.push(name.clone());
         let module = Module {
@@ -163,6 +174,7 @@ impl Tree {
             owner,
             file,
             child_dir,
+            test_only,
             ..Module::default()
         };
         self.modules.push(module);
@@ -217,6 +229,14 @@ fn child_dir_of(file: &Path) -> PathBuf {
         true => dir.to_path_buf(),
         false => dir.join(stem),
     }
+}
+
+/// Whether an attribute is `#[cfg(test)]`.
+fn is_cfg_test(attr: &syn::Attribute) -> bool {
+    attr.path().is_ident("cfg")
+        && attr
+            .parse_args::<syn::Ident>()
+            .is_ok_and(|arg| arg == "test")
 }
 
 /// The value of a `#[path = "..."]` attribute, if any.
@@ -617,6 +637,9 @@ impl CrateCheck {
             let Some((landing, _)) = tree.resolve(r.module, &r.path, 0) else {
                 continue;
             };
+            if tree.is_dev_edge(r.module, landing) {
+                continue;
+            }
             let (from, to) = (tree.modules[r.module].owner, tree.modules[landing].owner);
             if from != to {
                 deps.entry((from, to)).or_insert_with(|| r.site.clone());
@@ -1190,6 +1213,25 @@ fn a_three_way_cycle_through_a_reexport_chain_and_a_macro_is_reported() {
         "crate::c -> crate::a at src/c.rs:5 (`super::a::f`)",
     ];
     assert_eq!(cycles[0].edges, edges);
+}
+
+#[test]
+fn test_code_may_use_the_testing_module_but_other_code_may_not() {
+    let files = |a_rs: &'static str| {
+        fixture(&[
+            ("src/lib.rs", "mod a;\n#[cfg(test)]\nmod testing;\n"),
+            ("src/a.rs", a_rs),
+            (
+                "src/testing.rs",
+                "pub fn job() -> crate::a::A {\n    todo!()\n}\n",
+            ),
+        ])
+    };
+    let (_dir, check) =
+        files("pub struct A;\n#[cfg(test)]\nmod tests {\n    use crate::testing::job;\n}\n");
+    assert!(check.cycles().is_empty(), "{:#?}", check.cycles());
+    let (_dir, check) = files("pub struct A;\npub fn f() {\n    crate::testing::job();\n}\n");
+    assert_eq!(check.cycles().len(), 1, "{:#?}", check.cycles());
 }
 
 #[test]

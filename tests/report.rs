@@ -231,6 +231,7 @@ fn a_tiny_run_is_evaluated_and_reported_with_every_file() {
         let mut json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
         json["name"] = name.into();
+        json["spec"]["run"]["name"] = name.into();
         std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
     }
     let sweep_report = tmp.path().join("sweep-report");

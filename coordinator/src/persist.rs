@@ -132,8 +132,8 @@ impl Persist {
         };
         let unreadable = match JobSpec::from_json(&text, Path::new(&url)) {
             Ok(spec) => return Ok(Some((spec, text))),
-            Err(SpecError::Invalid { message, .. }) => {
-                tracing::error!(job = name, error = %message, "job cannot be rebuilt: skipped");
+            Err(SpecError::Job { error, .. }) => {
+                tracing::error!(job = name, %error, "job cannot be rebuilt: skipped");
                 return Ok(None);
             }
             Err(SpecError::Parse { message, .. }) => message,

@@ -405,6 +405,8 @@ pub async fn result_rows(run: &Store, key: TaskKey) -> Result<Option<Vec<Row>>, 
 mod tests {
     use std::path::Path;
 
+    use premem_core::testing::JobToml;
+
     use super::*;
 
     /// A spec over 6 train and 9 test problems written into `dir`, its
@@ -466,36 +468,14 @@ mod tests {
     }
 
     fn state_with_job(run: &Path) -> Mutex<State> {
-        let spec = format!(
-            r#"
-[run]
-name = "job"
-output = "{}"
-
-[model]
-config = "tiny.json"
-tokenizer = "tokenizer.json"
-
-[data.train]
-path = "train.jsonl"
-format = "gsm8k"
-
-[train]
-lr = 1e-4
-schedule = {{ type = "constant" }}
-batch_size = 2
-micro_batch_size = 1
-
-[eval]
-task_examples = 2
-threshold = {{ perplexity = 1.5 }}
-
-[cluster]
-trainers = 1
-"#,
-            run.display()
-        );
-        let spec = JobSpec::from_toml(&spec, Path::new("spec.toml")).unwrap();
+        let spec = JobToml::default()
+            .with(&format!(
+                "[run]\nname = \"job\"\noutput = {:?}\n\
+                 [train]\nschedule = {{ type = \"constant\" }}\nbatch_size = 2\nmicro_batch_size = 1\n\
+                 [eval]\ntask_examples = 2\nthreshold = {{ perplexity = 1.5 }}",
+                run.display().to_string()
+            ))
+            .spec();
         let examples = Examples {
             train: vec!["t0".into(), "t1".into(), "t2".into()],
             test: vec![],

@@ -1,6 +1,7 @@
 //! premem-core: what every premem process shares and that needs no libtorch.
 //! Five folders, imports running one way (`storage` ← `data` ← `science` ←
-//! `arch` ← `spec`; a module imports only from its own folder or the ones before it):
+//! `arch` ← `spec` ← `testing`; a module imports only from its own folder or
+//! the ones before it):
 //!
 //! - [`storage`]: the object store, the layout of a run in it (checkpoints,
 //!   manifests, resume states), leases, atomic local files;
@@ -10,7 +11,9 @@
 //!   and the advice;
 //! - [`arch`]: model architectures from a Hugging Face `config.json` (the
 //!   families' keys, defaults and switches), for the plan and the model;
-//! - [`spec`]: the job spec, its memory plan, sweeps and provenance.
+//! - [`spec`]: the job spec, its memory plan, sweeps and provenance;
+//! - `testing` (feature `testing`, for tests only): the fixtures every
+//!   crate's tests share.
 //!
 //! [`retry`] and [`error_text`] are leaves every folder may use. The reports
 //! (`premem-report`) and curation (`premem-curation`) are built on this crate.
@@ -22,6 +25,8 @@ pub mod retry;
 pub mod science;
 pub mod spec;
 pub mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use data::answer::AnswerStyle;
 pub use data::dataset::{Dataset, DatasetSpec, Example, Split};

@@ -290,8 +290,7 @@ mod tests {
             CurationSpec::from_toml(crate::spec::tests::POOL_SPEC, &dir.join("cur.toml")).unwrap();
         spec.curation.output = dir.join("out").to_string_lossy().into_owned();
         spec.curation.measure_last_checkpoint_only = last_only;
-        let mut job =
-            JobSpec::from_toml(crate::state::tests::JOB, std::path::Path::new("job.toml")).unwrap();
+        let mut job = crate::state::tests::job();
         job.data.train.path = train.to_string_lossy().into_owned();
         job.checkpoint.every_steps = Some(5);
         job.checkpoint.steps = vec![1, 3];

@@ -249,11 +249,13 @@ fn diff(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
 
 #[cfg(test)]
 pub(super) mod tests {
+    use premem_core::testing::JobToml;
+
     use super::*;
 
     pub(crate) fn sample_state() -> CurationState {
         let spec = crate::select::tests::spec();
-        let job = JobSpec::from_toml(JOB, Path::new("job.toml")).unwrap();
+        let job = job();
         let mut state = CurationState::new(&spec, &job);
         let record =
             |iteration: u32, n: usize, test: f64, chosen: &[(&str, f64)], added: &[&str]| {
@@ -297,16 +299,12 @@ pub(super) mod tests {
         state
     }
 
-    pub(crate) const JOB: &str = r#"
-[run]
-name = "base"
-output = "runs/base"
-[model]
-config = "examples/tiny-llama.json"
-tokenizer = "data/synth/tokenizer.json"
-[data]
-train = { path = "data/synth/train.jsonl", format = "gsm8k" }
-test = { path = "data/synth/test.jsonl", format = "gsm8k" }
+    /// The curation tests' base job (`crate::spec`'s) with the training
+    /// settings of the demo's.
+    pub(crate) fn job() -> JobSpec {
+        JobToml::parse(crate::spec::tests::JOB)
+            .with(
+                r#"
 [train]
 lr = 3e-3
 schedule = { type = "cosine", warmup_fraction = 0.05 }
@@ -314,7 +312,11 @@ batch_size = 16
 micro_batch_size = 8
 [eval]
 threshold = { loglog = -1.8 }
-"#;
+"#,
+            )
+            .without("cluster")
+            .spec()
+    }
 
     #[test]
     fn save_and_load_round_trip() {

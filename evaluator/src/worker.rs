@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use backon::BlockingRetryable;
 use premem_core::data::results::{ResultsError, to_parquet};
-use premem_core::retry::RetryParams;
+use premem_core::retry::{Retry, RetryParams};
 use premem_core::spec::record::{RunRecord, read_run_record};
 use premem_core::{BlockingStore, Example, Split, Store};
 use premem_proto::v1::{
@@ -413,9 +414,12 @@ impl Worker<'_> {
                 };
             match reply.task {
                 None => {
-                    let wait =
+                    let mut wait =
                         Duration::from_millis(reply.retry_after_ms).clamp(MIN_POLL, MAX_POLL);
-                    self.sleep(wait, deadline);
+                    if let Some(deadline) = deadline {
+                        wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+                    }
+                    sleep_unless_stopped(wait, &self.options.stop);
                 }
                 Some(task) => {
                     self.run_task(task, reply.lease_ttl_ms)?;
@@ -602,91 +606,74 @@ impl Worker<'_> {
     }
 
     /// One call to the coordinator, retried with backoff
-    /// ([`RetryParams::COORDINATOR`]) while it is unreachable; a refused
-    /// token is an error.
+    /// ([`RetryParams::COORDINATOR`]) while it is unreachable, for as long
+    /// as `patience` allows; a refused token is an error.
     fn call<T, F, Fut>(&self, what: &str, patience: Patience, mut call: F) -> Result<Answer<T>>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
-        let mut backoff = RetryParams::COORDINATOR.backoff();
-        let mut stop_deadline: Option<Instant> = None;
-        loop {
+        let address = &self.options.coordinator.address;
+        let retry = Retry::new(
+            format!("{what} to coordinator {address}"),
+            RetryParams::COORDINATOR,
+        );
+        let retry = match patience {
+            Patience::Lease(deadline) => retry
+                .until(deadline)
+                .unless_stopped(&self.options.stop, Duration::ZERO),
+            Patience::Report(deadline) => retry
+                .until(Some(deadline))
+                .unless_stopped(&self.options.stop, STOP_PATIENCE),
+        };
+        let attempt = || {
+            if matches!(patience, Patience::Lease(_)) && self.stopped() {
+                return Err(Status::cancelled("the worker was told to stop"));
+            }
             let attempt = call(self.client.clone());
-            let status = match self
+            match self
                 .runtime
                 .block_on(async { tokio::time::timeout(RPC_TIMEOUT, attempt).await })
             {
-                Ok(Ok(reply)) => return Ok(Answer::Reply(reply.into_inner())),
-                Ok(Err(status)) => status,
-                Err(_) => Status::deadline_exceeded(format!("no answer in {RPC_TIMEOUT:?}")),
-            };
-            if status.code() == Code::Unauthenticated {
-                return Err(EvalError::TokenRefused {
-                    address: self.options.coordinator.address.clone(),
-                    message: status.message().to_string(),
-                });
+                Ok(reply) => reply,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer in {RPC_TIMEOUT:?}"
+                ))),
             }
-            if !unreachable(status.code()) {
-                return Ok(Answer::Refused(status));
-            }
-            let Some(wait) = backoff.next_delay() else {
-                return Ok(Answer::GaveUp);
-            };
-            tracing::warn!(
-                coordinator = self.options.coordinator.address,
-                call = what,
-                code = ?status.code(),
-                message = status.message(),
-                retry_in = ?wait,
-                "coordinator unreachable; retrying"
-            );
-            let Some(deadline) = self.retry_deadline(patience, &mut stop_deadline) else {
-                return Ok(Answer::GaveUp);
-            };
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(Answer::GaveUp);
-            }
-            self.sleep(wait, deadline);
-            if matches!(patience, Patience::Lease(_)) && self.stopped() {
-                return Ok(Answer::GaveUp);
-            }
+        };
+        let stop = self.options.stop.clone();
+        let answer = attempt
+            .retry(retry.backoff())
+            .sleep(move |wait| sleep_unless_stopped(wait, &stop))
+            .when(|status| unreachable(status.code()))
+            .notify(|status, wait| {
+                retry.note(
+                    &format_args!("{:?}: {}", status.code(), status.message()),
+                    wait,
+                )
+            })
+            .call();
+        match answer {
+            Ok(reply) => Ok(Answer::Reply(reply.into_inner())),
+            Err(status) if status.code() == Code::Unauthenticated => Err(EvalError::TokenRefused {
+                address: address.clone(),
+                message: status.message().to_string(),
+            }),
+            Err(status) if unreachable(status.code()) => Ok(Answer::GaveUp),
+            Err(status) => Ok(Answer::Refused(status)),
         }
     }
+}
 
-    /// Until when a failed call may be retried (`Some(None)`: no limit), or
-    /// `None` to give up now. A lease request gives up as soon as the worker
-    /// is told to stop; a report gets `STOP_PATIENCE` more from then on
-    /// (`stop_deadline` remembers when that began).
-    fn retry_deadline(
-        &self,
-        patience: Patience,
-        stop_deadline: &mut Option<Instant>,
-    ) -> Option<Option<Instant>> {
-        match patience {
-            Patience::Lease(_) if self.stopped() => None,
-            Patience::Lease(deadline) => Some(deadline),
-            Patience::Report(deadline) if self.stopped() => {
-                let at = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_PATIENCE);
-                Some(Some(deadline.min(at)))
-            }
-            Patience::Report(deadline) => Some(Some(deadline)),
+/// Sleeps `wait`, waking early when `stop` is set.
+fn sleep_unless_stopped(wait: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + wait;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= until {
+            break;
         }
-    }
-
-    /// Sleeps `wait`, at most until `deadline`, waking early when told to stop.
-    fn sleep(&self, wait: Duration, deadline: Option<Instant>) {
-        let mut until = Instant::now() + wait;
-        if let Some(deadline) = deadline {
-            until = until.min(deadline);
-        }
-        while !self.stopped() {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            std::thread::sleep((until - now).min(Duration::from_millis(50)));
-        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
     }
 }
 

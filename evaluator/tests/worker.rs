@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use premem_core::data::synth::{SynthConfig, generate as synth, train_task_tokenizer};
 use premem_core::spec::record::RunRecord;
 use premem_core::storage::checkpoint::{Area, RUN_FILE, publish};
-use premem_core::{BlockingStore, Dataset, JobSpec, PromptTemplate, Store};
+use premem_core::testing::{self, JobToml};
+use premem_core::{BlockingStore, JobSpec, Store};
 use premem_evaluator::results::read_parquet;
 use premem_evaluator::{
     CheckpointCache, ExampleResult, ModelSlot, WorkerOptions, WorkerSummary, evaluate_task,
@@ -26,12 +26,13 @@ use tch::{Device, Kind};
 use tonic::{Request, Response, Status};
 
 /// A tiny Llama for the synthetic tokenizer (vocab <= 320).
-const TINY_CONFIG: &str = r#"{
-  "model_type": "llama", "vocab_size": 320, "hidden_size": 32, "intermediate_size": 64,
-  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-  "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
-  "eos_token_id": 1, "pad_token_id": 0, "initializer_range": 0.2
-}"#;
+fn tiny_config() -> serde_json::Value {
+    let extra = serde_json::json!({
+        "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+        "initializer_range": 0.2
+    });
+    testing::tiny_config("llama", 320, extra)
+}
 
 const STEP: u64 = 8;
 
@@ -46,55 +47,33 @@ impl TinyRun {
     fn new() -> TinyRun {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let data = synth(&SynthConfig {
-            train: 12,
-            test: 4,
-            pool_per_example: 0,
-            seed: 3,
-            ..Default::default()
-        })
-        .unwrap();
-        let train = dir.join("train.jsonl");
-        let test = dir.join("test.jsonl");
-        Dataset::write_gsm8k_jsonl(&data.train, &train).unwrap();
-        Dataset::write_gsm8k_jsonl(&data.test, &test).unwrap();
-        let trained = train_task_tokenizer(
-            data.train.iter().chain(&data.test),
-            &PromptTemplate::default(),
-            320,
-        )
-        .unwrap();
-        let tokenizer = Tokenizer::from_tokenizer(trained, dir.join("tokenizer.json"));
-        tokenizer.save(&dir.join("tokenizer.json")).unwrap();
-        std::fs::write(dir.join("tiny.json"), TINY_CONFIG).unwrap();
+        testing::write_synth_inputs(dir, 12, 4, 3, 320);
+        let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+        std::fs::write(dir.join("tiny.json"), tiny_config().to_string()).unwrap();
+        let (train, test) = (dir.join("train.jsonl"), dir.join("test.jsonl"));
 
         let output = dir.join("run");
-        let spec = format!(
-            r#"[run]
+        let spec = JobToml::default().with(&format!(
+            r#"
+[run]
 name = "tiny"
 output = "{output}"
 seed = 5
-
 [model]
 config = "{config}"
 tokenizer = "{tokenizer}"
-
 [data.train]
 path = "{train}"
 format = "gsm8k"
-
 [data.test]
 path = "{test}"
 format = "gsm8k"
-
 [train]
 lr = 1e-3
 schedule = {{ type = "linear", warmup_steps = 0 }}
 batch_size = 4
-micro_batch_size = 4
 max_length = 256
 device = "cpu"
-
 [eval]
 samples = 3
 temperature = 0.8
@@ -109,12 +88,12 @@ keep_samples = 3
             tokenizer = dir.join("tokenizer.json").display(),
             train = train.display(),
             test = test.display(),
-        );
-        let spec = JobSpec::from_toml(&spec, &dir.join("job.toml")).unwrap();
+        ));
+        let spec = JobSpec::from_toml(&spec.text(), &dir.join("job.toml")).unwrap();
         let record = RunRecord {
             name: spec.run.name.clone(),
             training_hash: spec.training_hash(),
-            inputs_digest: "test".into(),
+            inputs_digest: "0".repeat(32),
             git_revision: None,
             checksums: Default::default(),
             premem_version: "test".into(),
@@ -129,7 +108,7 @@ keep_samples = 3
             )
             .unwrap();
 
-        let config = ModelConfig::from_json(&serde_json::from_str(TINY_CONFIG).unwrap()).unwrap();
+        let config = ModelConfig::from_json(&tiny_config()).unwrap();
         let model = CausalLm::random(config, Device::Cpu, Kind::Float, 2);
         let local = dir.join("checkpoint");
         std::fs::create_dir_all(&local).unwrap();
@@ -144,11 +123,13 @@ keep_samples = 3
         }
     }
 
-    /// Rewrites the run's `run.json` with its spec changed by `edit`.
-    fn edit_spec(&self, edit: impl FnOnce(&mut JobSpec)) {
+    /// Rewrites the run's `run.json` with its spec (as JSON) changed by
+    /// `edit`, checked or not.
+    fn edit_spec(&self, edit: impl FnOnce(&mut serde_json::Value)) {
         let path = Path::new(&self.location).join(RUN_FILE);
-        let mut record: RunRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        edit(&mut record.spec);
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut record["spec"]);
         std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
     }
 
@@ -310,13 +291,14 @@ fn bad_tasks_are_clear_errors() {
     let mut task = run.task("t", "valid", &["train-00001"]);
     check(&task, &["unknown split 'valid'"]);
     task.split = "train".into();
-    // The sampling settings come from the run's spec.
-    run.edit_spec(|spec| spec.eval.sampling.samples = 0);
+    // The sampling settings come from the run's spec, checked as its
+    // record is read: the error names the record and the key.
+    run.edit_spec(|spec| spec["eval"]["samples"] = 0.into());
     check(
         &task,
-        &["samples (K) must be 1 to 1024, got 0", &task.task_id],
+        &["run.json", "eval.samples must be 1 to 1024, got 0"],
     );
-    run.edit_spec(|spec| spec.eval.sampling.samples = 1);
+    run.edit_spec(|spec| spec["eval"]["samples"] = 1.into());
     task.result_file = "../elsewhere.parquet".into();
     check(&task, &["not a path inside the run"]);
     task.result_file = "r.parquet".into();

@@ -1,17 +1,14 @@
 //! The loss covers the completion (answer tokens + EOS) and nothing else.
 
+use premem_core::testing;
 use premem_core::{Example, PromptTemplate};
 use premem_model::batch::{Batch, LengthLimit, TokenizedExample, summed_nll, tokenize};
 use premem_model::{CausalLm, ModelConfig, Tokenizer};
 use tch::{Device, Kind};
 
 fn tiny_model() -> CausalLm {
-    let config = ModelConfig::from_json(&serde_json::json!({
-        "model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "eos_token_id": 1, "pad_token_id": 0, "initializer_range": 0.5
-    }))
-    .unwrap();
+    let extra = serde_json::json!({"initializer_range": 0.5});
+    let config = ModelConfig::from_json(&testing::tiny_config("llama", 64, extra)).unwrap();
     CausalLm::random(config, Device::Cpu, Kind::Float, 11)
 }
 

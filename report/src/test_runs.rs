@@ -3,37 +3,21 @@
 use std::collections::BTreeMap;
 
 use premem_core::data::results::ExampleResult;
-use premem_core::spec::JobSpec;
 use premem_core::spec::record::RunRecord;
+use premem_core::testing::JobToml;
 
 use crate::load::RunData;
 
 /// A run with a minimal spec and no checkpoints or results.
 pub(crate) fn run(name: &str, git_revision: Option<&str>) -> RunData {
-    let spec = JobSpec::from_toml(
-        &format!(
-            r#"
-[run]
-name = "{name}"
-output = "runs/{name}"
-
-[model]
-base = "models/tiny"
-
-[data.train]
-path = "data/train.jsonl"
-format = "gsm8k"
-
-[train]
-lr = 1e-4
-schedule = {{ type = "linear", warmup_steps = 20 }}
-batch_size = 8
-micro_batch_size = 4
-"#
-        ),
-        std::path::Path::new("job.toml"),
-    )
-    .unwrap();
+    let spec = JobToml::default()
+        .without("model")
+        .with(&format!(
+            "[run]\nname = {name:?}\noutput = \"runs/{name}\"\n\
+             [model]\nbase = \"models/tiny\"\n\
+             [data.train]\npath = \"data/train.jsonl\"\nformat = \"gsm8k\""
+        ))
+        .spec();
     RunData {
         early_stop: None,
         name: name.into(),
@@ -41,7 +25,7 @@ micro_batch_size = 4
         record: RunRecord {
             name: name.into(),
             training_hash: spec.training_hash(),
-            inputs_digest: "digest".into(),
+            inputs_digest: "d".repeat(32),
             premem_version: "9.8.7-test".into(),
             spec,
             git_revision: git_revision.map(Into::into),

@@ -54,7 +54,7 @@ fn spec_with_flags(args: &PlanArgs) -> Result<JobSpec> {
     if let Some(micro) = args.micro_batch_size {
         spec.train.micro_batch_size = micro;
     }
-    spec.validate()
+    spec.check()
         .map_err(|m| anyhow::anyhow!("{} with the flags given: {m}", args.job.display()))?;
     Ok(spec)
 }

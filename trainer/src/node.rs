@@ -439,7 +439,7 @@ fn bind_ring(bind_host: &str) -> Result<(RingListener, String)> {
 /// The job spec the coordinator sent, parsed and validated.
 fn job_spec(address: &str, job: &str, json: &str) -> Result<JobSpec> {
     JobSpec::from_json(json, Path::new("spec_json")).map_err(|e| match e {
-        SpecError::Invalid { message, .. } => TrainError::Config(message),
+        SpecError::Job { error, .. } => TrainError::Config(error.to_string()),
         SpecError::Parse { message, .. } => TrainError::Node(format!(
             "coordinator {address}: the job spec of '{job}' does not parse: {message}"
         )),

@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use premem_core::retry::RetryParams;
+use backon::BlockingRetryable;
+use premem_core::retry::{Retry, RetryParams};
 use tch::{Device, Kind, Tensor};
 
 use crate::collective::{Collective, CollectiveError};
@@ -307,30 +308,35 @@ fn connect_next(
     deadline: Instant,
     give_up: &AtomicBool,
 ) -> Result<TcpStream, CollectiveError> {
-    let mut backoff = RetryParams::PEER.backoff();
-    let mut last_error = String::from("no attempt made");
-    loop {
-        if give_up.load(Ordering::SeqCst) {
-            return Err(form_error(format!(
-                "rank {}: gave up connecting to rank {next} at {address}",
-                hello.rank
-            )));
+    let rank = hello.rank;
+    let retry = Retry::new(
+        format!("rank {rank}: connecting to rank {next} at {address}"),
+        RetryParams::PEER,
+    )
+    .until(Some(deadline))
+    .unless_stopped(give_up, Duration::ZERO);
+    let attempt = || {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match try_connect(address, hello, remaining) {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(rejected)) => Err(format!("it refused the handshake: {rejected}")),
+            Err(e) => Err(e.to_string()),
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(form_error(format!(
-                "rank {}: could not connect to rank {next} at {address} in time: {last_error}",
-                hello.rank
-            )));
-        }
-        match try_connect(address, hello, deadline - now) {
-            Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(rejected)) => last_error = format!("it refused the handshake: {rejected}"),
-            Err(e) => last_error = e.to_string(),
-        }
-        let delay = backoff.next_delay().unwrap_or(RetryParams::PEER.max_delay);
-        std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
-    }
+    };
+    let connected = attempt
+        .retry(retry.backoff())
+        .sleep(std::thread::sleep)
+        .notify(|e, wait| tracing::debug!(rank, next, error = e, ?wait, "ring: retrying"))
+        .call();
+    connected.map_err(|last_error| {
+        form_error(if give_up.load(Ordering::SeqCst) {
+            format!("rank {rank}: gave up connecting to rank {next} at {address}")
+        } else {
+            format!(
+                "rank {rank}: could not connect to rank {next} at {address} in time: {last_error}"
+            )
+        })
+    })
 }
 
 /// One attempt: `Err` for I/O errors, `Ok(Err(reason))` when the peer

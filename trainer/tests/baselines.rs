@@ -3,6 +3,7 @@
 //! at a time with autograd, variance as the mean squared deviation).
 
 use premem_core::spec::OptimizerKind;
+use premem_core::testing;
 use premem_model::batch::{Batch, TokenizedExample, summed_nll};
 use premem_model::{CausalLm, ModelConfig};
 use premem_trainer::baselines::Probe;
@@ -10,12 +11,8 @@ use premem_trainer::optim::{AdamConfig, Optimizer, Partition};
 use tch::{Device, Kind, Tensor};
 
 fn tiny_model(seed: i64) -> CausalLm {
-    let config = ModelConfig::from_json(&serde_json::json!({
-        "model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "eos_token_id": 1, "pad_token_id": 0, "initializer_range": 0.5
-    }))
-    .unwrap();
+    let extra = serde_json::json!({"initializer_range": 0.5});
+    let config = ModelConfig::from_json(&testing::tiny_config("llama", 64, extra)).unwrap();
     CausalLm::random(config, Device::Cpu, Kind::Float, seed)
 }
 

@@ -6,32 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use premem_core::data::synth::{SynthConfig, generate, train_task_tokenizer};
 use premem_core::spec::JobSpec;
-use premem_core::{Dataset, PromptTemplate};
+use premem_core::testing;
 use premem_trainer::{SingleProcess, TrainOptions, train};
 
 fn setup(dir: &Path) {
-    let data = generate(&SynthConfig {
-        train: 32,
-        test: 0,
-        pool_per_example: 0,
-        seed: 1,
-        ..Default::default()
-    })
-    .unwrap();
-    train_task_tokenizer(&data.train, &PromptTemplate::default(), 300)
-        .unwrap()
-        .save(dir.join("tokenizer.json"), false)
-        .unwrap();
-    Dataset::write_gsm8k_jsonl(&data.train, &dir.join("train.jsonl")).unwrap();
-    std::fs::write(
-        dir.join("tiny.json"),
-        r#"{"model_type": "qwen2", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "tie_word_embeddings": true, "eos_token_id": 1, "pad_token_id": 0}"#,
-    )
-    .unwrap();
+    testing::write_synth_inputs(dir, 32, 0, 1, 300);
+    let tied = serde_json::json!({"tie_word_embeddings": true});
+    testing::write_tiny_config(&dir.join("tiny.json"), "qwen2", 300, tied);
 }
 
 fn spec(dir: &Path, output: &str) -> JobSpec {

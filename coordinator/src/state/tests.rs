@@ -1,40 +1,31 @@
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use premem_core::Split;
 
 use super::*;
+use premem_core::testing::JobToml;
 
-const SPEC: &str = r#"
+/// The job of these tests: two ranks, tasks of two examples.
+fn spec_toml() -> JobToml {
+    JobToml::default().with(
+        r#"
 [run]
 name = "job"
 output = "runs/job"
-
-[model]
-config = "tiny.json"
-tokenizer = "tokenizer.json"
-
-[data.train]
-path = "train.jsonl"
-format = "gsm8k"
-
 [train]
-lr = 1e-4
 schedule = { type = "constant" }
-batch_size = 8
-micro_batch_size = 4
-
 [eval]
 task_examples = 2
 threshold = { perplexity = 1.5 }
 max_attempts = 2
-
 [cluster]
 trainers = 2
-"#;
+"#,
+    )
+}
 
 fn job(train: usize, test: usize, total_steps: u64) -> Job {
-    let spec = JobSpec::from_toml(SPEC, Path::new("spec.toml")).unwrap();
+    let spec = spec_toml().spec();
     Job::new(
         spec,
         "{}".into(),
@@ -589,12 +580,9 @@ fn complete_pending(state: &mut State, accuracy: f64, perplexity: f64, now: Inst
 }
 
 fn job_with_advice(advice: &str, total_steps: u64) -> Job {
-    let spec = JobSpec::from_toml(
-        &format!("{SPEC}\n[advice]\n{advice}"),
-        Path::new("spec.toml"),
-    );
+    let spec = spec_toml().with(&format!("[advice]\n{advice}")).spec();
     let mut job = job(2, 2, total_steps);
-    job.spec = spec.unwrap();
+    job.spec = spec;
     job
 }
 

@@ -2,7 +2,7 @@
 //! where to write it. Unknown keys are errors; every value is validated before
 //! any work starts. Relative paths are relative to the working directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -12,9 +12,14 @@ use crate::data::order::DataPlan;
 use crate::data::sampling::SamplingSpec;
 use crate::data::template::PromptTemplate;
 use crate::science::advice::AdviceSpec;
+use crate::spec::error::SpecError;
 
+/// A job spec is only ever made valid: its `Deserialize` (in `check.rs`)
+/// checks every value, so a `JobSpec` read from TOML, JSON or a run's
+/// record is a usable one. `JobSpec::from_toml` and `from_json` also name
+/// the file and line of a value that cannot be used.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct JobSpec {
     pub run: RunSpec,
     pub model: ModelSpec,
@@ -59,25 +64,6 @@ impl TrackingSpec {
     pub fn is_default(&self) -> bool {
         *self == TrackingSpec::default()
     }
-
-    fn validate(&self) -> Result<(), String> {
-        if let Some(url) = &self.mlflow {
-            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-            if !scheme_ok || url.len() > 2000 {
-                return Err(format!(
-                    "tracking.mlflow {url:?}: an MLflow tracking server's http:// or https:// URL"
-                ));
-            }
-        }
-        if let Some(name) = &self.experiment
-            && (name.trim().is_empty() || name.len() > 500)
-        {
-            return Err(format!(
-                "tracking.experiment {name:?}: 1 to 500 characters, not only spaces"
-            ));
-        }
-        Ok(())
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,21 +83,6 @@ pub struct RunSpec {
     /// dashboard groups runs by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-}
-
-impl RunSpec {
-    fn validate(&self) -> Result<(), String> {
-        check_name("run.name", &self.name)?;
-        let Some(group) = &self.group else {
-            return Ok(());
-        };
-        match group.split_once('/') {
-            Some(("sweep" | "curation", name)) => check_name("run.group's name", name),
-            _ => Err(format!(
-                "run.group {group:?}: `sweep/<name>` or `curation/<name>`"
-            )),
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -465,155 +436,6 @@ impl Default for ClusterSpec {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// TOML syntax, an unknown key or a wrong type (the message has the line).
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    /// A value that parses but cannot be used; names the key.
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
-
-impl SpecError {
-    /// A value of `path` that parses but cannot be used.
-    pub fn invalid(path: &Path, message: String) -> SpecError {
-        SpecError::Invalid {
-            path: path.into(),
-            message,
-        }
-    }
-}
-
-/// The text of a spec file; the error names the file.
-pub fn read_spec_file(path: &Path) -> Result<String, SpecError> {
-    std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-        path: path.into(),
-        source,
-    })
-}
-
-/// Parses TOML text whose origin is `origin` (named in the error, with the
-/// line of a syntax error, unknown key or wrong type).
-pub fn parse_toml<T: serde::de::DeserializeOwned>(
-    text: &str,
-    origin: &Path,
-) -> Result<T, SpecError> {
-    toml::from_str(text).map_err(|e| SpecError::Parse {
-        path: origin.into(),
-        message: e.to_string().trim_end().to_string(),
-    })
-}
-
-/// The most passes over the data a job may ask for (`train.epochs`,
-/// `train.keep_steps_of_epochs`): far beyond any finetuning run, and small
-/// enough that the step count of any dataset fits in 64 bits.
-pub const MAX_EPOCHS: u64 = 1_000_000;
-
-/// The longest name of a job or sweep (a sweep's runs add 13 characters).
-pub const MAX_NAME_LEN: usize = 100;
-
-/// Checks a name that becomes a directory and a file name (a job's
-/// `run.name`, a sweep's `sweep.name`): 1 to [`MAX_NAME_LEN`] ASCII letters,
-/// digits, '-', '_' and '.', starting with a letter or a digit (so never
-/// `.` or `..`). `key` names the setting in the message.
-pub fn check_name(key: &str, name: &str) -> Result<(), String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let starts_well = name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if name.len() > MAX_NAME_LEN || !starts_well || !name.chars().all(allowed) {
-        let shown: String = name.chars().take(40).collect();
-        let more = if name.chars().count() > 40 { "..." } else { "" };
-        return Err(format!(
-            "{key} {shown:?}{more}: must be 1 to {MAX_NAME_LEN} letters, digits, '-', '_' and '.', \
-             starting with a letter or a digit (it names directories and files)"
-        ));
-    }
-    Ok(())
-}
-
-impl ModelSpec {
-    fn validate(&self) -> Result<(), String> {
-        match (&self.base, &self.config) {
-            (Some(_), Some(_)) => Err("model: give either `base` or `config`, not both".into()),
-            (None, None) => {
-                Err("model: give `base` (a model directory) or `config` (random init)".into())
-            }
-            (None, Some(_)) if self.tokenizer.is_none() => {
-                Err("model.tokenizer: a randomly initialised model needs a tokenizer.json".into())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-impl TrainSpec {
-    fn validate(&self) -> Result<(), String> {
-        let t = self;
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(format!("train.lr must be positive, got {}", t.lr));
-        }
-        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-            return Err(format!(
-                "train.weight_decay must be >= 0, got {}",
-                t.weight_decay
-            ));
-        }
-        if !(t.eps.is_finite() && t.eps > 0.0) {
-            return Err(format!("train.eps must be positive, got {}", t.eps));
-        }
-        if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-            return Err(format!("train.betas must be in [0, 1), got {:?}", t.betas));
-        }
-        if t.micro_batch_size == 0 || t.batch_size == 0 {
-            return Err("train.batch_size and train.micro_batch_size must be positive".into());
-        }
-        if !t.batch_size.is_multiple_of(t.micro_batch_size) {
-            return Err(format!(
-                "train.batch_size ({}) must be a multiple of train.micro_batch_size ({})",
-                t.batch_size, t.micro_batch_size
-            ));
-        }
-        let epochs = [Some(t.epochs), t.keep_steps_of_epochs];
-        if epochs.iter().flatten().any(|&e| e == 0 || e > MAX_EPOCHS) {
-            return Err(format!(
-                "train.epochs and train.keep_steps_of_epochs must be 1 to {MAX_EPOCHS}, got {} and {:?}",
-                t.epochs, t.keep_steps_of_epochs
-            ));
-        }
-        if let Some(norm) = t.max_grad_norm
-            && norm.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
-        {
-            return Err(format!("train.max_grad_norm must be positive, got {norm}"));
-        }
-        if let ScheduleSpec::Cosine { warmup_fraction } = t.schedule
-            && !(0.0..1.0).contains(&warmup_fraction)
-        {
-            return Err(format!(
-                "train.schedule.warmup_fraction must be in [0, 1), got {warmup_fraction}"
-            ));
-        }
-        if t.max_length < 2 {
-            return Err("train.max_length must be at least 2".into());
-        }
-        if t.monitor_max_new_tokens < 1 {
-            return Err(format!(
-                "train.monitor_max_new_tokens must be positive, got {}",
-                t.monitor_max_new_tokens
-            ));
-        }
-        if t.loss_chunk_tokens == Some(0) {
-            return Err("train.loss_chunk_tokens must be positive (or absent)".into());
-        }
-        Ok(())
-    }
-}
-
 impl CheckpointSpec {
     /// Whether a checkpoint is due after `done` steps of `total` (the last
     /// step always checkpoints; `ends_epoch`: step `done` ends an epoch).
@@ -633,30 +455,6 @@ impl CheckpointSpec {
             None => Ok(()),
         }
     }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.baselines && self.grad_variance_minibatches < 2 {
-            return Err(format!(
-                "checkpoint.grad_variance_minibatches must be at least 2 (a variance needs two), got {}",
-                self.grad_variance_minibatches
-            ));
-        }
-        if self.every_steps == Some(0) || self.keep_resume_states == Some(0) {
-            return Err(
-                "checkpoint.every_steps and checkpoint.keep_resume_states must be positive".into(),
-            );
-        }
-        if self.steps.first() == Some(&0) || self.steps.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(format!(
-                "checkpoint.steps {:?}: steps must be positive and increasing",
-                self.steps
-            ));
-        }
-        if self.max_shard_bytes == 0 {
-            return Err("checkpoint.max_shard_bytes must be positive".into());
-        }
-        Ok(())
-    }
 }
 
 impl JobSpec {
@@ -673,52 +471,6 @@ impl JobSpec {
             t.keep_steps_of_epochs,
             self.run.seed,
         )
-    }
-
-    pub fn from_file(path: &Path) -> Result<JobSpec, SpecError> {
-        Self::from_toml(&read_spec_file(path)?, path)
-    }
-
-    pub fn from_toml(text: &str, origin: &Path) -> Result<JobSpec, SpecError> {
-        let spec: JobSpec = parse_toml(text, origin)?;
-        spec.validate()
-            .map_err(|message| SpecError::invalid(origin, message))?;
-        Ok(spec)
-    }
-
-    /// Parses and validates a spec sent as JSON (a job submitted to the
-    /// coordinator, or the one it stored): `origin` names the text in a
-    /// parse error; a value that cannot be used names the job
-    /// (`job 'name': …`), as the text was valid JSON of a spec.
-    pub fn from_json(text: &str, origin: &Path) -> Result<JobSpec, SpecError> {
-        let spec: JobSpec = serde_json::from_str(text).map_err(|e| SpecError::Parse {
-            path: origin.into(),
-            message: e.to_string(),
-        })?;
-        spec.validate().map_err(|message| {
-            SpecError::invalid(Path::new(&format!("job '{}'", spec.run.name)), message)
-        })?;
-        Ok(spec)
-    }
-
-    /// Checks every value that parses but cannot be used; the message names
-    /// the key. Called once, where a spec enters a process (its parse).
-    pub fn validate(&self) -> Result<(), String> {
-        self.run.validate()?;
-        self.model.validate()?;
-        if !(self.data.fraction > 0.0 && self.data.fraction <= 1.0) {
-            return Err(format!(
-                "data.fraction must be in (0, 1], got {}",
-                self.data.fraction
-            ));
-        }
-        self.train.validate()?;
-        self.checkpoint.validate()?;
-        self.validate_distributed()?;
-        self.prompt.validate()?;
-        self.advice.validate()?;
-        self.tracking.validate()?;
-        Ok(())
     }
 
     /// A digest of the contents of the files the spec names (train data,
@@ -783,41 +535,6 @@ impl JobSpec {
         Ok(hex::encode(&hasher.finalize()[..16]))
     }
 
-    fn validate_distributed(&self) -> Result<(), String> {
-        let e = &self.eval;
-        if let Some(key) = e.unknown.keys().next() {
-            return Err(format!("eval: unknown field `{key}`"));
-        }
-        e.sampling.validate().map_err(|e| e.in_spec("eval"))?;
-        if e.task_examples == 0 || e.batch_size == 0 || e.max_attempts == 0 {
-            return Err(
-                "eval.task_examples, eval.batch_size and eval.max_attempts must be positive".into(),
-            );
-        }
-        if e.limit == Some(0) {
-            return Err("eval.limit must be positive (leave it out for every example)".into());
-        }
-        if e.test_limit == Some(0) {
-            return Err(
-                "eval.test_limit must be positive (leave it out for every test example)".into(),
-            );
-        }
-        e.threshold
-            .validate()
-            .map_err(|m| format!("eval.threshold: {m}"))?;
-        let c = &self.cluster;
-        if c.trainers == 0 {
-            return Err("cluster.trainers must be at least 1".into());
-        }
-        if !self.train.batch_size.is_multiple_of(c.trainers) {
-            return Err(format!(
-                "train.batch_size {} must be a multiple of cluster.trainers {}: each rank takes an equal share of the global batch",
-                self.train.batch_size, c.trainers
-            ));
-        }
-        Ok(())
-    }
-
     /// A hash of everything that determines the trained weights (not where
     /// they are written or how often): a resume refuses a changed spec.
     pub fn training_hash(&self) -> String {
@@ -850,74 +567,10 @@ impl JobSpec {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
-[run]
-name = "t"
-output = "runs/t"
-
-[model]
-config = "tiny.json"
-tokenizer = "tokenizer.json"
-
-[data.train]
-path = "train.jsonl"
-format = "gsm8k"
-
-[train]
-lr = 1e-4
-schedule = { type = "linear", warmup_steps = 20 }
-batch_size = 8
-micro_batch_size = 4
-"#;
+    use crate::testing::MINIMAL_JOB as MINIMAL;
 
     fn parse(text: &str) -> Result<JobSpec, SpecError> {
         JobSpec::from_toml(text, Path::new("job.toml"))
-    }
-
-    #[test]
-    fn names_that_are_not_one_path_component_are_refused() {
-        let named =
-            |name: &str| parse(&MINIMAL.replace("name = \"t\"", &format!("name = {name:?}")));
-        for good in ["t", "gsm8k-llama3-8b_lr1e-5.v2", &"a".repeat(MAX_NAME_LEN)] {
-            assert_eq!(named(good).unwrap().run.name, good);
-        }
-        let long = "a".repeat(MAX_NAME_LEN + 1);
-        let huge = "b".repeat(10_000);
-        for bad in [
-            "",
-            "a/b",
-            "../escape",
-            ".hidden",
-            "x\ny",
-            "sp ace",
-            "é",
-            &long,
-            &huge,
-        ] {
-            let err = named(bad).unwrap_err().to_string();
-            assert!(
-                err.contains("run.name") && err.contains("letters, digits"),
-                "{bad:?}: {err}"
-            );
-            // The message shows a bounded prefix of the name.
-            assert!(err.len() < 400, "{err}");
-        }
-    }
-
-    #[test]
-    fn epochs_are_bounded() {
-        for (text, ok) in [
-            ("epochs = 1_000_000", true),
-            ("epochs = 1_000_001", false),
-            ("epochs = 18446744073709551615", false),
-            ("keep_steps_of_epochs = 0", false),
-        ] {
-            let spec = parse(&MINIMAL.replace("[train]", &format!("[train]\n{text}")));
-            assert_eq!(spec.is_ok(), ok, "{text}: {spec:?}");
-            if let Err(e) = spec {
-                assert!(e.to_string().contains("must be 1 to 1000000"), "{e}");
-            }
-        }
     }
 
     #[test]

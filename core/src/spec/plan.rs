@@ -366,6 +366,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::testing::JobToml;
 
     const GIB: u64 = 1 << 30;
 
@@ -528,27 +529,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("llama.json");
         std::fs::write(&config, shape::tests::LLAMA3_8B).unwrap();
-        let text = format!(
-            r#"
-[run]
-name = "j"
-output = "out"
-[model]
-config = "{}"
-tokenizer = "tokenizer.json"
-[data.train]
-path = "train.jsonl"
-format = "gsm8k"
-[train]
-lr = 1e-5
-schedule = {{ type = "constant" }}
-batch_size = 128
-micro_batch_size = 4
-activation_checkpointing = "layers"
-"#,
-            config.display()
-        );
-        let mut spec = JobSpec::from_toml(&text, Path::new("job.toml")).unwrap();
+        let mut spec = JobToml::default()
+            .with(&format!(
+                "[model]\nconfig = {:?}\ntokenizer = \"tokenizer.json\"\n\
+                 [train]\nlr = 1e-5\nschedule = {{ type = \"constant\" }}\nbatch_size = 128\n\
+                 activation_checkpointing = \"layers\"",
+                config.display()
+            ))
+            .spec();
         let gpu = Some(ByteSize(80 * GIB));
         assert_eq!(
             resolve_sharding_for_rank(&spec, 8, true, gpu).unwrap(),

@@ -52,6 +52,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::template::PromptTemplate;
 use crate::science::advice::AdviceSpec;
+use crate::spec::check::Unchecked;
 use crate::spec::{
     CheckpointSpec, ClusterSpec, DataSpec, EvalSpec, JobSpec, ModelSpec, RunSpec, SpecError,
     TrackingSpec, TrainSpec, parse_toml, read_spec_file,
@@ -309,7 +310,8 @@ impl SweepSpec {
         for (path, v) in overrides {
             *slot(&mut value, path, &format!("axis \"{path}\""))? = v.clone();
         }
-        let mut spec: JobSpec =
+        // Checked once, below, after it is named.
+        let Unchecked(mut spec) =
             serde_json::from_value(value).map_err(|e| format!("not a valid job spec: {e}"))?;
         let canonical = canonical_without_name(&spec)?;
         let id = hex::encode(&Sha256::digest(canonical.as_bytes())[..6]);
@@ -318,7 +320,7 @@ impl SweepSpec {
         spec.run.output = format!("{output}/{name}");
         spec.run.name = name;
         spec.run.group = Some(format!("sweep/{}", self.sweep.name));
-        spec.validate()?;
+        spec.check().map_err(|e| e.to_string())?;
         if spec.cluster.trainers > self.sweep.trainers {
             return Err(format!(
                 "cluster.trainers = {} exceeds sweep.trainers = {}: the run could never be scheduled",
@@ -373,7 +375,7 @@ impl SweepSpec {
 
 /// The `[sweep]` values.
 fn check_section(s: &SweepSection) -> Result<(), String> {
-    crate::spec::check_name("sweep.name", &s.name)?;
+    crate::spec::check_name("sweep.name", &s.name).map_err(|e| e.to_string())?;
     // A run is named "<sweep.name>-<12 hex digits>".
     let longest = crate::spec::MAX_NAME_LEN - 13;
     if s.name.len() > longest {
@@ -425,7 +427,7 @@ fn base_job(
         }
         (None, Some(inline)) => {
             let job = inline.into_job(sweep);
-            job.validate().map_err(|m| invalid(format!("[job]: {m}")))?;
+            job.check().map_err(|m| invalid(format!("[job]: {m}")))?;
             Ok((job, None))
         }
     }
@@ -646,6 +648,7 @@ fn write_canonical(v: &Value, out: &mut String) {
 mod tests {
     use super::*;
     use crate::spec::ScheduleSpec;
+    use crate::testing::JobToml;
     use serde_json::json;
 
     /// A sweep header and a minimal inline base job; tests append axes.
@@ -924,29 +927,8 @@ name = "s"
     fn base_job_from_a_file_equals_the_inline_one() {
         let dir = tempfile::tempdir().unwrap();
         let job_path = dir.path().join("job.toml");
-        std::fs::write(
-            &job_path,
-            r#"
-[run]
-name = "ignored"
-output = "ignored/too"
-
-[model]
-config = "tiny.json"
-tokenizer = "tokenizer.json"
-
-[data.train]
-path = "train.jsonl"
-format = "gsm8k"
-
-[train]
-lr = 1e-4
-schedule = { type = "linear", warmup_steps = 20 }
-batch_size = 8
-micro_batch_size = 4
-"#,
-        )
-        .unwrap();
+        let job = JobToml::default().with("[run]\nname = \"ignored\"\noutput = \"ignored/too\"");
+        std::fs::write(&job_path, job.text()).unwrap();
         let sweep_text = format!(
             "[sweep]\nname = \"s\"\noutput = \"runs/s\"\ntrainers = 2\nevaluators = 3\njob = {:?}\n{GRID_AND_LIST}",
             job_path.to_str().unwrap()

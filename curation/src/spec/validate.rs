@@ -1,6 +1,6 @@
 //! Every check of a curation spec, in one place: the `[curation]` values,
-//! the base job (an inline `[job]` through [`JobSpec::validate`]; a job file
-//! is validated as it is read), the strategies' settings and the source; and,
+//! the base job (an inline `[job]` or a job file is checked as it is
+//! parsed), the strategies' settings and the source; and,
 //! once the base job is loaded, whether it can serve a curation.
 
 use std::collections::BTreeSet;
@@ -31,8 +31,8 @@ impl CurationSpec {
             (Some(path), None) if path.trim().is_empty() => {
                 Err("curation.job must not be empty".into())
             }
-            (None, Some(job)) => job.validate().map_err(|m| format!("job: {m}")),
-            (Some(_), None) => Ok(()),
+            // An inline [job] was checked as it was parsed.
+            (None, Some(_)) | (Some(_), None) => Ok(()),
         }
     }
 

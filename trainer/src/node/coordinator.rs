@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use premem_core::retry::RetryParams;
+use backon::Retryable;
+use premem_core::retry::{Retry, RetryParams};
 use premem_proto::Client;
 use premem_proto::v1::{
     Backend as WireBackend, RegisterTrainerReply, RegisterTrainerRequest, RendezvousReply,
@@ -22,13 +23,13 @@ use crate::run::TrainObserver;
 /// How often a rank asks whether its generation is complete.
 const RENDEZVOUS_POLL: Duration = Duration::from_millis(100);
 
-/// Telling the coordinator that training finished: five attempts, waits
-/// doubling from 500 ms.
+/// Telling the coordinator that training finished: [`FINISH_ATTEMPTS`]
+/// attempts, waits doubling from 500 ms.
 const FINISH_RETRY: RetryParams = RetryParams {
     base_delay: Duration::from_millis(500),
     max_delay: Duration::from_secs(4),
-    max_attempts: Some(5),
 };
+const FINISH_ATTEMPTS: usize = 5;
 
 pub(super) fn coordinator_error(address: &str, call: &str, status: &Status) -> TrainError {
     TrainError::Node(format!(
@@ -58,40 +59,35 @@ pub(super) async fn register(
     stop: &AtomicBool,
 ) -> Result<RegisterTrainerReply> {
     let address = &options.coordinator.address;
-    let started = Instant::now();
-    let mut backoff = RetryParams::COORDINATOR.backoff();
-    loop {
-        let request = RegisterTrainerRequest {
-            job: options.job.clone(),
-            rank: options.rank,
-            backend: WireBackend::Ring as i32,
-            ring_address: ring_address.to_string(),
-            nccl_unique_id: vec![],
-            trainer: options.trainer.clone(),
-            generation: previous.map_or(0, |m| m.generation),
-            member_secret: previous.map(|m| m.secret.clone()).unwrap_or_default(),
-        };
-        match client.clone().register_trainer(request).await {
-            Ok(reply) => return Ok(reply.into_inner()),
-            Err(status)
-                if status.code() == Code::Unavailable
-                    && started.elapsed() < options.connect_timeout
-                    && !stop.load(Ordering::SeqCst) =>
-            {
-                let retry_in = backoff
-                    .next_delay()
-                    .unwrap_or(RetryParams::COORDINATOR.max_delay);
-                tracing::warn!(
-                    coordinator = %address,
-                    error = %status.message(),
-                    ?retry_in,
-                    "cannot register yet; retrying"
-                );
-                tokio::time::sleep(retry_in).await;
-            }
-            Err(status) => return Err(coordinator_error(address, "RegisterTrainer", &status)),
-        }
-    }
+    let retry = Retry::new(
+        format!(
+            "registering rank {} with coordinator {address}",
+            options.rank
+        ),
+        RetryParams::COORDINATOR,
+    )
+    .for_at_most(options.connect_timeout)
+    .unless_stopped(stop, Duration::ZERO);
+    let request = RegisterTrainerRequest {
+        job: options.job.clone(),
+        rank: options.rank,
+        backend: WireBackend::Ring as i32,
+        ring_address: ring_address.to_string(),
+        nccl_unique_id: vec![],
+        trainer: options.trainer.clone(),
+        generation: previous.map_or(0, |m| m.generation),
+        member_secret: previous.map(|m| m.secret.clone()).unwrap_or_default(),
+    };
+    (|| {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.register_trainer(request).await }
+    })
+    .retry(retry.backoff())
+    .when(|status| status.code() == Code::Unavailable)
+    .notify(|status, wait| retry.note(&status.message(), wait))
+    .await
+    .map(tonic::Response::into_inner)
+    .map_err(|status| coordinator_error(address, "RegisterTrainer", &status))
 }
 
 /// The rendezvous request of `member`; `nccl` as in [`rendezvous`].
@@ -268,28 +264,34 @@ pub(super) async fn finished(
     member: &Membership,
     step: u64,
 ) {
-    let mut backoff = FINISH_RETRY.backoff();
-    for attempt in 1u32.. {
-        let request = TrainerFinishedRequest {
-            job: options.job.clone(),
-            rank: options.rank,
-            generation: member.generation,
-            step,
-            member_secret: member.secret.clone(),
-        };
-        let Err(status) = client.clone().trainer_finished(request).await else {
-            return;
-        };
+    let retry = Retry::new(
+        format!(
+            "reporting the end of training to {}",
+            options.coordinator.address
+        ),
+        FINISH_RETRY,
+    )
+    .attempts(FINISH_ATTEMPTS);
+    let request = TrainerFinishedRequest {
+        job: options.job.clone(),
+        rank: options.rank,
+        generation: member.generation,
+        step,
+        member_secret: member.secret.clone(),
+    };
+    let reported = (|| {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.trainer_finished(request).await }
+    })
+    .retry(retry.backoff())
+    .notify(|status, wait| retry.note(&status.message(), wait))
+    .await;
+    if let Err(status) = reported {
         tracing::warn!(
             coordinator = %options.coordinator.address,
-            attempt,
             error = %status.message(),
             "could not report the end of training"
         );
-        match backoff.next_delay() {
-            Some(delay) => tokio::time::sleep(delay).await,
-            None => return,
-        }
     }
 }
 

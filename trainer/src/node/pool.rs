@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use premem_core::retry::{Backoff, RetryParams};
+use backon::BlockingRetryable;
+use premem_core::retry::{Retry, RetryParams};
 use premem_proto::Client;
 use premem_proto::v1::{AssignTrainerReply, AssignTrainerRequest};
 use tonic::Code;
@@ -58,9 +59,6 @@ struct Pool<'a> {
     summary: PoolSummary,
     failures_in_a_row: u32,
     idle_since: Instant,
-    /// Since when the coordinator is unreachable, and the retries' backoff.
-    unreachable_since: Option<Instant>,
-    backoff: Backoff,
 }
 
 impl<'a> Pool<'a> {
@@ -90,8 +88,6 @@ impl<'a> Pool<'a> {
             summary: PoolSummary::default(),
             failures_in_a_row: 0,
             idle_since: Instant::now(),
-            unreachable_since: None,
-            backoff: RetryParams::COORDINATOR.backoff(),
         })
     }
 
@@ -118,42 +114,32 @@ impl<'a> Pool<'a> {
         Ok(self.summary)
     }
 
-    /// The coordinator's answer to AssignTrainer, or `None` after waiting
-    /// out an unreachable coordinator (for up to `connect_timeout`).
+    /// The coordinator's answer to AssignTrainer, retried while the
+    /// coordinator is unreachable (for up to `connect_timeout`), or `None`
+    /// when the pool was stopped meanwhile.
     fn ask_for_work(&mut self) -> Result<Option<AssignTrainerReply>> {
         let address = &self.options.node.coordinator.address;
+        let retry = Retry::new(
+            format!("asking coordinator {address} for work"),
+            RetryParams::COORDINATOR,
+        )
+        .for_at_most(self.options.node.connect_timeout)
+        .unless_stopped(&self.stop, Duration::ZERO);
         let request = AssignTrainerRequest {
             trainer: self.name.clone(),
         };
-        match self
-            .runtime
-            .block_on(self.client.clone().assign_trainer(request))
-        {
-            Ok(reply) => {
-                self.unreachable_since = None;
-                self.backoff.reset();
-                Ok(Some(reply.into_inner()))
-            }
+        let (runtime, client) = (&self.runtime, &self.client);
+        let reply = (|| runtime.block_on(client.clone().assign_trainer(request.clone())))
+            .retry(retry.backoff())
+            .sleep(std::thread::sleep)
             // A coordinator that went away mid-call shows as Unknown
             // ("transport error"): retry that too.
-            Err(status) if matches!(status.code(), Code::Unavailable | Code::Unknown) => {
-                let since = *self.unreachable_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > self.options.node.connect_timeout {
-                    return Err(coordinator_error(address, "AssignTrainer", &status));
-                }
-                let retry_in = self
-                    .backoff
-                    .next_delay()
-                    .unwrap_or(RetryParams::COORDINATOR.max_delay);
-                tracing::warn!(
-                    coordinator = %address,
-                    error = %status.message(),
-                    ?retry_in,
-                    "coordinator unreachable; retrying"
-                );
-                std::thread::sleep(retry_in);
-                Ok(None)
-            }
+            .when(|status| matches!(status.code(), Code::Unavailable | Code::Unknown))
+            .notify(|status, wait| retry.note(&status.message(), wait))
+            .call();
+        match reply {
+            Ok(reply) => Ok(Some(reply.into_inner())),
+            Err(_) if self.stop.load(Ordering::SeqCst) => Ok(None),
             Err(status) => Err(coordinator_error(address, "AssignTrainer", &status)),
         }
     }
