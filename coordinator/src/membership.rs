@@ -28,6 +28,12 @@ pub enum KeyError {
         "{url} is not a membership key (64 hex digits): delete it and restart (running trainer ranks then regroup)"
     )]
     Corrupt { url: String },
+    #[error("writing the membership key {path}: {source}")]
+    Local {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The coordinator's membership key.
@@ -47,11 +53,21 @@ impl MembershipKey {
 
     /// The key of the state store `store`, made there by the first
     /// coordinator that serves it.
+    /// In a local directory the key file is readable by its owner only
+    /// (0600), from the moment it exists; an older, wider one is narrowed.
     pub async fn load_or_create(store: &Store) -> Result<MembershipKey, KeyError> {
-        let fresh = MembershipKey::random();
-        store
-            .put_if_absent(KEY_FILE, hex::encode(fresh.0).into_bytes())
-            .await?;
+        let fresh = hex::encode(MembershipKey::random().0);
+        match store.local_file(KEY_FILE) {
+            Some(path) => {
+                create_private(&path, fresh.as_bytes()).map_err(|source| KeyError::Local {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => {
+                store.put_if_absent(KEY_FILE, fresh.into_bytes()).await?;
+            }
+        }
         let text = store.get(KEY_FILE).await?;
         let corrupt = || KeyError::Corrupt {
             url: store.url_of(KEY_FILE),
@@ -99,6 +115,37 @@ impl MembershipKey {
     }
 }
 
+/// Writes `bytes` to `path` unless it exists, mode 0600 from the start:
+/// written to a private temporary file, then hard-linked into place (which
+/// fails, leaving the first, when another process made it meanwhile). An
+/// existing file readable by others is narrowed to 0600.
+fn create_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path.parent().expect("a key file lies in a directory");
+    std::fs::create_dir_all(dir)?;
+    let temp = dir.join(format!(".{KEY_FILE}.{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&temp, path);
+    std::fs::remove_file(&temp)?;
+    match linked {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +175,26 @@ mod tests {
         std::fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
         let corrupt = MembershipKey::load_or_create(&store).await.unwrap_err();
         assert!(corrupt.to_string().contains("delete it"), "{corrupt}");
+    }
+
+    #[tokio::test]
+    async fn a_local_key_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let key = MembershipKey::load_or_create(&store).await.unwrap();
+        let path = dir.path().join(KEY_FILE);
+        assert_eq!(mode(&path), 0o600);
+        // A key an older version left world-readable is narrowed, and kept.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let again = MembershipKey::load_or_create(&store).await.unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(key.secret("j", 0, 1), again.secret("j", 0, 1));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [KEY_FILE], "no temporary file is left");
     }
 }

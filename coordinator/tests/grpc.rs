@@ -183,11 +183,17 @@ async fn submitting_is_idempotent_and_bad_specs_are_refused() {
             "not a regular file",
         );
     }
-    // Finding 8: another job in this job's run directory, or inside it.
+    // Finding 8: another job in this job's run directory, or inside it;
+    // also spelled with percent-encoding or through a symlink (issue 39,
+    // item 4).
+    std::os::unix::fs::symlink(fixture.dir.path(), fixture.dir.path().join("link")).unwrap();
     for output in [
         fixture.path("run"),
         fixture.path("run/inner"),
         fixture.path("run/../run/"),
+        format!("file://{}", fixture.path("%72un")),
+        format!("file://{}", fixture.path("x/%2e%2e/run")),
+        fixture.path("link/run"),
     ] {
         let mut sharing = fixture.spec(2);
         sharing["run"]["name"] = "sharing".into();

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use premem_core::science::advice::Advice;
 use premem_core::science::pm::{CheckpointPm, PmTracker};
 use premem_core::spec::JobSpec;
+use premem_core::storage::location::Location;
 
 pub mod advice;
 pub mod evaluators;
@@ -248,7 +249,7 @@ impl State {
         let output = run_location(&job.spec.run.output);
         if let Some(other) = self.jobs.values().find(|other| {
             let theirs = run_location(&other.spec.run.output);
-            nested(&output, &theirs) || nested(&theirs, &output)
+            output.contains(&theirs) || theirs.contains(&output)
         }) {
             return Err(Refusal::AlreadyExists(format!(
                 "job '{}': run.output {} is, or is inside or around, job '{}''s run directory {}: two jobs never share one",
@@ -302,37 +303,17 @@ impl State {
 #[cfg(test)]
 mod tests;
 
-/// A run output as one comparable location: a URL without its trailing
-/// `/`, a local path (or `file://` URL) made absolute with `.` and `..`
-/// resolved lexically.
-fn run_location(output: &str) -> String {
-    let local = match output.strip_prefix("file://") {
-        Some(path) => path,
-        None if output.contains("://") => return output.trim_end_matches('/').to_string(),
-        None => output,
-    };
-    let path = std::path::absolute(local).unwrap_or_else(|_| local.into());
-    let mut parts: Vec<&std::ffi::OsStr> = vec![];
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                parts.pop();
-            }
-            std::path::Component::Normal(p) => parts.push(p),
-            _ => {}
-        }
+/// A run output as one comparable location: as the store opens it
+/// (percent-encoding decoded, dot segments applied, a relative path from
+/// the working directory), local paths with their symlinks followed. An
+/// output the store cannot parse compares as its own text.
+fn run_location(output: &str) -> Location {
+    match Location::parse(output) {
+        Ok(location) => location.resolved(),
+        Err(_) => Location::Remote {
+            scheme: String::new(),
+            bucket: String::new(),
+            segments: vec![output.to_string()],
+        },
     }
-    let joined: Vec<String> = parts
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    format!("/{}", joined.join("/"))
-}
-
-/// Whether location `inner` is `outer` or below it.
-fn nested(inner: &str, outer: &str) -> bool {
-    inner == outer
-        || inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.starts_with('/') || outer.ends_with('/'))
 }

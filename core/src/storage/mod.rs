@@ -5,5 +5,6 @@
 pub mod checkpoint;
 pub mod files;
 pub mod lease;
+pub mod location;
 pub mod store;
 pub mod store_client;

@@ -168,6 +168,18 @@ impl Store {
             .fold(self.root.clone(), |path, part| path.clone().join(part))
     }
 
+    /// The local file of a path below the root, when the store is a local
+    /// directory (for what the object-store API cannot say: a file's mode).
+    pub fn local_file(&self, relative: &str) -> Option<PathBuf> {
+        let dir = self.local_dir.as_ref()?;
+        Some(
+            relative
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .fold(dir.clone(), |d, p| d.join(p)),
+        )
+    }
+
     /// The URL of a path below the root, for messages.
     pub fn url_of(&self, relative: &str) -> String {
         format!("{}/{}", self.url, relative.trim_matches('/'))
