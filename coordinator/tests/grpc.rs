@@ -204,6 +204,18 @@ async fn submitting_is_idempotent_and_bad_specs_are_refused() {
             "two jobs never share one",
         );
     }
+    // Declared sizes are bounded at submit (issue 39, item 2): a job of 1e8
+    // ranks is refused with the bound before the state sizes anything by it.
+    let mut huge = fixture.spec(2);
+    huge["run"]["name"] = "huge".into();
+    huge["cluster"]["trainers"] = 100_000_000.into();
+    huge["train"]["batch_size"] = 100_000_000.into();
+    huge["train"]["micro_batch_size"] = 100_000_000.into();
+    assert_refused(
+        client.submit_job(bad(huge.to_string())).await,
+        Code::InvalidArgument,
+        "cluster.trainers = 100000000 is over its bound of 1024",
+    );
     // Names that are not one path component (issue 18, finding 7).
     let huge = "n".repeat(10_000);
     for name in ["a/b", "../escape", "", "x\ny", huge.as_str()] {
@@ -806,6 +818,41 @@ async fn a_restarted_coordinator_restores_its_jobs_and_finds_done_tasks() {
     let s = status(&mut client).await;
     assert_eq!((s.tasks_pending, s.tasks_done), (1, 2), "{s:?}");
     assert_eq!(lease(&mut client).await.task_id, a.task_id);
+    running.stop().await.unwrap();
+}
+
+/// A state an older coordinator accepted, holding a job of 1e8 ranks with a
+/// generation, made every restart abort sizing a rank table for it (issue
+/// 39, item 2). The job is skipped with its bound; the others are restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_job_over_the_bounds_is_skipped_and_the_coordinator_serves() {
+    let fixture = Fixture::new();
+    let running = start(fixture.options()).await.unwrap();
+    let mut client = connect(&running);
+    submit(&mut client, fixture.spec_json()).await;
+    running.stop().await.unwrap();
+
+    let mut huge = fixture.spec(2);
+    huge["run"]["name"] = "huge".into();
+    huge["run"]["output"] = fixture.path("huge-run").into();
+    huge["cluster"]["trainers"] = 100_000_000.into();
+    huge["train"]["batch_size"] = 100_000_000.into();
+    huge["train"]["micro_batch_size"] = 100_000_000.into();
+    let jobs = fixture.dir.path().join("state/jobs/huge");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(jobs.join("spec.json"), huge.to_string()).unwrap();
+    std::fs::write(jobs.join("generation.json"), r#"{"generation": 1}"#).unwrap();
+
+    let running = start(fixture.options()).await.unwrap();
+    let mut client = connect(&running);
+    assert_eq!(status(&mut client).await.job, JOB);
+    assert_refused(
+        client
+            .get_status(v1::GetStatusRequest { job: "huge".into() })
+            .await,
+        Code::NotFound,
+        "huge",
+    );
     running.stop().await.unwrap();
 }
 

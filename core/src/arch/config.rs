@@ -362,23 +362,35 @@ impl ModelConfig {
         self.validate_special_tokens(origin)
     }
 
-    /// Sizes are positive, heads divide evenly, rotary dimensions pair up.
+    /// Sizes are positive and bounded (far above any published model, so
+    /// nothing is sized from an absurd value), heads divide evenly, rotary
+    /// dimensions pair up.
     fn validate_shapes(&self, origin: &Path) -> Result<()> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_layers),
-            ("num_attention_heads", self.num_heads),
-            ("num_key_value_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
-            ("max_position_embeddings", self.max_position_embeddings),
+        let sizes = [
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("hidden_size", self.hidden_size, 1 << 17),
+            ("intermediate_size", self.intermediate_size, 1 << 20),
+            ("num_hidden_layers", self.num_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_heads, 4096),
+            ("num_key_value_heads", self.num_kv_heads, 4096),
+            ("head_dim", self.head_dim, 1 << 14),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 24,
+            ),
         ];
-        for (field, value) in positive {
+        for (field, value, max) in sizes {
             if value <= 0 {
                 return Err(ConfigError::config(
                     origin,
                     format!("field `{field}` must be positive, found {value}"),
+                ));
+            }
+            if value > max {
+                return Err(ConfigError::config(
+                    origin,
+                    format!("field `{field}` must be at most {max}, found {value}"),
                 ));
             }
         }

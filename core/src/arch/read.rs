@@ -56,3 +56,36 @@ impl ModelConfig {
         Self::from_json_str(&value.to_string(), Path::new("<config>"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::tiny_config;
+    use serde_json::json;
+
+    /// A config's sizes are bounded (issue 39, item 2): an absurd vocabulary
+    /// or width is refused with the field and its bound, before anything is
+    /// sized from it; the largest published shapes pass.
+    #[test]
+    fn config_sizes_are_bounded_and_the_error_names_the_field() {
+        let read = |extra| {
+            let text = tiny_config("llama", 300, extra).to_string();
+            ModelConfig::from_json_str(&text, Path::new("config.json"))
+        };
+        for (field, value) in [
+            ("vocab_size", 100_000_000_i64),
+            ("hidden_size", 1 << 20),
+            ("intermediate_size", 1 << 30),
+            ("max_position_embeddings", 1 << 40),
+        ] {
+            let err = read(json!({ field: value })).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("field `{field}` must be at most"))
+                    && err.contains(&value.to_string()),
+                "{field}: {err}"
+            );
+        }
+        let large = json!({"vocab_size": 262_144, "max_position_embeddings": 131_072});
+        assert!(read(large).is_ok());
+    }
+}

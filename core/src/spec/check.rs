@@ -22,6 +22,28 @@ pub const MAX_EPOCHS: u64 = 1_000_000;
 /// The longest name of a job or sweep (a sweep's runs add 13 characters).
 pub const MAX_NAME_LEN: usize = 100;
 
+/// The most trainer ranks or evaluators a job may declare.
+pub const MAX_PROCESSES: u64 = 1024;
+
+/// The bound of every other size a job declares: far above any real job,
+/// low enough that what is sized by it (a rank table, a batch's buffers, a
+/// list of steps) fits in memory. Checked where the spec enters, so one
+/// job cannot make a coordinator allocate for it (issue 39, item 2).
+const BOUNDS: [(&str, u64); 12] = [
+    ("cluster.trainers", MAX_PROCESSES),
+    ("cluster.evaluators", MAX_PROCESSES),
+    ("train.batch_size", 1 << 20),
+    ("train.max_length", 1 << 20),
+    ("train.monitor_examples", 1 << 20),
+    ("train.monitor_max_new_tokens", 1 << 16),
+    ("checkpoint.steps (count)", 100_000),
+    ("checkpoint.grad_variance_minibatches", 10_000),
+    ("eval.task_examples", 1 << 20),
+    ("eval.batch_size", 1 << 16),
+    ("eval.max_attempts", 1000),
+    ("eval.limit", 1 << 32),
+];
+
 impl<'de> Deserialize<'de> for JobSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<JobSpec, D::Error> {
         let spec = JobSpec::deserialize(deserializer)?;
@@ -69,6 +91,7 @@ impl JobSpec {
     /// the key. Deserializing a spec calls it; call it again only after
     /// changing a parsed spec (`premem plan`'s flags).
     pub fn check(&self) -> Result<(), JobSpecError> {
+        self.check_bounds()?;
         self.run.check()?;
         self.model.check()?;
         let fraction = self.data.fraction;
@@ -82,6 +105,31 @@ impl JobSpec {
         self.prompt.validate().map_err(JobSpecError::Prompt)?;
         self.advice.validate().map_err(JobSpecError::Advice)?;
         self.tracking.check()?;
+        Ok(())
+    }
+
+    /// Every declared size within [`BOUNDS`].
+    fn check_bounds(&self) -> Result<(), JobSpecError> {
+        let (t, e) = (&self.train, &self.eval);
+        let values = [
+            self.cluster.trainers as u64,
+            self.cluster.evaluators as u64,
+            t.batch_size as u64,
+            t.max_length as u64,
+            t.monitor_examples as u64,
+            t.monitor_max_new_tokens.max(0) as u64,
+            self.checkpoint.steps.len() as u64,
+            self.checkpoint.grad_variance_minibatches as u64,
+            e.task_examples as u64,
+            e.batch_size as u64,
+            u64::from(e.max_attempts),
+            e.limit.max(e.test_limit).unwrap_or(0) as u64,
+        ];
+        for ((key, max), value) in BOUNDS.into_iter().zip(values) {
+            if value > max {
+                return Err(JobSpecError::TooLarge { key, value, max });
+            }
+        }
         Ok(())
     }
 
@@ -338,5 +386,41 @@ mod tests {
             matches!(&from_json, Err(SpecError::Job { path, line: None, .. }) if path == Path::new("job 't'")),
             "{from_json:?}"
         );
+    }
+
+    #[test]
+    fn declared_sizes_are_bounded_and_the_error_gives_the_bound() {
+        use crate::testing::JobToml;
+        let at = |fragment: &str| {
+            JobSpec::from_toml(
+                &JobToml::default().with(fragment).text(),
+                Path::new("job.toml"),
+            )
+        };
+        let huge = "[cluster]\ntrainers = 100000000\n[train]\nbatch_size = 100000000\nmicro_batch_size = 100000000";
+        let err = at(huge).unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.trainers = 100000000 is over its bound of 1024"),
+            "{err}"
+        );
+        assert!(
+            at("[cluster]\ntrainers = 1024\n[train]\nbatch_size = 1024\nmicro_batch_size = 4")
+                .is_ok()
+        );
+        for (fragment, key) in [
+            (
+                "[train]\nbatch_size = 2097152\nmicro_batch_size = 4",
+                "train.batch_size",
+            ),
+            ("[train]\nmax_length = 2000000", "train.max_length"),
+            ("[eval]\nbatch_size = 70000", "eval.batch_size"),
+            ("[cluster]\nevaluators = 5000", "cluster.evaluators"),
+        ] {
+            let err = at(fragment).unwrap_err();
+            assert!(
+                matches!(&err, SpecError::Job { error: JobSpecError::TooLarge { key: k, .. }, .. } if *k == key),
+                "{fragment}: {err}"
+            );
+        }
     }
 }

@@ -99,6 +99,14 @@ pub enum JobSpecError {
     Advice(String),
     #[error(transparent)]
     Tracking(#[from] TrackingSpecError),
+    /// A declared size over its bound (`check.rs`'s `BOUNDS`): nothing is
+    /// ever sized from an absurd value.
+    #[error("{key} = {value} is over its bound of {max}")]
+    TooLarge {
+        key: &'static str,
+        value: u64,
+        max: u64,
+    },
 }
 
 impl JobSpecError {
@@ -115,6 +123,7 @@ impl JobSpecError {
             JobSpecError::Prompt(_) => "prompt",
             JobSpecError::Advice(_) => "advice",
             JobSpecError::Tracking(e) => e.key(),
+            JobSpecError::TooLarge { key, .. } => key,
         };
         key.to_string()
     }

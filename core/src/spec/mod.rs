@@ -13,7 +13,7 @@ pub mod record;
 pub mod sweep;
 
 pub use bytes::ByteSize;
-pub use check::{MAX_EPOCHS, MAX_NAME_LEN, check_name};
+pub use check::{MAX_EPOCHS, MAX_NAME_LEN, MAX_PROCESSES, check_name};
 pub use error::{
     CheckpointSpecError, ClusterSpecError, EvalSpecError, JobSpecError, ModelSpecError, NameError,
     RunSpecError, SpecError, TrackingSpecError, TrainSpecError,
