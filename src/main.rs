@@ -110,12 +110,41 @@ enum Command {
     CurationSummary(cmd::curation_summary::CurationSummaryArgs),
 }
 
+impl Command {
+    /// The long-running roles whose product is not their standard output:
+    /// a closed stdout must not stop them (they log to stderr).
+    fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Coordinator(_)
+                | Command::Trainer(_)
+                | Command::Evaluator(_)
+                | Command::Train(_)
+        )
+    }
+}
+
+/// Ends the process as `head`'s other writers end, by SIGPIPE, when its
+/// standard output is closed (`premem status | head -1`), instead of
+/// panicking in `println!` (Rust starts with SIGPIPE ignored). Sockets
+/// are unaffected: the standard library writes them with MSG_NOSIGNAL.
+fn quiet_on_a_closed_pipe() {
+    // SAFETY: restores the default action of one signal, process-wide; no
+    // handler of premem or its libraries is installed for it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     panics::install();
     // Before any tensor work: registers CUDA when libtorch_cuda.so loads.
     runtime::init();
     premem_core::spec::provenance::set_git_revision(env!("PREMEM_GIT_REVISION"));
     let cli = Cli::parse();
+    if !cli.command.serves() {
+        quiet_on_a_closed_pipe();
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -95,7 +95,7 @@ fn role_tokens_and_allowed_prefixes_limit_what_a_token_holder_can_do() {
     );
 
     let address = root.join("address");
-    let mut child = premem()
+    let child = premem()
         .env_remove("PREMEM_TOKEN")
         .args(["coordinator", "--listen", "127.0.0.1:0", "--state"])
         .arg(root.join("state"))
@@ -110,6 +110,7 @@ fn role_tokens_and_allowed_prefixes_limit_what_a_token_holder_can_do() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _coordinator = Killed(child);
     let address = wait_for_address(&address);
     let jobs = root.join("jobs");
     std::fs::create_dir_all(&jobs).unwrap();
@@ -151,6 +152,36 @@ fn role_tokens_and_allowed_prefixes_limit_what_a_token_holder_can_do() {
     );
     let accepted = submit_as(submit, &inside);
     assert!(accepted.status.success(), "{}", text(&accepted.stderr));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    status_into_a_closed_pipe(&address, submit);
+}
+
+/// A child process killed and reaped when dropped, a failed assertion
+/// included (an orphan would hold the test's output open).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `premem status … | head -1` (issue 39, item 10): the reader is gone
+/// before premem writes; premem ends quietly, as other writers to a
+/// closed pipe do, instead of panicking in `println!`.
+fn status_into_a_closed_pipe(address: &str, token: &str) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = premem()
+        .env("PREMEM_TOKEN", token)
+        .env("PREMEM_COORDINATOR", address)
+        .args(["status", "--job", "test"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
