@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::BlockingRetryable;
-use premem_core::data::results::{ResultsError, to_parquet};
+use premem_core::data::results::{ResultsError, from_parquet, to_parquet};
 use premem_core::retry::{Retry, RetryParams};
 use premem_core::spec::record::{RunRecord, read_run_record};
 use premem_core::{BlockingStore, Example, Split, Store};
@@ -188,12 +188,54 @@ pub fn evaluate_task(
             EvalError::Invalid(message) => fail(message),
             e => e,
         })?;
+    write_result_once(&run, result_file, rows)
+}
+
+/// Writes a task's rows where no result file is yet, and returns them. A
+/// readable file of the same examples already there stands, and its rows
+/// are returned: another evaluator, which got the task while this one
+/// stalled past its lease, finished first (issue 39, item 12; a finished
+/// result is never rewritten). An unreadable file is replaced.
+fn write_result_once(
+    run: &BlockingStore,
+    result_file: &str,
+    rows: Vec<ExampleResult>,
+) -> Result<Vec<ExampleResult>> {
+    let store = run.store();
+    let location = store.url_of(result_file);
     let bytes = to_parquet(&rows).map_err(|message| ResultsError {
-        location: store.url_of(result_file),
+        location: location.clone(),
         message,
     })?;
-    run.run(store.put(result_file, bytes))?;
-    Ok(rows)
+    if run.run(store.put_if_absent(result_file, bytes.clone()))? {
+        return Ok(rows);
+    }
+    let ids = |rows: &[ExampleResult]| -> Vec<(String, String)> {
+        rows.iter()
+            .map(|r| (r.id.clone(), r.preamble.clone()))
+            .collect()
+    };
+    match from_parquet(run.run(store.get(result_file))?, &location) {
+        Ok(existing) if ids(&existing) == ids(&rows) => {
+            tracing::warn!(
+                file = location,
+                "the result was written by another evaluator first: it stands"
+            );
+            Ok(existing)
+        }
+        other => {
+            let why = other
+                .err()
+                .map_or("other examples".into(), |e| e.to_string());
+            tracing::warn!(
+                file = location,
+                why,
+                "replacing a result file that is not this task's"
+            );
+            run.run(store.put(result_file, bytes))?;
+            Ok(rows)
+        }
+    }
 }
 
 fn task_error(task: &Task, message: String) -> EvalError {

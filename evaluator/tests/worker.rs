@@ -219,6 +219,25 @@ fn a_task_gives_rows_for_its_examples_in_order_and_writes_them() {
         evaluate_task(&task, &cache, &mut slot, Device::Cpu, None).unwrap(),
         rows
     );
+    a_finished_result_is_not_rewritten(&run, &task, &rows);
+}
+
+/// An evaluator that finishes a task whose result another already wrote
+/// (it stalled past its lease) leaves that file as it is and reports its
+/// rows (issue 39, item 12); a file that is not readable is replaced.
+fn a_finished_result_is_not_rewritten(run: &TinyRun, task: &Task, rows: &[ExampleResult]) {
+    let path = run.result_path(task);
+    let past = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let file = std::fs::File::options().append(true).open(&path).unwrap();
+    file.set_modified(past).unwrap();
+    drop(file);
+    assert_eq!(evaluate(run, task), rows);
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    assert_eq!(modified, past, "the finished result was rewritten");
+
+    std::fs::write(&path, b"not parquet").unwrap();
+    assert_eq!(evaluate(run, task), rows);
+    assert_eq!(read_parquet(&path).unwrap(), rows);
 }
 
 /// The evaluator core promises (evaluate.rs, `results_do_not_depend_on_batch_size`)
