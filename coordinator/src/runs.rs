@@ -13,6 +13,7 @@ use premem_core::data::dataset::DatasetError;
 use premem_core::data::order::subset;
 use premem_core::data::results::results_prefix;
 use premem_core::spec::JobSpec;
+use premem_core::spec::record::read_run_record;
 use premem_core::storage::checkpoint::{Area, MANIFEST, published_steps, step_prefix};
 use premem_core::{Dataset, Store, StoreError};
 
@@ -175,12 +176,58 @@ pub async fn scan_checkpoints(state: &Mutex<State>, runs: &RunStores) -> usize {
                 continue;
             }
         };
+        if !steps.is_empty() && !owns_run(state, runs, &name, &output).await {
+            continue;
+        }
         let (checkpoints, tasks) = add_published(state, &name, &output, steps, Found::Listing);
         added += checkpoints;
         new_tasks.extend(tasks);
     }
     adopt_new_results(state, runs, new_tasks).await;
     added
+}
+
+/// Whether the checkpoints listed in `output` are job `name`'s: its
+/// `run.json` has the job's training hash (checked once per coordinator
+/// start). A run of another spec there fails the job rather than have it
+/// take that run's checkpoints as its own (issue 39, item 5: a second
+/// `premem run` with the same output and another `lr` reported the first
+/// run's P-M table as its result). `false` also while the store cannot say
+/// (logged; the next scan asks again). A run with no record yet is taken.
+async fn owns_run(state: &Mutex<State>, runs: &RunStores, name: &str, output: &str) -> bool {
+    let hash = match lock(state).jobs.get(name) {
+        Some(job) if job.run_owned => return true,
+        Some(job) => job.spec.training_hash(),
+        None => return false,
+    };
+    let record = match runs.get(output) {
+        Ok(run) => read_run_record(&run).await,
+        Err(e) => Err(e),
+    };
+    let record = match record {
+        Ok(record) => record,
+        // No record, nothing to compare (a trainer writes it before any
+        // checkpoint; the evaluators refuse a run without it): asked again.
+        Err(StoreError::NotFound { .. }) => return true,
+        Err(e) => {
+            tracing::warn!(job = name, error = %e, "cannot read the run's record");
+            return false;
+        }
+    };
+    let mut state = lock(state);
+    if record.training_hash == hash {
+        if let Some(job) = state.jobs.get_mut(name) {
+            job.run_owned = true;
+        }
+        return true;
+    }
+    let why = format!(
+        "run.output '{output}' holds run '{}', trained from another spec (training hash differs): its checkpoints are not this job's; give the job its own run.output",
+        record.name
+    );
+    tracing::error!(job = name, why, "job failed");
+    state.fail_job(name, why);
+    false
 }
 
 /// A trainer reported publishing the checkpoint of `step` in `run`: once its
@@ -467,15 +514,17 @@ mod tests {
         );
     }
 
-    fn state_with_job(run: &Path) -> Mutex<State> {
-        let spec = JobToml::default()
-            .with(&format!(
+    fn job_toml(run: &Path) -> JobToml {
+        JobToml::default().with(&format!(
                 "[run]\nname = \"job\"\noutput = {:?}\n\
                  [train]\nschedule = {{ type = \"constant\" }}\nbatch_size = 2\nmicro_batch_size = 1\n\
                  [eval]\ntask_examples = 2\nthreshold = {{ perplexity = 1.5 }}",
                 run.display().to_string()
             ))
-            .spec();
+    }
+
+    fn state_with_job(run: &Path) -> Mutex<State> {
+        let spec = job_toml(run).spec();
         let examples = Examples {
             train: vec!["t0".into(), "t1".into(), "t2".into()],
             test: vec![],
@@ -543,5 +592,49 @@ mod tests {
         assert!(!lock(&state).jobs["job"].watches_checkpoints());
         publish(dir.path(), 12);
         assert_eq!(scan_checkpoints(&state, &runs).await, 0);
+    }
+
+    /// The record of a run of `spec` in `run` (`run.json`).
+    fn write_record(run: &Path, spec: &JobSpec) {
+        let record = serde_json::json!({
+            "name": spec.run.name,
+            "training_hash": spec.training_hash(),
+            "inputs_digest": "0".repeat(32),
+            "premem_version": "0",
+            "spec": spec,
+        });
+        std::fs::write(run.join("run.json"), record.to_string()).unwrap();
+    }
+
+    /// A run output holding a run of another spec (issue 39, item 5): its
+    /// checkpoints give the job no task, and the job fails naming that
+    /// run; the job's own record lets them in.
+    #[tokio::test]
+    async fn checkpoints_of_another_specs_run_are_not_the_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with_job(dir.path());
+        let runs = RunStores::default();
+        let own = lock(&state).jobs["job"].spec.clone();
+        let other = job_toml(dir.path())
+            .with("[run]\nname = \"first\"\n[train]\nlr = 5e-4")
+            .spec();
+        write_record(dir.path(), &other);
+        publish(dir.path(), 4);
+        assert_eq!(scan_checkpoints(&state, &runs).await, 0);
+        {
+            let state = lock(&state);
+            let job = &state.jobs["job"];
+            assert_eq!(job.checkpoint_steps().count(), 0);
+            assert!(
+                matches!(&job.phase, crate::state::Phase::Failed(m) if m.contains("holds run 'first', trained from another spec")),
+                "{:?}",
+                job.phase
+            );
+        }
+
+        let state = state_with_job(dir.path());
+        write_record(dir.path(), &own);
+        assert_eq!(scan_checkpoints(&state, &runs).await, 1);
+        assert!(lock(&state).jobs["job"].run_owned);
     }
 }

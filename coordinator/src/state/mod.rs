@@ -71,6 +71,10 @@ pub struct Job {
     /// checkpoint the job will have is known (a trainer's report of the
     /// final one alone is not enough: an earlier report may have been lost).
     pub final_listed: bool,
+    /// The run output's `run.json` was found to be this job's (same
+    /// training hash): its listed checkpoints may be taken. Checked again
+    /// after a restart.
+    pub run_owned: bool,
     pub tasks: BTreeMap<TaskKey, Task>,
     counts: TaskCounts,
     pm: PmTracker,
@@ -167,6 +171,7 @@ impl Job {
             },
             trained: false,
             final_listed: false,
+            run_owned: false,
             tasks: BTreeMap::new(),
             counts: TaskCounts::default(),
             pm,

@@ -131,6 +131,11 @@ impl State {
         keys
     }
 
+    /// Fails the job `name` (if active) with `why`.
+    pub fn fail_job(&mut self, name: &str, why: String) {
+        self.deactivate(name, Phase::Failed(why));
+    }
+
     /// The job `name` stopped being active: none of its tasks is leased
     /// again.
     pub(super) fn deactivate(&mut self, name: &str, phase: Phase) {
