@@ -115,6 +115,39 @@ pub struct LocalCluster {
     coordinator: Coordinator,
     members: Vec<Member>,
     max_restarts: u32,
+    /// Held while this cluster lives ([`lock_workdir`]).
+    _workdir_lock: std::fs::File,
+}
+
+/// The lock file of a workdir: one `premem run`, `sweep` or `curate` at a
+/// time uses it.
+pub const WORKDIR_LOCK: &str = "premem.lock";
+
+/// Takes `workdir`'s lock (an exclusive lock on [`WORKDIR_LOCK`], released
+/// when the process ends however it ends), before anything of the workdir
+/// is touched: a second command over the same workdir is refused instead
+/// of deleting the first one's `coordinator.address` and writing into its
+/// log (issue 39, item 8).
+fn lock_workdir(workdir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    let path = workdir.join(WORKDIR_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "the workdir {} is in use by another premem run, sweep or curate (it holds {}); wait for it to end, or give this one another --workdir",
+            workdir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 /// The coordinator child: restarted on its address and state when it dies,
@@ -225,6 +258,7 @@ impl LocalCluster {
 
     /// As [`LocalCluster::start`], with `options`.
     pub fn start_with(workdir: &Path, options: &ClusterOptions) -> Result<LocalCluster> {
+        let workdir_lock = lock_workdir(workdir)?;
         let logs = workdir.join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         let token = match std::env::var(TOKEN_ENV) {
@@ -279,6 +313,7 @@ impl LocalCluster {
             },
             members: vec![],
             max_restarts: options.max_restarts,
+            _workdir_lock: workdir_lock,
         })
     }
 

@@ -1,7 +1,9 @@
 //! `premem coordinator` as an operator starts it: a short token is refused,
 //! a plain-text listener on a non-loopback address is warned about
 //! (issue 18, finding 14), and role tokens and `--allow-prefix` limit what
-//! each token holder can make it do (finding 8).
+//! each token holder can make it do (finding 8); `premem status` into a
+//! closed pipe and `premem run` over a workdir in use (issue 39, items 10
+//! and 8).
 
 mod common;
 
@@ -184,4 +186,35 @@ fn status_into_a_closed_pipe(address: &str, token: &str) {
     assert!(stderr.is_empty(), "{stderr}");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
+/// A second `premem run` over a workdir in use (issue 39, item 8) is
+/// refused before it touches the first one's files: its
+/// `coordinator.address` stays, its log gets nothing.
+#[test]
+fn a_workdir_in_use_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_task(dir.path());
+    let spec = job_spec(dir.path(), &dir.path().join("run"), "", "");
+    let workdir = dir.path().join("work");
+    std::fs::create_dir_all(workdir.join("logs")).unwrap();
+    std::fs::write(workdir.join("coordinator.address"), "http://first\n").unwrap();
+    std::fs::write(workdir.join("logs/coordinator.log"), "first\n").unwrap();
+    // The first run's lock, held as `premem run` holds it.
+    let lock = std::fs::File::create(workdir.join("premem.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let out = premem()
+        .args(["run", spec.to_str().unwrap(), "--workdir"])
+        .arg(&workdir)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another premem run, sweep or curate"),
+        "{stderr}"
+    );
+    let read = |file: &str| std::fs::read_to_string(workdir.join(file)).unwrap();
+    assert_eq!(read("coordinator.address"), "http://first\n");
+    assert_eq!(read("logs/coordinator.log"), "first\n");
 }
