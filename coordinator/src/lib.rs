@@ -18,9 +18,11 @@
 //! - [`dashboard`]: the live web dashboard and its JSON;
 //! - [`publish`]: what goes out besides the gRPC replies: TensorBoard event
 //!   files, MLflow, the early-stop record;
-//! - [`server`]: serving it all;
+//! - [`server`]: serving it all; [`http_serve`]: the HTTP listener (a
+//!   bound on a request header's time, a graceful stop);
 
 pub mod dashboard;
+pub mod http_serve;
 pub mod membership;
 pub mod metrics;
 pub mod persist;

@@ -45,11 +45,46 @@ fn check_dataset_files(spec: &JobSpec) -> Result<(), DatasetError> {
     Ok(())
 }
 
+/// The most bytes a model's `config.json` may have (published ones have a
+/// few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The job's model config (`model.config`, or `model.base`'s
+/// `config.json`), where this host has it: a regular file of at most
+/// [`MAX_CONFIG_BYTES`] that is a model config, checked at submit rather
+/// than first read by a trainer (issue 39, item 11: `/etc/passwd` was
+/// accepted). A file this host lacks is left to the trainers' hosts, and an
+/// object-store URL to the trainers.
+fn check_model_config(spec: &JobSpec) -> Result<(), DatasetError> {
+    let file = match (&spec.model.config, &spec.model.base) {
+        (Some(config), _) => std::path::PathBuf::from(config),
+        (None, Some(base)) => std::path::Path::new(base).join("config.json"),
+        (None, None) => return Ok(()),
+    };
+    if file.to_string_lossy().contains("://") || !file.exists() {
+        return Ok(());
+    }
+    let invalid = |message: String| DatasetError::Invalid {
+        path: file.clone(),
+        message,
+    };
+    let size = premem_core::data::dataset::regular_file_size(&file)?;
+    if size > MAX_CONFIG_BYTES {
+        return Err(invalid(format!(
+            "{size} bytes: a model config has at most {MAX_CONFIG_BYTES}"
+        )));
+    }
+    premem_core::arch::ModelConfig::from_file(&file)
+        .map(|_| ())
+        .map_err(|e| invalid(format!("not a model config: {e}")))
+}
+
 /// Builds a job from its spec, validated where it came in, and the JSON it
 /// came as: the train subset and test examples the evaluation covers, and
 /// the planned steps. Reads the datasets.
 pub fn build_job(spec: JobSpec, spec_json: String) -> Result<Job, DatasetError> {
     check_dataset_files(&spec)?;
+    check_model_config(&spec)?;
     let train = Dataset::load(&spec.data.train)?;
     let limit = spec.eval.limit.unwrap_or(usize::MAX);
     let train_ids: Vec<String> = subset(train.len(), spec.data.fraction, spec.run.seed)

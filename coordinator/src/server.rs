@@ -299,14 +299,7 @@ async fn serve_http(
             dashboard_tokens,
         ));
     let stopped = stop.stopped();
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "metrics server");
-        }
-    });
+    tokio::spawn(crate::http_serve::serve(listener, app, stopped));
     Ok(local)
 }
 

@@ -216,6 +216,19 @@ async fn submitting_is_idempotent_and_bad_specs_are_refused() {
         Code::InvalidArgument,
         "cluster.trainers = 100000000 is over its bound of 1024",
     );
+    // A model config that is not one is refused at submit, not when a
+    // trainer first reads it (issue 39, item 11).
+    let passwd = fixture.dir.path().join("passwd");
+    std::fs::write(&passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    let mut not_config = fixture.spec(2);
+    not_config["run"]["name"] = "passwd".into();
+    not_config["run"]["output"] = fixture.path("passwd-run").into();
+    not_config["model"]["config"] = passwd.display().to_string().into();
+    assert_refused(
+        client.submit_job(bad(not_config.to_string())).await,
+        Code::InvalidArgument,
+        "not a model config",
+    );
     // Names that are not one path component (issue 18, finding 7).
     let huge = "n".repeat(10_000);
     for name in ["a/b", "../escape", "", "x\ny", huge.as_str()] {
@@ -856,6 +869,25 @@ async fn a_stored_job_over_the_bounds_is_skipped_and_the_coordinator_serves() {
     running.stop().await.unwrap();
 }
 
+/// A client that sends half a request header and waits is disconnected
+/// after the header timeout (issue 39, item 11: it was held open past
+/// 35 s); the server goes on answering others meanwhile.
+async fn a_half_sent_header_is_cut_off(address: std::net::SocketAddr) {
+    use premem_coordinator::http_serve::HEADER_TIMEOUT;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(http_get(address, "/healthz").await.ends_with("ok"));
+    let mut rest = vec![];
+    let read = tokio::time::timeout(HEADER_TIMEOUT * 2, slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "still open after {:?}", started.elapsed());
+    let waited = started.elapsed();
+    assert!(waited >= HEADER_TIMEOUT / 2, "closed after {waited:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_over_http() {
     let fixture = Fixture::new();
@@ -864,6 +896,7 @@ async fn metrics_are_served_over_http() {
     let running = start(options).await.unwrap();
     let metrics = running.metrics_address.expect("a metrics address");
     assert!(http_get(metrics, "/healthz").await.ends_with("ok"));
+    a_half_sent_header_is_cut_off(metrics).await;
 
     let mut client = connect(&running);
     submit(&mut client, fixture.spec_json()).await;
