@@ -89,7 +89,8 @@ enum Command {
     Cancel(cmd::jobs::JobArgs),
     /// Run a job end to end on this machine: a coordinator, the spec's
     /// trainer ranks and evaluators as child processes on loopback, a live
-    /// progress display, and the report at the end.
+    /// progress display, and the report at the end. Ctrl-C stops it (the
+    /// trainers checkpoint); the same command again resumes the job.
     Run(cmd::run::RunArgs),
     /// Run a sweep (a grid and/or list of runs over one base job): every run
     /// submitted to one coordinator, packed onto a pool of trainers, its

@@ -259,7 +259,8 @@ impl Jobs {
 
     /// Watches one job until it ends, with a training and an evaluation
     /// bar; `tick` runs every round (restarting local workers). A stop
-    /// request cancels the job. Returns its final status.
+    /// request ends the watch and leaves the job to resume. Returns its
+    /// final status.
     pub fn watch_job(
         &mut self,
         job: &str,
@@ -269,8 +270,11 @@ impl Jobs {
         let mut bars = Bars::new("train", 1, "evaluate");
         let outcome = loop {
             if stop.load(Ordering::SeqCst) {
-                let _ = self.cancel(job);
-                break Err(anyhow::anyhow!("interrupted: job cancelled"));
+                // Not cancelled: the trainers checkpoint as they stop, and
+                // the same command resumes the job (issue 39, item 6).
+                break Err(anyhow::anyhow!(
+                    "interrupted; run the same command again to resume"
+                ));
             }
             if let Err(e) = tick() {
                 break Err(e);

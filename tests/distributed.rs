@@ -329,3 +329,54 @@ fn premem_run_restarts_its_killed_coordinator_and_finishes() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("cluster.evaluators is 0"), "{stderr}");
 }
+
+/// Ctrl-C, then the same command (issue 39, item 6): the job was
+/// cancelled, and the command again exited at once with
+/// JOB_STATE_CANCELLED. Now the second run resumes and finishes, and only
+/// the scheduled checkpoints are evaluated, not the one the interrupted
+/// trainer wrote to resume from.
+#[test]
+fn ctrl_c_then_the_same_premem_run_resumes_and_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    synth_task(dir);
+    let tail = format!("every_steps = 8\nbaselines = false\n\n{EVAL}\n[cluster]\nevaluators = 1\n");
+    let job = spec(dir, "resumed", "epochs = 4", &tail);
+    let work = dir.join("work");
+    let args = [
+        "run",
+        job.to_str().unwrap(),
+        "--workdir",
+        work.to_str().unwrap(),
+        "--no-report",
+        "--cache-dir",
+    ];
+    let cache = dir.join("cache");
+    let mut first = common::premem()
+        .args(args)
+        .arg(&cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !published(&dir.join("resumed"), 8) {
+        assert!(std::time::Instant::now() < deadline, "no first checkpoint");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: a signal to this test's own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
+    let status = first.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(first.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("interrupted; run the same command again to resume"),
+        "{stderr}"
+    );
+
+    let again = common::premem().args(args).arg(&cache).output().unwrap();
+    let stderr = text(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert_complete(&dir.join("resumed"), &[8, 16, 24, 32]);
+}

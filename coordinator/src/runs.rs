@@ -112,7 +112,12 @@ pub fn build_job(spec: JobSpec, spec_json: String) -> Result<Job, DatasetError> 
         train: train_ids,
         test: test_ids,
     };
-    Ok(Job::new(spec, spec_json, examples, plan.total_steps))
+    Ok(Job::new(
+        spec,
+        spec_json,
+        examples,
+        (plan.total_steps, plan.steps_per_epoch),
+    ))
 }
 
 /// The run stores of the jobs, opened once each (on S3, one client and its
@@ -157,7 +162,7 @@ enum Found {
 /// Notes the published checkpoints `steps` of `job` (its tasks are added
 /// once each, in the order found); returns how many checkpoints were new
 /// and their tasks. A listing that holds the final step ends the job's
-/// scanning.
+/// scanning. Steps off the job's schedule ([`Job::scheduled`]) are skipped.
 fn add_published(
     state: &Mutex<State>,
     job: &str,
@@ -169,6 +174,7 @@ fn add_published(
     let Some(j) = state.jobs.get_mut(job).filter(|j| j.watches_checkpoints()) else {
         return (0, vec![]);
     };
+    let steps: Vec<u64> = steps.into_iter().filter(|&s| j.scheduled(s)).collect();
     if found == Found::Listing && steps.iter().any(|&step| step >= j.total_steps) {
         j.final_listed = true;
     }
@@ -566,7 +572,7 @@ mod tests {
         };
         let mut state = State::new(Default::default());
         state
-            .insert_job(Job::new(spec, "{}".into(), examples, 8))
+            .insert_job(Job::new(spec, "{}".into(), examples, (8, 4)))
             .unwrap();
         Mutex::new(state)
     }
@@ -612,7 +618,12 @@ mod tests {
         let state = state_with_job(dir.path());
         let runs = RunStores::default();
         // The final step (8) reported while step 4's report was lost: the
-        // job is trained, but only a listing can find step 4.
+        // job is trained, but only a listing can find step 4. Step 3 is
+        // off the schedule (a checkpoint an interrupted trainer wrote to
+        // resume from): never evaluated, reported or listed.
+        publish(dir.path(), 3);
+        let off = checkpoint_reported(&state, &runs, "job", &run, 3).await;
+        assert!(off.unwrap().unwrap().is_empty());
         publish(dir.path(), 4);
         publish(dir.path(), 8);
         checkpoint_reported(&state, &runs, "job", &run, 8)

@@ -63,6 +63,8 @@ pub struct Job {
     pub spec_json: String,
     pub examples: Examples,
     pub total_steps: u64,
+    /// Steps of one epoch: which checkpoints the schedule has.
+    pub steps_per_epoch: u64,
     pub phase: Phase,
     pub group: Group,
     /// Rank 0 finished every step (or the final checkpoint is published).
@@ -152,7 +154,12 @@ pub struct State {
 }
 
 impl Job {
-    pub fn new(spec: JobSpec, spec_json: String, examples: Examples, total_steps: u64) -> Job {
+    pub fn new(
+        spec: JobSpec,
+        spec_json: String,
+        examples: Examples,
+        (total_steps, steps_per_epoch): (u64, u64),
+    ) -> Job {
         let pm = PmTracker::new(spec.eval.threshold, examples.train.iter().cloned());
         Job {
             name: spec.run.name.clone(),
@@ -164,6 +171,7 @@ impl Job {
             spec_json,
             examples,
             total_steps,
+            steps_per_epoch: steps_per_epoch.max(1),
             phase: Phase::Active,
             group: Group {
                 generation: 1,
@@ -180,6 +188,15 @@ impl Job {
             advice: Advice::default(),
             early_stop: None,
         }
+    }
+
+    /// Whether the checkpoint after `done` steps is one of the job's
+    /// schedule (`[checkpoint]`, the final step, an early stop's): an
+    /// interrupted run's extra checkpoint, written to resume from, is not
+    /// evaluated (issue 39, item 6).
+    pub fn scheduled(&self, done: u64) -> bool {
+        let ends_epoch = done.is_multiple_of(self.steps_per_epoch);
+        self.spec.checkpoint.due(done, self.total_steps, ends_epoch)
     }
 
     pub fn world_size(&self) -> u32 {

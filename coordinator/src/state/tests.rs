@@ -33,7 +33,7 @@ fn job(train: usize, test: usize, total_steps: u64) -> Job {
             train: (0..train).map(|i| format!("tr{i}")).collect(),
             test: (0..test).map(|i| format!("te{i}")).collect(),
         },
-        total_steps,
+        (total_steps, 1),
     )
 }
 
