@@ -35,4 +35,5 @@ pub mod state_lock;
 
 pub use server::{Running, ServeError, ServeOptions, start};
 pub use service::prefixes::AllowedPrefixes;
+pub use service::urls::AllowedUrls;
 pub use state::Timing;

@@ -20,6 +20,7 @@ use crate::persist::Persist;
 use crate::runs::{RunStores, scan_checkpoints};
 use crate::service::Service;
 use crate::service::prefixes::AllowedPrefixes;
+use crate::service::urls::AllowedUrls;
 use crate::state::{State, Timing};
 use crate::state_lock;
 
@@ -62,6 +63,8 @@ pub struct ServeOptions {
     pub role_tokens: Vec<(String, Role)>,
     /// Where submitted jobs may read and write (`--allow-prefix`).
     pub allow_prefixes: AllowedPrefixes,
+    /// Where a submitted job's tracker URL may point (`--allow-url`).
+    pub allow_urls: AllowedUrls,
     /// PEM certificate chain and private key: serve TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub timing: Timing,
@@ -100,6 +103,7 @@ impl ServeOptions {
             token: token.into(),
             role_tokens: vec![],
             allow_prefixes: AllowedPrefixes::default(),
+            allow_urls: AllowedUrls::default(),
             tls: None,
             timing: Timing::default(),
             max_request_bytes: 16 << 20,
@@ -204,6 +208,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         retry_after: Duration::from_millis(500),
         membership,
         prefixes: options.allow_prefixes.clone(),
+        urls: options.allow_urls.clone(),
     };
     let grpc = serve_grpc(listener, service, tokens, &options, &stop)?;
     // The server's end, then the lease's: a lost lease is the error.

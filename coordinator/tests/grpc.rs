@@ -1137,3 +1137,31 @@ async fn one_coordinator_per_state_store() {
     let err = ended.unwrap_err().to_string();
     assert!(err.contains("taken over by intruder"), "{err}");
 }
+
+/// `--allow-url` (issue 39, item 3): a job whose tracker URL points
+/// elsewhere is refused at submit, before the coordinator calls it; one
+/// under an allowed URL is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_url_outside_the_allowed_urls_is_refused() {
+    let fixture = Fixture::new();
+    let mut options = fixture.options();
+    options.allow_urls =
+        premem_coordinator::AllowedUrls::new(vec!["http://127.0.0.1:9/mlflow".into()], false)
+            .unwrap();
+    let running = start(options).await.unwrap();
+    let mut client = connect(&running);
+    let mut spec = fixture.spec(2);
+    spec["tracking"] = serde_json::json!({ "mlflow": "http://127.0.0.1:18081/internal" });
+    assert_refused(
+        client
+            .submit_job(v1::SubmitJobRequest {
+                spec_json: spec.to_string(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "tracking.mlflow 'http://127.0.0.1:18081/internal' is not under an allowed URL",
+    );
+    spec["tracking"] = serde_json::json!({ "mlflow": "http://127.0.0.1:9/mlflow/" });
+    assert!(submit(&mut client, spec.to_string()).await.created);
+    running.stop().await.unwrap();
+}

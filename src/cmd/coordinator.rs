@@ -49,6 +49,12 @@ pub struct CoordinatorArgs {
     /// location is refused before anything is opened. Default: anywhere.
     #[arg(long = "allow-prefix", value_name = "PREFIX")]
     allow_prefix: Vec<String>,
+    /// A submitted job's tracker URL (`tracking.mlflow`), which this
+    /// coordinator calls, must lie under one of these http(s) URL prefixes
+    /// (repeat the flag for more); redirects are never followed. Default:
+    /// any URL, or none at all once --allow-prefix is given.
+    #[arg(long = "allow-url", value_name = "URL")]
+    allow_url: Vec<String>,
     /// Serve TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -135,6 +141,9 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
     options.role_tokens = role_tokens;
     options.allow_prefixes = premem_coordinator::AllowedPrefixes::new(args.allow_prefix.clone())
         .map_err(anyhow::Error::msg)?;
+    options.allow_urls =
+        premem_coordinator::AllowedUrls::new(args.allow_url.clone(), !args.allow_prefix.is_empty())
+            .map_err(anyhow::Error::msg)?;
     options.metrics_listen = args.metrics_listen.clone();
     options.tls = args.tls_cert.clone().zip(args.tls_key.clone());
     options.timing = premem_coordinator::Timing {

@@ -29,8 +29,8 @@ pub const MAX_PARAM_VALUE_CHARS: usize = 6000;
 
 /// How long one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How much of a server's answer an error message quotes.
-const BODY_EXCERPT_CHARS: usize = 2000;
+/// How much of an MLflow error's message an error message quotes.
+const BODY_EXCERPT_CHARS: usize = 500;
 
 /// A client of one MLflow tracking server.
 #[derive(Clone)]
@@ -87,6 +87,9 @@ impl Mlflow {
         let (base, shown) = base_url(url)?;
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // A redirect is an answer, not a new address to call: the
+            // tracker URL cannot make the coordinator reach another.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| TrackingError::Url {
                 url: shown.clone(),
@@ -495,15 +498,29 @@ fn has_error_code(error: &TrackingError, code: &str) -> bool {
     serde_json::from_str::<ErrorReply>(body).is_ok_and(|reply| reply.error_code == code)
 }
 
-/// The start of a server's answer, for an error message.
+/// What an error message says of a server's answer: MLflow's error code
+/// and message when it is an MLflow error object, else only its length.
+/// The body itself is never quoted or logged: the tracker URL is a
+/// submitter's, and an answer from whatever it points at is not theirs to
+/// read (issue 39, item 3).
 fn excerpt(body: &str) -> String {
-    let body = body.trim();
-    let cut = cut_chars(body, BODY_EXCERPT_CHARS);
-    if cut.len() < body.len() {
-        format!("{cut}…")
-    } else {
-        cut
+    let reply = serde_json::from_str::<ErrorReply>(body).ok().filter(|r| {
+        let code = &r.error_code;
+        !code.is_empty()
+            && code.len() <= 64
+            && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+    });
+    let Some(reply) = reply else {
+        return format!("a body of {} bytes, not shown", body.len());
+    };
+    let message = reply.message.unwrap_or_default();
+    let message = message.trim();
+    if message.is_empty() {
+        return reply.error_code;
     }
+    let cut = cut_chars(message, BODY_EXCERPT_CHARS);
+    let more = if cut.len() < message.len() { "…" } else { "" };
+    format!("{}: {cut}{more}", reply.error_code)
 }
 
 fn now_ms() -> i64 {
@@ -515,6 +532,8 @@ fn now_ms() -> i64 {
 #[derive(Deserialize)]
 struct ErrorReply {
     error_code: String,
+    #[serde(default)]
+    message: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -177,3 +177,42 @@ async fn errors_name_the_endpoint_and_the_server_message() {
         "{error}"
     );
 }
+
+/// A tracker URL answering a redirect (issue 39, item 3): the client does
+/// not follow it to the other address, and the error quotes nothing of
+/// the body.
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_its_body_not_quoted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (to, from) = (
+        target.local_addr().unwrap(),
+        redirector.local_addr().unwrap(),
+    );
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = redirector.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let body = "internal secret";
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{to}/\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let mlflow = Mlflow::new(&format!("http://{from}")).unwrap();
+    let error = mlflow.experiment("x").await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, TrackingError::Status { status: 307, .. }),
+        "{error:?}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+    assert!(message.contains("not shown"), "{message}");
+    let reached =
+        tokio::time::timeout(std::time::Duration::from_millis(300), target.accept()).await;
+    assert!(reached.is_err(), "the redirect was followed");
+}

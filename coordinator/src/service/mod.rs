@@ -22,6 +22,7 @@ use crate::state::{Completed, Job, Refusal, State, check_task_rows};
 pub mod error;
 pub mod prefixes;
 pub mod reply;
+pub mod urls;
 pub mod validate;
 
 pub use error::ServiceError;
@@ -44,6 +45,8 @@ pub struct Service {
     pub(crate) membership: MembershipKey,
     /// Where submitted jobs may read and write.
     pub(crate) prefixes: prefixes::AllowedPrefixes,
+    /// Where a submitted job's tracker URL may point.
+    pub(crate) urls: urls::AllowedUrls,
 }
 
 impl Service {
@@ -170,6 +173,7 @@ impl Coordinator for Service {
         let spec_json = request.into_inner().spec_json;
         let spec = validate::spec(&spec_json)?;
         self.prefixes.check(&spec)?;
+        self.urls.check(&spec)?;
         let name = spec.run.name.clone();
         let spec = check_fits(spec).await?;
         let job = self.build(spec, spec_json).await?;
