@@ -6,8 +6,9 @@ use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use premem_proto::TOKEN_ENV;
+use premem_proto::{Role, TOKEN_ENV};
 
+use crate::local_tokens::RoleTokens;
 use crate::process::cores;
 
 /// A child process of `premem run`, restarted when it dies.
@@ -63,8 +64,12 @@ fn spawn(args: &[String], log: &Path, env: &[(&str, String)]) -> Result<Child> {
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
     let mut command = Process::new(std::env::current_exe().context("finding this binary")?);
+    command.args(args);
+    if env.iter().any(|(k, _)| *k == TOKEN_ENV) {
+        // The token given is the one it reads, not a file of this user's.
+        command.env_remove("PREMEM_TOKEN_FILE");
+    }
     command
-        .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -107,10 +112,11 @@ fn terminate(child: &mut Child) {
 /// loopback: `premem run`, `premem sweep` and `premem curate`.
 pub struct LocalCluster {
     pub address: String,
-    /// The dashboard's URL, the token in it (the coordinator serves on
-    /// loopback unless told otherwise).
+    /// The dashboard's URL, a read-only token in it (the coordinator
+    /// serves on loopback unless told otherwise).
     pub dashboard: Option<String>,
-    pub token: String,
+    /// A token for each role: the children hold their role's.
+    pub tokens: RoleTokens,
     pub logs: PathBuf,
     coordinator: Coordinator,
     members: Vec<Member>,
@@ -261,10 +267,7 @@ impl LocalCluster {
         let workdir_lock = lock_workdir(workdir)?;
         let logs = workdir.join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-        let token = match std::env::var(TOKEN_ENV) {
-            Ok(token) if !token.is_empty() => token,
-            _ => format!("{:032x}", rand::random::<u128>()),
-        };
+        let (tokens, token_args) = RoleTokens::create(&workdir.join("tokens"))?;
         let address_file = workdir.join("coordinator.address");
         let mut args = vec![
             "--state".to_string(),
@@ -282,10 +285,12 @@ impl LocalCluster {
         if let Some(ttl) = options.lease_ttl {
             args.extend(["--lease-ttl".into(), ttl.to_string()]);
         }
-        let env = vec![(TOKEN_ENV, token.clone())];
+        args.extend(token_args);
+        // $PREMEM_TOKEN, when set, stays the cluster token: the user's
+        // `premem status` works with it.
         let mut launch = Launch {
             args,
-            env,
+            env: vec![],
             log: logs.join("coordinator.log"),
             address_file,
         };
@@ -299,11 +304,11 @@ impl LocalCluster {
         }
         let dashboard = addresses
             .http
-            .map(|http| format!("{http}/dashboard?token={token}"));
+            .map(|http| format!("{http}/dashboard?token={}", tokens.read));
         Ok(LocalCluster {
             address: addresses.grpc,
             dashboard,
-            token,
+            tokens,
             logs,
             coordinator: Coordinator {
                 child,
@@ -324,25 +329,32 @@ impl LocalCluster {
         }
     }
 
-    /// The environment of a worker: the token, the coordinator, and
-    /// `threads` OpenMP threads (one machine for every process), unless
-    /// OMP_NUM_THREADS is set for this process.
-    fn env(&self, threads: usize) -> Vec<(&'static str, String)> {
+    /// The environment of a worker of `role`: its role's token, the
+    /// coordinator, and `threads` OpenMP threads (one machine for every
+    /// process), unless OMP_NUM_THREADS is set for this process.
+    fn env(&self, role: Role, threads: usize) -> Vec<(&'static str, String)> {
         let threads = std::env::var("OMP_NUM_THREADS")
             .ok()
             .filter(|t| t.parse::<usize>().is_ok_and(|t| t > 0))
             .unwrap_or_else(|| threads.max(1).to_string());
         vec![
-            (TOKEN_ENV, self.token.clone()),
+            (TOKEN_ENV, self.tokens.of(role).to_string()),
             ("PREMEM_COORDINATOR", self.address.clone()),
             ("OMP_NUM_THREADS", threads),
         ]
     }
 
-    /// Starts a worker (`premem <args>`), logging to `logs/<log>.log`.
-    pub fn add(&mut self, name: &str, log: &str, args: Vec<String>, threads: usize) -> Result<()> {
+    /// Starts a worker (`premem <args>`) of `role`, logging to
+    /// `logs/<log>.log`.
+    pub fn add(
+        &mut self,
+        (name, role): (&str, Role),
+        log: &str,
+        args: Vec<String>,
+        threads: usize,
+    ) -> Result<()> {
         let log = self.logs.join(format!("{log}.log"));
-        let env = self.env(threads);
+        let env = self.env(role, threads);
         self.members.push(Member {
             name: name.to_string(),
             child: spawn(&args, &log, &env)?,
@@ -365,7 +377,7 @@ impl LocalCluster {
                 "--no-progress".into(),
             ];
             self.add(
-                &format!("pool trainer {i}"),
+                (&format!("pool trainer {i}"), Role::Trainer),
                 &format!("trainer-{i}"),
                 args,
                 threads,
@@ -384,7 +396,7 @@ impl LocalCluster {
                 cache_dir.to_string_lossy().into_owned(),
             ];
             self.add(
-                &format!("evaluator {i}"),
+                (&format!("evaluator {i}"), Role::Evaluator),
                 &format!("evaluator-{i}"),
                 args,
                 1,

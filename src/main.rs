@@ -15,6 +15,7 @@ mod device;
 mod fit;
 mod host_ranks;
 mod local_cluster;
+mod local_tokens;
 mod panics;
 mod process;
 mod watch;

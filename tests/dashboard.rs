@@ -130,6 +130,7 @@ async fn the_dashboard_shows_the_first_checkpoints_pm_live() {
     let api = base.replace("/dashboard", "/api/overview");
     assert!(status_of(&api).contains(" 401"), "{}", status_of(&api));
     assert!(!token.is_empty());
+    the_dashboards_token_only_reads(&dir.join("work"), token);
 
     let driver = Driver::start();
     let c = driver.session(&dir.join("chromium-profile")).await;
@@ -180,4 +181,41 @@ async fn the_dashboard_shows_the_first_checkpoints_pm_live() {
     std::fs::write(dir.join("dashboard.png"), c.screenshot().await.unwrap()).unwrap();
     c.close().await.unwrap();
     run.interrupt();
+}
+
+/// `premem run` gives each child its role's token and the dashboard's URL
+/// a read-only one (issue 39, item 14: the cluster token, which may do
+/// everything, was in every child and in the URL): it reads the job's
+/// status, and cancelling with it is refused. The four tokens are
+/// distinct, in files only their owner reads.
+fn the_dashboards_token_only_reads(work: &std::path::Path, token: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let address = std::fs::read_to_string(work.join("coordinator.address")).unwrap();
+    let address = address.lines().next().unwrap();
+    let with_token = |command: &str| {
+        common::premem()
+            .env("PREMEM_TOKEN", token)
+            .env("PREMEM_COORDINATOR", address)
+            .args([command, "--job", "live"])
+            .output()
+            .unwrap()
+    };
+    let status = with_token("status");
+    assert!(status.status.success(), "{}", common::text(&status.stderr));
+    let cancel = with_token("cancel");
+    let stderr = common::text(&cancel.stderr);
+    assert!(!cancel.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("needs a token with the submit role"),
+        "{stderr}"
+    );
+    let mut tokens = std::collections::BTreeSet::new();
+    for role in ["submit", "read", "trainer", "evaluator"] {
+        let file = work.join("tokens").join(role);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{role}");
+        tokens.insert(std::fs::read_to_string(&file).unwrap());
+    }
+    assert_eq!(tokens.len(), 4);
+    assert!(tokens.contains(&format!("{token}\n")));
 }

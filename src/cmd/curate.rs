@@ -204,7 +204,7 @@ fn connect(args: &CurateArgs, spec: &CurationSpec) -> Result<(Jobs, Option<Local
         .unwrap_or_else(|| PathBuf::from("premem-run").join(&spec.curation.name));
     let mut cluster = LocalCluster::start(&workdir, None)?;
     cluster.print_dashboard();
-    let connected = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.token));
+    let connected = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.tokens.submit));
     let workers = cluster
         .add_pool_trainers(spec.curation.trainers)
         .and_then(|()| cluster.add_evaluators(spec.curation.evaluators, &args.cache_dir));

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use premem_core::JobSpec;
-use premem_proto::{ClientConfig, v1};
+use premem_proto::{ClientConfig, Role, v1};
 
 use crate::client::Jobs;
 use crate::local_cluster::{
@@ -148,7 +148,7 @@ fn drive(
     cluster: &mut LocalCluster,
     stop: &AtomicBool,
 ) -> Result<v1::JobStatus> {
-    let mut jobs = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.token))?;
+    let mut jobs = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.tokens.submit))?;
     jobs.submit(spec)?;
     add_workers(args, spec, cluster)?;
     jobs.watch_job(&spec.run.name, stop, &mut || cluster.supervise())
@@ -192,7 +192,7 @@ fn add_workers(args: &RunArgs, spec: &JobSpec, cluster: &mut LocalCluster) -> Re
             args.extend(["--local-rank".into(), rank.to_string()]);
         }
         cluster.add(
-            &format!("trainer rank {rank}"),
+            (&format!("trainer rank {rank}"), Role::Trainer),
             &format!("trainer-{rank}"),
             args,
             threads,

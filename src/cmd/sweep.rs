@@ -141,7 +141,7 @@ fn run_local(
     let mut cluster = LocalCluster::start(&workdir, args.metrics_listen.as_deref())?;
     cluster.print_dashboard();
     let outcome = (|| {
-        let mut jobs = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.token))?;
+        let mut jobs = Jobs::connect(&ClientConfig::new(&cluster.address, &cluster.tokens.submit))?;
         let mut created = 0;
         for spec in specs {
             created += jobs.submit(spec)? as usize;
