@@ -6,6 +6,7 @@
 //! <state>/jobs/<name>/spec.json        the job as submitted
 //! <state>/jobs/<name>/generation.json  the newest trainer generation
 //! <state>/jobs/<name>/cancelled        present once cancelled
+//! <state>/leases/<task id>             an evaluation lease: its id and evaluator
 //! ```
 
 use std::path::Path;
@@ -22,6 +23,9 @@ use crate::state::{Group, Job, Phase, State};
 pub struct Persist {
     store: Store,
 }
+
+/// The records of the evaluation leases, by task id.
+const LEASES: &str = "leases";
 
 fn job_file(name: &str, file: &str) -> String {
     format!("jobs/{name}/{file}")
@@ -53,6 +57,53 @@ impl Persist {
         self.store
             .put(&job_file(name, "generation.json"), json.into_bytes())
             .await
+    }
+
+    /// Records the lease of a task (`leases/<task id>`), so that a
+    /// restarted coordinator still knows who evaluates it (issue 39, item
+    /// 13).
+    pub async fn save_lease(
+        &self,
+        task_id: &str,
+        lease: &str,
+        evaluator: &str,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::json!({ "lease": lease, "evaluator": evaluator }).to_string();
+        self.store
+            .put(&format!("{LEASES}/{task_id}"), json.into_bytes())
+            .await
+    }
+
+    /// Drops the record of a task's lease (the task is done, or given back).
+    pub async fn drop_lease(&self, task_id: &str) {
+        if let Err(e) = self.store.delete(&format!("{LEASES}/{task_id}")).await {
+            tracing::warn!(task = task_id, error = %e, "cannot drop the lease record");
+        }
+    }
+
+    /// Takes back the recorded leases of restored tasks not done, each for
+    /// a full lease TTL from now; drops the records of the others.
+    async fn restore_leases(&self, state: &Mutex<State>) -> Result<(), StoreError> {
+        for task_id in self.store.list_files(LEASES).await? {
+            let file = format!("{LEASES}/{task_id}");
+            let record: serde_json::Value =
+                serde_json::from_slice(&self.store.get(&file).await?).unwrap_or_default();
+            let (Some(lease), Some(evaluator)) = (
+                record.get("lease").and_then(|v| v.as_str()),
+                record.get("evaluator").and_then(|v| v.as_str()),
+            ) else {
+                self.drop_lease(&task_id).await;
+                continue;
+            };
+            let taken = state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .restore_lease(&task_id, lease, evaluator, Instant::now());
+            if !taken {
+                self.drop_lease(&task_id).await;
+            }
+        }
+        Ok(())
     }
 
     /// Rebuilds the jobs of an earlier coordinator: their specs, cancelled
@@ -88,6 +139,7 @@ impl Persist {
         }
         scan_checkpoints(state, runs).await;
         adopt_all_results(state, runs).await;
+        self.restore_leases(state).await?;
         Ok(restored)
     }
 

@@ -777,7 +777,7 @@ async fn a_restarted_coordinator_restores_its_jobs_and_finds_done_tasks() {
     assert_eq!(s.generation, 2, "{s:?}");
     assert_eq!(
         (s.tasks_pending, s.tasks_leased, s.tasks_done),
-        (1, 0, 2),
+        (0, 1, 2),
         "{s:?}"
     );
     // Both train tasks are done with the rows of their files.
@@ -792,9 +792,10 @@ async fn a_restarted_coordinator_restores_its_jobs_and_finds_done_tasks() {
         (TrainerAction::Continue, 2)
     );
 
-    // The task without a file is leased again, under a new lease.
-    let again = lease(&mut client).await;
-    assert_eq!(again.task_id, c.task_id);
+    // The task leased when the coordinator went down is still its
+    // evaluator's (issue 39, item 13: it was leased to another, and the
+    // first evaluator's completion ignored): nobody else gets it, and its
+    // lease renews and completes it.
     assert!(
         client
             .lease_task(v1::LeaseTaskRequest {
@@ -806,12 +807,25 @@ async fn a_restarted_coordinator_restores_its_jobs_and_finds_done_tasks() {
             .task
             .is_none()
     );
-    fixture.write_result(&again, &rows_for(&again));
+    let renewed = client
+        .renew_lease(v1::RenewLeaseRequest {
+            lease_id: c.lease_id.clone(),
+            task_id: c.task_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(renewed.valid);
+    fixture.write_result(&c, &rows_for(&c));
     assert_eq!(
-        complete(&mut client, &again, rows_for(&again))
-            .await
-            .unwrap(),
+        complete(&mut client, &c, rows_for(&c)).await.unwrap(),
         Completion::Accepted
+    );
+    let leases = fixture.dir.path().join("state/leases");
+    assert_eq!(
+        walk_files(&leases),
+        Vec::<String>::new(),
+        "a done task's lease record stays"
     );
     assert!(close(
         checkpoint(&status(&mut client).await, 4).test_accuracy,
@@ -1164,4 +1178,24 @@ async fn a_tracker_url_outside_the_allowed_urls_is_refused() {
     spec["tracking"] = serde_json::json!({ "mlflow": "http://127.0.0.1:9/mlflow/" });
     assert!(submit(&mut client, spec.to_string()).await.created);
     running.stop().await.unwrap();
+}
+
+/// The files below `dir`, relative to it.
+fn walk_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files = vec![];
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(at) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&at) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    files
 }

@@ -373,16 +373,23 @@ impl Coordinator for Service {
         let started = Instant::now();
         let evaluator = &request.get_ref().evaluator;
         validate::peer_name("evaluator", evaluator)?;
-        let reply = {
+        let (reply, record) = {
             let mut state = self.lock();
             let lease_ttl = state.timing.lease_ttl;
             let leased = state.lease(evaluator, Instant::now());
+            let record = leased.as_ref().map(|l| (l.key.id(&l.job), l.lease.clone()));
             let leased = leased.map(|l| {
                 let job = &state.jobs[&l.job];
                 (l, job)
             });
-            reply::lease(leased, lease_ttl, self.retry_after)
+            (reply::lease(leased, lease_ttl, self.retry_after), record)
         };
+        if let Some((task_id, lease)) = record {
+            // Before the reply: a restart after it still knows the lease.
+            if let Err(e) = self.persist.save_lease(&task_id, &lease, evaluator).await {
+                tracing::warn!(task = task_id, error = %e, "cannot record the lease");
+            }
+        }
         self.metrics
             .lease_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -421,6 +428,7 @@ impl Coordinator for Service {
             .complete(&r.lease_id, &r.task_id, rows, Instant::now())?;
         if completed == Completed::Accepted {
             self.metrics.rows_total.inc_by(count);
+            self.persist.drop_lease(&r.task_id).await;
         }
         self.metrics.count_completion(completed);
         tracing::debug!(task = r.task_id, ?completed, "completion");
@@ -434,8 +442,12 @@ impl Coordinator for Service {
         require(&request, Role::Evaluator, "FailTask")?;
         let r = request.get_ref();
         let message = validate::failure_message(&r.message);
-        self.lock()
+        let given_back = self
+            .lock()
             .fail(&r.lease_id, &r.task_id, &message, Instant::now())?;
+        if given_back {
+            self.persist.drop_lease(&r.task_id).await;
+        }
         Ok(Response::new(v1::FailTaskReply {}))
     }
 }

@@ -157,6 +157,33 @@ impl State {
         })
     }
 
+    /// Gives task `task_id`, if it is pending, back to the lease `lease` of
+    /// `evaluator` recorded before a restart, for a lease TTL from `now`;
+    /// `false` when there is no such pending task.
+    pub fn restore_lease(
+        &mut self,
+        task_id: &str,
+        lease: &str,
+        evaluator: &str,
+        now: Instant,
+    ) -> bool {
+        let Ok((job, key, task)) = self.task(task_id) else {
+            return false;
+        };
+        if task.state != TaskState::Pending || job.phase != Phase::Active {
+            return false;
+        }
+        let name = job.name.clone();
+        let state = TaskState::Leased {
+            lease: lease.to_string(),
+            evaluator: evaluator.to_string(),
+            expires: now + self.timing.lease_ttl,
+        };
+        self.set_task_state(&name, key, state);
+        tracing::info!(job = name, task = task_id, evaluator, "lease restored");
+        true
+    }
+
     /// Looks a task up by the id an evaluator sent.
     pub fn task(&self, task_id: &str) -> Refused<(&Job, TaskKey, &Task)> {
         let (name, key) = parse_task_id(task_id)
@@ -238,21 +265,22 @@ impl State {
     }
 
     /// Gives a task back after a failure; the job fails after
-    /// `eval.max_attempts` failures of one task. Ignored for a stale lease.
+    /// `eval.max_attempts` failures of one task. Ignored for a stale lease;
+    /// `true` when the task was given back.
     pub fn fail(
         &mut self,
         lease_id: &str,
         task_id: &str,
         message: &str,
         now: Instant,
-    ) -> Refused<()> {
+    ) -> Refused<bool> {
         let (name, key, evaluator, attempts, max) = {
             let (job, key, task) = self.task(task_id)?;
             let evaluator = match &task.state {
                 TaskState::Leased { evaluator, .. } if lease_valid(task, lease_id, now) => {
                     evaluator.clone()
                 }
-                _ => return Ok(()),
+                _ => return Ok(false),
             };
             let max = job.spec.eval.max_attempts;
             (job.name.clone(), key, evaluator, task.attempts + 1, max)
@@ -272,6 +300,6 @@ impl State {
         self.set_task_state(&name, key, TaskState::Pending);
         let job = self.jobs.get_mut(&name).expect("found above");
         job.tasks.get_mut(&key).expect("found above").attempts = attempts;
-        Ok(())
+        Ok(true)
     }
 }
