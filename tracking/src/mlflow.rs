@@ -490,12 +490,14 @@ fn metric_json(metric: &Metric) -> Value {
     })
 }
 
-/// Whether `error` is an MLflow error answer with `error_code` = `code`.
+/// Whether `error` is an MLflow error answer with `error_code` = `code`
+/// (its body is [`excerpt`]'s: the code, then `: ` and the message).
 fn has_error_code(error: &TrackingError, code: &str) -> bool {
     let TrackingError::Status { body, .. } = error else {
         return false;
     };
-    serde_json::from_str::<ErrorReply>(body).is_ok_and(|reply| reply.error_code == code)
+    body.strip_prefix(code)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(": "))
 }
 
 /// What an error message says of a server's answer: MLflow's error code
