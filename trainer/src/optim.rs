@@ -595,18 +595,23 @@ impl Optimizer {
 
     /// The f64 norm of `n` elements, read `CHUNK` at a time in fp32 by
     /// `chunk((start, len))`: the squares of the chunks' f64 norms added
-    /// in order, so no temporary is larger than a chunk.
+    /// in order, so no temporary is larger than a chunk. The sum stays on
+    /// the gradient's device and is read once (one device sync, not one a
+    /// chunk, in the training step).
     fn chunked_norm(n: i64, chunk: impl Fn((i64, i64)) -> Tensor) -> f64 {
-        let (mut squares, mut start) = (0.0, 0);
+        let mut squares: Option<Tensor> = None;
+        let mut start = 0;
         while start < n {
             let len = CHUNK.min(n - start);
-            let norm = chunk((start, len))
-                .norm_scalaropt_dtype(2.0, Kind::Double)
-                .double_value(&[]);
-            squares += norm * norm;
+            let norm = chunk((start, len)).norm_scalaropt_dtype(2.0, Kind::Double);
+            let square = &norm * &norm;
+            squares = Some(match squares {
+                Some(sum) => sum + square,
+                None => square,
+            });
             start += len;
         }
-        squares.sqrt()
+        squares.map_or(0.0, |sum| sum.double_value(&[])).sqrt()
     }
 
     /// Elements `start .. start + len` of `grads` (this rank's range of the
